@@ -1,0 +1,1 @@
+"""Labels stage: the dataset store, label encoding, exporters."""

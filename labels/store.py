@@ -1,0 +1,259 @@
+"""The dataset store: the on-disk contract between the stages and with users.
+
+Layout and meaning of every file are in docs/formats.md. Each file is written to a temporary
+name and renamed into place; a frame's record is appended to ``frames.jsonl`` only after all of
+its files exist, so an interrupted run leaves no half-written frame that counts as done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import cv2
+import numpy as np
+import OpenEXR
+
+from sceneforge.errors import UserError
+from sceneforge.render.passes import Passes
+from sceneforge.scenes.spec import SceneSpec
+
+from .annotate import object_records, semantic_map
+
+STORE_FORMAT = "sceneforge.store/1"
+PASSES = {"rgb": ".png", "depth": ".exr", "normals": ".exr", "instance": ".png", "semantic": ".png"}
+MAX_METADATA_BYTES = 64 << 20
+MAX_RECORD_BYTES = 64 << 20
+
+log = logging.getLogger("sceneforge")
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` and rename ``tmp`` to ``path``: readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def frame_name(index: int) -> str:
+    """The file stem of frame ``index`` (000042)."""
+    return f"{index:06d}"
+
+
+class DatasetStore:
+    """A SceneForge dataset folder: ``dataset.json``, ``frames.jsonl`` and one folder per pass."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        meta_path = self.root / "dataset.json"
+        if not meta_path.is_file():
+            raise UserError(f"{self.root}: not a SceneForge dataset (no dataset.json)")
+        self.meta = _read_json(meta_path, MAX_METADATA_BYTES)
+        if self.meta.get("format") != STORE_FORMAT:
+            raise UserError(f"{meta_path}: unsupported store format {self.meta.get('format')!r}, expected {STORE_FORMAT!r}")
+
+    @classmethod
+    def open_for_writing(
+        cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
+        resolution: tuple[int, int], requested: int,
+    ) -> DatasetStore:
+        """Create a store, or reopen one made from the same recipe to resume it."""
+        root = Path(root)
+        _check_writable(root)
+        meta_path = root / "dataset.json"
+        if meta_path.exists():
+            store = cls(root)
+            if store.meta.get("recipe_hash") != recipe_hash:
+                raise UserError(
+                    f"{root}: holds frames of another recipe (recipe hash {store.meta.get('recipe_hash')}, "
+                    f"this one is {recipe_hash}); choose another output folder"
+                )
+        else:
+            store = cls.__new__(cls)
+            store.root, store.meta = root, {
+                "format": STORE_FORMAT,
+                "recipe": recipe,
+                "recipe_hash": recipe_hash,
+                "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
+                "passes": list(PASSES),
+                "resolution": list(resolution),
+                "conventions": {
+                    "camera": "opencv: +x right, +y down, +z forward; K pixel centres at integers",
+                    "depth": "planar z along the camera axis, metres, inf = no hit",
+                    "normals": "unit vectors in the opencv camera frame, 0 = no hit",
+                },
+            }
+        store.meta["counts"] = {"requested": requested, "finished": 0}
+        store.meta["software"] = _software_versions()
+        for folder in (*PASSES, "scenes"):
+            (root / folder).mkdir(exist_ok=True)
+        store._remove_partial_files()
+        store.meta["counts"]["finished"] = len(store.records(repair=True))
+        store.save_metadata()
+        return store
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def records(self, repair: bool = False) -> list[dict]:
+        """Finished frame records, by index. A truncated last line (a crash mid-append) is
+        skipped with a warning, and cut off the file when ``repair`` is set."""
+        path = self.root / "frames.jsonl"
+        if not path.exists():
+            return []
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        by_index: dict[int, dict] = {}
+        good_end = 0
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                good_end += len(line) + 1
+                continue
+            try:
+                if len(line) > MAX_RECORD_BYTES:
+                    raise ValueError("record too large")
+                record = json.loads(line)
+                index = int(record["index"])
+            except (ValueError, KeyError, TypeError) as exc:
+                if number == len(lines):  # last line without its newline: an interrupted append
+                    log.warning("%s:%d: ignoring a truncated last record (%s)", path, number, exc)
+                    break
+                raise UserError(f"{path}:{number}: corrupt frame record ({exc})") from None
+            by_index.setdefault(index, record)
+            good_end += len(line) + 1
+        if repair and good_end < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(min(good_end, len(data)))
+        return [by_index[i] for i in sorted(by_index)]
+
+    def path(self, record: dict, name: str) -> Path:
+        """Absolute path of one of a frame's files (``rgb``, ``depth``, ..., ``scene``)."""
+        return self.root / record["files"][name]
+
+    def read_rgb(self, record: dict) -> np.ndarray:
+        """H x W x 3 uint8 RGB."""
+        return cv2.cvtColor(_imread(self.path(record, "rgb"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def read_instance(self, record: dict) -> np.ndarray:
+        """H x W uint16 instance ids (0 = background)."""
+        return _imread(self.path(record, "instance"), cv2.IMREAD_UNCHANGED)
+
+    def read_semantic(self, record: dict) -> np.ndarray:
+        """H x W uint16 category ids (0 = background)."""
+        return _imread(self.path(record, "semantic"), cv2.IMREAD_UNCHANGED)
+
+    def read_depth(self, record: dict) -> np.ndarray:
+        """H x W float32 planar depth in metres (inf = no hit)."""
+        return OpenEXR.File(str(self.path(record, "depth"))).channels()["Z"].pixels
+
+    def read_normals(self, record: dict) -> np.ndarray:
+        """H x W x 3 float32 camera-frame (OpenCV) unit normals."""
+        channels = OpenEXR.File(str(self.path(record, "normals")), separate_channels=True).channels()
+        return np.stack([channels[c].pixels for c in "XYZ"], axis=-1)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def write_frame(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
+        """Write every file of a frame, then append its record; returns the record."""
+        stem = frame_name(spec.index)
+        files = {name: f"{name}/{stem}{ext}" for name, ext in PASSES.items()}
+        files["scene"] = f"scenes/{stem}.json"
+        semantic = semantic_map(spec, passes.instance)
+        _write_png(self.root / files["rgb"], cv2.cvtColor(passes.rgb, cv2.COLOR_RGB2BGR))
+        _write_exr(self.root / files["depth"], {"Z": passes.depth})
+        _write_exr(self.root / files["normals"], {c: passes.normals[..., i] for i, c in enumerate("XYZ")})
+        _write_png(self.root / files["instance"], passes.instance)
+        _write_png(self.root / files["semantic"], semantic)
+        atomic_write(self.root / files["scene"], lambda tmp: tmp.write_text(spec.to_json()))
+        camera = spec.camera
+        record = {
+            "index": spec.index,
+            "seed": spec.seed,
+            "files": files,
+            "camera": {"K": camera.K, "world_from_camera": camera.world_from_camera,
+                       "width": camera.width, "height": camera.height},
+            "objects": object_records(spec, passes.instance),
+            "render_seconds": round(render_seconds, 4),
+        }
+        self._append_record(record)
+        self.meta["counts"]["finished"] += 1
+        return record
+
+    def save_metadata(self) -> None:
+        """Rewrite dataset.json atomically."""
+        text = json.dumps(self.meta, indent=2)
+        atomic_write(self.root / "dataset.json", lambda tmp: tmp.write_text(text))
+
+    def _append_record(self, record: dict) -> None:
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.root / "frames.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def _remove_partial_files(self) -> None:
+        for folder in (*PASSES, "scenes"):
+            for tmp in (self.root / folder).glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{root}: output folder is not writable ({exc.strerror or exc})") from None
+
+
+def _read_json(path: Path, limit: int) -> dict:
+    if path.stat().st_size > limit:
+        raise UserError(f"{path}: larger than {limit} bytes")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _imread(path: Path, flags: int) -> np.ndarray:
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise UserError(f"{path}: missing or unreadable image")
+    return image
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write(path, lambda tmp: tmp.write_bytes(data.tobytes()))
+
+
+def _write_exr(path: Path, channels: dict[str, np.ndarray]) -> None:
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in channels.items()}
+    atomic_write(path, lambda tmp: OpenEXR.File(header, arrays).write(str(tmp)))
+
+
+def _software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("sceneforge", "bpy", "numpy", "OpenEXR", "opencv-python-headless"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    versions["platform"] = sys.platform
+    return versions

@@ -1,0 +1,66 @@
+"""Turn one Cycles multilayer EXR into the store's label arrays (numpy only, no bpy).
+
+What each pixel means (docs/formats.md):
+- rgb: sRGB encoding of the linear render, clipped to [0, 1] (Blender's "Standard" view).
+- depth: planar Z in metres along the camera axis; ``inf`` where the ray hit nothing.
+- normals: unit surface normals in the OpenCV camera frame; (0, 0, 0) where nothing was hit.
+- instance: object pass index (0 = background or unlabeled geometry).
+Depth and instance come from one camera ray per pixel (Cycles writes data passes on the first
+sample), so they are never blends of two surfaces; normals are averaged over all samples and
+renormalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import OpenEXR
+
+# Cycles writes this depth where a camera ray escapes to the background.
+_NO_HIT_DEPTH = 1e9
+
+
+@dataclass(frozen=True)
+class Passes:
+    """The label arrays of one rendered frame, all H x W."""
+
+    rgb: np.ndarray  # uint8, H x W x 3, sRGB
+    depth: np.ndarray | None  # float32 metres, planar Z; inf = no hit
+    normals: np.ndarray | None  # float32 H x W x 3, camera frame (OpenCV)
+    instance: np.ndarray | None  # uint16
+
+
+def read_multilayer_exr(path: Path, world_from_camera: np.ndarray) -> Passes:
+    """Decode a Cycles multilayer EXR (Combined, and Depth, Normal, IndexOB when rendered)."""
+    channels = OpenEXR.File(str(path), separate_channels=True).channels()
+    by_pass = {name.split(".", 1)[1]: data.pixels for name, data in channels.items() if "." in name}
+    rgb = np.stack([by_pass[f"Combined.{c}"] for c in "RGB"], axis=-1)
+    normals = instance = None
+    depth = by_pass.get("Depth.Z")
+    if depth is not None:
+        depth = np.where(depth >= _NO_HIT_DEPTH, np.inf, depth).astype(np.float32)
+    if "Normal.X" in by_pass:
+        world_normals = np.stack([by_pass[f"Normal.{c}"] for c in "XYZ"], axis=-1)
+        normals = world_to_camera_normals(world_normals, world_from_camera)
+    if "IndexOB.X" in by_pass:
+        instance = np.rint(by_pass["IndexOB.X"]).astype(np.uint16)
+    return Passes(rgb=linear_to_srgb8(rgb), depth=depth, normals=normals, instance=instance)
+
+
+def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
+    """8-bit sRGB from linear RGB (clipped), as Blender's Standard view transform shows it."""
+    x = np.clip(linear, 0.0, 1.0)
+    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+    return np.rint(srgb * 255.0).astype(np.uint8)
+
+
+def world_to_camera_normals(world_normals: np.ndarray, world_from_camera: np.ndarray) -> np.ndarray:
+    """Rotate world-space normals into the OpenCV camera frame and renormalise them."""
+    rotation = np.asarray(world_from_camera, dtype=np.float64)[:3, :3]
+    cam = world_normals.astype(np.float64) @ rotation  # row vectors: n_cam = R^T n_world
+    length = np.linalg.norm(cam, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = np.where(length > 1e-6, cam / length, 0.0)
+    return unit.astype(np.float32)

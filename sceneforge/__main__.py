@@ -1,0 +1,3 @@
+from sceneforge.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""The ``sceneforge`` command line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from sceneforge import __version__
+from sceneforge.errors import RenderFailure, UserError
+
+app = typer.Typer(
+    help="SceneForge: YAML scene recipes in, labeled synthetic image datasets out.\n\n"
+    "Typical use: sceneforge run examples/tabletop.yaml -o out/tabletop",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+stderr = Console(stderr=True, soft_wrap=True)  # never hard-wrap FILE:LINE:COL messages
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file (see docs/recipes.md).", show_default=False)]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Dataset folder to create or resume.", show_default=False)]
+CountOpt = Annotated[Optional[int], typer.Option("--count", "-n", help="Number of frames (overrides the recipe).", min=1)]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Recipe seed (overrides the recipe).", min=0)]
+ResolutionOpt = Annotated[Optional[str], typer.Option("--resolution", help="Image size WxH, e.g. 640x480 (overrides the recipe).")]
+SamplesOpt = Annotated[Optional[int], typer.Option("--samples", help="Cycles samples per pixel (overrides the recipe).", min=1)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- img/s" if speed is None else f"{speed:.2f} img/s")
+
+
+def _overrides(count: int | None, seed: int | None, resolution: str | None, samples: int | None) -> dict:
+    overrides: dict = {}
+    if count is not None:
+        overrides["count"] = count
+    if seed is not None:
+        overrides["seed"] = seed
+    if resolution is not None:
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", resolution)
+        if not match:
+            raise typer.BadParameter(f"expected WxH such as 640x480, got {resolution!r}", param_hint="--resolution")
+        overrides["render.resolution"] = [int(match[1]), int(match[2])]
+    if samples is not None:
+        overrides["render.samples"] = samples
+    return overrides
+
+
+def _render(recipe_path: Path, output: Path, overrides: dict, quiet: bool):
+    from sceneforge.pipeline import render_dataset
+    from sceneforge.scenes.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    progress = Progress(
+        TextColumn("Rendering"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+        TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=stderr, disable=quiet,
+    )
+    with progress:
+        task = progress.add_task("render", total=None)
+
+        def on_start(total: int, already_done: int) -> None:
+            progress.update(task, total=total, completed=already_done)
+            progress.reset(task, total=total, completed=already_done)
+
+        report = render_dataset(recipe, output, on_start=on_start, on_frame=lambda _: progress.advance(task))
+    if not quiet:
+        stderr.print(
+            f"Rendered {report.rendered} frame(s), {report.already_done} already done, in "
+            f"{report.wall_seconds:.1f} s; Blender render time {report.render_seconds:.1f} s"
+        )
+    return report
+
+
+@app.command()
+def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: SeedOpt = None,
+        resolution: ResolutionOpt = None, samples: SamplesOpt = None, quiet: QuietOpt = False) -> None:
+    """Sample, render and export: the whole job. Writes the store into OUT and COCO into OUT/coco.
+
+    Rerunning the same command on the same OUT renders only the missing frames.
+    """
+    from sceneforge.labels.exporters import export as export_store
+
+    report = _render(recipe, output, _overrides(count, seed, resolution, samples), quiet)
+    export_store(report.store, "coco", output / "coco", overwrite=True)
+    typer.echo(f"Dataset: {output.resolve()}")
+
+
+@app.command()
+def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: SeedOpt = None,
+           resolution: ResolutionOpt = None, samples: SamplesOpt = None, quiet: QuietOpt = False) -> None:
+    """Render a recipe into the dataset store only (no export). Resumes an interrupted run."""
+    _render(recipe, output, _overrides(count, seed, resolution, samples), quiet)
+    typer.echo(f"Dataset: {output.resolve()}")
+
+
+@app.command()
+def export(
+    store: Annotated[Path, typer.Argument(help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the export into.", show_default=False)],
+    format: Annotated[str, typer.Option("--format", "-f", help="Export format: coco.")] = "coco",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Export a dataset store for training code (COCO instances with RLE masks)."""
+    from sceneforge.labels.exporters import export as export_store
+    from sceneforge.labels.store import DatasetStore
+
+    dest = export_store(DatasetStore(store), format, output, overwrite=overwrite)
+    typer.echo(f"Exported {format}: {dest.resolve()}")
+
+
+@app.command()
+def validate(recipe: RecipeArg) -> None:
+    """Check a recipe and report every problem as FILE:LINE:COL: field.path: message."""
+    from sceneforge.scenes.recipe import load_recipe
+    from sceneforge.scenes.sampling import sample
+
+    loaded = load_recipe(recipe)
+    sample(loaded, 0)
+    width, height = loaded.render.resolution
+    typer.echo(
+        f"{recipe}: OK: {loaded.count} frame(s) at {width}x{height}, {loaded.render.samples} samples; "
+        f"categories: {', '.join(loaded.categories) or '(none)'}"
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sceneforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=stderr, show_time=False, show_path=False)])
+
+
+def main() -> None:
+    """Console-script entry point: user mistakes exit 2 with a message, never a traceback."""
+    try:
+        app()
+    except UserError as exc:
+        stderr.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except RenderFailure as exc:
+        stderr.print(f"render failed: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        stderr.print("interrupted; rerun the same command to resume", markup=False)
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Scene stage: recipe schema and loading, distributions and seeding, assets, scene sampling."""

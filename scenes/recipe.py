@@ -1,0 +1,345 @@
+"""Recipe schema and loading: YAML with line/column positions, validated into typed models.
+
+Every problem is reported as ``FILE:LINE:COL: field.path: what was expected``; the YAML is read
+with a safe loader, explicit tags are refused, and file size and node count are bounded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedBase, CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from sceneforge.errors import UserError
+
+from .distributions import Integer, Number
+
+MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_NODES = 100_000
+MAX_INSTANCES = 32_767  # Blender's object pass index is a 15-bit integer.
+
+
+class Section(BaseModel):
+    """A recipe mapping: unknown keys are errors with a "did you mean" hint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            allowed = list(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    close = difflib.get_close_matches(str(key), allowed, n=1)
+                    hint = f", did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(allowed)}"
+                    raise PydanticCustomError("unknown_key", f"unknown key '{key}'{hint}", {"key": key})
+        return data
+
+
+Vec3 = tuple[Number, Number, Number]
+
+
+class HSV(Section):
+    """A colour drawn in HSV (each component in [0, 1]); converted to linear RGB."""
+
+    hsv: Vec3
+
+
+Color = Annotated[
+    Union[Annotated[Vec3, Tag("rgb")], Annotated[HSV, Tag("hsv")]],
+    Discriminator(
+        lambda v: "hsv" if isinstance(v, (Mapping, HSV)) else "rgb",
+        custom_error_type="color",
+        custom_error_message="expected [r, g, b] (linear, 0..1) or {hsv: [h, s, v]}",
+    ),
+]
+
+
+class Material(Section):
+    color: Color = (0.8, 0.8, 0.8)
+    roughness: Number = 0.5
+    metallic: Number = 0.0
+
+
+class Box(Section):
+    primitive: Literal["box"]
+    extents: Vec3 = (0.2, 0.2, 0.2)
+
+
+class Sphere(Section):
+    primitive: Literal["sphere"]
+    radius: Number = 0.1
+
+
+class Cylinder(Section):
+    primitive: Literal["cylinder"]
+    radius: Number = 0.1
+    height: Number = 0.2
+
+
+class Cone(Section):
+    primitive: Literal["cone"]
+    radius: Number = 0.1
+    height: Number = 0.2
+
+
+class Capsule(Section):
+    primitive: Literal["capsule"]
+    radius: Number = 0.05
+    height: Number = 0.2  # total height, caps included
+
+
+class Torus(Section):
+    primitive: Literal["torus"]
+    major_radius: Number = 0.1
+    minor_radius: Number = 0.03
+
+
+Primitive = Annotated[Union[Box, Sphere, Cylinder, Cone, Capsule, Torus], Field(discriminator="primitive")]
+
+
+class ObjectGroup(Section):
+    """Objects of one category: how many, which shape, which material."""
+
+    category: str = Field(min_length=1, max_length=128)
+    count: Integer = 1
+    asset: Primitive
+    material: Material = Material()
+
+
+class Placement(Section):
+    """Objects are scattered on the ground inside ``area`` (metres, centred on the origin)."""
+
+    area: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (1.0, 1.0)
+    min_gap: float = Field(0.01, ge=0)
+    max_tries: int = Field(200, ge=1, le=100_000)
+
+
+class Ground(Section):
+    size: float = Field(4.0, gt=0)
+    material: Material = Material(color=(0.5, 0.5, 0.5), roughness=0.8)
+
+
+class Light(Section):
+    """A light aimed at the origin from (elevation, azimuth, distance)."""
+
+    type: Literal["sun", "point", "area"]
+    energy: Number = Field(description="W/m2 for sun, W for point and area lights")
+    color: Color = (1.0, 1.0, 1.0)
+    elevation_deg: Number = 60.0
+    azimuth_deg: Number = 0.0
+    distance: Number = 3.0
+    size: float = Field(0.5, gt=0)
+
+
+class Background(Section):
+    color: Color = (0.05, 0.05, 0.05)
+    strength: Number = 1.0
+
+
+class Camera(Section):
+    """A pinhole camera on a sphere around ``look_at``, looking at it, world +Z up."""
+
+    fov_deg: float = Field(50.0, gt=0, lt=180, description="horizontal field of view")
+    look_at: Vec3 = (0.0, 0.0, 0.0)
+    distance: Number = 2.0
+    elevation_deg: Number = 45.0
+    azimuth_deg: Number = 0.0
+    clip_start: float = Field(0.01, gt=0)
+    clip_end: float = Field(100.0, gt=0)
+
+
+Dimension = Annotated[int, Field(ge=1, le=16384)]
+
+
+class RenderSettings(Section):
+    resolution: tuple[Dimension, Dimension] = (320, 240)
+    samples: int = Field(16, ge=1, le=65536)
+    denoise: bool = False
+
+
+class Recipe(Section):
+    """A whole scene recipe: what to place, how to light and film it, how many frames."""
+
+    seed: int = Field(0, ge=0, lt=2**63)
+    count: int = Field(10, ge=1, le=10_000_000, description="number of frames")
+    render: RenderSettings = RenderSettings()
+    camera: Camera = Camera()
+    objects: list[ObjectGroup] = []
+    placement: Placement = Placement()
+    ground: Ground | None = Ground()
+    lights: list[Light] = [Light(type="sun", energy=3.0)]
+    background: Background = Background()
+
+    @property
+    def categories(self) -> list[str]:
+        """Category names in order of first appearance; category id = position + 1."""
+        return list(dict.fromkeys(group.category for group in self.objects))
+
+    def content_hash(self) -> str:
+        """Hash of everything that decides the frames (the frame count excluded)."""
+        content = self.model_dump(mode="json", exclude={"count"})
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """Read, check and validate a recipe file; ``overrides`` maps dotted field paths to values.
+
+    Raises UserError listing every problem as ``FILE:LINE:COL: field.path: message``.
+    """
+    path = Path(path)
+    tree = _read_yaml(path)
+    overridden = _apply_overrides(tree, overrides or {}, path)
+    try:
+        return Recipe.model_validate(_plain(tree, path))
+    except ValidationError as exc:
+        raise UserError("\n".join(_describe(path, tree, error, overridden) for error in exc.errors())) from None
+
+
+def _read_yaml(path: Path) -> CommentedMap:
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise UserError(f"{path}: recipe is larger than {MAX_RECIPE_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        tree = YAML(typ="rt", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise UserError(f"{where}: YAML error: {exc.problem or exc.context}") from None
+    except YAMLError as exc:
+        raise UserError(f"{path}: YAML error: {exc}") from None
+    if tree is None:
+        raise UserError(f"{path}:1:1: the recipe is empty")
+    if not isinstance(tree, CommentedMap):
+        raise UserError(f"{path}:1:1: the recipe must be a mapping of fields (seed, objects, ...)")
+    return tree
+
+
+def _plain(tree: Any, path: Path) -> Any:
+    """Plain Python data from the YAML tree, refusing explicit tags and alias bombs."""
+    budget = [MAX_RECIPE_NODES]
+
+    def convert(node: Any, where: tuple[int, int]) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise UserError(f"{path}: more than {MAX_RECIPE_NODES} values (an alias bomb?)")
+        tag = getattr(node, "tag", None)
+        if isinstance(node, TaggedScalar) or (isinstance(node, CommentedBase) and getattr(tag, "value", tag)):
+            line, col = where
+            raise UserError(f"{path}:{line + 1}:{col + 1}: YAML tags such as '{getattr(tag, 'value', tag)}' are not allowed")
+        if isinstance(node, CommentedMap):
+            return {key: convert(value, _value_pos(node, key, where)) for key, value in node.items()}
+        if isinstance(node, CommentedSeq):
+            return [convert(value, _item_pos(node, i, where)) for i, value in enumerate(node)]
+        if isinstance(node, Mapping):  # an override value
+            return {key: convert(value, where) for key, value in node.items()}
+        if isinstance(node, list):
+            return [convert(value, where) for value in node]
+        if node is None or isinstance(node, (str, int, float, bool)):
+            return node
+        line, col = where
+        raise UserError(f"{path}:{line + 1}:{col + 1}: unsupported YAML value {type(node).__name__} ({node!r})")
+
+    return convert(tree, (0, 0))
+
+
+def _value_pos(node: CommentedMap, key: Any, default: tuple[int, int]) -> tuple[int, int]:
+    try:
+        return tuple(node.lc.value(key))  # type: ignore[return-value]
+    except (KeyError, TypeError, AttributeError):
+        return default
+
+
+def _item_pos(node: CommentedSeq, index: int, default: tuple[int, int]) -> tuple[int, int]:
+    try:
+        return tuple(node.lc.item(index))  # type: ignore[return-value]
+    except (KeyError, TypeError, AttributeError):
+        return default
+
+
+def _apply_overrides(tree: CommentedMap, overrides: Mapping[str, Any], path: Path) -> set[tuple[str, ...]]:
+    """Set dotted field paths in the tree; returns the overridden paths (they have no position)."""
+    done = set()
+    for dotted, value in overrides.items():
+        keys = tuple(dotted.split("."))
+        node = tree
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), Mapping):
+                node[key] = CommentedMap()
+            node = node[key]
+        node[keys[-1]] = value
+        done.add(keys)
+    return done
+
+
+def _describe(path: Path, tree: Any, error: Mapping[str, Any], overridden: set[tuple[str, ...]]) -> str:
+    """One validation error as FILE:LINE:COL: field.path: message."""
+    loc = list(error["loc"])
+    unknown_key = error["type"] == "unknown_key"
+    if unknown_key:
+        loc.append(error["ctx"]["key"])
+    node, pos, keys, field_path = tree, (0, 0), [], ""
+    for i, part in enumerate(loc):
+        # Parts that are not in the tree are union tags (pydantic's own path markers): skip them.
+        if isinstance(node, Mapping) and part in node:
+            at_key = unknown_key and i == len(loc) - 1
+            pos = (_key_pos if at_key else _value_pos)(node, part, pos)
+            node = node[part]
+            keys.append(str(part))
+            field_path += f".{part}" if field_path else str(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            pos = _item_pos(node, part, pos)
+            node = node[part]
+            field_path += f"[{part}]"
+    field_path = field_path or "(top level)"
+    if any(tuple(keys[: len(o)]) == o for o in overridden):
+        return f"command line: {field_path}: {_message(error)}"
+    return f"{path}:{pos[0] + 1}:{pos[1] + 1}: {field_path}: {_message(error)}"
+
+
+def _key_pos(node: CommentedMap, key: Any, default: tuple[int, int]) -> tuple[int, int]:
+    try:
+        return tuple(node.lc.key(key))  # type: ignore[return-value]
+    except (KeyError, TypeError, AttributeError):
+        return default
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind == "union_tag_invalid":
+        ctx = error["ctx"]
+        return f"unknown {ctx['discriminator'].strip(chr(39))} {ctx['tag']!r}; expected one of: {ctx['expected_tags']}"
+    if kind == "union_tag_not_found":
+        return f"required field {error['ctx']['discriminator']} is missing"
+    if kind == "literal_error":
+        return f"{msg.replace('Input should be', 'expected')}, got {error['input']!r}"
+    if kind in ("unknown_key", "number", "integer", "color"):
+        return msg
+    return f"{msg[0].lower()}{msg[1:]}, got {error['input']!r}".replace("input should be", "expected")

@@ -1,0 +1,104 @@
+"""SceneSpec: a pure, JSON-serialisable description of one scene, everything a renderer needs.
+
+Matrices are row-major nested lists. Poses use the OpenCV camera convention
+(+X right, +Y down, +Z forward); the world is right-handed with +Z up, in metres.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SPEC_FORMAT = "sceneforge.scenespec/1"
+
+Vector3 = tuple[float, float, float]
+Matrix3 = tuple[Vector3, Vector3, Vector3]
+Matrix4 = tuple[
+    tuple[float, float, float, float],
+    tuple[float, float, float, float],
+    tuple[float, float, float, float],
+    tuple[float, float, float, float],
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AssetRef(_Spec):
+    """A mesh asset by content: a built-in primitive, its dimensions (metres) and their hash."""
+
+    primitive: str
+    params: dict[str, float | Vector3]
+    hash: str
+
+    @classmethod
+    def primitive_asset(cls, primitive: str, params: dict[str, float | Vector3]) -> AssetRef:
+        """The reference of a primitive; equal hashes mean equal meshes."""
+        text = json.dumps({"primitive": primitive, "params": params}, sort_keys=True)
+        return cls(primitive=primitive, params=params, hash=hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+class MaterialSpec(_Spec):
+    base_color: Vector3  # linear RGB
+    roughness: float
+    metallic: float
+
+
+class ObjectSpec(_Spec):
+    instance_id: int
+    category_id: int
+    category: str
+    asset: AssetRef
+    world_from_object: Matrix4
+    material: MaterialSpec
+
+
+class CameraSpec(_Spec):
+    K: Matrix3
+    world_from_camera: Matrix4
+    width: int
+    height: int
+    clip_start: float
+    clip_end: float
+
+
+class LightSpec(_Spec):
+    type: Literal["sun", "point", "area"]
+    energy: float
+    color: Vector3
+    world_from_light: Matrix4  # the light shines along its local -Z (Blender's convention)
+    size: float
+
+
+class GroundSpec(_Spec):
+    size: float
+    material: MaterialSpec
+
+
+class RenderSpec(_Spec):
+    samples: int
+    denoise: bool
+    cycles_seed: int
+
+
+class SceneSpec(_Spec):
+    """One scene, regenerable alone from (recipe, index)."""
+
+    format: Literal["sceneforge.scenespec/1"] = SPEC_FORMAT
+    index: int
+    seed: int
+    camera: CameraSpec
+    objects: list[ObjectSpec]
+    lights: list[LightSpec]
+    ground: GroundSpec | None
+    background_color: Vector3
+    background_strength: float
+    render: RenderSpec
+
+    def to_json(self) -> str:
+        """Canonical JSON text (the same scene always gives the same bytes)."""
+        return self.model_dump_json()
