@@ -1,0 +1,89 @@
+"""Pipeline overhead over Blender's own render time, and the cost of the label passes.
+
+    python benchmarks/render_overhead.py [--frames 24] [--resolution 320x240] [--samples 16]
+
+Part 1 runs the real pipeline (`render_dataset`: sampling, warm worker, store writes) on the
+default recipe and compares its wall time with the sum of Blender's own render times.
+Part 2 renders the same scenes in one Blender session with all label passes and with RGB only,
+alternating A-B-B-A so that drift on a noisy machine cancels, and compares render times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from sceneforge.pipeline import render_dataset
+from sceneforge.render.worker import Renderer
+from sceneforge.scenes.recipe import Recipe, load_recipe
+from sceneforge.scenes.sampling import sample
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "examples" / "tabletop.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--resolution", default="320x240")
+    parser.add_argument("--samples", type=int, default=16)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.resolution.lower().split("x"))
+    recipe = load_recipe(args.recipe, {"count": args.frames, "render.resolution": [width, height],
+                                       "render.samples": args.samples})
+    print(f"recipe {args.recipe.name}: {args.frames} frames at {width}x{height}, {args.samples} samples, CPU")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = render_dataset(recipe, Path(tmp) / "out")
+    print("\n[pipeline] sampling + warm worker + store writes, worker start-up included")
+    print(f"  wall time             {report.wall_seconds:8.2f} s")
+    print(f"  Blender render time   {report.render_seconds:8.2f} s  (sum over frames)")
+    print(f"  pipeline overhead     {100 * report.overhead:8.2f} %  (goal <= 10 %, next <= 5 %)")
+    print(f"  throughput            {report.rendered / report.wall_seconds:8.3f} images/s")
+
+    with _blender_console_silenced():
+        with_labels, rgb_only = _render_both_ways(recipe, args.frames)
+    ratio = sum(with_labels) / sum(rgb_only)
+    per_frame = statistics.median(a / b for a, b in zip(with_labels, rgb_only))
+    print("\n[label passes] the same scenes in one Blender session, alternating A-B-B-A")
+    print(f"  render time, all label passes  {sum(with_labels):8.2f} s")
+    print(f"  render time, RGB only          {sum(rgb_only):8.2f} s")
+    print(f"  label passes cost              {100 * (ratio - 1):+8.2f} %  "
+          f"(median per frame {100 * (per_frame - 1):+.2f} %; goal <= +5 %)")
+
+
+def _render_both_ways(recipe: Recipe, frames: int) -> tuple[list[float], list[float]]:
+    """Blender render seconds per frame, with all label passes and with RGB only."""
+    renderer = Renderer()
+    try:
+        specs = [sample(recipe, i) for i in range(frames)]
+        renderer.render(specs[0])  # warm-up, not counted
+        with_labels, rgb_only = [], []
+        for i, spec in enumerate(specs):
+            for label_passes in (True, False) if i % 2 == 0 else (False, True):
+                _, seconds = renderer.render(spec, label_passes=label_passes)
+                (with_labels if label_passes else rgb_only).append(seconds)
+    finally:
+        renderer.close()
+    return with_labels, rgb_only
+
+
+@contextlib.contextmanager
+def _blender_console_silenced():
+    """Blender prints its progress on file descriptor 1; keep it out of the figures."""
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+if __name__ == "__main__":
+    main()
