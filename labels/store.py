@@ -71,16 +71,8 @@ class DatasetStore:
         root = Path(root)
         _check_writable(root)
         meta_path = root / "dataset.json"
-        if meta_path.exists():
-            store = cls(root)
-            if store.meta.get("recipe_hash") != recipe_hash:
-                raise UserError(
-                    f"{root}: holds frames of another recipe (recipe hash {store.meta.get('recipe_hash')}, "
-                    f"this one is {recipe_hash}); choose another output folder"
-                )
-        else:
-            store = cls.__new__(cls)
-            store.root, store.meta = root, {
+        if not meta_path.exists():
+            meta = {
                 "format": STORE_FORMAT,
                 "recipe": recipe,
                 "recipe_hash": recipe_hash,
@@ -93,12 +85,18 @@ class DatasetStore:
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
                 },
             }
-        store.meta["counts"] = {"requested": requested, "finished": 0}
-        store.meta["software"] = _software_versions()
+            atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        store = cls(root)
+        if store.meta.get("recipe_hash") != recipe_hash:
+            raise UserError(
+                f"{root}: holds frames of another recipe (recipe hash {store.meta.get('recipe_hash')}, "
+                f"this one is {recipe_hash}); choose another output folder"
+            )
         for folder in (*PASSES, "scenes"):
             (root / folder).mkdir(exist_ok=True)
         store._remove_partial_files()
-        store.meta["counts"]["finished"] = len(store.records(repair=True))
+        store.meta["counts"] = {"requested": requested, "finished": len(store.records(repair=True))}
+        store.meta["software"] = _software_versions()
         store.save_metadata()
         return store
 

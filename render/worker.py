@@ -152,7 +152,7 @@ class Renderer:
 
 
 def serve(conn: Connection, log_path: str, threads: int) -> None:
-    """Worker-process entry: render ``(spec, label_passes)`` messages until ``None`` arrives.
+    """Worker-process entry: render the SceneSpecs that arrive on ``conn`` until ``None`` does.
 
     Replies ``("ok", index, passes, seconds)`` or ``("error", index, traceback)``. Blender's own
     console output goes to ``log_path`` so that it never mixes with the progress display.
@@ -162,10 +162,9 @@ def serve(conn: Connection, log_path: str, threads: int) -> None:
     os.dup2(log, 2)
     renderer = Renderer(threads)
     try:
-        while (message := conn.recv()) is not None:
-            spec, label_passes = message
+        while (spec := conn.recv()) is not None:
             try:
-                passes, seconds = renderer.render(spec, label_passes)
+                passes, seconds = renderer.render(spec)
                 conn.send(("ok", spec.index, passes, seconds))
             except Exception:  # reported to the conductor with the frame it belongs to
                 print(traceback.format_exc(), flush=True)

@@ -35,12 +35,12 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True, soft_wrap=True)  # never hard-wrap FILE:LINE:COL messages
 
-RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file (see docs/recipes.md).", show_default=False)]
-OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Dataset folder to create or resume.", show_default=False)]
-CountOpt = Annotated[Optional[int], typer.Option("--count", "-n", help="Number of frames (overrides the recipe).", min=1)]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Recipe seed (overrides the recipe).", min=0)]
-ResolutionOpt = Annotated[Optional[str], typer.Option("--resolution", help="Image size WxH, e.g. 640x480 (overrides the recipe).")]
-SamplesOpt = Annotated[Optional[int], typer.Option("--samples", help="Cycles samples per pixel (overrides the recipe).", min=1)]
+RecipeArg = Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML file (see docs/recipes.md).", show_default=False)]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="Dataset folder to create or resume.", show_default=False)]
+CountOpt = Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Number of frames (overrides the recipe).", min=1)]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", metavar="SEED", help="Recipe seed (overrides the recipe).", min=0)]
+ResolutionOpt = Annotated[Optional[str], typer.Option("--resolution", metavar="WxH", help="Image size WxH, e.g. 640x480 (overrides the recipe).")]
+SamplesOpt = Annotated[Optional[int], typer.Option("--samples", metavar="N", help="Cycles samples per pixel (overrides the recipe).", min=1)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
 
@@ -80,7 +80,6 @@ def _render(recipe_path: Path, output: Path, overrides: dict, quiet: bool):
         task = progress.add_task("render", total=None)
 
         def on_start(total: int, already_done: int) -> None:
-            progress.update(task, total=total, completed=already_done)
             progress.reset(task, total=total, completed=already_done)
 
         report = render_dataset(recipe, output, on_start=on_start, on_frame=lambda _: progress.advance(task))
@@ -116,9 +115,9 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
 
 @app.command()
 def export(
-    store: Annotated[Path, typer.Argument(help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the export into.", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", help="Export format: coco.")] = "coco",
+    store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DEST", help="Folder to write the export into.", show_default=False)],
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Export format: coco.")] = "coco",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Export a dataset store for training code (COCO instances with RLE masks)."""

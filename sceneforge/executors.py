@@ -40,11 +40,10 @@ class _Worker:
 class LocalExecutor:
     """Warm Blender worker processes on this machine; use as a context manager."""
 
-    def __init__(self, log_dir: Path, workers: int = 1, threads: int = 0, label_passes: bool = True) -> None:
+    def __init__(self, log_dir: Path, workers: int = 1, threads: int = 0) -> None:
         self._log_dir = log_dir
         self._count = workers
         self._threads = threads
-        self._label_passes = label_passes
         self._workers: list[_Worker] = []
 
     def __enter__(self) -> LocalExecutor:
@@ -77,7 +76,7 @@ class LocalExecutor:
                     if spec is None:
                         exhausted = True
                         break
-                    w.conn.send((spec, self._label_passes))
+                    w.conn.send(spec)
                     w.pending.append(spec)
             busy = [w for w in self._workers if w.pending]
             if not busy:

@@ -34,8 +34,6 @@ def render_dataset(
     recipe: Recipe,
     out: Path,
     *,
-    workers: int = 1,
-    threads: int = 0,
     on_start: Callable[[int, int], None] | None = None,
     on_frame: Callable[[dict], None] | None = None,
 ) -> RenderReport:
@@ -59,7 +57,7 @@ def render_dataset(
     render_seconds = 0.0
     if todo:
         sample(recipe, todo[0])  # a recipe that cannot be sampled fails before any worker starts
-        with LocalExecutor(out / "logs", workers=workers, threads=threads) as executor:
+        with LocalExecutor(out / "logs") as executor:
             try:
                 for frame in executor.render(sample(recipe, i) for i in todo):
                     record = store.write_frame(frame.spec, frame.passes, frame.render_seconds)

@@ -13,16 +13,6 @@ import trimesh
 
 from .spec import AssetRef
 
-PRIMITIVE_PARAMS = {
-    "box": ("extents",),
-    "sphere": ("radius",),
-    "cylinder": ("radius", "height"),
-    "cone": ("radius", "height"),
-    "capsule": ("radius", "height"),
-    "torus": ("major_radius", "minor_radius"),
-}
-
-
 def asset_mesh(asset: AssetRef) -> trimesh.Trimesh:
     """The mesh of an asset; cached by content, so treat the result as read-only."""
     return _primitive_mesh(asset.primitive, tuple(sorted(asset.params.items())))

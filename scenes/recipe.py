@@ -207,7 +207,7 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     """
     path = Path(path)
     tree = _read_yaml(path)
-    overridden = _apply_overrides(tree, overrides or {}, path)
+    overridden = _apply_overrides(tree, overrides or {})
     try:
         return Recipe.model_validate(_plain(tree, path))
     except ValidationError as exc:
@@ -280,7 +280,7 @@ def _item_pos(node: CommentedSeq, index: int, default: tuple[int, int]) -> tuple
         return default
 
 
-def _apply_overrides(tree: CommentedMap, overrides: Mapping[str, Any], path: Path) -> set[tuple[str, ...]]:
+def _apply_overrides(tree: CommentedMap, overrides: Mapping[str, Any]) -> set[tuple[str, ...]]:
     """Set dotted field paths in the tree; returns the overridden paths (they have no position)."""
     done = set()
     for dotted, value in overrides.items():

@@ -15,7 +15,7 @@ import numpy as np
 
 from sceneforge.errors import UserError
 
-from .assets import PRIMITIVE_PARAMS, asset_mesh, footprint_radius
+from .assets import asset_mesh, footprint_radius
 from .distributions import draw
 from .recipe import HSV, MAX_INSTANCES, Light, Material, ObjectGroup, Recipe
 from .spec import (
@@ -132,8 +132,9 @@ def _sample_objects(recipe: Recipe, index: int, rng: np.random.Generator) -> lis
 
 def _sample_asset(group: ObjectGroup, group_index: int, rng: np.random.Generator) -> AssetRef:
     params: dict = {}
-    for name in PRIMITIVE_PARAMS[group.asset.primitive]:
-        value = getattr(group.asset, name)
+    for name, value in group.asset:
+        if name == "primitive":
+            continue
         drawn = tuple(float(draw(v, rng)) for v in value) if isinstance(value, tuple) else float(draw(value, rng))
         if min(np.atleast_1d(drawn)) <= 0:
             raise UserError(f"objects[{group_index}].asset.{name}: drew {drawn}; dimensions must be > 0")
