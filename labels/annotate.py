@@ -1,10 +1,21 @@
-"""Per-object labels computed from a rendered instance map and the scene that produced it."""
+"""Per-frame labels computed from the rendered passes and the scene that produced them.
+
+Visibility without a re-render: each object's mesh is ray-cast *alone* (Embree, through trimesh)
+along the same pixel-centre rays that Cycles uses for its data passes. The pixels it covers
+alone are its unoccluded pixels; those it covers in the instance map are its visible pixels.
+Rays cast past the image border (on a canvas three times the image size) measure truncation.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from sceneforge.scenes.spec import SceneSpec
+from sceneforge.render.passes import Passes
+from sceneforge.scenes.assets import asset_mesh
+from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
+
+# Corner i of a 3D box takes the max (1) or min (0) along x, y, z from bits 0, 1, 2 of i.
+BOX_CORNER_BITS = np.array([[(i >> axis) & 1 for axis in range(3)] for i in range(8)])
 
 
 def semantic_map(spec: SceneSpec, instance: np.ndarray) -> np.ndarray:
@@ -15,12 +26,25 @@ def semantic_map(spec: SceneSpec, instance: np.ndarray) -> np.ndarray:
     return lookup[instance]
 
 
-def object_records(spec: SceneSpec, instance: np.ndarray) -> list[dict]:
-    """One record per object: identity, pose, visible pixel count and tight box of the visible mask.
+def pixel_rays(K: np.ndarray, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
+    """Camera-frame ray directions through pixel centres (u, v), scaled so that z = 1."""
+    return np.stack([us, vs, np.ones_like(us)], axis=-1).astype(np.float64) @ np.linalg.inv(K).T
 
-    ``bbox_xywh`` is ``[x_min, y_min, width, height]`` in whole pixels (COCO's convention: pixel
-    ``x`` covers ``[x, x + 1)``), or ``None`` when no pixel of the object is visible.
+
+def euclidean_distance(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Distance from the camera centre along each pixel's ray, from planar depth (inf stays inf)."""
+    height, width = depth.shape
+    us, vs = np.meshgrid(np.arange(width), np.arange(height))
+    return (depth * np.linalg.norm(pixel_rays(np.asarray(K), us, vs), axis=-1)).astype(np.float32)
+
+
+def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
+    """One record per object: identity, poses, 2D and 3D boxes, visibility and truncation.
+
+    ``bbox_xywh`` is ``[x_min, y_min, width, height]`` of the visible mask in whole pixels
+    (COCO's convention: pixel ``x`` covers ``[x, x + 1)``), ``None`` when nothing is visible.
     """
+    instance, depth = passes.instance, passes.depth
     size = max((o.instance_id for o in spec.objects), default=0) + 1
     ys, xs = np.nonzero(instance)
     ids = instance[ys, xs].astype(np.intp)
@@ -29,22 +53,93 @@ def object_records(spec: SceneSpec, instance: np.ndarray) -> list[dict]:
     counts = np.bincount(ids, minlength=size)
     lo_x, lo_y = np.full(size, instance.shape[1]), np.full(size, instance.shape[0])
     hi_x, hi_y = np.full(size, -1), np.full(size, -1)
-    np.minimum.at(lo_x, ids, xs)
-    np.minimum.at(lo_y, ids, ys)
-    np.maximum.at(hi_x, ids, xs)
-    np.maximum.at(hi_y, ids, ys)
+    near, far = np.full(size, np.inf), np.full(size, -np.inf)
+    for low, high, values in ((lo_x, hi_x, xs), (lo_y, hi_y, ys), (near, far, depth[ys, xs])):
+        np.minimum.at(low, ids, values)
+        np.maximum.at(high, ids, values)
+    camera = spec.camera
+    camera_from_world = np.linalg.inv(np.asarray(camera.world_from_camera))
     records = []
     for obj in spec.objects:
         i = obj.instance_id
         visible = int(counts[i])
-        bbox = None if visible == 0 else [int(lo_x[i]), int(lo_y[i]), int(hi_x[i] - lo_x[i] + 1), int(hi_y[i] - lo_y[i] + 1)]
+        unoccluded, truncation = _coverage(obj, camera, camera_from_world)
+        camera_from_object = camera_from_world @ np.asarray(obj.world_from_object)
         records.append({
             "instance_id": i,
             "category_id": obj.category_id,
             "category": obj.category,
             "asset": obj.asset.hash,
             "world_from_object": obj.world_from_object,
-            "bbox_xywh": bbox,
+            "camera_from_object": _rows(camera_from_object),
+            "bbox_xywh": None if visible == 0 else [
+                int(lo_x[i]), int(lo_y[i]), int(hi_x[i] - lo_x[i] + 1), int(hi_y[i] - lo_y[i] + 1)
+            ],
             "visible_pixels": visible,
+            "unoccluded_pixels": unoccluded,
+            "visibility": None if unoccluded == 0 else min(1.0, visible / unoccluded),
+            "truncation": truncation,
+            "depth_range": None if visible == 0 else [float(near[i]), float(far[i])],
+            **_box3d(obj, camera, camera_from_object),
         })
     return records
+
+
+def _box3d(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray) -> dict:
+    """The object's box (its mesh's axis-aligned bounds in the object frame), in 3D and projected."""
+    low, high = asset_mesh(obj.asset).bounds
+    corners = np.where(BOX_CORNER_BITS, high, low)
+    centre = (low + high) / 2
+    return {
+        "bbox3d": {
+            "size": [float(v) for v in high - low],
+            "center_object": [float(v) for v in centre],
+            "corners_world": _rows(_apply(np.asarray(obj.world_from_object), corners)),
+            "corners_image": [_project(p, camera) for p in _apply(camera_from_object, corners)],
+        },
+        "center_image": _project(_apply(camera_from_object, centre), camera),
+    }
+
+
+def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (..., 3) mapped by a 4x4 rigid transform."""
+    return points @ transform[:3, :3].T + transform[:3, 3]
+
+
+def _project(point_camera: np.ndarray, camera: CameraSpec) -> list[float] | None:
+    """Pixel coordinates (u, v) of a camera-frame point, None behind the camera."""
+    if point_camera[2] <= 1e-9:
+        return None
+    uvw = np.asarray(camera.K) @ point_camera
+    return [float(uvw[0] / uvw[2]), float(uvw[1] / uvw[2])]
+
+
+def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_world: np.ndarray) -> tuple[int, float]:
+    """Unoccluded pixels in the image, and the fraction of the unoccluded silhouette outside it."""
+    mesh = asset_mesh(obj.asset)
+    width, height = camera.width, camera.height
+    world_from_object = np.asarray(obj.world_from_object)
+    corners = np.where(BOX_CORNER_BITS, mesh.bounds[1], mesh.bounds[0])
+    corners_camera = _apply(camera_from_world @ world_from_object, corners).T
+    canvas = (-width, 2 * width - 1, -height, 2 * height - 1)
+    if np.all(corners_camera[2] > 1e-6):
+        uv = (np.asarray(camera.K) @ corners_camera)[:2] / corners_camera[2]
+        u0, u1 = int(np.ceil(uv[0].min())), int(np.floor(uv[0].max()))
+        v0, v1 = int(np.ceil(uv[1].min())), int(np.floor(uv[1].max()))
+        canvas = (max(u0, canvas[0]), min(u1, canvas[1]), max(v0, canvas[2]), min(v1, canvas[3]))
+    if canvas[0] > canvas[1] or canvas[2] > canvas[3]:
+        return 0, 1.0
+    us, vs = np.meshgrid(np.arange(canvas[0], canvas[1] + 1), np.arange(canvas[2], canvas[3] + 1))
+    us, vs = us.ravel(), vs.ravel()
+    # Rays in the object's frame, so the mesh's cached acceleration structure is reused.
+    object_from_camera = np.linalg.inv(world_from_object) @ np.linalg.inv(camera_from_world)
+    directions = pixel_rays(np.asarray(camera.K), us, vs) @ object_from_camera[:3, :3].T
+    origins = np.broadcast_to(object_from_camera[:3, 3], directions.shape)
+    hit = mesh.ray.intersects_first(origins, directions) >= 0
+    inside = (us >= 0) & (us < width) & (vs >= 0) & (vs < height)
+    total, in_image = int(hit.sum()), int((hit & inside).sum())
+    return in_image, (1.0 - in_image / total) if total else 1.0
+
+
+def _rows(m: np.ndarray) -> list[list[float]]:
+    return [[float(v) for v in row] for row in m]

@@ -24,10 +24,13 @@ from sceneforge.errors import UserError
 from sceneforge.render.passes import Passes
 from sceneforge.scenes.spec import SceneSpec
 
-from .annotate import object_records, semantic_map
+from .annotate import euclidean_distance, object_records, semantic_map
 
 STORE_FORMAT = "sceneforge.store/1"
-PASSES = {"rgb": ".png", "depth": ".exr", "normals": ".exr", "instance": ".png", "semantic": ".png"}
+PASSES = {
+    "rgb": ".png", "depth": ".exr", "distance": ".exr", "normals": ".exr", "instance": ".png", "semantic": ".png",
+}
+OPTIONAL_PASSES = {"albedo": ".png"}
 MAX_METADATA_BYTES = 64 << 20
 MAX_RECORD_BYTES = 64 << 20
 
@@ -65,7 +68,7 @@ class DatasetStore:
     @classmethod
     def open_for_writing(
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
-        resolution: tuple[int, int], requested: int,
+        resolution: tuple[int, int], requested: int, albedo: bool = False,
     ) -> DatasetStore:
         """Create a store, or reopen one made from the same recipe to resume it."""
         root = Path(root)
@@ -77,11 +80,12 @@ class DatasetStore:
                 "recipe": recipe,
                 "recipe_hash": recipe_hash,
                 "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
-                "passes": list(PASSES),
+                "passes": [*PASSES, *(["albedo"] if albedo else [])],
                 "resolution": list(resolution),
                 "conventions": {
                     "camera": "opencv: +x right, +y down, +z forward; K pixel centres at integers",
                     "depth": "planar z along the camera axis, metres, inf = no hit",
+                    "distance": "euclidean distance from the camera centre, metres, inf = no hit",
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
                 },
             }
@@ -92,7 +96,7 @@ class DatasetStore:
                 f"{root}: holds frames of another recipe (recipe hash {store.meta.get('recipe_hash')}, "
                 f"this one is {recipe_hash}); choose another output folder"
             )
-        for folder in (*PASSES, "scenes"):
+        for folder in (*store.meta["passes"], "scenes"):
             (root / folder).mkdir(exist_ok=True)
         store._remove_partial_files()
         store.meta["counts"] = {"requested": requested, "finished": len(store.records(repair=True))}
@@ -137,9 +141,9 @@ class DatasetStore:
         """Absolute path of one of a frame's files (``rgb``, ``depth``, ..., ``scene``)."""
         return self.root / record["files"][name]
 
-    def read_rgb(self, record: dict) -> np.ndarray:
-        """H x W x 3 uint8 RGB."""
-        return cv2.cvtColor(_imread(self.path(record, "rgb"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    def read_rgb(self, record: dict, name: str = "rgb") -> np.ndarray:
+        """H x W x 3 uint8 RGB of a colour pass (``rgb``, ``albedo``, ``rgb_refined``)."""
+        return cv2.cvtColor(_imread(self.path(record, name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
     def read_instance(self, record: dict) -> np.ndarray:
         """H x W uint16 instance ids (0 = background)."""
@@ -153,6 +157,10 @@ class DatasetStore:
         """H x W float32 planar depth in metres (inf = no hit)."""
         return OpenEXR.File(str(self.path(record, "depth"))).channels()["Z"].pixels
 
+    def read_distance(self, record: dict) -> np.ndarray:
+        """H x W float32 Euclidean distance from the camera centre in metres (inf = no hit)."""
+        return OpenEXR.File(str(self.path(record, "distance"))).channels()["Z"].pixels
+
     def read_normals(self, record: dict) -> np.ndarray:
         """H x W x 3 float32 camera-frame (OpenCV) unit normals."""
         channels = OpenEXR.File(str(self.path(record, "normals")), separate_channels=True).channels()
@@ -163,14 +171,17 @@ class DatasetStore:
     def write_frame(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
         """Write every file of a frame, then append its record; returns the record."""
         stem = frame_name(spec.index)
-        files = {name: f"{name}/{stem}{ext}" for name, ext in PASSES.items()}
+        extensions = {**PASSES, **(OPTIONAL_PASSES if passes.albedo is not None else {})}
+        files = {name: f"{name}/{stem}{ext}" for name, ext in extensions.items()}
         files["scene"] = f"scenes/{stem}.json"
-        semantic = semantic_map(spec, passes.instance)
         _write_png(self.root / files["rgb"], cv2.cvtColor(passes.rgb, cv2.COLOR_RGB2BGR))
         _write_exr(self.root / files["depth"], {"Z": passes.depth})
+        _write_exr(self.root / files["distance"], {"Z": euclidean_distance(passes.depth, spec.camera.K)})
         _write_exr(self.root / files["normals"], {c: passes.normals[..., i] for i, c in enumerate("XYZ")})
         _write_png(self.root / files["instance"], passes.instance)
-        _write_png(self.root / files["semantic"], semantic)
+        _write_png(self.root / files["semantic"], semantic_map(spec, passes.instance))
+        if passes.albedo is not None:
+            _write_png(self.root / files["albedo"], cv2.cvtColor(passes.albedo, cv2.COLOR_RGB2BGR))
         atomic_write(self.root / files["scene"], lambda tmp: tmp.write_text(spec.to_json()))
         camera = spec.camera
         record = {
@@ -179,7 +190,7 @@ class DatasetStore:
             "files": files,
             "camera": {"K": camera.K, "world_from_camera": camera.world_from_camera,
                        "width": camera.width, "height": camera.height},
-            "objects": object_records(spec, passes.instance),
+            "objects": object_records(spec, passes),
             "render_seconds": round(render_seconds, 4),
         }
         self._append_record(record)
@@ -202,7 +213,7 @@ class DatasetStore:
             os.close(fd)
 
     def _remove_partial_files(self) -> None:
-        for folder in (*PASSES, "scenes"):
+        for folder in (*self.meta["passes"], "scenes"):
             for tmp in (self.root / folder).glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
 

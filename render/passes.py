@@ -5,6 +5,7 @@ What each pixel means (docs/formats.md):
 - depth: planar Z in metres along the camera axis; ``inf`` where the ray hit nothing.
 - normals: unit surface normals in the OpenCV camera frame; (0, 0, 0) where nothing was hit.
 - instance: object pass index (0 = background or unlabeled geometry).
+- albedo (optional): sRGB encoding of the surface base colour, averaged over samples.
 Depth and instance come from one camera ray per pixel (Cycles writes data passes on the first
 sample), so they are never blends of two surfaces; normals are averaged over all samples and
 renormalised.
@@ -30,14 +31,15 @@ class Passes:
     depth: np.ndarray | None  # float32 metres, planar Z; inf = no hit
     normals: np.ndarray | None  # float32 H x W x 3, camera frame (OpenCV)
     instance: np.ndarray | None  # uint16
+    albedo: np.ndarray | None = None  # uint8, H x W x 3, sRGB
 
 
 def read_multilayer_exr(path: Path, world_from_camera: np.ndarray) -> Passes:
-    """Decode a Cycles multilayer EXR (Combined, and Depth, Normal, IndexOB when rendered)."""
+    """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered)."""
     channels = OpenEXR.File(str(path), separate_channels=True).channels()
     by_pass = {name.split(".", 1)[1]: data.pixels for name, data in channels.items() if "." in name}
     rgb = np.stack([by_pass[f"Combined.{c}"] for c in "RGB"], axis=-1)
-    normals = instance = None
+    normals = instance = albedo = None
     depth = by_pass.get("Depth.Z")
     if depth is not None:
         depth = np.where(depth >= _NO_HIT_DEPTH, np.inf, depth).astype(np.float32)
@@ -46,7 +48,9 @@ def read_multilayer_exr(path: Path, world_from_camera: np.ndarray) -> Passes:
         normals = world_to_camera_normals(world_normals, world_from_camera)
     if "IndexOB.X" in by_pass:
         instance = np.rint(by_pass["IndexOB.X"]).astype(np.uint16)
-    return Passes(rgb=linear_to_srgb8(rgb), depth=depth, normals=normals, instance=instance)
+    if "albedo.R" in by_pass:
+        albedo = linear_to_srgb8(np.stack([by_pass[f"albedo.{c}"] for c in "RGB"], axis=-1))
+    return Passes(rgb=linear_to_srgb8(rgb), depth=depth, normals=normals, instance=instance, albedo=albedo)
 
 
 def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:

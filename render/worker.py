@@ -83,6 +83,7 @@ class Renderer:
         scene.cycles.use_denoising = spec.render.denoise
         layer = scene.view_layers[0]
         layer.use_pass_z = layer.use_pass_normal = layer.use_pass_object_index = label_passes
+        self._set_albedo_output(label_passes and spec.render.albedo)
 
         background = scene.world.node_tree.nodes["Background"]
         background.inputs["Color"].default_value = (*spec.background_color, 1.0)
@@ -105,6 +106,18 @@ class Renderer:
                 data.size = light.size
             self._link(self._bpy.data.objects.new(f"light_{i}", data), light.world_from_light)
         self._add_camera(spec)
+
+    def _set_albedo_output(self, enabled: bool) -> None:
+        """Albedo is the base colour, written by every material to a shader AOV named "albedo".
+
+        (Cycles' own "Denoising Albedo" adds specular reflectance, so it is not the base colour.)
+        """
+        aovs = self._scene.view_layers[0].aovs
+        if enabled and not aovs:
+            aov = aovs.add()
+            aov.name, aov.type = "albedo", "COLOR"
+        elif not enabled and aovs:
+            aovs.remove(aovs[0])
 
     def _add_camera(self, spec: SceneSpec) -> None:
         cam = spec.camera
@@ -142,6 +155,9 @@ class Renderer:
         bsdf.inputs["Base Color"].default_value = (*spec.base_color, 1.0)
         bsdf.inputs["Roughness"].default_value = spec.roughness
         bsdf.inputs["Metallic"].default_value = spec.metallic
+        albedo = material.node_tree.nodes.new("ShaderNodeOutputAOV")
+        albedo.aov_name = "albedo"
+        albedo.inputs["Color"].default_value = (*spec.base_color, 1.0)
         return material
 
     def _link(self, obj, pose) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from sceneforge.executors import LocalExecutor
 from sceneforge.labels.store import DatasetStore
 from sceneforge.scenes.recipe import Recipe
 from sceneforge.scenes.sampling import sample
+from sceneforge.scenes.spec import SceneSpec
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def render_dataset(
         categories=recipe.categories,
         resolution=recipe.render.resolution,
         requested=recipe.count,
+        albedo=recipe.render.albedo,
     )
     done = {record["index"] for record in store.records()}
     todo = [i for i in range(recipe.count) if i not in done]
@@ -57,16 +59,25 @@ def render_dataset(
     render_seconds = 0.0
     if todo:
         sample(recipe, todo[0])  # a recipe that cannot be sampled fails before any worker starts
-        with LocalExecutor(out / "logs") as executor:
-            try:
-                for frame in executor.render(sample(recipe, i) for i in todo):
-                    record = store.write_frame(frame.spec, frame.passes, frame.render_seconds)
-                    render_seconds += frame.render_seconds
-                    if on_frame:
-                        on_frame(record)
-            finally:
-                store.save_metadata()
+        render_seconds = render_specs(store, (sample(recipe, i) for i in todo), on_frame)
     return RenderReport(
         store=store, requested=recipe.count, already_done=recipe.count - len(todo), rendered=len(todo),
         render_seconds=render_seconds, wall_seconds=time.perf_counter() - start,
     )
+
+
+def render_specs(
+    store: DatasetStore, specs: Iterable[SceneSpec], on_frame: Callable[[dict], None] | None = None
+) -> float:
+    """Render scenes into an open store; returns the summed Blender render time in seconds."""
+    render_seconds = 0.0
+    with LocalExecutor(store.root / "logs") as executor:
+        try:
+            for frame in executor.render(specs):
+                record = store.write_frame(frame.spec, frame.passes, frame.render_seconds)
+                render_seconds += frame.render_seconds
+                if on_frame:
+                    on_frame(record)
+        finally:
+            store.save_metadata()
+    return render_seconds

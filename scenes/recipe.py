@@ -174,6 +174,7 @@ class RenderSettings(Section):
     resolution: tuple[Dimension, Dimension] = (320, 240)
     samples: int = Field(16, ge=1, le=65536)
     denoise: bool = False
+    albedo: bool = Field(False, description="also write the albedo (base colour) pass")
 
 
 class Recipe(Section):

@@ -58,7 +58,8 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         background_color=_sample_color(recipe.background.color, world_rng),
         background_strength=max(0.0, float(draw(recipe.background.strength, world_rng))),
         render=RenderSpec(
-            samples=recipe.render.samples, denoise=recipe.render.denoise, cycles_seed=seed % 2**31
+            samples=recipe.render.samples, denoise=recipe.render.denoise, albedo=recipe.render.albedo,
+            cycles_seed=seed % 2**31,
         ),
     )
 

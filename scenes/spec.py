@@ -82,6 +82,7 @@ class GroundSpec(_Spec):
 class RenderSpec(_Spec):
     samples: int
     denoise: bool
+    albedo: bool
     cycles_seed: int
 
 
