@@ -98,7 +98,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
 
     Rerunning the same command on the same OUT renders only the missing frames.
     """
-    from sceneforge.labels.exporters import export as export_store
+    from sceneforge.labels.export import export as export_store
 
     report = _render(recipe, output, _overrides(count, seed, resolution, samples), quiet)
     export_store(report.store, "coco", output / "coco", overwrite=True)
@@ -117,14 +117,26 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
 def export(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DEST", help="Folder to write the export into.", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Export format: coco.")] = "coco",
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="coco, yolo or webdataset.")] = "coco",
+    rgb: Annotated[str, typer.Option("--rgb", metavar="SOURCE", help="original or refined (after 'sceneforge refine apply').")] = "original",
+    split: Annotated[Optional[str], typer.Option("--split", metavar="SPLITS", help="e.g. train=0.8,val=0.2; deterministic per frame.")] = None,
+    coco_masks: Annotated[str, typer.Option("--coco-masks", metavar="ENCODING", help="coco: rle (exact) or polygon.")] = "rle",
+    yolo_task: Annotated[str, typer.Option("--yolo-task", metavar="TASK", help="yolo: detect (boxes) or segment (polygons).")] = "detect",
+    shard_size: Annotated[int, typer.Option("--shard-size", metavar="MB", min=1, help="webdataset: largest shard in MB.")] = 1024,
+    partial: Annotated[bool, typer.Option("--partial", help="Export a store whose render has not finished.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
 ) -> None:
-    """Export a dataset store for training code (COCO instances with RLE masks)."""
-    from sceneforge.labels.exporters import export as export_store
+    """Export a dataset store for training code: COCO, YOLO (Ultralytics) or WebDataset shards."""
+    from sceneforge.labels.export import export as export_store
+    from sceneforge.labels.export import parse_splits
     from sceneforge.labels.store import DatasetStore
 
-    dest = export_store(DatasetStore(store), format, output, overwrite=overwrite)
+    if rgb not in ("original", "refined"):
+        raise typer.BadParameter(f"expected original or refined, got {rgb!r}", param_hint="--rgb")
+    options = {"coco": {"masks": coco_masks}, "yolo": {"task": yolo_task},
+               "webdataset": {"shard_bytes": shard_size << 20}}.get(format, {})
+    dest = export_store(DatasetStore(store), format, output, overwrite=overwrite, partial=partial, rgb=rgb,
+                        splits=parse_splits(split) if split else None, **options)
     typer.echo(f"Exported {format}: {dest.resolve()}")
 
 

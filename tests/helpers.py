@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY_RECIPE = """\
 seed: 7
 count: 3
-render: {resolution: [64, 48], samples: 2}
+render: {resolution: [96, 72], samples: 2}
 camera: {fov_deg: 55, look_at: [0, 0, 0.05], distance: {uniform: [0.9, 1.2]}, elevation_deg: {uniform: [35, 60]}, azimuth_deg: {uniform: [0, 360]}}
 placement: {area: [0.5, 0.5], min_gap: 0.01}
 objects:

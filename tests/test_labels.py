@@ -8,7 +8,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from sceneforge.labels.exporters import export
+from sceneforge.labels.export import export
 from sceneforge.scenes.sampling import sample
 from sceneforge.scenes.recipe import Recipe
 from sceneforge.scenes.spec import SceneSpec
@@ -19,7 +19,7 @@ def test_store_metadata(tiny_store):
     assert meta["format"] == "sceneforge.store/1"
     assert meta["categories"] == [{"id": 1, "name": "box"}, {"id": 2, "name": "ball"}, {"id": 3, "name": "ring"}]
     assert meta["counts"] == {"requested": 3, "finished": 3}
-    assert meta["resolution"] == [64, 48]
+    assert meta["resolution"] == [96, 72]
     assert {"rgb", "depth", "normals", "instance", "semantic"} <= set(meta["passes"])
     assert "bpy" in meta["software"]
 

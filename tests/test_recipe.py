@@ -122,4 +122,4 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, args, expected):
 def test_cli_validate_ok(tmp_path):
     result = run_cli("validate", write_recipe(tmp_path, TINY_RECIPE))
     assert result.returncode == 0, result.stderr
-    assert "OK: 3 frame(s) at 64x48" in result.stdout and "box, ball, ring" in result.stdout
+    assert "OK: 3 frame(s) at 96x72" in result.stdout and "box, ball, ring" in result.stdout

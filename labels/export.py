@@ -1,0 +1,108 @@
+"""Export a dataset store: shared rules (splits, destination handling) for every format.
+
+The destination is built in a hidden folder beside it and moved into place at the end, so it is
+either complete or untouched. Splits are a pure function of (recipe seed, frame index): a
+frame's split never changes when a dataset is extended or exported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from sceneforge.errors import UserError
+
+from . import coco, shards, yolo
+from .store import DatasetStore
+
+WRITERS = {"coco": coco.write, "yolo": yolo.write, "webdataset": shards.write}
+RgbSource = Literal["original", "refined"]
+
+
+def parse_splits(text: str) -> dict[str, float]:
+    """``"train=0.8,val=0.2"`` -> ``{"train": 0.8, "val": 0.2}``; fractions must sum to 1."""
+    splits: dict[str, float] = {}
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*([A-Za-z0-9_-]+)\s*=\s*([0-9.]+)\s*", part)
+        if not match or match[1] in splits:
+            raise UserError(f"--split: expected NAME=FRACTION,... such as train=0.8,val=0.2, got {text!r}")
+        splits[match[1]] = float(match[2])
+    if abs(sum(splits.values()) - 1.0) > 1e-6 or any(f <= 0 for f in splits.values()):
+        raise UserError(f"--split: fractions must be > 0 and sum to 1, got {text!r}")
+    return splits
+
+
+def split_of(seed: int, index: int, splits: dict[str, float]) -> str:
+    """The split of frame ``index``: a hash of (seed, index) placed on the cumulative fractions."""
+    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8, person=b"sf-split").digest()
+    point, edge = int.from_bytes(digest, "little") / 2**64, 0.0
+    for name, fraction in splits.items():
+        edge += fraction
+        if point < edge:
+            return name
+    return name
+
+
+def export(
+    store: DatasetStore,
+    fmt: str,
+    dest: Path,
+    *,
+    overwrite: bool = False,
+    partial: bool = False,
+    rgb: RgbSource = "original",
+    splits: dict[str, float] | None = None,
+    **options: object,
+) -> Path:
+    """Export ``store`` as ``fmt`` into ``dest``. Without ``splits`` every frame goes to one set.
+
+    ``options`` are the format's own: ``masks`` (coco), ``task`` (yolo), ``shard_bytes`` (webdataset).
+    """
+    if fmt not in WRITERS:
+        raise UserError(f"unknown export format {fmt!r}; expected one of: {', '.join(WRITERS)}")
+    records = store.records()
+    if not records:
+        raise UserError(f"{store.root}: the store has no finished frames to export")
+    requested = store.meta.get("counts", {}).get("requested", len(records))
+    if len(records) < requested and not partial:
+        raise UserError(
+            f"{store.root}: only {len(records)} of {requested} frames are finished; rerun the render "
+            "command to complete it, or pass --partial to export what is there"
+        )
+    rgb_pass = "rgb" if rgb == "original" else "rgb_refined"
+    missing = [r["index"] for r in records if rgb_pass not in r["files"]]
+    if missing:
+        raise UserError(f"{store.root}: frame {missing[0]} has no {rgb_pass}; run 'sceneforge refine apply' first")
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
+        raise UserError(f"{dest}: exists and is not empty; pass --overwrite to replace it")
+    groups: dict[str | None, list[dict]] = {None: records}
+    if splits:
+        seed = store.meta.get("recipe", {}).get("seed", 0)
+        groups = {name: [] for name in splits}
+        for record in records:
+            groups[split_of(seed, record["index"], splits)].append(record)
+    staging = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        WRITERS[fmt](store, groups, staging, rgb_pass, **options)
+        _replace_dir(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
+def _replace_dir(staging: Path, dest: Path) -> None:
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
+        os.replace(dest, old)
+        os.replace(staging, dest)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.replace(staging, dest)

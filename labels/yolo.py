@@ -1,0 +1,63 @@
+"""YOLO export in the Ultralytics layout: ``images/SPLIT/``, ``labels/SPLIT/`` and ``data.yaml``.
+
+``task="detect"`` writes ``class cx cy w h``; ``task="segment"`` writes ``class x1 y1 x2 y2 ...``
+(one outline per object through boundary pixel centres, parts and holes joined by zero-width
+bridges). Coordinates are normalised by the image size; class = category id - 1. Without splits,
+every frame goes to ``train`` and ``data.yaml`` uses it for ``val`` too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from ruamel.yaml import YAML
+
+from sceneforge.errors import UserError
+
+from .polygons import joined_polygon, mask_polygons
+from .store import DatasetStore, atomic_write, link_or_copy
+
+Task = Literal["detect", "segment"]
+
+
+def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path, rgb_pass: str,
+          task: Task = "detect") -> None:
+    """Write images, label files and data.yaml for every split."""
+    if task not in ("detect", "segment"):
+        raise UserError(f"--yolo-task: expected detect or segment, got {task!r}")
+    named = {split or "train": records for split, records in groups.items()}
+    for split, records in named.items():
+        (dest / "images" / split).mkdir(parents=True)
+        (dest / "labels" / split).mkdir(parents=True)
+        for record in records:
+            source = store.path(record, rgb_pass)
+            link_or_copy(source, dest / "images" / split / source.name)
+            lines = _label_lines(store, record, task)
+            atomic_write(dest / "labels" / split / f"{source.stem}.txt", lambda tmp: tmp.write_text("".join(lines)))
+    data = {
+        "train": "images/train" if "train" in named else f"images/{next(iter(named))}",
+        "val": f"images/{'val' if 'val' in named else next(iter(named))}",
+        **({"test": "images/test"} if "test" in named else {}),
+        "names": {c["id"] - 1: c["name"] for c in store.meta["categories"]},
+    }
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    atomic_write(dest / "data.yaml", lambda tmp: yaml.dump(data, tmp))
+
+
+def _label_lines(store: DatasetStore, record: dict, task: Task) -> list[str]:
+    width, height = record["camera"]["width"], record["camera"]["height"]
+    visible = [obj for obj in record["objects"] if obj["visible_pixels"] > 0]
+    instance = store.read_instance(record) if task == "segment" and visible else None
+    lines = []
+    for obj in visible:
+        if task == "detect":
+            x, y, w, h = obj["bbox_xywh"]
+            values = [(x + w / 2) / width, (y + h / 2) / height, w / width, h / height]
+        else:
+            polygon = joined_polygon(mask_polygons(instance == obj["instance_id"], "centres"))
+            values = np.clip(polygon / [width, height], 0.0, 1.0).ravel().tolist()
+        lines.append(f"{obj['category_id'] - 1} " + " ".join(f"{v:.6f}" for v in values) + "\n")
+    return lines

@@ -1,0 +1,149 @@
+"""Exports read back by the real clients: pycocotools/COCOeval, Ultralytics' rasteriser, webdataset."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+import webdataset
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from ruamel.yaml import YAML
+
+from sceneforge.errors import UserError
+from sceneforge.labels.export import export, parse_splits, split_of
+from sceneforge.labels.store import DatasetStore
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
+
+
+def visible_objects(store):
+    for record in store.records():
+        instance = store.read_instance(record)
+        for obj in record["objects"]:
+            if obj["visible_pixels"]:
+                yield record, obj, instance == obj["instance_id"]
+
+
+def test_cocoeval_of_the_ground_truth_is_perfect(tiny_store, tmp_path):
+    dest = export(tiny_store, "coco", tmp_path / "coco")
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(dest / "annotations.json"))
+        detections = truth.loadRes([{**a, "score": 1.0} for a in truth.loadAnns(truth.getAnnIds())])
+        for kind in ("segm", "bbox"):
+            evaluation = COCOeval(truth, detections, kind)
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+            assert evaluation.stats[0] == pytest.approx(1.0), kind  # AP@[.5:.95]
+    annotation = truth.loadAnns(truth.getAnnIds())[0]
+    assert {"visibility", "truncation", "depth_range", "instance_id"} <= set(annotation)
+
+
+def test_coco_polygons_rasterise_back_to_the_masks(tiny_store, tmp_path):
+    dest = export(tiny_store, "coco", tmp_path / "coco", masks="polygon")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(dest / "annotations.json"))
+    by_key = {(a["image_id"], a["instance_id"]): a for a in coco.loadAnns(coco.getAnnIds())}
+    checked = 0
+    for record, obj, mask in visible_objects(tiny_store):
+        annotation = by_key[(record["index"], obj["instance_id"])]
+        assert isinstance(annotation["segmentation"], list)
+        assert iou(coco.annToMask(annotation).astype(bool), mask) >= 0.99
+        checked += 1
+    assert checked >= 5
+
+
+def test_yolo_segment_polygons_rasterised_like_ultralytics_overlap_the_masks(tiny_store, tmp_path):
+    dest = export(tiny_store, "yolo", tmp_path / "yolo", task="segment", splits={"train": 0.5, "val": 0.5})
+    data = YAML(typ="safe").load((dest / "data.yaml").read_text())
+    assert data["names"] == {0: "box", 1: "ball", 2: "ring"}
+    assert data["train"] == "images/train" and data["val"] == "images/val" and "path" not in data
+    labels = {p.stem: p for p in dest.glob("labels/*/*.txt")}
+    assert {p.stem for p in dest.glob("images/*/*.png")} == set(labels)
+    checked = 0
+    for record, obj, mask in visible_objects(tiny_store):
+        height, width = mask.shape
+        lines = labels[f"{record['index']:06d}"].read_text().splitlines()
+        position = [o["instance_id"] for o in record["objects"] if o["visible_pixels"]].index(obj["instance_id"])
+        cls, *coords = lines[position].split()
+        assert int(cls) == obj["category_id"] - 1
+        polygon = np.array(coords, float).reshape(-1, 2) * [width, height]
+        drawn = np.zeros((height, width), np.uint8)
+        cv2.fillPoly(drawn, [polygon.astype(np.int32)], 1)  # what ultralytics.utils.ops does
+        if mask.sum() >= 64:
+            assert iou(drawn.astype(bool), mask) >= 0.95
+            checked += 1
+    assert checked >= 3
+
+
+def test_yolo_detect_boxes_are_the_mask_boxes(tiny_store, tmp_path):
+    dest = export(tiny_store, "yolo", tmp_path / "yolo")
+    for record in tiny_store.records():
+        lines = (dest / "labels" / "train" / f"{record['index']:06d}.txt").read_text().splitlines()
+        visible = [o for o in record["objects"] if o["visible_pixels"]]
+        assert len(lines) == len(visible)
+        for line, obj in zip(lines, visible):
+            cls, cx, cy, w, h = (float(v) for v in line.split())
+            x, y, bw, bh = obj["bbox_xywh"]
+            assert cls == obj["category_id"] - 1
+            width, height = record["camera"]["width"], record["camera"]["height"]
+            assert (cx * width, cy * height, w * width, h * height) == pytest.approx((x + bw / 2, y + bh / 2, bw, bh), abs=1e-4)
+
+
+def test_webdataset_shards_iterate_and_stay_bounded(tiny_store, tmp_path):
+    dest = export(tiny_store, "webdataset", tmp_path / "wds", shard_bytes=20_000)
+    shards = sorted(dest.glob("shard-*.tar"))
+    assert len(shards) >= 2, "a 20 kB bound splits three frames over several shards"
+    largest_sample = max(sum(tiny_store.path(r, n).stat().st_size for n in r["files"]) for r in tiny_store.records())
+    assert all(s.stat().st_size <= 20_000 + largest_sample + 10_240 for s in shards)
+    samples = list(webdataset.WebDataset([str(s) for s in shards], shardshuffle=False))
+    records = {f"{r['index']:06d}": r for r in tiny_store.records()}
+    assert sorted(s["__key__"] for s in samples) == sorted(records)
+    for sample in samples:
+        record = records[sample["__key__"]]
+        assert {"rgb.png", "depth.exr", "distance.exr", "normals.exr", "instance.png", "semantic.png", "json"} <= set(sample)
+        rgb = cv2.imdecode(np.frombuffer(sample["rgb.png"], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        assert np.array_equal(rgb, tiny_store.read_rgb(record))
+        instance = cv2.imdecode(np.frombuffer(sample["instance.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(instance, tiny_store.read_instance(record))
+        assert json.loads(sample["json"])["objects"] == record["objects"]
+    assert json.loads((dest / "dataset.json").read_text())["categories"] == tiny_store.meta["categories"]
+
+
+def test_splits_are_deterministic_disjoint_and_proportional(tiny_store, tmp_path):
+    splits = parse_splits("train=0.8, val=0.2")
+    assert splits == {"train": 0.8, "val": 0.2}
+    assignment = [split_of(7, i, splits) for i in range(20_000)]
+    assert assignment == [split_of(7, i, splits) for i in range(20_000)]
+    assert assignment.count("train") / len(assignment) == pytest.approx(0.8, abs=0.01)
+    assert assignment != [split_of(8, i, splits) for i in range(20_000)]
+    dest = export(tiny_store, "coco", tmp_path / "coco", splits={"a": 0.5, "b": 0.5})
+    ids = [img["id"] for s in ("a", "b") for img in json.loads((dest / s / "annotations.json").read_text())["images"]]
+    assert sorted(ids) == [r["index"] for r in tiny_store.records()]
+
+
+@pytest.mark.parametrize("text", ["train=0.8", "train=0.5,train=0.5", "train:0.8,val:0.2", "a=1.2,b=-0.2"])
+def test_bad_split_text(text):
+    with pytest.raises(UserError, match="--split"):
+        parse_splits(text)
+
+
+def test_refined_rgb_must_exist(tiny_store, tmp_path):
+    with pytest.raises(UserError, match="no rgb_refined; run 'sceneforge refine apply' first"):
+        export(tiny_store, "coco", tmp_path / "coco", rgb="refined")
+
+
+def test_incomplete_store_needs_partial(tiny_store, tmp_path):
+    incomplete = DatasetStore(tiny_store.root)
+    incomplete.meta["counts"] = {"requested": 10, "finished": 3}
+    with pytest.raises(UserError, match="only 3 of 10 frames are finished"):
+        export(incomplete, "yolo", tmp_path / "yolo")
+    assert (export(incomplete, "yolo", tmp_path / "yolo", partial=True) / "data.yaml").is_file()
+    assert not (tmp_path / "coco").exists()
