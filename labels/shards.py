@@ -3,40 +3,56 @@
 Each sample holds the store's files as they are (``KEY.rgb.png``, ``KEY.depth.exr``,
 ``KEY.distance.exr``, ``KEY.normals.exr``, ``KEY.instance.png``, ``KEY.semantic.png``, and
 ``KEY.albedo.png`` when rendered) plus ``KEY.json``, the frame record. ``dataset.json`` beside the
-shards carries the categories.
+shards carries the categories. Shards are plain tar files written with the standard library:
+the ``webdataset`` package reads them, but importing its writer would import torch.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
-
-import webdataset
 
 from .store import DatasetStore, atomic_write
 
-MAX_SAMPLES_PER_SHARD = 100_000
+_TAR_OVERHEAD = 1024  # a member's header and padding, at most
 
 
 def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path, rgb_pass: str,
           shard_bytes: int = 1 << 30) -> None:
-    """Write ``shard-000000.tar``, ... per split, each at most ``shard_bytes`` (one sample may exceed it)."""
+    """Write ``shard-000000.tar``, ... per split; a shard passes ``shard_bytes`` only to hold one sample."""
     for split, records in groups.items():
         folder = dest / split if split else dest
         folder.mkdir(parents=True, exist_ok=True)
-        with webdataset.ShardWriter(str(folder / "shard-%06d.tar"), maxsize=shard_bytes,
-                                    maxcount=MAX_SAMPLES_PER_SHARD, verbose=0) as sink:
+        shard, size, count = None, 0, 0
+        try:
             for record in records:
-                sample = {"__key__": Path(record["files"]["rgb"]).stem, "json": json.dumps(_public(record)).encode()}
-                for name, relative in record["files"].items():
-                    if name in ("scene", "rgb", "rgb_refined"):
-                        continue
-                    sample[f"{name}{Path(relative).suffix}"] = store.path(record, name).read_bytes()
-                sample["rgb.png"] = store.path(record, rgb_pass).read_bytes()
-                sink.write(sample)
+                members = _sample(store, record, rgb_pass)
+                sample_bytes = sum(len(data) + _TAR_OVERHEAD for _, data in members)
+                if shard is None or (size and size + sample_bytes > shard_bytes):
+                    if shard is not None:
+                        shard.close()
+                    shard = tarfile.open(folder / f"shard-{count:06d}.tar", "w")
+                    size, count = 0, count + 1
+                for name, data in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    shard.addfile(info, io.BytesIO(data))
+                size += sample_bytes
+        finally:
+            if shard is not None:
+                shard.close()
     text = json.dumps(store.meta, indent=2)
     atomic_write(dest / "dataset.json", lambda tmp: tmp.write_text(text))
 
 
-def _public(record: dict) -> dict:
-    return {key: value for key, value in record.items() if key != "files"}
+def _sample(store: DatasetStore, record: dict, rgb_pass: str) -> list[tuple[str, bytes]]:
+    key = Path(record["files"]["rgb"]).stem
+    public = {k: v for k, v in record.items() if k != "files"}
+    members = [(f"{key}.rgb.png", store.path(record, rgb_pass).read_bytes())]
+    for name, relative in record["files"].items():
+        if name not in ("scene", "rgb", "rgb_refined"):
+            members.append((f"{key}.{name}{Path(relative).suffix}", store.path(record, name).read_bytes()))
+    members.append((f"{key}.json", json.dumps(public).encode()))
+    return members

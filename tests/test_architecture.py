@@ -33,15 +33,20 @@ def test_scenes_imports_no_other_stage():
     assert not [p for p in (ROOT / "scenes").rglob("*.py") if re.search(r"sceneforge\.(render|refine|labels)", p.read_text())]
 
 
-def test_conductor_process_never_imports_bpy(tmp_path):
+def test_conductor_process_imports_neither_bpy_nor_torch(tmp_path):
     recipe = write_recipe(tmp_path, TINY_RECIPE)
+    out = tmp_path / "out"
     code = (
         "import sys\n"
+        "from pathlib import Path\n"
+        "from sceneforge.labels.export import export\n"
         "from sceneforge.pipeline import render_dataset\n"
         "from sceneforge.scenes.recipe import load_recipe\n"
-        f"render_dataset(load_recipe({str(recipe)!r}, {{'count': 1}}), __import__('pathlib').Path({str(tmp_path / 'out')!r}))\n"
+        f"report = render_dataset(load_recipe({str(recipe)!r}, {{'count': 1}}), Path({str(out)!r}))\n"
+        f"for fmt in ('coco', 'yolo', 'webdataset'): export(report.store, fmt, Path({str(tmp_path)!r}) / fmt)\n"
         "assert 'bpy' not in sys.modules, 'the conductor imported bpy'\n"
-        "print('frames', sum(1 for _ in open(" + repr(str(tmp_path / "out" / "frames.jsonl")) + ")))\n"
+        "assert 'torch' not in sys.modules, 'the conductor imported torch'\n"
+        "print('frames', len(report.store.records()))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
