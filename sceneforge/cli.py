@@ -141,6 +141,65 @@ def export(
 
 
 @app.command()
+def preview(
+    store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="SHEET.png", help="Contact sheet to write.", show_default=False)],
+    frames: Annotated[Optional[str], typer.Option("--frames", metavar="I,J,...", help="Frame indices to show.")] = None,
+    count: Annotated[int, typer.Option("--count", "-n", metavar="N", min=1, help="Frames to show when --frames is not given.")] = 6,
+) -> None:
+    """Write a contact sheet: RGB, depth, normals, instances with boxes and class names, refined RGB."""
+    import cv2
+
+    from sceneforge.labels.preview import contact_sheet
+    from sceneforge.labels.store import DatasetStore, atomic_write
+
+    indices = None
+    if frames is not None:
+        try:
+            indices = [int(part) for part in frames.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated frame indices, got {frames!r}", param_hint="--frames") from None
+    loaded = DatasetStore(store)
+    if not loaded.records():
+        raise UserError(f"{store}: the store has no finished frames")
+    sheet = contact_sheet(loaded, indices, count)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    atomic_write(output, lambda tmp: tmp.write_bytes(png.tobytes()))
+    typer.echo(f"Preview: {output.resolve()}")
+
+
+@app.command()
+def stats(
+    store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
+    plots: Annotated[Optional[Path], typer.Option("--plots", metavar="DIR", help="Folder for the PNG plots (default OUT/stats).")] = None,
+) -> None:
+    """Print class balance, objects per image, visibility and depth distributions; write PNG plots."""
+    from rich.table import Table
+
+    from sceneforge.labels.stats import dataset_stats, write_plots
+    from sceneforge.labels.store import DatasetStore
+
+    numbers = dataset_stats(DatasetStore(store))
+    stdout = Console(soft_wrap=True)
+    table = Table(title=f"{store}: {numbers['frames']} frames")
+    for column in ("class", "objects", "visible", "mean visibility"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for c in numbers["categories"]:
+        visibility = "-" if c["mean_visibility"] is None else f"{c['mean_visibility']:.2f}"
+        table.add_row(c["name"], str(c["objects"]), str(c["visible"]), visibility)
+    stdout.print(table)
+    histograms = {
+        "visible objects per image": {str(k): v for k, v in numbers["objects_per_image"].items()},
+        "visibility": dict(zip((f"{e:.1f}" for e in numbers["visibility_histogram"]["edges"]), numbers["visibility_histogram"]["counts"])),
+        "depth (m)": dict(zip((f"{e:.2f}" for e in numbers["depth_histogram"]["edges"]), numbers["depth_histogram"]["counts"])),
+    }
+    for title, counts in histograms.items():
+        stdout.print(f"{title}: " + "  ".join(f"{k}:{v}" for k, v in counts.items()))
+    paths = write_plots(numbers, plots or Path(store) / "stats")
+    stdout.print(f"Plots: {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
 def validate(recipe: RecipeArg) -> None:
     """Check a recipe and report every problem as FILE:LINE:COL: field.path: message."""
     from sceneforge.scenes.recipe import load_recipe

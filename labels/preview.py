@@ -1,0 +1,78 @@
+"""Contact sheets: one row per frame with RGB, depth, normals, instances (boxes and class names)
+and the refined RGB when there is one."""
+
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+
+from .store import DatasetStore
+
+MIN_TILE_WIDTH = 256  # small renders are enlarged (nearest) so that class names stay legible
+
+
+def contact_sheet(store: DatasetStore, indices: list[int] | None = None, max_frames: int = 6) -> np.ndarray:
+    """An RGB image of the chosen frames (the first ``max_frames`` by default)."""
+    records = store.records()
+    if indices is None:
+        records = records[:max_frames]
+    else:
+        by_index = {r["index"]: r for r in records}
+        records = [by_index[i] for i in indices if i in by_index]
+    rows = [_row(store, record) for record in records]
+    width = max(row.shape[1] for row in rows)
+    return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
+
+
+def instance_colour(instance_id: int) -> tuple[int, int, int]:
+    """A distinct, stable colour per instance id (golden-ratio hues)."""
+    r, g, b = colorsys.hsv_to_rgb((instance_id * 0.618034) % 1.0, 0.75, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _row(store: DatasetStore, record: dict) -> np.ndarray:
+    rgb = store.read_rgb(record)
+    scale = max(1, -(-MIN_TILE_WIDTH // rgb.shape[1]))
+
+    def enlarge(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+
+    tiles = [("rgb", rgb), ("depth", _depth_colours(store.read_depth(record))),
+             ("normals", _normal_colours(store.read_normals(record)))]
+    tiles = [(name, enlarge(image)) for name, image in tiles]
+    tiles.append(("instances", _instance_overlay(enlarge(rgb), enlarge(store.read_instance(record)), record, scale)))
+    if "rgb_refined" in record["files"]:
+        tiles.append(("refined", enlarge(store.read_rgb(record, "rgb_refined"))))
+    for name, tile in tiles:
+        cv2.putText(tile, f"{record['index']:06d} {name}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([tile for _, tile in tiles], axis=1)
+
+
+def _depth_colours(depth: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(depth)
+    if not finite.any():
+        return np.zeros((*depth.shape, 3), np.uint8)
+    near, far = np.percentile(depth[finite], [1, 99])
+    scaled = np.clip((np.where(finite, depth, far) - near) / max(far - near, 1e-6), 0, 1)
+    colours = cv2.applyColorMap((255 * (1 - scaled)).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    return np.where(finite[..., None], colours, 0).astype(np.uint8)
+
+
+def _normal_colours(normals: np.ndarray) -> np.ndarray:
+    hit = np.linalg.norm(normals, axis=-1, keepdims=True) > 0
+    return np.where(hit, (normals * 0.5 + 0.5) * 255, 0).astype(np.uint8)
+
+
+def _instance_overlay(rgb: np.ndarray, instance: np.ndarray, record: dict, scale: int) -> np.ndarray:
+    palette = np.array([(0, 0, 0)] + [instance_colour(i) for i in range(1, int(instance.max()) + 1)], np.uint8)
+    overlay = np.where(instance[..., None] > 0, (0.45 * rgb + 0.55 * palette[instance]), 0.35 * rgb).astype(np.uint8)
+    for obj in record["objects"]:
+        if not obj["visible_pixels"]:
+            continue
+        x, y, w, h = (v * scale for v in obj["bbox_xywh"])
+        colour = instance_colour(obj["instance_id"])
+        cv2.rectangle(overlay, (x, y), (x + w - 1, y + h - 1), colour, 1)
+        cv2.putText(overlay, obj["category"], (x + 2, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
+    return overlay

@@ -1,0 +1,79 @@
+"""Dataset statistics: class balance, objects per image, visibility and depth distributions.
+
+Everything comes from ``frames.jsonl`` (no image is read), so it is fast on large stores. An
+object's depth is the middle of its visible depth range.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .store import DatasetStore
+
+VISIBILITY_BINS = np.linspace(0.0, 1.0, 11)
+
+
+def dataset_stats(store: DatasetStore) -> dict:
+    """Counts and histograms of a store (plain data, JSON-serialisable)."""
+    records = store.records()
+    names = {c["id"]: c["name"] for c in store.meta["categories"]}
+    objects = [o for r in records for o in r["objects"]]
+    visible = [o for o in objects if o["visible_pixels"] > 0]
+    per_image = Counter(sum(o["visible_pixels"] > 0 for o in r["objects"]) for r in records)
+    depths = [sum(o["depth_range"]) / 2 for o in visible if o.get("depth_range")]
+    visibility = [o["visibility"] for o in visible if o.get("visibility") is not None]
+    depth_edges = np.linspace(min(depths), max(depths) + 1e-9, 11) if depths else np.linspace(0, 1, 11)
+    return {
+        "frames": len(records),
+        "categories": [
+            {
+                "name": names[cid],
+                "objects": sum(o["category_id"] == cid for o in objects),
+                "visible": sum(o["category_id"] == cid for o in visible),
+                "mean_visibility": _mean([o["visibility"] for o in visible if o["category_id"] == cid and o.get("visibility") is not None]),
+            }
+            for cid in sorted(names)
+        ],
+        "objects_per_image": {int(k): per_image[k] for k in sorted(per_image)},
+        "visibility_histogram": {"edges": VISIBILITY_BINS.tolist(), "counts": np.histogram(visibility, VISIBILITY_BINS)[0].tolist()},
+        "depth_histogram": {"edges": depth_edges.tolist(), "counts": np.histogram(depths, depth_edges)[0].tolist()},
+    }
+
+
+def write_plots(stats: dict, folder: Path) -> list[Path]:
+    """One PNG per distribution in ``folder``; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    charts = {
+        "class_balance": ([c["name"] for c in stats["categories"]], [c["visible"] for c in stats["categories"]], "visible objects per class"),
+        "objects_per_image": ([str(k) for k in stats["objects_per_image"]], list(stats["objects_per_image"].values()), "images by visible object count"),
+        "visibility": (_bin_labels(stats["visibility_histogram"]["edges"]), stats["visibility_histogram"]["counts"], "objects by visibility"),
+        "depth": (_bin_labels(stats["depth_histogram"]["edges"]), stats["depth_histogram"]["counts"], "objects by depth (m)"),
+    }
+    paths = []
+    for name, (labels, counts, title) in charts.items():
+        figure, axes = plt.subplots(figsize=(6, 3.2), dpi=100)
+        axes.bar(labels, counts, color="#4c72b0")
+        axes.set_title(title)
+        axes.tick_params(axis="x", labelrotation=45, labelsize=7)
+        figure.tight_layout()
+        path = folder / f"{name}.png"
+        figure.savefig(path)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def _bin_labels(edges: list[float]) -> list[str]:
+    return [f"{a:.2g}-{b:.2g}" for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
