@@ -1,8 +1,10 @@
 """COCO instances export (one folder per split: ``annotations.json`` and ``images/``).
 
-Masks are pycocotools' compressed RLE by default (``masks="rle"``, exact) with ``iscrowd: 0``;
-``masks="polygon"`` writes pixel-edge outlines for readers that only take polygons for
-non-crowd objects (Detectron2's default ``INPUT.MASK_FORMAT: polygon``).
+Non-crowd objects (``iscrowd: 0``) get polygons by default (``masks="polygon"``): outlines along
+pixel edges, holes bridged in, which pycocotools rasterises back to exactly the same pixels.
+That is the encoding both Detectron2 (default ``INPUT.MASK_FORMAT: polygon``) and MMDetection
+(either ``poly2mask`` setting) read for non-crowd objects. ``masks="rle"`` writes pycocotools'
+compressed RLE instead (Detectron2 then needs ``INPUT.MASK_FORMAT: bitmask``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ MaskEncoding = Literal["rle", "polygon"]
 
 
 def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path, rgb_pass: str,
-          masks: MaskEncoding = "rle") -> None:
+          masks: MaskEncoding = "polygon") -> None:
     """Write one COCO folder per split (``dest`` itself when there are no splits)."""
     if masks not in ("rle", "polygon"):
         raise UserError(f"--coco-masks: expected rle or polygon, got {masks!r}")

@@ -5,17 +5,20 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 import webdataset
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from ruamel.yaml import YAML
 
 from sceneforge.errors import UserError
 from sceneforge.labels.export import export, parse_splits, split_of
+from sceneforge.labels.polygons import mask_polygons
 from sceneforge.labels.store import DatasetStore
 
 
@@ -46,18 +49,34 @@ def test_cocoeval_of_the_ground_truth_is_perfect(tiny_store, tmp_path):
     assert {"visibility", "truncation", "depth_range", "instance_id"} <= set(annotation)
 
 
-def test_coco_polygons_rasterise_back_to_the_masks(tiny_store, tmp_path):
-    dest = export(tiny_store, "coco", tmp_path / "coco", masks="polygon")
+def test_coco_rle_masks_decode_to_the_masks(tiny_store, tmp_path):
+    dest = export(tiny_store, "coco", tmp_path / "coco", masks="rle")
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(dest / "annotations.json"))
     by_key = {(a["image_id"], a["instance_id"]): a for a in coco.loadAnns(coco.getAnnIds())}
     checked = 0
     for record, obj, mask in visible_objects(tiny_store):
         annotation = by_key[(record["index"], obj["instance_id"])]
-        assert isinstance(annotation["segmentation"], list)
-        assert iou(coco.annToMask(annotation).astype(bool), mask) >= 0.99
+        assert set(annotation["segmentation"]) == {"size", "counts"}
+        assert np.array_equal(coco.annToMask(annotation).astype(bool), mask)
         checked += 1
     assert checked >= 5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_edge_polygons_are_exact_under_pycocotools(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        height, width = (int(v) for v in rng.integers(4, 40, 2))
+        if rng.random() < 0.5:
+            mask = rng.random((height, width)) < rng.uniform(0.2, 0.8)  # salt and pepper: the worst case
+        else:
+            mask = cv2.GaussianBlur(rng.random((height, width)).astype(np.float32), (0, 0), 1.5) > 0.5
+        if not mask.any():
+            continue
+        outlines = mask_polygons(mask, "edges")
+        rle = mask_utils.merge(mask_utils.frPyObjects([p.ravel().tolist() for p in outlines], height, width))
+        assert np.array_equal(mask_utils.decode(rle).astype(bool), mask)
 
 
 def test_yolo_segment_polygons_rasterised_like_ultralytics_overlap_the_masks(tiny_store, tmp_path):
@@ -147,3 +166,14 @@ def test_incomplete_store_needs_partial(tiny_store, tmp_path):
         export(incomplete, "yolo", tmp_path / "yolo")
     assert (export(incomplete, "yolo", tmp_path / "yolo", partial=True) / "data.yaml").is_file()
     assert not (tmp_path / "coco").exists()
+
+
+def test_export_ignores_a_truncated_last_record_with_a_warning(tiny_store, tmp_path, caplog):
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_store.root, copy)
+    with open(copy / "frames.jsonl", "a") as frames:
+        frames.write('{"index": 99, "files": {"rg')
+    dest = export(DatasetStore(copy), "coco", tmp_path / "coco", partial=True)
+    assert "truncated last record" in caplog.text
+    images = json.loads((dest / "annotations.json").read_text())["images"]
+    assert sorted(i["id"] for i in images) == [r["index"] for r in tiny_store.records()]
