@@ -173,7 +173,7 @@ def test_export_ignores_a_truncated_last_record_with_a_warning(tiny_store, tmp_p
     shutil.copytree(tiny_store.root, copy)
     with open(copy / "frames.jsonl", "a") as frames:
         frames.write('{"index": 99, "files": {"rg')
-    dest = export(DatasetStore(copy), "coco", tmp_path / "coco", partial=True)
+    dest = export(DatasetStore(copy), "coco", tmp_path / "coco")
     assert "truncated last record" in caplog.text
     images = json.loads((dest / "annotations.json").read_text())["images"]
     assert sorted(i["id"] for i in images) == [r["index"] for r in tiny_store.records()]
