@@ -103,6 +103,9 @@ def _replace_dir(staging: Path, dest: Path) -> None:
         old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
         os.replace(dest, old)
         os.replace(staging, dest)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
     else:
         os.replace(staging, dest)

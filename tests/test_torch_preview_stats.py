@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import cv2
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from sceneforge.errors import UserError
+from sceneforge.labels.export import export
 from sceneforge.labels.preview import contact_sheet, instance_colour
 from sceneforge.labels.stats import dataset_stats, write_plots
+from sceneforge.labels.store import DatasetStore
 from sceneforge.labels.torch import SceneForgeDataset, collate
 
 from .helpers import run_cli
@@ -86,3 +92,37 @@ def test_preview_and_stats_commands(tiny_store, tmp_path):
     assert "ball" in result.stdout and (tmp_path / "plots" / "depth.png").is_file()
     bad = run_cli("preview", tiny_store.root, "-o", sheet, "--frames", "zero")
     assert bad.returncode == 2 and "comma-separated frame indices" in bad.stderr
+
+
+@pytest.fixture
+def refined_store(tiny_store, tmp_path):
+    """A copy of the tiny store with a stand-in refined RGB (colours inverted) for every frame."""
+    root = tmp_path / "refined"
+    shutil.copytree(tiny_store.root, root)
+    (root / "rgb_refined").mkdir()
+    lines = []
+    for record in tiny_store.records():
+        name = f"rgb_refined/{record['index']:06d}.png"
+        cv2.imwrite(str(root / name), 255 - cv2.imread(str(tiny_store.path(record, "rgb"))))
+        lines.append(json.dumps({**record, "files": {**record["files"], "rgb_refined": name}}))
+    (root / "frames.jsonl").write_text("\n".join(lines) + "\n")
+    return DatasetStore(root)
+
+
+def test_contact_sheet_adds_the_refined_column(refined_store):
+    scale = -(-256 // 96)
+    sheet = contact_sheet(refined_store, max_frames=1)
+    assert sheet.shape == (72 * scale, 5 * 96 * scale, 3)
+    record = refined_store.records()[0]
+    refined_tile = sheet[:, 4 * 96 * scale:]
+    expected = cv2.resize(255 - refined_store.read_rgb(record), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    assert np.array_equal(refined_tile[20:], expected[20:])  # below the caption
+
+
+def test_export_of_the_refined_rgb(refined_store, tmp_path):
+    dest = export(refined_store, "coco", tmp_path / "coco", rgb="refined")
+    for record in refined_store.records():
+        exported = cv2.imread(str(dest / "images" / f"{record['index']:06d}.png"))[..., ::-1]
+        assert np.array_equal(exported, refined_store.read_rgb(record, "rgb_refined"))
+    data = SceneForgeDataset(refined_store, rgb="refined")
+    assert torch.equal(data[0]["image"], torch.from_numpy(refined_store.read_rgb(refined_store.records()[0], "rgb_refined").transpose(2, 0, 1).copy()).float() / 255)
