@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import OpenEXR
 
-from sceneforge.errors import UserError
+from sceneforge.errors import StorageError, UserError
 from sceneforge.render.passes import Passes
 from sceneforge.scenes.spec import SceneSpec
 
@@ -179,6 +179,26 @@ class DatasetStore:
 
     def write_frame(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
         """Write every file of a frame, then append its record; returns the record."""
+        record = self.write_frame_files(spec, passes, render_seconds)
+        self.append_record(record)
+        return record
+
+    def _storage_error(self, index: int, exc: OSError) -> StorageError:
+        done = self.meta["counts"]["finished"]
+        return StorageError(f"{self.root}: cannot write frame {index} ({exc.strerror or exc}); the {done} "
+                            "frame(s) already finished are intact: fix the output and rerun the same command")
+
+    def write_frame_files(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
+        """Write every file of a frame (atomically, each) and return its record, not yet appended.
+
+        Any process that sees the store's folder may call this; only one appends the records.
+        """
+        try:
+            return self._write_frame_files(spec, passes, render_seconds)
+        except OSError as exc:
+            raise self._storage_error(spec.index, exc) from None
+
+    def _write_frame_files(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
         stem = frame_name(spec.index)
         extensions = {**PASSES, **(OPTIONAL_PASSES if passes.albedo is not None else {})}
         files = {name: f"{name}/{stem}{ext}" for name, ext in extensions.items()}
@@ -202,8 +222,6 @@ class DatasetStore:
             "objects": object_records(spec, passes),
             "render_seconds": round(render_seconds, 4),
         }
-        self._append_record(record)
-        self.meta["counts"]["finished"] += 1
         return record
 
     def save_metadata(self) -> None:
@@ -211,15 +229,29 @@ class DatasetStore:
         text = json.dumps(self.meta, indent=2)
         atomic_write(self.root / "dataset.json", lambda tmp: tmp.write_text(text))
 
-    def _append_record(self, record: dict) -> None:
+    def append_record(self, record: dict) -> None:
+        """Mark a frame finished: its record becomes one line of frames.jsonl (one write)."""
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        fd = os.open(self.root / "frames.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+            fd = os.open(self.root / "frames.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._storage_error(record["index"], exc) from None
+        self.meta["counts"]["finished"] += 1
+
+    def write_failures(self, failures: list[dict]) -> None:
+        """Replace failed.jsonl with this run's failures (removed when there are none)."""
+        path = self.root / "failed.jsonl"
+        if not failures:
+            path.unlink(missing_ok=True)
+            return
+        text = "".join(json.dumps(f) + "\n" for f in failures)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
     def _remove_partial_files(self) -> None:
         for folder in (*self.meta["passes"], "scenes"):

@@ -1,17 +1,22 @@
 """A warm Blender worker: imports bpy once, then renders SceneSpec after SceneSpec.
 
 ONE Cycles render per frame writes every pass (RGB, depth, normals, object index) into one
-multilayer EXR in a private scratch folder; label passes never cost a second render.
+multilayer EXR in a private scratch folder; label passes never cost a second render. Frames of
+one scene reuse the built Blender scene: only the camera moves.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import queue
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import traceback
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -25,19 +30,35 @@ from .passes import Passes, read_multilayer_exr
 
 # Faces meeting at more than this angle get a hard edge (box corners, cylinder caps).
 _SHARP_EDGE_ANGLE = math.radians(40)
+# Cycles GPU backends, most capable first.
+GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How one worker renders and when it recycles itself."""
+
+    device: str = "cpu"  # "cpu", "gpu" (fail without one) or "auto" (a GPU if there is one)
+    gpu_index: int = 0  # which of the GPUs, one worker per GPU
+    threads: int = 0  # CPU render threads, 0 = all cores
+    max_scenes: int = 0  # recycle after this many scenes, 0 = never
+    max_rss_mb: float = 0.0  # recycle above this resident memory, 0 = never
 
 
 class Renderer:
     """One Blender session in this process; ``render`` turns a SceneSpec into label arrays."""
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, device: str = "cpu", gpu_index: int = 0, threads: int = 0) -> None:
         import bpy  # only ever imported here, inside a render worker
 
         self._bpy = bpy
+        self._scene_key: str | None = None
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
         scene.render.engine = "CYCLES"
-        scene.cycles.device = "CPU"
+        self.gpus = [] if device == "cpu" else self._detect_gpus()
+        self.device = self._use_gpu(self.gpus[gpu_index]) if self.gpus and gpu_index < len(self.gpus) else "CPU"
+        scene.cycles.device = "CPU" if self.device == "CPU" else "GPU"
         scene.render.threads_mode = "FIXED" if threads > 0 else "AUTO"
         if threads > 0:
             scene.render.threads = threads
@@ -59,10 +80,41 @@ class Renderer:
         """Remove the scratch folder."""
         shutil.rmtree(self._scratch, ignore_errors=True)
 
+    def _detect_gpus(self) -> list[tuple[str, str, str]]:
+        """(backend, device id, name) of every GPU of the most capable backend Cycles finds."""
+        preferences = self._bpy.context.preferences.addons["cycles"].preferences
+        for backend in GPU_BACKENDS:
+            try:
+                devices = preferences.get_devices_for_type(backend)
+            except (TypeError, ValueError):  # backend not compiled into this Blender
+                continue
+            gpus = [(backend, d.id, d.name) for d in devices if d.type != "CPU"]
+            if gpus:
+                return gpus
+        return []
+
+    def _use_gpu(self, gpu: tuple[str, str, str]) -> str:
+        """Enable exactly this GPU (pinning the worker to it); returns its description."""
+        backend, device_id, name = gpu
+        preferences = self._bpy.context.preferences.addons["cycles"].preferences
+        preferences.compute_device_type = backend
+        for device in preferences.get_devices_for_type(backend):
+            device.use = device.id == device_id
+        return f"{backend} {name}"
+
     def render(self, spec: SceneSpec, label_passes: bool = True) -> tuple[Passes, float]:
-        """Render one scene; returns its passes and Blender's own render time in seconds."""
-        self._clear()
-        self._build(spec, label_passes)
+        """Render one frame; returns its passes and Blender's own render time in seconds.
+
+        A frame of the scene already built (same ``content_key``) only moves the camera.
+        """
+        key = f"{spec.content_key()}/{label_passes}"
+        if key != self._scene_key:
+            self._clear()
+            self._build(spec, label_passes)
+            self._scene_key = key
+        else:
+            self._scene.camera.matrix_world = self._blender_camera_pose(spec)
+        self._scene.cycles.seed = spec.render.cycles_seed
         path = self._scratch / "frame.exr"
         self._scene.render.filepath = str(path)
         start = time.perf_counter()
@@ -71,6 +123,7 @@ class Renderer:
         return read_multilayer_exr(path, np.asarray(spec.camera.world_from_camera)), seconds
 
     def _clear(self) -> None:
+        self._scene_key = None
         data = self._bpy.data
         data.batch_remove([*data.objects, *data.meshes, *data.materials, *data.lights, *data.cameras])
         data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
@@ -78,9 +131,16 @@ class Renderer:
     def _build(self, spec: SceneSpec, label_passes: bool) -> None:
         scene = self._scene
         scene.render.resolution_x, scene.render.resolution_y = spec.camera.width, spec.camera.height
-        scene.cycles.samples = spec.render.samples
-        scene.cycles.seed = spec.render.cycles_seed
-        scene.cycles.use_denoising = spec.render.denoise
+        settings = spec.render
+        scene.cycles.samples = settings.samples
+        scene.cycles.use_adaptive_sampling = settings.adaptive_threshold > 0
+        scene.cycles.adaptive_threshold = settings.adaptive_threshold
+        scene.cycles.use_denoising = settings.denoise
+        scene.cycles.max_bounces = settings.max_bounces
+        scene.cycles.diffuse_bounces = settings.diffuse_bounces
+        scene.cycles.glossy_bounces = settings.glossy_bounces
+        scene.cycles.transmission_bounces = settings.transmission_bounces
+        scene.cycles.transparent_max_bounces = settings.transparent_bounces
         layer = scene.view_layers[0]
         layer.use_pass_z = layer.use_pass_normal = layer.use_pass_object_index = label_passes
         self._set_albedo_output(label_passes and spec.render.albedo)
@@ -129,6 +189,11 @@ class Renderer:
         self._link(obj, np.asarray(cam.world_from_camera) @ CV_TO_BLENDER)
         self._scene.camera = obj
 
+    def _blender_camera_pose(self, spec: SceneSpec):
+        from mathutils import Matrix
+
+        return Matrix((np.asarray(spec.camera.world_from_camera) @ CV_TO_BLENDER).tolist())
+
     def _add_mesh(self, name: str, vertices: np.ndarray, faces: np.ndarray, pose, material: MaterialSpec,
                   pass_index: int) -> None:
         bpy = self._bpy
@@ -167,23 +232,62 @@ class Renderer:
         self._scene.collection.objects.link(obj)
 
 
-def serve(conn: Connection, log_path: str, threads: int) -> None:
+def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     """Worker-process entry: render the SceneSpecs that arrive on ``conn`` until ``None`` does.
 
-    Replies ``("ok", index, passes, seconds)`` or ``("error", index, traceback)``. Blender's own
-    console output goes to ``log_path`` so that it never mixes with the progress display.
+    Sends ``("ready", info)`` first, then per frame ``("ok", index, passes, seconds)`` or
+    ``("error", index, traceback)``, and ``("recycle", reason)`` before leaving to be replaced.
+    A reader thread takes the next specs off the pipe and loads their assets while the current
+    frame renders (Cycles releases the GIL). Blender's console output goes to ``log_path``.
     """
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    renderer = Renderer(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
+    renderer = Renderer(options.device, options.gpu_index, options.threads)
+    conn.send(("ready", {"pid": os.getpid(), "device": renderer.device, "gpus": [g[2] for g in renderer.gpus]}))
+    inbox: queue.Queue = queue.Queue()
+    threading.Thread(target=_prepare_incoming, args=(conn, inbox), daemon=True).start()
+    rendered = 0
     try:
-        while (spec := conn.recv()) is not None:
+        while (spec := inbox.get()) is not None:
             try:
                 passes, seconds = renderer.render(spec)
                 conn.send(("ok", spec.index, passes, seconds))
             except Exception:  # reported to the conductor with the frame it belongs to
                 print(traceback.format_exc(), flush=True)
                 conn.send(("error", spec.index, traceback.format_exc()))
+            rendered += 1
+            if options.max_scenes and rendered >= options.max_scenes:
+                conn.send(("recycle", f"rendered {rendered} frames"))
+                break
+            if options.max_rss_mb and resident_mb() > options.max_rss_mb:
+                conn.send(("recycle", f"resident memory {resident_mb():.0f} MB > {options.max_rss_mb:.0f} MB"))
+                break
     finally:
         renderer.close()
+
+
+def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:
+    try:
+        while (spec := conn.recv()) is not None:
+            try:
+                for obj in spec.objects:
+                    asset_mesh(obj.asset)  # parsed now, while the previous frame renders
+            except Exception:  # noqa: BLE001 - the render reports it, attributed to its frame
+                pass
+            inbox.put(spec)
+    except (EOFError, OSError):
+        pass  # the conductor is gone: stop
+    inbox.put(None)
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MB (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10

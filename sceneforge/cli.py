@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -23,7 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from sceneforge import __version__
-from sceneforge.errors import RenderFailure, UserError
+from sceneforge.errors import RenderFailure, StorageError, UserError
 
 app = typer.Typer(
     help="SceneForge: YAML scene recipes in, labeled synthetic image datasets out.\n\n"
@@ -44,10 +45,39 @@ SamplesOpt = Annotated[Optional[int], typer.Option("--samples", metavar="N", hel
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
 
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, gpu (fail without one) or auto (GPU if any, else CPU).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", metavar="N", min=1, help="CPU render workers (GPUs: one worker per GPU).")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", metavar="N", min=0, help="CPU threads per worker, 0 = all cores.")]
+RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Renders of a failing frame after the first.")]
+RecycleOpt = Annotated[int, typer.Option("--max-scenes-per-worker", metavar="N", min=0, help="Restart a worker after N frames (0 = never).")]
+MemoryOpt = Annotated[float, typer.Option("--max-worker-memory", metavar="MB", min=0, help="Restart a worker above this resident memory (0 = no ceiling).")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", metavar="NAME", help="local (worker processes here) or ray (a Ray cluster).")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Print every worker event.")]
+
+
 class _RateColumn(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         return Text("-- img/s" if speed is None else f"{speed:.2f} img/s")
+
+
+class _EngineProgress(Progress):
+    """The progress bar, with a line of worker states and the retry count under it."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.workers: dict[str, str] = {}  # set first: the parent's constructor already renders
+        self.retries = 0
+        super().__init__(
+            TextColumn("Rendering"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=stderr, disable=quiet,
+        )
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        states = "  ".join(f"{name}: {state}" for name, state in sorted(self.workers.items()))
+        yield Text(f"{states}  retries: {self.retries}", style="dim")
 
 
 def _overrides(count: int | None, seed: int | None, resolution: str | None, samples: int | None) -> dict:
@@ -66,50 +96,79 @@ def _overrides(count: int | None, seed: int | None, resolution: str | None, samp
     return overrides
 
 
-def _render(recipe_path: Path, output: Path, overrides: dict, quiet: bool):
-    from sceneforge.pipeline import render_dataset
+def _render(recipe_path: Path, output: Path, overrides: dict, engine: dict, quiet: bool, verbose: bool):
+    from sceneforge.executors import ExecutorOptions
+    from sceneforge.pipeline import EXECUTORS, render_dataset
     from sceneforge.scenes.recipe import load_recipe
 
+    executor, address = engine.pop("executor"), engine.pop("address")
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"expected local or ray, got {executor!r}", param_hint="--executor")
+    if engine["device"] not in ("cpu", "gpu", "auto"):
+        raise typer.BadParameter(f"expected cpu, gpu or auto, got {engine['device']!r}", param_hint="--device")
     recipe = load_recipe(recipe_path, overrides)
-    progress = Progress(
-        TextColumn("Rendering"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-        TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=stderr, disable=quiet,
-    )
+    progress = _EngineProgress(quiet)
+
+    def on_start(total: int, already_done: int) -> None:
+        progress.reset(task, total=total, completed=already_done)
+
+    def on_event(kind: str, message: str) -> None:
+        if kind == "worker":
+            name, _, state = message.partition(": ")
+            progress.workers[name] = state
+        elif kind == "retry":
+            progress.retries += 1
+        if not quiet and (verbose or kind in ("notice", "restart", "retry")):
+            progress.console.print(f"{kind}: {message}", markup=False, highlight=False)
+
     with progress:
         task = progress.add_task("render", total=None)
-
-        def on_start(total: int, already_done: int) -> None:
-            progress.reset(task, total=total, completed=already_done)
-
-        report = render_dataset(recipe, output, on_start=on_start, on_frame=lambda _: progress.advance(task))
+        report = render_dataset(recipe, output, executor=executor, address=address,
+                                options=ExecutorOptions(**engine), on_start=on_start,
+                                on_frame=lambda _: progress.advance(task), on_event=on_event)
     if not quiet:
         stderr.print(
             f"Rendered {report.rendered} frame(s), {report.already_done} already done, in "
             f"{report.wall_seconds:.1f} s; Blender render time {report.render_seconds:.1f} s"
         )
+    if report.failures:
+        failed = ", ".join(str(f.spec.index) for f in report.failures[:10])
+        raise RenderFailure(f"{len(report.failures)} frame(s) failed ({failed}); errors in "
+                            f"{output / 'failed.jsonl'}; rerun the same command to retry them")
     return report
 
 
 @app.command()
 def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: SeedOpt = None,
-        resolution: ResolutionOpt = None, samples: SamplesOpt = None, quiet: QuietOpt = False) -> None:
+        resolution: ResolutionOpt = None, samples: SamplesOpt = None, device: DeviceOpt = "auto",
+        workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
+        max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
+        executor: ExecutorOpt = "local", address: AddressOpt = None,
+        quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Sample, render and export: the whole job. Writes the store into OUT and COCO into OUT/coco.
 
     Rerunning the same command on the same OUT renders only the missing frames.
     """
     from sceneforge.labels.export import export as export_store
 
-    report = _render(recipe, output, _overrides(count, seed, resolution, samples), quiet)
+    engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
+                  max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
+    report = _render(recipe, output, _overrides(count, seed, resolution, samples), engine, quiet, verbose)
     export_store(report.store, "coco", output / "coco", overwrite=True)
     typer.echo(f"Dataset: {output.resolve()}")
 
 
 @app.command()
 def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: SeedOpt = None,
-           resolution: ResolutionOpt = None, samples: SamplesOpt = None, quiet: QuietOpt = False) -> None:
+           resolution: ResolutionOpt = None, samples: SamplesOpt = None, device: DeviceOpt = "auto",
+           workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
+           max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
+           executor: ExecutorOpt = "local", address: AddressOpt = None,
+           quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Render a recipe into the dataset store only (no export). Resumes an interrupted run."""
-    _render(recipe, output, _overrides(count, seed, resolution, samples), quiet)
+    engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
+                  max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
+    _render(recipe, output, _overrides(count, seed, resolution, samples), engine, quiet, verbose)
     typer.echo(f"Dataset: {output.resolve()}")
 
 
@@ -228,8 +287,17 @@ def _main(
                         handlers=[RichHandler(console=stderr, show_time=False, show_path=False)])
 
 
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so that workers and the store are closed cleanly."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated
+
+
 def main() -> None:
     """Console-script entry point: user mistakes exit 2 with a message, never a traceback."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except UserError as exc:
@@ -238,6 +306,12 @@ def main() -> None:
     except RenderFailure as exc:
         stderr.print(f"render failed: {exc}", markup=False, highlight=False)
         sys.exit(1)
+    except StorageError as exc:
+        stderr.print(f"storage error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         stderr.print("interrupted; rerun the same command to resume", markup=False)
         sys.exit(130)
+    except _Terminated:
+        stderr.print("terminated; rerun the same command to resume", markup=False)
+        sys.exit(143)

@@ -6,4 +6,8 @@ class UserError(Exception):
 
 
 class RenderFailure(Exception):
-    """A frame could not be rendered; the message names the frame and the worker log."""
+    """Frames could not be rendered; the message names them and where their errors are."""
+
+
+class StorageError(Exception):
+    """The store could not be written (full disk, lost mount): frames written before stay valid."""

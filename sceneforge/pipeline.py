@@ -1,17 +1,21 @@
-"""The pipeline: recipe -> scenes -> render -> store, resumable; then export."""
+"""The pipeline: recipe -> scenes -> render -> store, resumable; the CLI and tests drive it."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
-from sceneforge.executors import LocalExecutor
+from sceneforge.executors import EventSink, ExecutorOptions, Failure, LocalExecutor, RayExecutor
 from sceneforge.labels.store import DatasetStore
 from sceneforge.scenes.recipe import Recipe
 from sceneforge.scenes.sampling import sample
 from sceneforge.scenes.spec import SceneSpec
+
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class RenderReport:
     rendered: int
     render_seconds: float  # Blender's own render time, summed over this run's frames
     wall_seconds: float
+    failures: list[Failure] = field(default_factory=list)
 
     @property
     def overhead(self) -> float:
@@ -35,12 +40,17 @@ def render_dataset(
     recipe: Recipe,
     out: Path,
     *,
+    executor: str = "local",
+    address: str | None = None,
+    options: ExecutorOptions = ExecutorOptions(),
     on_start: Callable[[int, int], None] | None = None,
     on_frame: Callable[[dict], None] | None = None,
+    on_event: EventSink | None = None,
 ) -> RenderReport:
     """Render every frame of ``recipe`` that ``out`` does not hold yet.
 
-    ``on_start(total, already_done)`` is called once, ``on_frame(record)`` after each frame.
+    ``on_start(total, already_done)`` is called once, ``on_frame(record)`` after each frame,
+    ``on_event(kind, message)`` on worker events (also logged to ``out/logs/run.jsonl``).
     """
     start = time.perf_counter()
     store = DatasetStore.open_for_writing(
@@ -56,28 +66,69 @@ def render_dataset(
     todo = [i for i in range(recipe.count) if i not in done]
     if on_start:
         on_start(recipe.count, recipe.count - len(todo))
-    render_seconds = 0.0
+    render_seconds, failures = 0.0, []
     if todo:
         sample(recipe, todo[0])  # a recipe that cannot be sampled fails before any worker starts
-        render_seconds = render_specs(store, (sample(recipe, i) for i in todo), on_frame)
+        render_seconds, failures = render_specs(
+            store, (sample(recipe, i) for i in todo), executor=executor, address=address, options=options,
+            on_frame=on_frame, on_event=on_event,
+        )
     return RenderReport(
-        store=store, requested=recipe.count, already_done=recipe.count - len(todo), rendered=len(todo),
-        render_seconds=render_seconds, wall_seconds=time.perf_counter() - start,
+        store=store, requested=recipe.count, already_done=recipe.count - len(todo),
+        rendered=len(todo) - len(failures), render_seconds=render_seconds,
+        wall_seconds=time.perf_counter() - start, failures=failures,
     )
 
 
 def render_specs(
-    store: DatasetStore, specs: Iterable[SceneSpec], on_frame: Callable[[dict], None] | None = None
-) -> float:
-    """Render scenes into an open store; returns the summed Blender render time in seconds."""
-    render_seconds = 0.0
-    with LocalExecutor(store.root / "logs") as executor:
-        try:
-            for frame in executor.render(specs):
-                record = store.write_frame(frame.spec, frame.passes, frame.render_seconds)
-                render_seconds += frame.render_seconds
+    store: DatasetStore,
+    specs: Iterable[SceneSpec],
+    *,
+    executor: str = "local",
+    address: str | None = None,
+    options: ExecutorOptions = ExecutorOptions(),
+    on_frame: Callable[[dict], None] | None = None,
+    on_event: EventSink | None = None,
+) -> tuple[float, list[Failure]]:
+    """Render scenes into an open store; returns Blender's summed render time and the failures.
+
+    This run's failures replace ``failed.jsonl`` (which is removed when there are none).
+    """
+    log = _RunLog(store.root / "logs" / "run.jsonl", on_event)
+    chosen = RayExecutor(store, options, address, log.event) if executor == "ray" else LocalExecutor(store, options, log.event)
+    render_seconds, failures = 0.0, []
+    log.event("start", f"{executor} executor, {options}")
+    try:
+        with chosen as running:
+            for outcome in running.run(specs):
+                if isinstance(outcome, Failure):
+                    failures.append(outcome)
+                    log.write({"event": "failed", **outcome.as_record()})
+                    continue
+                render_seconds += outcome["render_seconds"]
+                log.write({"event": "frame", "index": outcome["index"], "render_seconds": outcome["render_seconds"]})
                 if on_frame:
-                    on_frame(record)
-        finally:
-            store.save_metadata()
-    return render_seconds
+                    on_frame(outcome)
+    finally:
+        store.write_failures([f.as_record() for f in failures])
+        store.save_metadata()
+        log.event("end", f"{len(failures)} failed")
+    return render_seconds, failures
+
+
+class _RunLog:
+    """Structured log of a run: one JSON object per line, with a UTC timestamp."""
+
+    def __init__(self, path: Path, forward: EventSink | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path, self._forward = path, forward
+
+    def event(self, kind: str, message: str) -> None:
+        self.write({"event": kind, "message": message})
+        if self._forward and kind not in ("start", "end"):
+            self._forward(kind, message)
+
+    def write(self, entry: dict) -> None:
+        line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **entry})
+        with open(self._path, "a") as log:
+            log.write(line + "\n")

@@ -165,16 +165,25 @@ class Camera(Section):
     azimuth_deg: Number = 0.0
     clip_start: float = Field(0.01, gt=0)
     clip_end: float = Field(100.0, gt=0)
+    frames_per_scene: int = Field(1, ge=1, le=100_000, description="camera poses per scene")
 
 
 Dimension = Annotated[int, Field(ge=1, le=16384)]
 
 
 class RenderSettings(Section):
+    """Cycles settings; bounce defaults are Blender's (glossy and transmission are not 0)."""
+
     resolution: tuple[Dimension, Dimension] = (320, 240)
     samples: int = Field(16, ge=1, le=65536)
+    adaptive_threshold: float = Field(0.01, ge=0, le=1, description="noise level to stop at; 0 = off")
     denoise: bool = False
     albedo: bool = Field(False, description="also write the albedo (base colour) pass")
+    max_bounces: int = Field(12, ge=0, le=1024)
+    diffuse_bounces: int = Field(4, ge=0, le=1024)
+    glossy_bounces: int = Field(4, ge=0, le=1024)
+    transmission_bounces: int = Field(12, ge=0, le=1024)
+    transparent_bounces: int = Field(8, ge=0, le=1024)
 
 
 class Recipe(Section):

@@ -40,17 +40,22 @@ def scene_seed(recipe_seed: int, index: int) -> int:
 
 
 def sample(recipe: Recipe, index: int) -> SceneSpec:
-    """The scene of frame ``index``: the same recipe and index always give the same spec."""
-    seed = scene_seed(recipe.seed, index)
-    objects_rng, camera_rng, lights_rng, world_rng = (
-        np.random.Generator(np.random.PCG64(child)) for child in np.random.SeedSequence(seed).spawn(4)
-    )
+    """Frame ``index``: the same recipe and index always give the same spec.
+
+    With ``camera.frames_per_scene = n``, frames ``k*n .. k*n+n-1`` show scene ``k`` from
+    ``n`` camera poses: they share objects, lights and world, and differ in camera and noise.
+    """
+    scene_index, frame_in_scene = divmod(index, recipe.camera.frames_per_scene)
+    seed = scene_seed(recipe.seed, scene_index)
+    objects_rng, lights_rng, world_rng = (_stream(seed, key) for key in ((0,), (1,), (2,)))
+    camera_rng = _stream(seed, (3, frame_in_scene))
     width, height = recipe.render.resolution
     return SceneSpec(
         index=index,
+        scene_index=scene_index,
         seed=seed,
         camera=_sample_camera(recipe, width, height, camera_rng),
-        objects=_sample_objects(recipe, index, objects_rng),
+        objects=_sample_objects(recipe, scene_index, objects_rng),
         lights=[_sample_light(light, lights_rng) for light in recipe.lights],
         ground=None if recipe.ground is None else GroundSpec(
             size=recipe.ground.size, material=_sample_material(recipe.ground.material, world_rng)
@@ -58,10 +63,15 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         background_color=_sample_color(recipe.background.color, world_rng),
         background_strength=max(0.0, float(draw(recipe.background.strength, world_rng))),
         render=RenderSpec(
-            samples=recipe.render.samples, denoise=recipe.render.denoise, albedo=recipe.render.albedo,
-            cycles_seed=seed % 2**31,
+            **recipe.render.model_dump(exclude={"resolution"}),
+            cycles_seed=int(camera_rng.integers(0, 2**31)),
         ),
     )
+
+
+def _stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
+    """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of frame f (3, f)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -102,7 +112,7 @@ def _sample_camera(recipe: Recipe, width: int, height: int, rng: np.random.Gener
     )
 
 
-def _sample_objects(recipe: Recipe, index: int, rng: np.random.Generator) -> list[ObjectSpec]:
+def _sample_objects(recipe: Recipe, scene_index: int, rng: np.random.Generator) -> list[ObjectSpec]:
     category_ids = {name: i + 1 for i, name in enumerate(recipe.categories)}
     placed: list[tuple[float, float, float]] = []  # (x, y, footprint radius)
     objects: list[ObjectSpec] = []
@@ -113,7 +123,7 @@ def _sample_objects(recipe: Recipe, index: int, rng: np.random.Generator) -> lis
         for _ in range(count):
             asset = _sample_asset(group, group_index, rng)
             radius = footprint_radius(asset_mesh(asset))
-            x, y = _place(recipe, index, group, radius, placed, rng)
+            x, y = _place(recipe, scene_index, group, radius, placed, rng)
             yaw = rng.uniform(0.0, 2 * math.pi)
             pose = np.eye(4)
             pose[:2, :2] = [[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]]
@@ -127,7 +137,7 @@ def _sample_objects(recipe: Recipe, index: int, rng: np.random.Generator) -> lis
                 material=_sample_material(group.material, rng),
             ))
             if len(objects) > MAX_INSTANCES:
-                raise UserError(f"objects: more than {MAX_INSTANCES} objects in scene {index}")
+                raise UserError(f"objects: more than {MAX_INSTANCES} objects in scene {scene_index}")
     return objects
 
 
@@ -144,7 +154,7 @@ def _sample_asset(group: ObjectGroup, group_index: int, rng: np.random.Generator
 
 
 def _place(
-    recipe: Recipe, index: int, group: ObjectGroup, radius: float,
+    recipe: Recipe, scene_index: int, group: ObjectGroup, radius: float,
     placed: list[tuple[float, float, float]], rng: np.random.Generator,
 ) -> tuple[float, float]:
     """A ground position whose footprint circle keeps ``min_gap`` from every placed one."""
@@ -156,7 +166,7 @@ def _place(
             placed.append((x, y, radius))
             return x, y
     raise UserError(
-        f"placement: scene {index}: no free spot for object {len(placed) + 1} ('{group.category}') "
+        f"placement: scene {scene_index}: no free spot for object {len(placed) + 1} ('{group.category}') "
         f"after {recipe.placement.max_tries} tries in a {recipe.placement.area[0]:g} x "
         f"{recipe.placement.area[1]:g} m area; enlarge placement.area, lower placement.min_gap "
         "or place fewer objects"

@@ -80,18 +80,30 @@ class GroundSpec(_Spec):
 
 
 class RenderSpec(_Spec):
+    """Cycles settings of one frame (see the recipe's ``render`` section for their meaning)."""
+
     samples: int
+    adaptive_threshold: float
     denoise: bool
     albedo: bool
+    max_bounces: int
+    diffuse_bounces: int
+    glossy_bounces: int
+    transmission_bounces: int
+    transparent_bounces: int
     cycles_seed: int
 
 
 class SceneSpec(_Spec):
-    """One scene, regenerable alone from (recipe, index)."""
+    """One frame of one scene, regenerable alone from (recipe, index).
+
+    Frames of the same scene (``scene_index``) share everything but the camera and the noise.
+    """
 
     format: Literal["sceneforge.scenespec/1"] = SPEC_FORMAT
     index: int
-    seed: int
+    scene_index: int
+    seed: int  # the scene's seed
     camera: CameraSpec
     objects: list[ObjectSpec]
     lights: list[LightSpec]
@@ -103,3 +115,9 @@ class SceneSpec(_Spec):
     def to_json(self) -> str:
         """Canonical JSON text (the same scene always gives the same bytes)."""
         return self.model_dump_json()
+
+    def content_key(self) -> str:
+        """Identity of the scene without the camera: equal keys can reuse one built scene."""
+        content = self.model_dump(mode="json", exclude={"index", "camera", "render"})
+        content["render"] = self.render.model_dump(mode="json", exclude={"cycles_seed"})
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -13,6 +13,7 @@ import pytest
 
 from sceneforge.labels.store import DatasetStore
 from sceneforge.pipeline import render_specs
+from sceneforge.scenes.recipe import RenderSettings
 from sceneforge.scenes.sampling import look_at
 from sceneforge.scenes.spec import (
     AssetRef,
@@ -52,9 +53,10 @@ def scene(index: int, objects: list[ObjectSpec]) -> SceneSpec:
     camera = CameraSpec(K=tuple(map(tuple, K)), world_from_camera=tuple(map(tuple, WORLD_FROM_CAMERA)),
                         width=W, height=H, clip_start=0.01, clip_end=100.0)
     sun = LightSpec(type="sun", energy=3.0, color=(1, 1, 1), world_from_light=tuple(map(tuple, np.eye(4))), size=0.5)
-    return SceneSpec(index=index, seed=index, camera=camera, objects=objects, lights=[sun], ground=None,
-                     background_color=(0.1, 0.1, 0.1), background_strength=1.0,
-                     render=RenderSpec(samples=16, denoise=False, albedo=True, cycles_seed=index))
+    settings = RenderSettings(samples=16, albedo=True).model_dump(exclude={"resolution"})
+    return SceneSpec(index=index, scene_index=index, seed=index, camera=camera, objects=objects, lights=[sun],
+                     ground=None, background_color=(0.1, 0.1, 0.1), background_strength=1.0,
+                     render=RenderSpec(**settings, cycles_seed=index))
 
 
 FAR_DEPTH = 2.6  # the occluded cube's front face
