@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -107,6 +108,14 @@ class Renderer:
 
         A frame of the scene already built (same ``content_key``) only moves the camera.
         """
+        path, seconds = self.render_to_file(spec, label_passes)
+        try:
+            return decode(spec, path), seconds
+        finally:
+            path.unlink()
+
+    def render_to_file(self, spec: SceneSpec, label_passes: bool = True) -> tuple[Path, float]:
+        """Render one frame into a multilayer EXR of its own in the scratch folder (see ``decode``)."""
         key = f"{spec.content_key()}/{label_passes}"
         if key != self._scene_key:
             self._clear()
@@ -115,12 +124,11 @@ class Renderer:
         else:
             self._scene.camera.matrix_world = self._blender_camera_pose(spec)
         self._scene.cycles.seed = spec.render.cycles_seed
-        path = self._scratch / "frame.exr"
+        path = self._scratch / f"{spec.index}.exr"
         self._scene.render.filepath = str(path)
         start = time.perf_counter()
         self._bpy.ops.render.render(write_still=True)
-        seconds = time.perf_counter() - start
-        return read_multilayer_exr(path, np.asarray(spec.camera.world_from_camera)), seconds
+        return path, time.perf_counter() - start
 
     def _clear(self) -> None:
         self._scene_key = None
@@ -232,13 +240,19 @@ class Renderer:
         self._scene.collection.objects.link(obj)
 
 
+def decode(spec: SceneSpec, path: Path) -> Passes:
+    """The label arrays of a frame rendered by ``Renderer.render_to_file`` (needs no bpy)."""
+    return read_multilayer_exr(path, np.asarray(spec.camera.world_from_camera))
+
+
 def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     """Worker-process entry: render the SceneSpecs that arrive on ``conn`` until ``None`` does.
 
     Sends ``("ready", info)`` first, then per frame ``("ok", index, passes, seconds)`` or
     ``("error", index, traceback)``, and ``("recycle", reason)`` before leaving to be replaced.
-    A reader thread takes the next specs off the pipe and loads their assets while the current
-    frame renders (Cycles releases the GIL). Blender's console output goes to ``log_path``.
+    Three threads keep Blender busy (Cycles releases the GIL while it renders): one takes the next
+    specs off the pipe and loads their assets, the main one renders, and one decodes and sends the
+    finished frame while the next renders. Blender's console output goes to ``log_path``.
     """
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
@@ -247,25 +261,49 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     renderer = Renderer(options.device, options.gpu_index, options.threads)
     conn.send(("ready", {"pid": os.getpid(), "device": renderer.device, "gpus": [g[2] for g in renderer.gpus]}))
     inbox: queue.Queue = queue.Queue()
+    outbox: queue.Queue = queue.Queue(maxsize=1)  # at most one finished frame waits for the sender
     threading.Thread(target=_prepare_incoming, args=(conn, inbox), daemon=True).start()
+    sender = threading.Thread(target=_send_finished, args=(conn, outbox))
+    sender.start()
     rendered = 0
     try:
         while (spec := inbox.get()) is not None:
             try:
-                passes, seconds = renderer.render(spec)
-                conn.send(("ok", spec.index, passes, seconds))
+                outbox.put(("ok", spec, *renderer.render_to_file(spec)))
             except Exception:  # reported to the conductor with the frame it belongs to
                 print(traceback.format_exc(), flush=True)
-                conn.send(("error", spec.index, traceback.format_exc()))
+                outbox.put(("error", spec.index, traceback.format_exc()))
             rendered += 1
             if options.max_scenes and rendered >= options.max_scenes:
-                conn.send(("recycle", f"rendered {rendered} frames"))
+                outbox.put(("recycle", f"rendered {rendered} frames"))
                 break
             if options.max_rss_mb and resident_mb() > options.max_rss_mb:
-                conn.send(("recycle", f"resident memory {resident_mb():.0f} MB > {options.max_rss_mb:.0f} MB"))
+                outbox.put(("recycle", f"resident memory {resident_mb():.0f} MB > {options.max_rss_mb:.0f} MB"))
                 break
     finally:
+        outbox.put(None)
+        sender.join()
         renderer.close()
+        sys.stdout.flush()
+        os._exit(0)  # Blender's interpreter teardown takes a noticeable fraction of a second
+
+
+def _send_finished(conn: Connection, outbox: queue.Queue) -> None:
+    hung_up = False
+    while (message := outbox.get()) is not None:
+        if hung_up:
+            continue  # keep draining so that the renderer never blocks on a full outbox
+        try:
+            if message[0] == "ok":
+                _, spec, path, seconds = message
+                try:
+                    message = ("ok", spec.index, decode(spec, path), seconds)
+                except Exception:  # a damaged render: reported like any failure of its frame
+                    message = ("error", spec.index, traceback.format_exc())
+                path.unlink(missing_ok=True)
+            conn.send(message)
+        except (EOFError, OSError):
+            hung_up = True  # the conductor is gone or stopping
 
 
 def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:

@@ -88,18 +88,20 @@ class _Worker:
         self.process.start()
         child.close()
         self.pending: deque[SceneSpec] = deque()
+        self.leaving = False  # it could not take a spec: it is recycling or has crashed
         self.info: dict | None = None
 
     def stop(self) -> None:
+        """Ask the worker to leave, and hang up so that it never blocks sending frames nobody reads."""
         try:
             self.conn.send(None)
         except OSError:
             pass
+        self.conn.close()
         self.process.join(timeout=10)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
-        self.conn.close()
 
 
 class LocalExecutor:
@@ -139,10 +141,15 @@ class LocalExecutor:
         dispatch = _Dispatch(specs, self._options.retries)
         while True:
             for w in self._workers:
-                while len(w.pending) < _IN_FLIGHT and (spec := dispatch.take()) is not None:
-                    w.conn.send(spec)
+                while not w.leaving and len(w.pending) < _IN_FLIGHT and (spec := dispatch.take()) is not None:
+                    try:
+                        w.conn.send(spec)
+                    except OSError:  # its last messages (recycle, or none: a crash) say why
+                        dispatch.put_back([spec])
+                        w.leaving = True
+                        break
                     w.pending.append(spec)
-            busy = [w for w in self._workers if w.pending]
+            busy = [w for w in self._workers if w.pending or w.leaving]
             if not busy:
                 return
             ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
@@ -157,11 +164,14 @@ class LocalExecutor:
             kind, *payload = w.conn.recv()
         except (EOFError, OSError):
             w.process.join(timeout=5)
+            self._replace(w)
+            if not w.pending:
+                self._emit("restart", f"{w.name} died idle (exit code {w.process.exitcode}); restarted it")
+                return None
             crashed = w.pending.popleft()
             dispatch.put_back(w.pending)
             self._emit("restart", f"{w.name} died (exit code {w.process.exitcode}) rendering frame "
-                                  f"{crashed.index}; restarting it (log: {w.log})")
-            self._replace(w)
+                                  f"{crashed.index}; restarted it (log: {w.log})")
             return dispatch.failed(crashed, f"render worker died (exit code {w.process.exitcode})")
         if kind == "ready":
             return self._on_ready(w, payload[0])
@@ -200,12 +210,15 @@ class LocalExecutor:
         return None
 
     def _start(self, name: str, options: WorkerOptions) -> None:
-        self._workers.append(_Worker(self._context, name, self._log_dir, options))
-        self._emit("worker", f"{name}: starting")
+        started = _Worker(self._context, name, self._log_dir, options)
+        self._workers.append(started)
+        self._emit("worker", f"{name}: starting (pid {started.process.pid})")
 
     def _replace(self, w: _Worker) -> None:
         w.stop()
-        self._workers[self._workers.index(w)] = _Worker(self._context, w.name, self._log_dir, w.options)
+        replacement = _Worker(self._context, w.name, self._log_dir, w.options)
+        self._workers[self._workers.index(w)] = replacement
+        self._emit("worker", f"{w.name}: starting (pid {replacement.process.pid})")
 
     def _limits(self) -> tuple[int, int, float]:
         o = self._options

@@ -18,7 +18,9 @@ def asset_mesh(asset: AssetRef) -> trimesh.Trimesh:
     return _primitive_mesh(asset.primitive, tuple(sorted(asset.params.items())))
 
 
-@lru_cache(maxsize=256)
+# Enough for the objects of the frames in flight; randomised primitives are unique and cheap to
+# rebuild, and a larger cache only grows the worker (measured by benchmarks/memory_soak.py).
+@lru_cache(maxsize=16)
 def _primitive_mesh(primitive: str, params: tuple) -> trimesh.Trimesh:
     p = dict(params)
     if primitive == "box":

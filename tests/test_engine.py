@@ -170,7 +170,7 @@ def test_sigterm_stops_cleanly_and_leaves_no_worker_behind(tiny_recipe, tmp_path
     assert process.returncode == 143 and "terminated; rerun the same command to resume" in stderr
     assert "Traceback" not in stderr
     log = (out / "logs" / "run.jsonl").read_text()
-    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", log)]
+    pids = {int(p) for p in re.findall(r"\(pid (\d+)\)", log)}
     assert len(pids) == 2
     time.sleep(0.5)
     for pid in pids:
