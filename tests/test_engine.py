@@ -79,13 +79,15 @@ def test_a_frame_that_keeps_failing_is_recorded_and_the_batch_goes_on(tiny_store
     assert len(events(store, "retry")) == 2
 
 
-def test_workers_recycle_after_n_frames_without_losing_any(tiny_store, tmp_path):
+@pytest.mark.parametrize(("limit", "reason"), [({"max_scenes_per_worker": 1}, "rendered 1 frames"),
+                                               ({"max_worker_memory_mb": 1.0}, "resident memory")])
+def test_workers_recycle_without_losing_any_frame(tiny_store, tmp_path, limit, reason):
     recipe = Recipe.model_validate(tiny_store.meta["recipe"])
     store = fresh_store(tiny_store, tmp_path / "out")
     _, failures = render_specs(store, (sample(recipe, i) for i in range(3)),
-                               options=ExecutorOptions(device="cpu", threads=1, max_scenes_per_worker=1))
+                               options=ExecutorOptions(device="cpu", threads=1, **limit))
     assert not failures and [r["index"] for r in store.records()] == [0, 1, 2]
-    assert len([e for e in events(store, "restart") if "recycled" in e["message"]]) >= 2
+    assert len([e for e in events(store, "restart") if reason in e["message"]]) >= 2
 
 
 def test_no_gpu_is_an_error_for_gpu_and_a_notice_for_auto(tiny_store, tmp_path):
