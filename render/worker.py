@@ -265,7 +265,7 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     threading.Thread(target=_prepare_incoming, args=(conn, inbox), daemon=True).start()
     sender = threading.Thread(target=_send_finished, args=(conn, outbox))
     sender.start()
-    rendered = 0
+    rendered, exit_code = 0, 0
     try:
         while (spec := inbox.get()) is not None:
             try:
@@ -280,12 +280,16 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
             if options.max_rss_mb and resident_mb() > options.max_rss_mb:
                 outbox.put(("recycle", f"resident memory {resident_mb():.0f} MB > {options.max_rss_mb:.0f} MB"))
                 break
+    except BaseException:  # a bug outside any one frame: leave its traceback in the log, exit non-zero
+        traceback.print_exc()
+        exit_code = 1
     finally:
         outbox.put(None)
         sender.join()
         renderer.close()
         sys.stdout.flush()
-        os._exit(0)  # Blender's interpreter teardown takes a noticeable fraction of a second
+        sys.stderr.flush()
+        os._exit(exit_code)  # skips Blender's interpreter teardown, a noticeable fraction of a second
 
 
 def _send_finished(conn: Connection, outbox: queue.Queue) -> None:
