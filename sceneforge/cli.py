@@ -54,6 +54,7 @@ MemoryOpt = Annotated[float, typer.Option("--max-worker-memory", metavar="MB", m
 ExecutorOpt = Annotated[str, typer.Option("--executor", metavar="NAME", help="local (worker processes here) or ray (a Ray cluster).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Print every worker event.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="FIELD.PATH=VALUE", help="Override any recipe field, e.g. --set camera.distance='{uniform: [1, 2]}' (repeatable; VALUE is YAML).")]
 
 
 class _RateColumn(ProgressColumn):
@@ -80,8 +81,12 @@ class _EngineProgress(Progress):
         yield Text(f"{states}  retries: {self.retries}", style="dim")
 
 
-def _overrides(count: int | None, seed: int | None, resolution: str | None, samples: int | None) -> dict:
-    overrides: dict = {}
+def _overrides(count: int | None, seed: int | None, resolution: str | None, samples: int | None,
+               assignments: list[str] | None) -> dict:
+    """--set assignments, then the dedicated options (which win)."""
+    from sceneforge.scenes.recipe import parse_assignment
+
+    overrides: dict = dict(parse_assignment(text) for text in assignments or [])
     if count is not None:
         overrides["count"] = count
     if seed is not None:
@@ -143,7 +148,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         resolution: ResolutionOpt = None, samples: SamplesOpt = None, device: DeviceOpt = "auto",
         workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
         max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
-        executor: ExecutorOpt = "local", address: AddressOpt = None,
+        executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
         quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Sample, render and export: the whole job. Writes the store into OUT and COCO into OUT/coco.
 
@@ -153,7 +158,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
 
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
                   max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
-    report = _render(recipe, output, _overrides(count, seed, resolution, samples), engine, quiet, verbose)
+    report = _render(recipe, output, _overrides(count, seed, resolution, samples, set_), engine, quiet, verbose)
     export_store(report.store, "coco", output / "coco", overwrite=True)
     typer.echo(f"Dataset: {output.resolve()}")
 
@@ -163,12 +168,12 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
            resolution: ResolutionOpt = None, samples: SamplesOpt = None, device: DeviceOpt = "auto",
            workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
            max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
-           executor: ExecutorOpt = "local", address: AddressOpt = None,
+           executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
            quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Render a recipe into the dataset store only (no export). Resumes an interrupted run."""
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
                   max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
-    _render(recipe, output, _overrides(count, seed, resolution, samples), engine, quiet, verbose)
+    _render(recipe, output, _overrides(count, seed, resolution, samples, set_), engine, quiet, verbose)
     typer.echo(f"Dataset: {output.resolve()}")
 
 
@@ -259,18 +264,35 @@ def stats(
 
 
 @app.command()
-def validate(recipe: RecipeArg) -> None:
+def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Check a recipe and report every problem as FILE:LINE:COL: field.path: message."""
     from sceneforge.scenes.recipe import load_recipe
     from sceneforge.scenes.sampling import sample
 
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, _overrides(None, None, None, None, set_))
     sample(loaded, 0)
     width, height = loaded.render.resolution
     typer.echo(
         f"{recipe}: OK: {loaded.count} frame(s) at {width}x{height}, {loaded.render.samples} samples; "
         f"categories: {', '.join(loaded.categories) or '(none)'}"
     )
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of standard output.")] = None,
+) -> None:
+    """Print the recipe JSON Schema, for editor completion and checks (yaml-language-server)."""
+    import json
+
+    from sceneforge.labels.store import atomic_write
+    from sceneforge.scenes.recipe import recipe_json_schema
+
+    text = json.dumps(recipe_json_schema(), indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write(output, lambda tmp: tmp.write_text(text))
 
 
 def _version(value: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -20,6 +21,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -124,6 +126,14 @@ class ObjectGroup(Section):
     asset: Primitive
     material: Material = Material()
 
+    @field_validator("count")
+    @classmethod
+    def _not_negative(cls, count: Any) -> Any:
+        smallest = count if isinstance(count, int) else min(getattr(count, "randint", None) or count.choice)
+        if smallest < 0:
+            raise ValueError("counts must be >= 0")
+        return count
+
 
 class Placement(Section):
     """Objects are scattered on the ground inside ``area`` (metres, centred on the origin)."""
@@ -210,6 +220,28 @@ class Recipe(Section):
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def recipe_json_schema() -> dict:
+    """JSON Schema (2020-12) of recipes, for editors (yaml-language-server) and other tools."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **Recipe.model_json_schema(),
+        "title": "SceneForge recipe",
+    }
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"render.samples=32"`` -> ``("render.samples", 32)``; the value is read as YAML (safely)."""
+    path, equals, value = text.partition("=")
+    if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*", path.strip()):
+        raise UserError(f"--set: expected FIELD.PATH=VALUE such as render.samples=32, got {text!r}")
+    if len(value) > MAX_RECIPE_BYTES:
+        raise UserError(f"--set {path}: the value is larger than {MAX_RECIPE_BYTES} bytes")
+    try:
+        return path.strip(), YAML(typ="safe", pure=True).load(value)
+    except YAMLError as exc:
+        raise UserError(f"--set {path}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Recipe:
     """Read, check and validate a recipe file; ``overrides`` maps dotted field paths to values.
 
@@ -291,16 +323,28 @@ def _item_pos(node: CommentedSeq, index: int, default: tuple[int, int]) -> tuple
 
 
 def _apply_overrides(tree: CommentedMap, overrides: Mapping[str, Any]) -> set[tuple[str, ...]]:
-    """Set dotted field paths in the tree; returns the overridden paths (they have no position)."""
+    """Set dotted field paths in the tree (numbers index lists: ``objects.0.count``); returns the
+    overridden paths, whose errors are reported as coming from the command line."""
     done = set()
     for dotted, value in overrides.items():
         keys = tuple(dotted.split("."))
-        node = tree
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), Mapping):
-                node[key] = CommentedMap()
-            node = node[key]
-        node[keys[-1]] = value
+        node: Any = tree
+        for depth, key in enumerate(keys):
+            last = depth == len(keys) - 1
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    raise UserError(f"--set {dotted}: '{'.'.join(keys[:depth])}' has no item {key} (it has {len(node)})")
+                if last:
+                    node[int(key)] = value
+                node = node[int(key)]
+            elif isinstance(node, Mapping):
+                if last:
+                    node[key] = value
+                elif node.get(key) is None:  # a section the recipe leaves out
+                    node[key] = CommentedMap()
+                node = node[key]
+            else:
+                raise UserError(f"--set {dotted}: '{'.'.join(keys[:depth])}' is a value, not a mapping or list")
         done.add(keys)
     return done
 
@@ -323,6 +367,7 @@ def _describe(path: Path, tree: Any, error: Mapping[str, Any], overridden: set[t
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             pos = _item_pos(node, part, pos)
             node = node[part]
+            keys.append(str(part))
             field_path += f"[{part}]"
     field_path = field_path or "(top level)"
     if any(tuple(keys[: len(o)]) == o for o in overridden):
