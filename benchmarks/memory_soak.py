@@ -9,11 +9,9 @@ Renders distinct scenes of the default recipe at 32x24 with 1 sample in one Blen
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 from pathlib import Path
 
-from sceneforge.render.worker import Renderer, resident_mb
+from sceneforge.render.worker import Renderer, console_silenced, resident_mb
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import sample
 
@@ -29,7 +27,7 @@ def main() -> None:
     recipe = load_recipe(args.recipe, {"render.resolution": [32, 24], "render.samples": 1})
     renderer = Renderer()
     checkpoints = {}
-    with _blender_console_silenced():
+    with console_silenced():
         for index in range(args.scenes):
             renderer.render(sample(recipe, index))
             if index + 1 in (WARM_UP, args.scenes) or (index + 1) % 100 == 0:
@@ -40,18 +38,6 @@ def main() -> None:
         print(f"  after {scenes:5d} scenes  {mb:8.1f} MB")
     growth = 100 * (checkpoints[args.scenes] / checkpoints[WARM_UP] - 1)
     print(f"  growth after warm-up ({WARM_UP} scenes)  {growth:+.1f} %  (goal <= 10 %)")
-
-
-@contextlib.contextmanager
-def _blender_console_silenced():
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 if __name__ == "__main__":

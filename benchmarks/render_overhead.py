@@ -12,8 +12,6 @@ alternating A-B-B-A so that drift on a noisy machine cancels, and compares rende
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 from sceneforge.executors import ExecutorOptions
 from sceneforge.pipeline import render_dataset
-from sceneforge.render.worker import Renderer
+from sceneforge.render.worker import Renderer, console_silenced
 from sceneforge.scenes.recipe import Recipe, load_recipe
 from sceneforge.scenes.sampling import sample
 
@@ -64,7 +62,7 @@ def main() -> None:
         print(f"    per frame           {1000 * steady:8.1f} ms  ({100 * steady * report.rendered / report.render_seconds:.2f} % of render time)")
         print(f"  throughput            {report.rendered / report.wall_seconds:8.3f} images/s")
 
-    with _blender_console_silenced():
+    with console_silenced():
         with_labels, rgb_only = _render_both_ways(recipe, args.frames)
     ratio = sum(with_labels) / sum(rgb_only)
     per_frame = statistics.median(a / b for a, b in zip(with_labels, rgb_only))
@@ -89,19 +87,6 @@ def _render_both_ways(recipe: Recipe, frames: int) -> tuple[list[float], list[fl
     finally:
         renderer.close()
     return with_labels, rgb_only
-
-
-@contextlib.contextmanager
-def _blender_console_silenced():
-    """Blender prints its progress on file descriptor 1; keep it out of the figures."""
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ one scene reuse the built Blender scene: only the camera moves.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -238,6 +240,19 @@ class Renderer:
 
         obj.matrix_world = Matrix(np.asarray(pose, dtype=float).tolist())
         self._scene.collection.objects.link(obj)
+
+
+@contextlib.contextmanager
+def console_silenced() -> Iterator[None]:
+    """Blender prints its render progress on file descriptor 1: send it to /dev/null meanwhile."""
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def decode(spec: SceneSpec, path: Path) -> Passes:
