@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 import trimesh
 
 from .spec import AssetRef
@@ -42,7 +41,3 @@ def _primitive_mesh(primitive: str, params: tuple) -> trimesh.Trimesh:
     mesh.vertices.flags.writeable = False
     return mesh
 
-
-def footprint_radius(mesh: trimesh.Trimesh) -> float:
-    """Radius of the smallest Z-axis-centred circle that holds the mesh seen from above."""
-    return float(np.max(np.linalg.norm(mesh.vertices[:, :2], axis=1)))

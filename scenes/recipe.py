@@ -139,6 +139,7 @@ class Placement(Section):
     """Objects are scattered on the ground inside ``area`` (metres, centred on the origin)."""
 
     area: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (1.0, 1.0)
+    rotation: Literal["yaw", "so3"] = Field("yaw", description="yaw: upright, turned about +Z; so3: any orientation")
     min_gap: float = Field(0.01, ge=0)
     max_tries: int = Field(200, ge=1, le=100_000)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from sceneforge.errors import UserError
 
-from .assets import asset_mesh, footprint_radius
+from .assets import asset_mesh
 from .distributions import draw
 from .recipe import HSV, MAX_INSTANCES, Light, Material, ObjectGroup, Recipe
 from .spec import (
@@ -122,12 +122,13 @@ def _sample_objects(recipe: Recipe, scene_index: int, rng: np.random.Generator) 
             raise UserError(f"objects[{group_index}].count: drew {count}; counts must be >= 0")
         for _ in range(count):
             asset = _sample_asset(group, group_index, rng)
-            radius = footprint_radius(asset_mesh(asset))
+            rotation = _sample_rotation(recipe.placement.rotation, rng)
+            turned = asset_mesh(asset).vertices @ rotation.T
+            radius = float(np.max(np.linalg.norm(turned[:, :2], axis=1)))  # footprint seen from above
             x, y = _place(recipe, scene_index, group, radius, placed, rng)
-            yaw = rng.uniform(0.0, 2 * math.pi)
             pose = np.eye(4)
-            pose[:2, :2] = [[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]]
-            pose[:3, 3] = (x, y, 0.0)
+            pose[:3, :3] = rotation
+            pose[:3, 3] = (x, y, -turned[:, 2].min())  # resting on the ground
             objects.append(ObjectSpec(
                 instance_id=len(objects) + 1,
                 category_id=category_ids[group.category],
@@ -171,6 +172,19 @@ def _place(
         f"{recipe.placement.area[1]:g} m area; enlarge placement.area, lower placement.min_gap "
         "or place fewer objects"
     )
+
+
+def _sample_rotation(mode: str, rng: np.random.Generator) -> np.ndarray:
+    """A 3x3 rotation: about +Z only (``yaw``), or uniform over all orientations (``so3``)."""
+    if mode == "yaw":
+        yaw = rng.uniform(0.0, 2 * math.pi)
+        return np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+    w, x, y, z = (q := rng.normal(size=4)) / np.linalg.norm(q)  # a uniform unit quaternion
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
 
 
 def _sample_material(material: Material, rng: np.random.Generator) -> MaterialSpec:

@@ -55,7 +55,9 @@ def test_no_global_rng_is_used_or_changed(recipe):
     random.setstate(py_state)
 
 
-def test_objects_rest_on_the_ground_without_overlapping(recipe):
+@pytest.mark.parametrize("rotation", ["yaw", "so3"])
+def test_objects_rest_on_the_ground_without_overlapping(recipe, rotation):
+    recipe = recipe.model_copy(update={"placement": recipe.placement.model_copy(update={"rotation": rotation})})
     for index in range(30):
         spec = sample(recipe, index)
         footprints = []
@@ -117,3 +119,15 @@ def test_normal_clip_bounds_values():
     rng = np.random.default_rng(1)
     values = [Normal(normal=(0.0, 1.0), clip=(-0.5, 0.5)).draw(rng) for _ in range(2000)]
     assert min(values) == -0.5 and max(values) == 0.5
+
+
+def test_so3_rotations_are_uniform_and_yaw_keeps_objects_upright(recipe):
+    roomy = recipe.placement.model_copy(update={"rotation": "so3", "area": (2.0, 2.0)})
+    so3 = recipe.model_copy(update={"placement": roomy})
+    rotations = np.array([np.asarray(o.world_from_object)[:3, :3] for i in range(400) for o in sample(so3, i).objects])
+    assert len(rotations) > 1000
+    assert np.allclose(np.einsum("nij,nkj->nik", rotations, rotations), np.eye(3), atol=1e-9)
+    assert np.allclose(np.linalg.det(rotations), 1.0)
+    assert np.abs(rotations.mean(axis=0)).max() < 0.06  # E[R] = 0 for the uniform distribution on SO(3)
+    upright = [np.asarray(o.world_from_object)[:3, 2] for i in range(20) for o in sample(recipe, i).objects]
+    assert np.allclose(upright, [0.0, 0.0, 1.0])
