@@ -191,10 +191,18 @@ class Renderer:
 
     def _add_camera(self, spec: SceneSpec) -> None:
         cam = spec.camera
+        (fx, _, cx), (_, fy, cy), _ = cam.K
         data = self._bpy.data.cameras.new("camera")
+        # Blender's view plane with a horizontal sensor fit: fx = lens / sensor width * W;
+        # fy = fx * pixel_aspect_x / pixel_aspect_y; the principal point moves with the lens shift,
+        # both shifts in units of the image width.
         data.sensor_fit = "HORIZONTAL"
-        data.lens = cam.K[0][0] * data.sensor_width / cam.width
+        data.lens = fx * data.sensor_width / cam.width
         data.clip_start, data.clip_end = cam.clip_start, cam.clip_end
+        render = self._scene.render
+        render.pixel_aspect_x, render.pixel_aspect_y = (fy / fx, 1.0) if fy >= fx else (1.0, fx / fy)
+        data.shift_x = ((cam.width - 1) / 2 - cx) / cam.width
+        data.shift_y = (cy - (cam.height - 1) / 2) * (fx / fy) / cam.width
         obj = self._bpy.data.objects.new("camera", data)
         self._link(obj, np.asarray(cam.world_from_camera) @ CV_TO_BLENDER)
         self._scene.camera = obj

@@ -166,10 +166,20 @@ class Background(Section):
     strength: Number = 1.0
 
 
+class Intrinsics(Section):
+    """Pinhole intrinsics in pixels, OpenCV convention (integer coordinates at pixel centres)."""
+
+    fx: float = Field(gt=0)
+    fy: float = Field(gt=0)
+    cx: float
+    cy: float
+
+
 class Camera(Section):
     """A pinhole camera on a sphere around ``look_at``, looking at it, world +Z up."""
 
     fov_deg: float = Field(50.0, gt=0, lt=180, description="horizontal field of view")
+    intrinsics: Intrinsics | None = Field(None, description="fx, fy, cx, cy in pixels instead of fov_deg")
     look_at: Vec3 = (0.0, 0.0, 0.0)
     distance: Number = 2.0
     elevation_deg: Number = 45.0
@@ -177,6 +187,12 @@ class Camera(Section):
     clip_start: float = Field(0.01, gt=0)
     clip_end: float = Field(100.0, gt=0)
     frames_per_scene: int = Field(1, ge=1, le=100_000, description="camera poses per scene")
+
+    @model_validator(mode="after")
+    def _one_lens(self) -> Camera:
+        if self.intrinsics is not None and "fov_deg" in self.model_fields_set:
+            raise ValueError("give fov_deg or intrinsics, not both")
+        return self
 
 
 Dimension = Annotated[int, Field(ge=1, le=16384)]

@@ -103,9 +103,13 @@ def _sample_camera(recipe: Recipe, width: int, height: int, rng: np.random.Gener
     if distance <= 0:
         raise UserError(f"camera.distance: drew {distance:g}; the camera distance must be > 0")
     eye = _on_sphere(target, distance, draw(cam.elevation_deg, rng), draw(cam.azimuth_deg, rng))
-    focal = (width / 2) / math.tan(math.radians(cam.fov_deg) / 2)
-    # OpenCV convention: integer pixel coordinates are pixel centres, so the centre is (W-1)/2.
-    K = ((focal, 0.0, (width - 1) / 2), (0.0, focal, (height - 1) / 2), (0.0, 0.0, 1.0))
+    if cam.intrinsics is None:
+        focal = (width / 2) / math.tan(math.radians(cam.fov_deg) / 2)
+        # OpenCV convention: integer pixel coordinates are pixel centres, so the centre is (W-1)/2.
+        fx, fy, cx, cy = focal, focal, (width - 1) / 2, (height - 1) / 2
+    else:
+        fx, fy, cx, cy = cam.intrinsics.fx, cam.intrinsics.fy, cam.intrinsics.cx, cam.intrinsics.cy
+    K = ((fx, 0.0, cx), (0.0, fy, cy), (0.0, 0.0, 1.0))
     return CameraSpec(
         K=K, world_from_camera=_matrix(look_at(eye, target)), width=width, height=height,
         clip_start=cam.clip_start, clip_end=cam.clip_end,

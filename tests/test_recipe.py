@@ -55,6 +55,13 @@ def test_unknown_primitive(tmp_path):
     )
 
 
+def test_fov_and_intrinsics_exclude_each_other(tmp_path):
+    message = error_of(tmp_path, "camera:\n  fov_deg: 40\n  intrinsics: {fx: 100, fy: 100, cx: 50, cy: 40}\n")
+    assert message == f"{tmp_path}/recipe.yaml:2:3: camera: give fov_deg or intrinsics, not both"
+    message = error_of(tmp_path, "camera:\n  intrinsics: {fx: -1, fy: 100, cx: 50, cy: 40}\n")
+    assert message.startswith(f"{tmp_path}/recipe.yaml:2:20: camera.intrinsics.fx: ")
+
+
 def test_all_errors_are_reported(tmp_path):
     message = error_of(tmp_path, "count: -1\nseed: x\n")
     assert len(message.splitlines()) == 2

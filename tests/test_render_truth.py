@@ -31,9 +31,17 @@ def plane_truth(record: dict) -> tuple[np.ndarray, np.ndarray]:
     return depth, pose[:3, :3].T @ np.array([0.0, 0.0, 1.0])
 
 
-@pytest.mark.parametrize("elevation", [90, 35])
-def test_plane_depth_and_normals(tmp_path, elevation):
-    recipe = load_recipe(write_recipe(tmp_path, PLANE_RECIPE.format(elevation=elevation)))
+@pytest.mark.parametrize(("elevation", "lens"), [
+    (90, ""),
+    (35, ""),
+    (35, "intrinsics: {fx: 40, fy: 52, cx: 20.5, cy: 21}"),  # non-square pixels, off-centre principal point
+    (35, "intrinsics: {fx: 45, fy: 36, cx: 26, cy: 15.5}"),
+])
+def test_plane_depth_and_normals(tmp_path, elevation, lens):
+    text = PLANE_RECIPE.format(elevation=elevation)
+    if lens:
+        text = text.replace("fov_deg: 60, ", lens + ", ")
+    recipe = load_recipe(write_recipe(tmp_path, text))
     store = render_dataset(recipe, tmp_path / "out").store
     for record in store.records():
         expected_depth, expected_normal = plane_truth(record)
@@ -43,7 +51,7 @@ def test_plane_depth_and_normals(tmp_path, elevation):
         assert np.max(np.abs(depth - expected_depth) / expected_depth) <= 1e-4
         angle = np.degrees(np.arccos(np.clip(normals @ expected_normal, -1.0, 1.0)))
         assert angle.max() <= 0.5
-        if elevation == 90:
+        if elevation == 90 and not lens:
             assert np.allclose(expected_normal, [0, 0, -1])
             # Planar, not Euclidean: the corners are much farther along their rays than 1.7 m.
             assert depth[0, 0] == pytest.approx(1.7, rel=1e-4)
