@@ -108,6 +108,7 @@ class DatasetStore:
         for folder in (*store.meta["passes"], "scenes"):
             (root / folder).mkdir(exist_ok=True)
         store._remove_partial_files()
+        store.meta["recipe"] = recipe  # the same hash: only the frame count can differ
         store.meta["counts"] = {"requested": requested, "finished": len(store.records(repair=True))}
         store.meta["software"] = _software_versions()
         store.save_metadata()

@@ -66,6 +66,8 @@ def test_rerun_completes_exactly_the_missing_frames(finished_run):
     assert "Rendered 2 frame(s), 1 already done" in result.stderr
     indices = [json.loads(line)["index"] for line in frame_lines(out)]
     assert indices[0] == 0 and sorted(indices) == [0, 1, 2]
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["recipe"]["count"] == 3 and meta["counts"] == {"requested": 3, "finished": 3}
     assert not list(out.rglob(".*.tmp"))
 
 
