@@ -63,8 +63,8 @@ def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
     for obj in spec.objects:
         i = obj.instance_id
         visible = int(counts[i])
-        unoccluded, truncation = _coverage(obj, camera, camera_from_world)
         camera_from_object = camera_from_world @ np.asarray(obj.world_from_object)
+        unoccluded, truncation = _coverage(obj, camera, camera_from_object)
         records.append({
             "instance_id": i,
             "category_id": obj.category_id,
@@ -88,7 +88,7 @@ def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
 def _box3d(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray) -> dict:
     """The object's box (its mesh's axis-aligned bounds in the object frame), in 3D and projected."""
     low, high = asset_mesh(obj.asset).bounds
-    corners = np.where(BOX_CORNER_BITS, high, low)
+    corners = _box_corners(low, high)
     centre = (low + high) / 2
     return {
         "bbox3d": {
@@ -114,13 +114,16 @@ def _project(point_camera: np.ndarray, camera: CameraSpec) -> list[float] | None
     return [float(uvw[0] / uvw[2]), float(uvw[1] / uvw[2])]
 
 
-def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_world: np.ndarray) -> tuple[int, float]:
+def _box_corners(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The 8 corners of an axis-aligned box, in BOX_CORNER_BITS order."""
+    return np.where(BOX_CORNER_BITS, high, low)
+
+
+def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray) -> tuple[int, float]:
     """Unoccluded pixels in the image, and the fraction of the unoccluded silhouette outside it."""
     mesh = asset_mesh(obj.asset)
     width, height = camera.width, camera.height
-    world_from_object = np.asarray(obj.world_from_object)
-    corners = np.where(BOX_CORNER_BITS, mesh.bounds[1], mesh.bounds[0])
-    corners_camera = _apply(camera_from_world @ world_from_object, corners).T
+    corners_camera = _apply(camera_from_object, _box_corners(*mesh.bounds)).T
     canvas = (-width, 2 * width - 1, -height, 2 * height - 1)
     if np.all(corners_camera[2] > 1e-6):
         uv = (np.asarray(camera.K) @ corners_camera)[:2] / corners_camera[2]
@@ -132,7 +135,7 @@ def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_world: np.ndarray
     us, vs = np.meshgrid(np.arange(canvas[0], canvas[1] + 1), np.arange(canvas[2], canvas[3] + 1))
     us, vs = us.ravel(), vs.ravel()
     # Rays in the object's frame, so the mesh's cached acceleration structure is reused.
-    object_from_camera = np.linalg.inv(world_from_object) @ np.linalg.inv(camera_from_world)
+    object_from_camera = np.linalg.inv(camera_from_object)
     directions = pixel_rays(np.asarray(camera.K), us, vs) @ object_from_camera[:3, :3].T
     origins = np.broadcast_to(object_from_camera[:3, 3], directions.shape)
     hit = mesh.ray.intersects_first(origins, directions) >= 0

@@ -165,11 +165,14 @@ class DatasetStore:
 
     def read_depth(self, record: dict) -> np.ndarray:
         """H x W float32 planar depth in metres (inf = no hit)."""
-        return OpenEXR.File(str(self.path(record, "depth"))).channels()["Z"].pixels
+        return self._read_z(record, "depth")
 
     def read_distance(self, record: dict) -> np.ndarray:
         """H x W float32 Euclidean distance from the camera centre in metres (inf = no hit)."""
-        return OpenEXR.File(str(self.path(record, "distance"))).channels()["Z"].pixels
+        return self._read_z(record, "distance")
+
+    def _read_z(self, record: dict, name: str) -> np.ndarray:
+        return OpenEXR.File(str(self.path(record, name))).channels()["Z"].pixels
 
     def read_normals(self, record: dict) -> np.ndarray:
         """H x W x 3 float32 camera-frame (OpenCV) unit normals."""

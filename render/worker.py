@@ -124,7 +124,7 @@ class Renderer:
             self._build(spec, label_passes)
             self._scene_key = key
         else:
-            self._scene.camera.matrix_world = self._blender_camera_pose(spec)
+            self._set_pose(self._scene.camera, self._blender_camera_pose(spec))
         self._scene.cycles.seed = spec.render.cycles_seed
         path = self._scratch / f"{spec.index}.exr"
         self._scene.render.filepath = str(path)
@@ -204,13 +204,12 @@ class Renderer:
         data.shift_x = ((cam.width - 1) / 2 - cx) / cam.width
         data.shift_y = (cy - (cam.height - 1) / 2) * (fx / fy) / cam.width
         obj = self._bpy.data.objects.new("camera", data)
-        self._link(obj, np.asarray(cam.world_from_camera) @ CV_TO_BLENDER)
+        self._link(obj, self._blender_camera_pose(spec))
         self._scene.camera = obj
 
-    def _blender_camera_pose(self, spec: SceneSpec):
-        from mathutils import Matrix
-
-        return Matrix((np.asarray(spec.camera.world_from_camera) @ CV_TO_BLENDER).tolist())
+    @staticmethod
+    def _blender_camera_pose(spec: SceneSpec) -> np.ndarray:
+        return np.asarray(spec.camera.world_from_camera) @ CV_TO_BLENDER
 
     def _add_mesh(self, name: str, vertices: np.ndarray, faces: np.ndarray, pose, material: MaterialSpec,
                   pass_index: int) -> None:
@@ -244,10 +243,14 @@ class Renderer:
         return material
 
     def _link(self, obj, pose) -> None:
+        self._set_pose(obj, pose)
+        self._scene.collection.objects.link(obj)
+
+    @staticmethod
+    def _set_pose(obj, pose) -> None:
         from mathutils import Matrix
 
         obj.matrix_world = Matrix(np.asarray(pose, dtype=float).tolist())
-        self._scene.collection.objects.link(obj)
 
 
 @contextlib.contextmanager
@@ -300,8 +303,8 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
             if options.max_scenes and rendered >= options.max_scenes:
                 outbox.put(("recycle", f"rendered {rendered} frames"))
                 break
-            if options.max_rss_mb and resident_mb() > options.max_rss_mb:
-                outbox.put(("recycle", f"resident memory {resident_mb():.0f} MB > {options.max_rss_mb:.0f} MB"))
+            if options.max_rss_mb and (resident := resident_mb()) > options.max_rss_mb:
+                outbox.put(("recycle", f"resident memory {resident:.0f} MB > {options.max_rss_mb:.0f} MB"))
                 break
     except BaseException:  # a bug outside any one frame: leave its traceback in the log, exit non-zero
         traceback.print_exc()

@@ -89,7 +89,6 @@ class _Worker:
         child.close()
         self.pending: deque[SceneSpec] = deque()
         self.leaving = False  # it could not take a spec: it is recycling or has crashed
-        self.info: dict | None = None
 
     def stop(self) -> None:
         """Ask the worker to leave, and hang up so that it never blocks sending frames nobody reads."""
@@ -192,7 +191,6 @@ class LocalExecutor:
         return self._store.write_frame(spec, passes, seconds)
 
     def _on_ready(self, w: _Worker, info: dict) -> None:
-        w.info = info
         self._emit("worker", f"{w.name}: ready on {info['device']} (pid {info['pid']})")
         if self._fanned_out:
             return None

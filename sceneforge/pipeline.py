@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -68,9 +69,10 @@ def render_dataset(
         on_start(recipe.count, recipe.count - len(todo))
     render_seconds, failures = 0.0, []
     if todo:
-        sample(recipe, todo[0])  # a recipe that cannot be sampled fails before any worker starts
+        first = sample(recipe, todo[0])  # a recipe that cannot be sampled fails before any worker starts
+        specs = itertools.chain([first], (sample(recipe, i) for i in todo[1:]))
         render_seconds, failures = render_specs(
-            store, (sample(recipe, i) for i in todo), executor=executor, address=address, options=options,
+            store, specs, executor=executor, address=address, options=options,
             on_frame=on_frame, on_event=on_event,
         )
     return RenderReport(
