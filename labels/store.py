@@ -248,6 +248,23 @@ class DatasetStore:
             raise self._storage_error(record["index"], exc) from None
         self.meta["counts"]["finished"] += 1
 
+    def write_colour(self, name: str, index: int, rgb: np.ndarray) -> None:
+        """Write frame ``index``'s 8-bit RGB image of pass ``name`` to ``name/NNNNNN.png`` (atomically)."""
+        _write_png(self.root / name / f"{frame_name(index)}.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def record_pass(self, name: str, meta: dict) -> None:
+        """Add pass ``name`` (``name/NNNNNN.png``, written by ``write_colour``) to every finished
+        frame's files, and ``meta`` to dataset.json; frames.jsonl is rewritten atomically."""
+        records = self.records()
+        for record in records:
+            record["files"][name] = f"{name}/{frame_name(record['index'])}.png"
+        text = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records)
+        atomic_write(self.root / "frames.jsonl", lambda tmp: tmp.write_text(text))
+        if name not in self.meta["passes"]:
+            self.meta["passes"].append(name)
+        self.meta.update(meta)
+        self.save_metadata()
+
     def write_failures(self, failures: list[dict]) -> None:
         """Replace failed.jsonl with this run's failures (removed when there are none)."""
         path = self.root / "failed.jsonl"

@@ -1,0 +1,162 @@
+"""Refining rendered frames: batched, streamed from the store, tiled for any image size."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sceneforge.errors import UserError
+from sceneforge.labels.store import DatasetStore, frame_name
+
+from .checkpoint import checkpoint_file, load_generator
+from .data import gbuffer, to_tensor, to_uint8
+from .device import autocast, pick_device
+
+log = logging.getLogger("sceneforge")
+
+REFINED = "rgb_refined"
+
+
+class Refiner:
+    """A trained generator ready to refine images: fp32 on the CPU, bf16 autocast on a GPU.
+
+    Images larger than ``tile`` are cut into tiles that overlap by ``overlap`` pixels and blended
+    with linear ramps; the per-pixel norm makes each tile compute what the whole image would, so
+    there are no seams (an instance-norm model would shift each tile's colours).
+    """
+
+    def __init__(self, checkpoint: Path, device: str = "auto", batch: int = 8, tile: int = 512, overlap: int = 64) -> None:
+        if tile % 4 or tile <= 2 * overlap:
+            raise UserError(f"--tile {tile}: must be a multiple of 4 and larger than twice the overlap ({overlap})")
+        self.device = pick_device(device)
+        self.checkpoint = checkpoint_file(checkpoint)
+        self.generator, self.sha256 = load_generator(self.checkpoint, str(self.device))
+        self.channels_last = self.device.type == "cuda" and self.generator_norm == "pixel"
+        if self.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+        self.batch, self.tile, self.overlap = batch, tile, overlap
+
+    @property
+    def generator_norm(self) -> str:
+        return "pixel" if any(type(m).__name__ == "PixelNorm" for m in self.generator.modules()) else "instance"
+
+    def identity(self) -> dict:
+        """What dataset.json records about the refiner."""
+        return {"checkpoint": str(self.checkpoint.resolve()), "sha256": self.sha256}
+
+    def __call__(self, rgb: np.ndarray, aux: np.ndarray | None = None) -> np.ndarray:
+        """N x H x W x 3 uint8 renders (and their N x H x W x 6 G-buffers) -> refined, same shape."""
+        x = to_tensor(rgb)
+        if aux is not None:
+            x = torch.cat([x, to_tensor(aux)], dim=1)
+        return to_uint8(self._tiled(x))
+
+    @torch.inference_mode()
+    def _tiled(self, x: Tensor) -> Tensor:
+        n, _, height, width = x.shape
+        ys, xs = _tile_starts(height, self.tile, self.overlap), _tile_starts(width, self.tile, self.overlap)
+        th, tw = min(self.tile, height), min(self.tile, width)
+        weight = _ramp(ys, th, height, self.overlap)[:, None, :, None] * _ramp(xs, tw, width, self.overlap)[None, :, None, :]
+        out = torch.zeros(n, 3, height, width)
+        tiles = [(i, j, y0, x0) for i, y0 in enumerate(ys) for j, x0 in enumerate(xs)]
+        for start in range(0, len(tiles), max(1, self.batch // n)):
+            chunk = tiles[start:start + max(1, self.batch // n)]
+            crops = torch.cat([x[:, :, y0:y0 + th, x0:x0 + tw] for _, _, y0, x0 in chunk])
+            refined = self._forward(crops).view(len(chunk), n, 3, th, tw)
+            for (i, j, y0, x0), result in zip(chunk, refined):
+                out[:, :, y0:y0 + th, x0:x0 + tw] += result * weight[i, j]
+        return out
+
+    def _forward(self, x: Tensor) -> Tensor:
+        """Run the generator on the device (padding to a multiple of 4), result on the CPU in fp32."""
+        height, width = x.shape[2:]
+        pad_h, pad_w = -height % 4, -width % 4
+        x = x.to(self.device, non_blocking=True)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        rgb, aux = x[:, :3], (x[:, 3:] if x.shape[1] > 3 else None)
+        with autocast(self.device):
+            y = self.generator(rgb, aux if self.generator.gbuffer else None)
+        return y[:, :, :height, :width].float().cpu()
+
+
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering ``length``: stride ``tile - overlap``, the last tile flush with the end."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def _ramp(starts: list[int], size: int, length: int, overlap: int) -> Tensor:
+    """Blend weights per tile along one axis (tiles x size): each pixel's weights sum to 1,
+    ramping linearly across every overlap and flat at the image borders."""
+    coverage = torch.zeros(length)
+    ramps = []
+    for start in starts:
+        position = torch.arange(size, dtype=torch.float32) + 0.5
+        ramp = torch.ones(size)
+        if start > 0:
+            ramp = torch.minimum(ramp, position / overlap)
+        if start + size < length:
+            ramp = torch.minimum(ramp, (size - position) / overlap)
+        ramps.append(ramp)
+        coverage[start:start + size] += ramp
+    return torch.stack([ramp / coverage[start:start + size] for start, ramp in zip(starts, ramps)])
+
+
+def refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None = None) -> int:
+    """Write ``rgb_refined/`` for every finished frame of ``store`` and record it; returns how
+    many frames were refined now. Frames refined earlier with the same checkpoint are kept, so an
+    interrupted call resumes; another checkpoint redoes them all."""
+    records = store.records()
+    folder = store.root / REFINED
+    folder.mkdir(exist_ok=True)
+    marker = folder / ".checkpoint"
+    done = marker.exists() and marker.read_text().strip() == refiner.sha256
+    marker.write_text(refiner.sha256 + "\n")
+    todo = [r for r in records if not (done and (folder / f"{frame_name(r['index'])}.png").exists())]
+    with ThreadPoolExecutor(2) as writers:
+        pending = []
+        for batch, (rgb, aux) in _read_batches(store, todo, refiner.batch):
+            refined = refiner(rgb, aux)
+            for record, image in zip(batch, refined):
+                pending.append(writers.submit(store.write_colour, REFINED, record["index"], image))
+            for future in pending:
+                future.result()
+                if on_frame:
+                    on_frame()
+            pending.clear()
+    store.record_pass(REFINED, {"refiner": refiner.identity()})
+    return len(todo)
+
+
+def _read_batches(store: DatasetStore, records: list[dict], batch: int) -> Iterator[tuple[list[dict], tuple[np.ndarray, np.ndarray]]]:
+    """Batches of same-sized frames, the next one decoded in a thread while the current one refines."""
+    by_size: dict[tuple[int, int], list[dict]] = {}
+    for record in records:
+        by_size.setdefault((record["camera"]["height"], record["camera"]["width"]), []).append(record)
+    chunks = [group[i:i + batch] for group in by_size.values() for i in range(0, len(group), batch)]
+    with ThreadPoolExecutor(1) as reader:
+        future = reader.submit(_decode, store, chunks[0]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            decoded = future.result()
+            if k + 1 < len(chunks):
+                future = reader.submit(_decode, store, chunks[k + 1])
+            yield chunk, decoded
+
+
+def _decode(store: DatasetStore, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    rgb = np.stack([store.read_rgb(r) for r in records])
+    aux = np.stack([gbuffer(store.read_depth(r), store.read_normals(r), store.read_instance(r)) for r in records])
+    return rgb, aux

@@ -1,0 +1,230 @@
+"""Unpaired training of the refiner (CycleGAN losses plus a structure loss), with resumable checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import kornia
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sceneforge.errors import UserError
+from sceneforge.labels.store import DatasetStore
+
+from . import checkpoint
+from .data import RealPhotos, SyntheticFrames, to_tensor, training_batches
+from .device import autocast, pick_device
+from .model import CycleModels, RefinerConfig
+
+log = logging.getLogger("sceneforge")
+
+BOUNDARY_CHANNEL = 4  # of the G-buffer
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to train; the defaults are CycleGAN's except where docs/refiner.md says why not."""
+
+    steps: int = 10_000
+    size: int = 256  # square crop side, a multiple of 4
+    batch: int = 1
+    learning_rate: float = 2e-4
+    cycle_weight: float = 10.0
+    identity_weight: float = 0.5  # times cycle_weight, as in CycleGAN
+    structure_weight: float = 1.0
+    boundary_emphasis: float = 4.0  # extra structure weight on instance boundaries
+    pool_size: int = 50
+    checkpoint_every: int = 500
+    seed: int = 0
+    mixed_precision: bool = True  # bf16 autocast on a GPU
+    config: RefinerConfig = field(default_factory=RefinerConfig)
+
+
+@dataclass
+class TrainResult:
+    """What a ``train`` call did."""
+
+    run: Path
+    first_step: int
+    last_step: int
+    seconds: float
+    device: str
+
+    @property
+    def steps_per_second(self) -> float:
+        return (self.last_step - self.first_step) / self.seconds if self.seconds > 0 else 0.0
+
+
+class ImagePool:
+    """CycleGAN's history of generated images: the discriminator sees old fakes half the time."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.images: list[Tensor] = []
+
+    def query(self, images: Tensor, rng: np.random.Generator) -> Tensor:
+        """Return a batch mixing ``images`` with stored ones, and remember ``images``."""
+        out = []
+        for image in images.detach():
+            if len(self.images) < self.size:
+                self.images.append(image)
+                out.append(image)
+            elif rng.random() < 0.5:
+                slot = int(rng.integers(self.size))
+                out.append(self.images[slot])
+                self.images[slot] = image
+            else:
+                out.append(image)
+        return torch.stack(out)
+
+    def state(self) -> Tensor | None:
+        """The stored images on the CPU, for a checkpoint."""
+        return torch.stack(self.images).cpu() if self.images else None
+
+
+def structure_loss(refined: Tensor, raw: Tensor, boundary: Tensor, emphasis: float) -> Tensor:
+    """Mean L1 difference of luminance gradients between refined and raw images, weighted
+    ``1 + emphasis`` on (dilated) instance boundaries: edges may soften or sharpen a little, but
+    not move, vanish at object outlines or appear inside objects."""
+    gradients = [kornia.filters.spatial_gradient(kornia.color.rgb_to_grayscale(image)) for image in (refined, raw)]
+    weight = 1 + emphasis * F.max_pool2d(boundary, 3, stride=1, padding=1)
+    return (weight.unsqueeze(2) * (gradients[0] - gradients[1]).abs()).mean()
+
+
+def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, device: str = "auto",
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train (or resume) a refiner in folder ``run`` until ``options.steps``; checkpoints every
+    ``options.checkpoint_every`` steps and at the end, so a killed run resumes where it saved."""
+    if options.size % 4 or options.size < 32:
+        raise UserError(f"--size {options.size}: must be a multiple of 4 and at least 32")
+    torch_device = pick_device(device)
+    synthetic = SyntheticFrames(DatasetStore(store_path))
+    if options.size > synthetic.shortest_side:
+        raise UserError(f"--size {options.size}: larger than the renders' shorter side ({synthetic.shortest_side} px)")
+    real = RealPhotos(real_dir, synthetic.shortest_side)
+    run.mkdir(parents=True, exist_ok=True)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)  # the initial weights, without touching the caller's RNG
+        models = CycleModels(options.config)
+    generator_params = [*models.to_real.parameters(), *models.to_synthetic.parameters()]
+    judge_params = [*models.judge_real.parameters(), *models.judge_synthetic.parameters()]
+    fused = torch_device.type == "cuda"
+    optimise_g = torch.optim.Adam(generator_params, options.learning_rate, betas=(0.5, 0.999), fused=fused)
+    optimise_d = torch.optim.Adam(judge_params, options.learning_rate, betas=(0.5, 0.999), fused=fused)
+    pools = {"real": ImagePool(options.pool_size), "synthetic": ImagePool(options.pool_size)}
+
+    step = 0
+    saved = run / checkpoint.FILE_NAME
+    if saved.exists():
+        state = checkpoint.load(saved)
+        if state["config"] != options.config:
+            raise UserError(f"{saved}: trained with architecture {state['config']}, not {options.config}; use another run folder")
+        checkpoint.load_models(models, state, saved)
+        optimise_g.load_state_dict(state["optimise_g"])
+        optimise_d.load_state_dict(state["optimise_d"])
+        for name, pool in pools.items():
+            stored = state["pools"].get(name)
+            pool.images = list(stored) if stored is not None else []
+        step = int(state["step"])
+        log.info("%s: resuming at step %d", run, step)
+    models.to(torch_device)
+    channels_last = torch_device.type == "cuda" and options.config.norm == "pixel"  # instance norm is slow in channels_last
+    if channels_last:
+        models.to(memory_format=torch.channels_last)
+    for optimiser in (optimise_g, optimise_d):  # loaded states live on the CPU
+        for values in optimiser.state.values():
+            for key, value in values.items():
+                if torch.is_tensor(value) and key != "step":
+                    values[key] = value.to(torch_device)
+    for pool in pools.values():
+        pool.images = [image.to(torch_device) for image in pool.images]
+
+    first_step, started = step, time.perf_counter()
+    batches = training_batches(synthetic, real, size=options.size, batch=options.batch, seed=options.seed, first_step=step)
+    augment = kornia.augmentation.ColorJiggle(0.1, 0.1, 0.1, 0.02, p=0.5)  # photometric only: never moves pixels
+    with (run / "log.jsonl").open("a") as log_file:
+        while step < options.steps:
+            rgb, aux, photos = next(batches)
+            x, a, y = (_on(to_tensor(t), torch_device, channels_last) for t in (rgb, aux, photos))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(np.random.default_rng([options.seed, step, 2]).integers(2**62)))
+                y = augment((y + 1) / 2) * 2 - 1
+            rng = np.random.default_rng([options.seed, step, 1])
+            losses = _step(models, options, x, a, y, pools, rng, optimise_g, optimise_d, torch_device)
+            step += 1
+            if step % 10 == 0 or step == options.steps:
+                log_file.write(json.dumps({"step": step, **losses}) + "\n")
+            if on_step:
+                on_step(step, losses)
+            if step % options.checkpoint_every == 0 or step == options.steps:
+                checkpoint.save(saved, _training_state(models, options, step, optimise_g, optimise_d, pools))
+    seconds = time.perf_counter() - started
+    return TrainResult(run, first_step, step, seconds, str(torch_device))
+
+
+def _on(t: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    t = t.to(device, non_blocking=True)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def _step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor, y: Tensor, pools: dict[str, ImagePool],
+          rng: np.random.Generator, optimise_g: torch.optim.Optimizer, optimise_d: torch.optim.Optimizer,
+          device: torch.device) -> dict[str, float]:
+    """One CycleGAN update: both generators, then both discriminators (LSGAN)."""
+    to_real, to_synthetic = models.to_real, models.to_synthetic
+    judges = (models.judge_real, models.judge_synthetic)
+    amp = options.mixed_precision
+    for judge in judges:
+        judge.requires_grad_(False)
+    with autocast(device, amp):
+        fake_real = to_real(x, a)
+        fake_synthetic = to_synthetic(y)
+        adversarial = _lsgan(models.judge_real(fake_real), 1) + _lsgan(models.judge_synthetic(fake_synthetic), 1)
+        cycle = F.l1_loss(to_synthetic(fake_real), x) + F.l1_loss(to_real(fake_synthetic), y)
+        identity = F.l1_loss(to_real(y), y) + F.l1_loss(to_synthetic(x), x)
+        structure = structure_loss(fake_real.float(), x, a[:, BOUNDARY_CHANNEL:BOUNDARY_CHANNEL + 1], options.boundary_emphasis)
+        loss_g = (adversarial + options.cycle_weight * cycle + options.cycle_weight * options.identity_weight * identity
+                  + options.structure_weight * structure)
+    optimise_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    optimise_g.step()
+
+    for judge in judges:
+        judge.requires_grad_(True)
+    with autocast(device, amp):
+        old_real = pools["real"].query(fake_real, rng)
+        old_synthetic = pools["synthetic"].query(fake_synthetic, rng)
+        loss_d = 0.5 * (_lsgan(models.judge_real(y), 1) + _lsgan(models.judge_real(old_real), 0)
+                        + _lsgan(models.judge_synthetic(x), 1) + _lsgan(models.judge_synthetic(old_synthetic), 0))
+    optimise_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimise_d.step()
+    return {"adversarial": adversarial.item(), "cycle": cycle.item(), "identity": identity.item(),
+            "structure": structure.item(), "discriminators": loss_d.item()}
+
+
+def _lsgan(scores: Tensor, target: float) -> Tensor:
+    return (scores.float() - target).square().mean()
+
+
+def _training_state(models: CycleModels, options: TrainOptions, step: int, optimise_g: torch.optim.Optimizer,
+                    optimise_d: torch.optim.Optimizer, pools: dict[str, ImagePool]) -> dict:
+    options_dict = asdict(replace(options, config=RefinerConfig()))
+    del options_dict["config"]
+    return {
+        "config": options.config.to_dict(),
+        "options": options_dict,
+        "step": step,
+        **{name: {k: v.detach().cpu() for k, v in module.state_dict().items()} for name, module in models.named_children()},
+        "optimise_g": optimise_g.state_dict(),
+        "optimise_d": optimise_d.state_dict(),
+        "pools": {name: pool.state() for name, pool in pools.items()},
+    }
