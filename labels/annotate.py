@@ -146,3 +146,15 @@ def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarra
 
 def _rows(m: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in row] for row in m]
+
+
+def instance_boundaries(instance: np.ndarray) -> np.ndarray:
+    """1.0 where a pixel's instance id differs from its right or lower neighbour (both sides marked)."""
+    edge = np.zeros(instance.shape, bool)
+    dx = instance[:, 1:] != instance[:, :-1]
+    dy = instance[1:, :] != instance[:-1, :]
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    edge[1:, :] |= dy
+    edge[:-1, :] |= dy
+    return edge.astype(np.float32)

@@ -1,5 +1,5 @@
 """Contact sheets: one row per frame with RGB, depth, normals, instances (boxes and class names)
-and the refined RGB when there is one."""
+and the refined RGB when there is one; and the refiner's before/after sheet."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import colorsys
 import cv2
 import numpy as np
 
+from .annotate import instance_boundaries
 from .store import DatasetStore
 
 MIN_TILE_WIDTH = 256  # small renders are enlarged (nearest) so that class names stay legible
@@ -22,6 +23,28 @@ def contact_sheet(store: DatasetStore, indices: list[int] | None = None, max_fra
         by_index = {r["index"]: r for r in records}
         records = [by_index[i] for i in indices if i in by_index]
     rows = [_row(store, record) for record in records]
+    width = max(row.shape[1] for row in rows)
+    return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
+
+
+def before_after_sheet(store: DatasetStore, records: list[dict], refined: list[np.ndarray]) -> np.ndarray:
+    """One row per frame: render, refined image, and each with the instance outlines drawn,
+    so that any object the refiner moved, grew or erased shows against its label."""
+    rows = []
+    for record, after in zip(records, refined):
+        before = store.read_rgb(record)
+        scale = max(1, -(-MIN_TILE_WIDTH // before.shape[1]))
+        instance = cv2.resize(store.read_instance(record), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        outline = instance_boundaries(instance).astype(bool)
+        tiles = []
+        for name, image in (("render", before), ("refined", after)):
+            big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            edged = big.copy()
+            edged[outline] = (255, 0, 255)
+            tiles += [(name, big), (f"{name} + labels", edged)]
+        for name, tile in tiles:
+            cv2.putText(tile, f"{record['index']:06d} {name}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(np.concatenate([tile for _, tile in tiles], axis=1))
     width = max(row.shape[1] for row in rows)
     return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
 

@@ -160,3 +160,12 @@ def _decode(store: DatasetStore, records: list[dict]) -> tuple[np.ndarray, np.nd
     rgb = np.stack([store.read_rgb(r) for r in records])
     aux = np.stack([gbuffer(store.read_depth(r), store.read_normals(r), store.read_instance(r)) for r in records])
     return rgb, aux
+
+
+def refine_records(store: DatasetStore, records: list[dict], checkpoint: Path, device: str = "auto") -> list[np.ndarray]:
+    """Refined RGB of some frames, computed now and not written (for previews and evaluation)."""
+    refiner = Refiner(checkpoint, device=device)
+    refined: list[np.ndarray] = []
+    for _, (rgb, aux) in _read_batches(store, records, refiner.batch):
+        refined.extend(refiner(rgb, aux))
+    return refined

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sceneforge.errors import UserError
+from sceneforge.labels.annotate import instance_boundaries
 from sceneforge.labels.store import DatasetStore
 
 from .model import GBUFFER_CHANNELS
@@ -37,18 +38,6 @@ def gbuffer(depth: np.ndarray, normals: np.ndarray, instance: np.ndarray) -> np.
         inverse[hit] = depth[hit].min() / depth[hit]
     return np.dstack([inverse, np.where(hit[..., None], normals, 0), instance_boundaries(instance),
                       np.ones(depth.shape, np.float32)]).astype(np.float32)
-
-
-def instance_boundaries(instance: np.ndarray) -> np.ndarray:
-    """1.0 where a pixel's instance id differs from its right or lower neighbour (both sides marked)."""
-    edge = np.zeros(instance.shape, bool)
-    dx = instance[:, 1:] != instance[:, :-1]
-    dy = instance[1:, :] != instance[:-1, :]
-    edge[:, 1:] |= dx
-    edge[:, :-1] |= dx
-    edge[1:, :] |= dy
-    edge[:-1, :] |= dy
-    return edge.astype(np.float32)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

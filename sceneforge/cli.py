@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from sceneforge import __version__
+from sceneforge.cli_refine import refine_app, refine_frames
 from sceneforge.errors import RenderFailure, StorageError, UserError
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.add_typer(refine_app, name="refine")
 stderr = Console(stderr=True, soft_wrap=True)  # never hard-wrap FILE:LINE:COL messages
 
 RecipeArg = Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML file (see docs/recipes.md).", show_default=False)]
@@ -101,17 +103,15 @@ def _overrides(count: int | None, seed: int | None, resolution: str | None, samp
     return overrides
 
 
-def _render(recipe_path: Path, output: Path, overrides: dict, engine: dict, quiet: bool, verbose: bool):
+def _render(recipe, output: Path, engine: dict, quiet: bool, verbose: bool):
     from sceneforge.executors import ExecutorOptions
     from sceneforge.pipeline import EXECUTORS, render_dataset
-    from sceneforge.scenes.recipe import load_recipe
 
     executor, address = engine.pop("executor"), engine.pop("address")
     if executor not in EXECUTORS:
         raise typer.BadParameter(f"expected local or ray, got {executor!r}", param_hint="--executor")
     if engine["device"] not in ("cpu", "gpu", "auto"):
         raise typer.BadParameter(f"expected cpu, gpu or auto, got {engine['device']!r}", param_hint="--device")
-    recipe = load_recipe(recipe_path, overrides)
     progress = _EngineProgress(quiet)
 
     def on_start(total: int, already_done: int) -> None:
@@ -150,16 +150,26 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
         executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
         quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
-    """Sample, render and export: the whole job. Writes the store into OUT and COCO into OUT/coco.
+    """Sample, render, refine (when the recipe names a refiner) and export: the whole job.
+    Writes the store into OUT and COCO into OUT/coco.
 
     Rerunning the same command on the same OUT renders only the missing frames.
     """
     from sceneforge.labels.export import export as export_store
+    from sceneforge.scenes.recipe import load_recipe
 
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
                   max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
-    report = _render(recipe, output, _overrides(count, seed, resolution, samples, set_), engine, quiet, verbose)
-    export_store(report.store, "coco", output / "coco", overwrite=True)
+    loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
+    checkpoint = None
+    if loaded.refine is not None:
+        checkpoint = recipe.parent / loaded.refine.checkpoint
+        if not checkpoint.exists():
+            raise UserError(f"{recipe}: refine.checkpoint: no refiner checkpoint at {checkpoint}")
+    report = _render(loaded, output, engine, quiet, verbose)
+    if checkpoint is not None:
+        refine_frames(report.store, checkpoint, batch=loaded.refine.batch, device=loaded.refine.device, quiet=quiet)
+    export_store(report.store, "coco", output / "coco", overwrite=True, rgb="original" if checkpoint is None else "refined")
     typer.echo(f"Dataset: {output.resolve()}")
 
 
@@ -170,10 +180,12 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
            max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
            executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
            quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
-    """Render a recipe into the dataset store only (no export). Resumes an interrupted run."""
+    """Render a recipe into the dataset store only (no refiner, no export). Resumes an interrupted run."""
+    from sceneforge.scenes.recipe import load_recipe
+
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
                   max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
-    _render(recipe, output, _overrides(count, seed, resolution, samples, set_), engine, quiet, verbose)
+    _render(load_recipe(recipe, _overrides(count, seed, resolution, samples, set_)), output, engine, quiet, verbose)
     typer.echo(f"Dataset: {output.resolve()}")
 
 

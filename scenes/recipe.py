@@ -213,6 +213,15 @@ class RenderSettings(Section):
     transparent_bounces: int = Field(8, ge=0, le=1024)
 
 
+class RefineSettings(Section):
+    """Refine every frame with a trained refiner before ``sceneforge run`` exports (docs/refiner.md)."""
+
+    checkpoint: str = Field(min_length=1, max_length=4096,
+                            description="checkpoint file or training-run folder; relative paths start at the recipe's folder")
+    batch: int = Field(8, ge=1, le=4096, description="frames per refiner batch")
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+
+
 class Recipe(Section):
     """A whole scene recipe: what to place, how to light and film it, how many frames."""
 
@@ -225,6 +234,7 @@ class Recipe(Section):
     ground: Ground | None = Ground()
     lights: list[Light] = [Light(type="sun", energy=3.0)]
     background: Background = Background()
+    refine: RefineSettings | None = Field(None, description="optional: refine the RGB before export (sceneforge run)")
 
     @property
     def categories(self) -> list[str]:
@@ -232,8 +242,8 @@ class Recipe(Section):
         return list(dict.fromkeys(group.category for group in self.objects))
 
     def content_hash(self) -> str:
-        """Hash of everything that decides the frames (the frame count excluded)."""
-        content = self.model_dump(mode="json", exclude={"count"})
+        """Hash of everything that decides the rendered frames (frame count and refiner excluded)."""
+        content = self.model_dump(mode="json", exclude={"count", "refine"})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,168 @@
+"""``sceneforge refine``: train a refiner, apply it to a store, measure it, preview it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from sceneforge.errors import UserError
+
+refine_app = typer.Typer(
+    help="Train a sim-to-real refiner on a store and a folder of real photos, apply it, measure it (docs/refiner.md).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+stderr = Console(stderr=True, soft_wrap=True)
+
+StoreOpt = Annotated[Path, typer.Option("--store", metavar="OUT", help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)]
+RealOpt = Annotated[Path, typer.Option("--real", metavar="DIR", help="Folder of real photos (any size; searched recursively).", show_default=False)]
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", metavar="RUN_OR_FILE", help="A training-run folder or a checkpoint file.", show_default=False)]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda or auto (a GPU if any, else the CPU with a notice).")]
+BatchOpt = Annotated[int, typer.Option("--batch", metavar="B", min=1, max=4096, help="Images per batch.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+
+
+def _progress(label: str, quiet: bool) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=stderr, disable=quiet)
+
+
+@refine_app.command()
+def train(
+    store: StoreOpt,
+    real: RealOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="RUN", help="Training-run folder (resumed when it holds a checkpoint).", show_default=False)],
+    steps: Annotated[int, typer.Option("--steps", metavar="N", min=1, help="Train until this step.")] = 10_000,
+    size: Annotated[int, typer.Option("--size", metavar="PX", min=32, help="Square crop side (a multiple of 4).")] = 256,
+    batch: BatchOpt = 1,
+    device: DeviceOpt = "auto",
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", metavar="N", min=1, help="Save a checkpoint every N steps.")] = 500,
+    architecture: Annotated[str, typer.Option("--architecture", metavar="NAME", help="sceneforge (label-preserving) or cyclegan (the published baseline).")] = "sceneforge",
+    width: Annotated[int, typer.Option("--width", metavar="C", min=4, max=512, help="Generator channels (CycleGAN: 64).")] = 64,
+    blocks: Annotated[int, typer.Option("--blocks", metavar="N", min=1, max=32, help="Generator residual blocks (CycleGAN: 9).")] = 9,
+    seed: Annotated[int, typer.Option("--seed", metavar="SEED", min=0, help="Seed of the initial weights and of every crop.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train (or resume) a refiner; a killed run resumes from its last checkpoint."""
+    from dataclasses import replace
+
+    from sceneforge.refine.model import RefinerConfig
+    from sceneforge.refine.train import TrainOptions
+    from sceneforge.refine.train import train as train_refiner
+
+    if architecture not in ("sceneforge", "cyclegan"):
+        raise typer.BadParameter(f"expected sceneforge or cyclegan, got {architecture!r}", param_hint="--architecture")
+    base = RefinerConfig() if architecture == "sceneforge" else RefinerConfig.reference()
+    options = TrainOptions(steps=steps, size=size, batch=batch, checkpoint_every=checkpoint_every, seed=seed,
+                           config=replace(base, channels=width, blocks=blocks))
+    with _progress("Training", quiet) as progress:
+        task = progress.add_task("train", total=steps, rate="")
+
+        def on_step(step: int, losses: dict[str, float]) -> None:
+            speed = progress.tasks[task].speed
+            progress.update(task, completed=step, rate=f"{speed:.2f} steps/s" if speed else "")
+
+        result = train_refiner(store, real, output, options, device, on_step)
+    typer.echo(f"Checkpoint: {(output / 'checkpoint.pt').resolve()} (step {result.last_step}, "
+               f"{result.steps_per_second:.2f} steps/s on {result.device})")
+
+
+@refine_app.command()
+def apply(
+    checkpoint: CheckpointOpt,
+    store: StoreOpt,
+    batch: BatchOpt = 8,
+    device: DeviceOpt = "auto",
+    tile: Annotated[int, typer.Option("--tile", metavar="PX", min=64, help="Largest tile side; larger images are tiled with overlap.")] = 512,
+    quiet: QuietOpt = False,
+) -> None:
+    """Refine every frame of a store into rgb_refined/ and record the checkpoint in dataset.json."""
+    from sceneforge.labels.store import DatasetStore
+
+    loaded = DatasetStore(store)
+    count = refine_frames(loaded, checkpoint, batch=batch, device=device, tile=tile, quiet=quiet)
+    typer.echo(f"Refined {count} frame(s): {(store / 'rgb_refined').resolve()}")
+
+
+def refine_frames(store, checkpoint: Path, *, batch: int, device: str, tile: int = 512, quiet: bool = False) -> int:
+    """Refine a store with a progress bar (also used by ``sceneforge run`` for a recipe's ``refine``)."""
+    from sceneforge.refine.apply import Refiner, refine_store
+
+    refiner = Refiner(checkpoint, device=device, batch=batch, tile=tile)
+    with _progress("Refining", quiet) as progress:
+        task = progress.add_task("refine", total=len(store.records()), rate="")
+
+        def on_frame() -> None:
+            progress.advance(task)
+            speed = progress.tasks[task].speed
+            progress.update(task, rate=f"{speed:.1f} img/s" if speed else "")
+
+        return refine_store(store, refiner, on_frame)
+
+
+@refine_app.command()
+def preview(
+    store: StoreOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="SHEET.png", help="Sheet to write.", show_default=False)],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", metavar="RUN_OR_FILE", help="Refine on the fly instead of reading rgb_refined/.")] = None,
+    count: Annotated[int, typer.Option("--count", "-n", metavar="N", min=1, max=64, help="Frames to show.")] = 6,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Write a before/after sheet: render and refined image, both with the instance outlines drawn."""
+    import cv2
+
+    from sceneforge.labels.preview import before_after_sheet
+    from sceneforge.labels.store import DatasetStore, atomic_write
+    from sceneforge.refine.apply import REFINED, refine_records
+
+    loaded = DatasetStore(store)
+    records = loaded.records()[:count]
+    if not records:
+        raise UserError(f"{store}: the store has no finished frames")
+    if checkpoint is not None:
+        refined = refine_records(loaded, records, checkpoint, device)
+    elif all(REFINED in r["files"] for r in records):
+        refined = [loaded.read_rgb(r, REFINED) for r in records]
+    else:
+        raise UserError(f"{store}: no refined frames yet; run 'sceneforge refine apply' first or pass --checkpoint")
+    sheet = before_after_sheet(loaded, records, refined)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    atomic_write(output, lambda tmp: tmp.write_bytes(png.tobytes()))
+    typer.echo(f"Preview: {output.resolve()}")
+
+
+@refine_app.command("eval")
+def evaluate(
+    store: StoreOpt,
+    real: RealOpt,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", metavar="RUN_OR_FILE", help="Refine on the fly instead of reading rgb_refined/.")] = None,
+    count: Annotated[int, typer.Option("--count", "-n", metavar="N", min=2, help="Frames to measure (the first N).")] = 200,
+    inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", metavar="FILE", help="Also report FID/KID with these weights (never downloaded; see docs/refiner.md).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="REPORT.json", help="Also write the figures as JSON.")] = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", metavar="SEED", min=0, help="Seed of the metrics' random projections, crops and classifier.")] = 0,
+) -> None:
+    """Measure the refiner without downloaded weights: realism (SWD, two-sample classifier) and label validity."""
+    from sceneforge.labels.store import DatasetStore, atomic_write
+    from sceneforge.refine.evaluate import evaluate_store
+
+    report = evaluate_store(DatasetStore(store), real, checkpoint=checkpoint, count=count,
+                            inception_weights=inception_weights, device=device, seed=seed)
+    stdout = Console(soft_wrap=True)
+    for section, values in report.items():
+        if isinstance(values, dict):
+            stdout.print(f"{section}: " + "  ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+        else:
+            stdout.print(f"{section}: {_fmt(values)}")
+    if output is not None:
+        text = json.dumps(report, indent=2)
+        atomic_write(output, lambda tmp: tmp.write_text(text))
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
