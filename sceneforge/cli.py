@@ -54,6 +54,7 @@ MemoryOpt = Annotated[float, typer.Option("--max-worker-memory", metavar="MB", m
 ExecutorOpt = Annotated[str, typer.Option("--executor", metavar="NAME", help="local (worker processes here) or ray (a Ray cluster).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Print every worker event.")]
+UsdOpt = Annotated[bool, typer.Option("--usd/--no-usd", help="Also write each frame's scene as a USD stage, OUT/scenes/NNNNNN.usda.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="FIELD.PATH=VALUE", help="Override any recipe field, e.g. --set camera.distance='{uniform: [1, 2]}' (repeatable; VALUE is YAML).")]
 
 
@@ -101,7 +102,7 @@ def _overrides(count: int | None, seed: int | None, resolution: str | None, samp
     return overrides
 
 
-def _render(recipe_path: Path, output: Path, overrides: dict, engine: dict, quiet: bool, verbose: bool):
+def _render(recipe_path: Path, output: Path, overrides: dict, engine: dict, usd: bool, quiet: bool, verbose: bool):
     from sceneforge.executors import ExecutorOptions
     from sceneforge.pipeline import EXECUTORS, render_dataset
     from sceneforge.scenes.recipe import load_recipe
@@ -130,7 +131,7 @@ def _render(recipe_path: Path, output: Path, overrides: dict, engine: dict, quie
         task = progress.add_task("render", total=None)
         report = render_dataset(recipe, output, executor=executor, address=address,
                                 options=ExecutorOptions(**engine), on_start=on_start,
-                                on_frame=lambda _: progress.advance(task), on_event=on_event)
+                                on_frame=lambda _: progress.advance(task), on_event=on_event, usd=usd)
     if not quiet:
         stderr.print(
             f"Rendered {report.rendered} frame(s), {report.already_done} already done, in "
@@ -149,7 +150,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
         max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
         executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
-        quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+        usd: UsdOpt = True, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Sample, render and export: the whole job. Writes the store into OUT and COCO into OUT/coco.
 
     Rerunning the same command on the same OUT renders only the missing frames.
@@ -158,7 +159,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
 
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
                   max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
-    report = _render(recipe, output, _overrides(count, seed, resolution, samples, set_), engine, quiet, verbose)
+    report = _render(recipe, output, _overrides(count, seed, resolution, samples, set_), engine, usd, quiet, verbose)
     export_store(report.store, "coco", output / "coco", overwrite=True)
     typer.echo(f"Dataset: {output.resolve()}")
 
@@ -169,11 +170,11 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
            workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
            max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
            executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
-           quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+           usd: UsdOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Render a recipe into the dataset store only (no export). Resumes an interrupted run."""
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
                   max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
-    _render(recipe, output, _overrides(count, seed, resolution, samples, set_), engine, quiet, verbose)
+    _render(recipe, output, _overrides(count, seed, resolution, samples, set_), engine, usd, quiet, verbose)
     typer.echo(f"Dataset: {output.resolve()}")
 
 
