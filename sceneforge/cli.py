@@ -151,7 +151,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
         executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
         usd: UsdOpt = True, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
-    """Sample, render and export: the whole job. Writes the store into OUT and COCO into OUT/coco.
+    """Sample, render and export: the whole job. Writes the store into OUT (with USD scenes) and COCO into OUT/coco.
 
     Rerunning the same command on the same OUT renders only the missing frames.
     """
