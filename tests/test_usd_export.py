@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 import sys
 
 import numpy as np
 import pytest
 from pxr import Usd, UsdGeom, UsdShade
 
+from sceneforge.labels.export import export
 from sceneforge.pipeline import render_dataset
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.spec import SceneSpec
@@ -218,3 +220,10 @@ def test_blender_reimports_the_frame(usd_store):
     for light, light_spec in zip(lights, spec.lights):
         np.testing.assert_allclose(light["matrix"], light_spec.world_from_light, atol=1e-6)
     assert imported["background"] == [pytest.approx(spec.background_color), pytest.approx(spec.background_strength)]
+
+
+def test_webdataset_samples_leave_the_usd_scene_out(usd_store, tmp_path):
+    store, _ = usd_store
+    dest = export(store, "webdataset", tmp_path / "shards")
+    names = [n for shard in sorted(dest.glob("*.tar")) for n in tarfile.open(shard).getnames()]
+    assert "000000.depth.exr" in names and not [n for n in names if n.endswith(".usda")]
