@@ -52,7 +52,7 @@ def _sample(store: DatasetStore, record: dict, rgb_pass: str) -> list[tuple[str,
     public = {k: v for k, v in record.items() if k != "files"}
     members = [(f"{key}.rgb.png", store.path(record, rgb_pass).read_bytes())]
     for name, relative in record["files"].items():
-        if name not in ("scene", "rgb", "rgb_refined"):
+        if name not in ("scene", "usd", "rgb", "rgb_refined"):  # training samples, not scene descriptions
             members.append((f"{key}.{name}{Path(relative).suffix}", store.path(record, name).read_bytes()))
     members.append((f"{key}.json", json.dumps(public).encode()))
     return members

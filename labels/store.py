@@ -26,6 +26,7 @@ from sceneforge.render.passes import Passes
 from sceneforge.scenes.spec import SceneSpec
 
 from .annotate import euclidean_distance, object_records, semantic_map
+from .usd_scene import scene_usda
 
 STORE_FORMAT = "sceneforge.store/1"
 PASSES = {
@@ -63,10 +64,14 @@ def frame_name(index: int) -> str:
 
 
 class DatasetStore:
-    """A SceneForge dataset folder: ``dataset.json``, ``frames.jsonl`` and one folder per pass."""
+    """A SceneForge dataset folder: ``dataset.json``, ``frames.jsonl`` and one folder per pass.
 
-    def __init__(self, root: str | Path) -> None:
+    With ``usd`` set, each frame written also gets its scene as a USD stage (``scenes/NNNNNN.usda``).
+    """
+
+    def __init__(self, root: str | Path, *, usd: bool = False) -> None:
         self.root = Path(root)
+        self.usd = usd
         meta_path = self.root / "dataset.json"
         if not meta_path.is_file():
             raise UserError(f"{self.root}: not a SceneForge dataset (no dataset.json)")
@@ -77,7 +82,7 @@ class DatasetStore:
     @classmethod
     def open_for_writing(
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
-        resolution: tuple[int, int], requested: int, albedo: bool = False,
+        resolution: tuple[int, int], requested: int, albedo: bool = False, usd: bool = False,
     ) -> DatasetStore:
         """Create a store, or reopen one made from the same recipe to resume it."""
         root = Path(root)
@@ -99,7 +104,7 @@ class DatasetStore:
                 },
             }
             atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-        store = cls(root)
+        store = cls(root, usd=usd)
         if store.meta.get("recipe_hash") != recipe_hash:
             raise UserError(
                 f"{root}: holds frames of another recipe (recipe hash {store.meta.get('recipe_hash')}, "
@@ -216,6 +221,9 @@ class DatasetStore:
         if passes.albedo is not None:
             _write_png(self.root / files["albedo"], cv2.cvtColor(passes.albedo, cv2.COLOR_RGB2BGR))
         atomic_write(self.root / files["scene"], lambda tmp: tmp.write_text(spec.to_json()))
+        if self.usd:
+            files["usd"] = f"scenes/{stem}.usda"
+            atomic_write(self.root / files["usd"], lambda tmp: tmp.write_text(scene_usda(spec)))
         camera = spec.camera
         record = {
             "index": spec.index,

@@ -56,6 +56,7 @@ MemoryOpt = Annotated[float, typer.Option("--max-worker-memory", metavar="MB", m
 ExecutorOpt = Annotated[str, typer.Option("--executor", metavar="NAME", help="local (worker processes here) or ray (a Ray cluster).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Print every worker event.")]
+UsdOpt = Annotated[bool, typer.Option("--usd/--no-usd", help="Also write each frame's scene as a USD stage, OUT/scenes/NNNNNN.usda.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="FIELD.PATH=VALUE", help="Override any recipe field, e.g. --set camera.distance='{uniform: [1, 2]}' (repeatable; VALUE is YAML).")]
 
 
@@ -103,7 +104,7 @@ def _overrides(count: int | None, seed: int | None, resolution: str | None, samp
     return overrides
 
 
-def _render(recipe, output: Path, engine: dict, quiet: bool, verbose: bool):
+def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose: bool):
     from sceneforge.executors import ExecutorOptions
     from sceneforge.pipeline import EXECUTORS, render_dataset
 
@@ -130,7 +131,7 @@ def _render(recipe, output: Path, engine: dict, quiet: bool, verbose: bool):
         task = progress.add_task("render", total=None)
         report = render_dataset(recipe, output, executor=executor, address=address,
                                 options=ExecutorOptions(**engine), on_start=on_start,
-                                on_frame=lambda _: progress.advance(task), on_event=on_event)
+                                on_frame=lambda _: progress.advance(task), on_event=on_event, usd=usd)
     if not quiet:
         stderr.print(
             f"Rendered {report.rendered} frame(s), {report.already_done} already done, in "
@@ -149,9 +150,9 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
         max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
         executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
-        quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+        usd: UsdOpt = True, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Sample, render, refine (when the recipe names a refiner) and export: the whole job.
-    Writes the store into OUT and COCO into OUT/coco.
+    Writes the store into OUT (with USD scenes) and COCO into OUT/coco.
 
     Rerunning the same command on the same OUT renders only the missing frames.
     """
@@ -166,7 +167,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         checkpoint = recipe.parent / loaded.refine.checkpoint
         if not checkpoint.exists():
             raise UserError(f"{recipe}: refine.checkpoint: no refiner checkpoint at {checkpoint}")
-    report = _render(loaded, output, engine, quiet, verbose)
+    report = _render(loaded, output, engine, usd, quiet, verbose)
     if checkpoint is not None:
         refine_frames(report.store, checkpoint, batch=loaded.refine.batch, device=loaded.refine.device, quiet=quiet)
     export_store(report.store, "coco", output / "coco", overwrite=True, rgb="original" if checkpoint is None else "refined")
@@ -179,13 +180,13 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
            workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
            max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
            executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
-           quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+           usd: UsdOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Render a recipe into the dataset store only (no refiner, no export). Resumes an interrupted run."""
     from sceneforge.scenes.recipe import load_recipe
 
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
                   max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
-    _render(load_recipe(recipe, _overrides(count, seed, resolution, samples, set_)), output, engine, quiet, verbose)
+    _render(load_recipe(recipe, _overrides(count, seed, resolution, samples, set_)), output, engine, usd, quiet, verbose)
     typer.echo(f"Dataset: {output.resolve()}")
 
 

@@ -226,10 +226,10 @@ class LocalExecutor:
 class _RenderActor:
     """A warm Blender session in a Ray worker process that writes its frames' files itself."""
 
-    def __init__(self, store_root: str, device: str, threads: int) -> None:
+    def __init__(self, store_root: str, usd: bool, device: str, threads: int) -> None:
         # Ray pins a GPU actor with CUDA_VISIBLE_DEVICES, so its GPU is always the first one seen.
         self._renderer = worker.Renderer(device, 0, threads)
-        self._store = DatasetStore(store_root)
+        self._store = DatasetStore(store_root, usd=usd)
 
     def device(self) -> str:
         return self._renderer.device
@@ -273,7 +273,8 @@ class RayExecutor:
             max_restarts=-1, max_task_retries=0,
         )
         count = gpus if on_gpu else self._options.workers
-        self._actors = [actor.remote(str(self._store.root.resolve()), "gpu" if on_gpu else "cpu", self._options.threads)
+        self._actors = [actor.remote(str(self._store.root.resolve()), self._store.usd, "gpu" if on_gpu else "cpu",
+                                     self._options.threads)
                         for _ in range(count)]
         for n, device in enumerate(ray.get([a.device.remote() for a in self._actors])):
             self._emit("worker", f"actor-{n}: ready on {device}")

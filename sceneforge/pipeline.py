@@ -47,9 +47,11 @@ def render_dataset(
     on_start: Callable[[int, int], None] | None = None,
     on_frame: Callable[[dict], None] | None = None,
     on_event: EventSink | None = None,
+    usd: bool = False,
 ) -> RenderReport:
     """Render every frame of ``recipe`` that ``out`` does not hold yet.
 
+    With ``usd``, each frame's scene is also written as ``scenes/NNNNNN.usda``.
     ``on_start(total, already_done)`` is called once, ``on_frame(record)`` after each frame,
     ``on_event(kind, message)`` on worker events (also logged to ``out/logs/run.jsonl``).
     """
@@ -62,6 +64,7 @@ def render_dataset(
         resolution=recipe.render.resolution,
         requested=recipe.count,
         albedo=recipe.render.albedo,
+        usd=usd,
     )
     done = {record["index"] for record in store.records()}
     todo = [i for i in range(recipe.count) if i not in done]

@@ -38,7 +38,7 @@ def test_run_writes_a_complete_store_and_coco(finished_run):
     for record in records:
         for name, relative in record["files"].items():
             assert (out / relative).is_file(), name
-        assert set(record["files"]) == {*PASSES, "scene"}
+        assert set(record["files"]) == {*PASSES, "scene", "usd"}  # run writes the USD scene by default
         assert record["camera"]["width"] == 40 and len(record["camera"]["K"]) == 3
     coco = json.loads((out / "coco" / "annotations.json").read_text())
     assert len(coco["images"]) == 2 and coco["annotations"]
@@ -64,11 +64,24 @@ def test_rerun_completes_exactly_the_missing_frames(finished_run):
     assert result.returncode == 0, result.stderr
     assert "truncated last record" in result.stderr
     assert "Rendered 2 frame(s), 1 already done" in result.stderr
-    indices = [json.loads(line)["index"] for line in frame_lines(out)]
-    assert indices[0] == 0 and sorted(indices) == [0, 1, 2]
+    records = [json.loads(line) for line in frame_lines(out)]
+    assert records[0]["index"] == 0 and sorted(r["index"] for r in records) == [0, 1, 2]
+    # render writes no USD scene without --usd
+    assert ["usd" in r["files"] for r in sorted(records, key=lambda r: r["index"])] == [True, False, False]
+    assert not (out / "scenes" / "000002.usda").exists()
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["recipe"]["count"] == 3 and meta["counts"] == {"requested": 3, "finished": 3}
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_run_without_usd_writes_no_usd_scene(tmp_path):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    out = tmp_path / "out"
+    result = run_cli("run", recipe, "-o", out, "-n", "1", "--resolution", "40x32", "--samples", "1", "--no-usd")
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in frame_lines(out)]
+    assert "usd" not in record["files"] and (out / record["files"]["scene"]).is_file()
+    assert not list(out.rglob("*.usda"))
 
 
 def test_another_recipe_into_the_same_output_is_refused(finished_run):

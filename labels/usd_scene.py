@@ -1,0 +1,126 @@
+"""A frame's scene as a USD stage (``scenes/NNNNNN.usda``), to inspect in usdview or Blender.
+
+The stage holds what produced the frame: every labeled object (mesh, pose, material and its ids
+in ``customData``), the ground, the lights, the background as a dome light and the frame's
+camera with its intrinsics. Layout and conventions are in docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
+
+from sceneforge.scenes.assets import asset_mesh
+from sceneforge.scenes.sampling import CV_TO_BLENDER
+from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpec
+
+# In USD's lens unit, a tenth of a scene unit (here 36 mm, a full-frame sensor's width); only
+# the ratios of apertures and focal length set the intrinsics.
+HORIZONTAL_APERTURE = 0.36
+# SceneSpec light energies (Blender's: W/m2 for a sun, W for point and area lights) divided by
+# these give UsdLux intensities that Blender's USD importer turns back into the same energies.
+_INTENSITY_DIVISOR = {"sun": 4.0, "point": np.pi, "area": np.pi}
+
+
+def scene_usda(spec: SceneSpec) -> str:
+    """The USD stage of one frame, as ``.usda`` text."""
+    stage = scene_stage(spec)  # held: the root layer lives only as long as its stage
+    return stage.GetRootLayer().ExportToString()
+
+
+def scene_stage(spec: SceneSpec) -> Usd.Stage:
+    """The USD stage of one frame (in memory): /World with objects, ground, lights and camera."""
+    stage = Usd.Stage.CreateInMemory()
+    UsdGeom.SetStageMetersPerUnit(stage, 1.0)
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
+    stage.SetDefaultPrim(UsdGeom.Xform.Define(stage, "/World").GetPrim())
+    UsdGeom.Scope.Define(stage, "/World/Looks")
+    for obj in spec.objects:
+        mesh = asset_mesh(obj.asset)
+        prim = _add_mesh(stage, f"object_{obj.instance_id}", mesh.vertices, mesh.faces,
+                         obj.world_from_object, obj.material).GetPrim()
+        for key, value in (("instance_id", obj.instance_id), ("category_id", obj.category_id),
+                           ("category", obj.category), ("asset", obj.asset.hash)):
+            prim.SetCustomDataByKey(f"sceneforge:{key}", value)
+    if spec.ground is not None:
+        half = spec.ground.size / 2
+        corners = np.array([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]])
+        _add_mesh(stage, "ground", corners, np.array([[0, 1, 2, 3]]), np.eye(4), spec.ground.material)
+    for i, light in enumerate(spec.lights):
+        _add_light(stage, f"/World/light_{i}", light)
+    dome = UsdLux.DomeLight.Define(stage, "/World/background")
+    dome.CreateColorAttr(Gf.Vec3f(*spec.background_color))
+    dome.CreateIntensityAttr(spec.background_strength)
+    _add_camera(stage, "/World/camera", spec.camera)
+    return stage
+
+
+def _add_mesh(stage: Usd.Stage, name: str, vertices: np.ndarray, faces: np.ndarray, pose,
+              material: MaterialSpec) -> UsdGeom.Mesh:
+    """A mesh prim at ``pose`` (one prim, so that importers name the object after it), with its
+    UsdPreviewSurface bound."""
+    mesh = UsdGeom.Mesh.Define(stage, f"/World/{name}")
+    _set_pose(mesh, np.asarray(pose))
+    faces = np.asarray(faces, dtype=np.int32)
+    mesh.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(np.asarray(vertices, dtype=np.float32)))
+    mesh.CreateFaceVertexCountsAttr(Vt.IntArray.FromNumpy(np.full(len(faces), faces.shape[1], dtype=np.int32)))
+    mesh.CreateFaceVertexIndicesAttr(Vt.IntArray.FromNumpy(faces.ravel()))
+    mesh.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)  # the polygons as rendered, not a limit surface
+    mesh.CreateExtentAttr(UsdGeom.Boundable.ComputeExtentFromPlugins(mesh, Usd.TimeCode.Default()))
+    UsdShade.MaterialBindingAPI.Apply(mesh.GetPrim()).Bind(_material(stage, f"/World/Looks/{name}", material))
+    return mesh
+
+
+def _material(stage: Usd.Stage, path: str, spec: MaterialSpec) -> UsdShade.Material:
+    material = UsdShade.Material.Define(stage, path)
+    shader = UsdShade.Shader.Define(stage, f"{path}/surface")
+    shader.CreateIdAttr("UsdPreviewSurface")
+    shader.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).Set(Gf.Vec3f(*spec.base_color))
+    shader.CreateInput("roughness", Sdf.ValueTypeNames.Float).Set(spec.roughness)
+    shader.CreateInput("metallic", Sdf.ValueTypeNames.Float).Set(spec.metallic)
+    material.CreateSurfaceOutput().ConnectToSource(shader.ConnectableAPI(), "surface")
+    return material
+
+
+def _add_light(stage: Usd.Stage, path: str, light: LightSpec) -> None:
+    if light.type == "sun":
+        usd_light = UsdLux.DistantLight.Define(stage, path)
+    elif light.type == "point":
+        usd_light = UsdLux.SphereLight.Define(stage, path)
+        usd_light.CreateTreatAsPointAttr(True)
+    else:
+        usd_light = UsdLux.RectLight.Define(stage, path)
+        usd_light.CreateWidthAttr(light.size)
+        usd_light.CreateHeightAttr(light.size)
+    # Like a Blender light, the energy is the light's total, whatever its size.
+    usd_light.CreateNormalizeAttr(True)
+    usd_light.CreateIntensityAttr(light.energy / _INTENSITY_DIVISOR[light.type])
+    usd_light.CreateColorAttr(Gf.Vec3f(*light.color))
+    _set_pose(usd_light, np.asarray(light.world_from_light))  # both shine along local -Z
+
+
+def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
+    """A UsdGeom.Camera reproducing K: the apertures span the image's pixel edges.
+
+    With ``a`` = horizontalAperture: focalLength = fx a / W, verticalAperture = a (H / W) (fx / fy),
+    horizontalApertureOffset = ((W - 1) / 2 - cx) a / W, verticalApertureOffset =
+    (cy - (H - 1) / 2) verticalAperture / H (USD's +y is up, OpenCV's v down).
+    """
+    (fx, _, cx), (_, fy, cy), _ = camera.K
+    width, height = camera.width, camera.height
+    vertical = HORIZONTAL_APERTURE * height / width * fx / fy
+    usd_camera = UsdGeom.Camera.Define(stage, path)
+    usd_camera.CreateProjectionAttr(UsdGeom.Tokens.perspective)
+    usd_camera.CreateFocalLengthAttr(fx * HORIZONTAL_APERTURE / width)
+    usd_camera.CreateHorizontalApertureAttr(HORIZONTAL_APERTURE)
+    usd_camera.CreateVerticalApertureAttr(vertical)
+    usd_camera.CreateHorizontalApertureOffsetAttr(((width - 1) / 2 - cx) * HORIZONTAL_APERTURE / width)
+    usd_camera.CreateVerticalApertureOffsetAttr((cy - (height - 1) / 2) * vertical / height)
+    usd_camera.CreateClippingRangeAttr(Gf.Vec2f(camera.clip_start, camera.clip_end))
+    # USD cameras look down -Z with +Y up, as Blender's do.
+    _set_pose(usd_camera, np.asarray(camera.world_from_camera) @ CV_TO_BLENDER)
+
+
+def _set_pose(xformable: UsdGeom.Xformable, pose: np.ndarray) -> None:
+    """One transform op; Gf matrices act on row vectors, hence the transpose."""
+    xformable.AddTransformOp().Set(Gf.Matrix4d(pose.T.tolist()))
