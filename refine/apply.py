@@ -32,7 +32,8 @@ class Refiner:
     there are no seams (an instance-norm model would shift each tile's colours).
     """
 
-    def __init__(self, checkpoint: Path, device: str = "auto", batch: int = 8, tile: int = 512, overlap: int = 64) -> None:
+    def __init__(self, checkpoint: Path, device: str = "auto", batch: int = 8, tile: int = 512, overlap: int = 64,
+                 mixed_precision: bool = True) -> None:
         if tile % 4 or tile <= 2 * overlap:
             raise UserError(f"--tile {tile}: must be a multiple of 4 and larger than twice the overlap ({overlap})")
         self.device = pick_device(device)
@@ -41,7 +42,7 @@ class Refiner:
         self.channels_last = self.device.type == "cuda" and self.generator_norm == "pixel"
         if self.channels_last:
             self.generator.to(memory_format=torch.channels_last)
-        self.batch, self.tile, self.overlap = batch, tile, overlap
+        self.batch, self.tile, self.overlap, self.mixed_precision = batch, tile, overlap, mixed_precision
 
     @property
     def generator_norm(self) -> str:
@@ -84,7 +85,7 @@ class Refiner:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         rgb, aux = x[:, :3], (x[:, 3:] if x.shape[1] > 3 else None)
-        with autocast(self.device):
+        with autocast(self.device, self.mixed_precision):
             y = self.generator(rgb, aux if self.generator.gbuffer else None)
         return y[:, :, :height, :width].float().cpu()
 

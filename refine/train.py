@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import kornia
@@ -111,41 +111,22 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
     real = RealPhotos(real_dir, synthetic.shortest_side)
     run.mkdir(parents=True, exist_ok=True)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)  # the initial weights, without touching the caller's RNG
-        models = CycleModels(options.config)
-    generator_params = [*models.to_real.parameters(), *models.to_synthetic.parameters()]
-    judge_params = [*models.judge_real.parameters(), *models.judge_synthetic.parameters()]
-    fused = torch_device.type == "cuda"
-    optimise_g = torch.optim.Adam(generator_params, options.learning_rate, betas=(0.5, 0.999), fused=fused)
-    optimise_d = torch.optim.Adam(judge_params, options.learning_rate, betas=(0.5, 0.999), fused=fused)
+    models, optimise_g, optimise_d, channels_last = training_setup(options, torch_device)
     pools = {"real": ImagePool(options.pool_size), "synthetic": ImagePool(options.pool_size)}
-
     step = 0
     saved = run / checkpoint.FILE_NAME
     if saved.exists():
-        state = checkpoint.load(saved)
+        state = checkpoint.load(saved, str(torch_device))
         if state["config"] != options.config:
             raise UserError(f"{saved}: trained with architecture {state['config']}, not {options.config}; use another run folder")
         checkpoint.load_models(models, state, saved)
-        optimise_g.load_state_dict(state["optimise_g"])
+        optimise_g.load_state_dict(state["optimise_g"])  # moves the moments to the parameters' device
         optimise_d.load_state_dict(state["optimise_d"])
         for name, pool in pools.items():
             stored = state["pools"].get(name)
             pool.images = list(stored) if stored is not None else []
         step = int(state["step"])
         log.info("%s: resuming at step %d", run, step)
-    models.to(torch_device)
-    channels_last = torch_device.type == "cuda" and options.config.norm == "pixel"  # instance norm is slow in channels_last
-    if channels_last:
-        models.to(memory_format=torch.channels_last)
-    for optimiser in (optimise_g, optimise_d):  # loaded states live on the CPU
-        for values in optimiser.state.values():
-            for key, value in values.items():
-                if torch.is_tensor(value) and key != "step":
-                    values[key] = value.to(torch_device)
-    for pool in pools.values():
-        pool.images = [image.to(torch_device) for image in pool.images]
 
     first_step, started = step, time.perf_counter()
     batches = training_batches(synthetic, real, size=options.size, batch=options.batch, seed=options.seed, first_step=step)
@@ -153,29 +134,47 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
     with (run / "log.jsonl").open("a") as log_file:
         while step < options.steps:
             rgb, aux, photos = next(batches)
-            x, a, y = (_on(to_tensor(t), torch_device, channels_last) for t in (rgb, aux, photos))
+            x, a, y = (to_device(to_tensor(t), torch_device, channels_last) for t in (rgb, aux, photos))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(np.random.default_rng([options.seed, step, 2]).integers(2**62)))
                 y = augment((y + 1) / 2) * 2 - 1
             rng = np.random.default_rng([options.seed, step, 1])
-            losses = _step(models, options, x, a, y, pools, rng, optimise_g, optimise_d, torch_device)
+            losses = train_step(models, options, x, a, y, pools, rng, optimise_g, optimise_d, torch_device)
             step += 1
             if step % 10 == 0 or step == options.steps:
                 log_file.write(json.dumps({"step": step, **losses}) + "\n")
             if on_step:
                 on_step(step, losses)
             if step % options.checkpoint_every == 0 or step == options.steps:
-                checkpoint.save(saved, _training_state(models, options, step, optimise_g, optimise_d, pools))
+                checkpoint.save(saved, training_state(models, options, step, optimise_g, optimise_d, pools))
     seconds = time.perf_counter() - started
     return TrainResult(run, first_step, step, seconds, str(torch_device))
 
 
-def _on(t: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+def training_setup(options: TrainOptions, device: torch.device) -> tuple[CycleModels, torch.optim.Optimizer, torch.optim.Optimizer, bool]:
+    """The four networks (initial weights from ``options.seed``) on ``device`` and the Adam
+    optimisers of the generators and of the discriminators; channels_last (returned) on a GPU
+    with the per-pixel norm, where it is fast (instance norm is not)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)  # without touching the caller's RNG
+        models = CycleModels(options.config)
+    channels_last = device.type == "cuda" and options.config.norm == "pixel"
+    models.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    generators = [*models.to_real.parameters(), *models.to_synthetic.parameters()]
+    judges = [*models.judge_real.parameters(), *models.judge_synthetic.parameters()]
+    fused = device.type == "cuda"
+    optimise_g = torch.optim.Adam(generators, options.learning_rate, betas=(0.5, 0.999), fused=fused)
+    optimise_d = torch.optim.Adam(judges, options.learning_rate, betas=(0.5, 0.999), fused=fused)
+    return models, optimise_g, optimise_d, channels_last
+
+
+def to_device(t: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    """A batch on the training device, in the models' memory format."""
     t = t.to(device, non_blocking=True)
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
-def _step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor, y: Tensor, pools: dict[str, ImagePool],
+def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor, y: Tensor, pools: dict[str, ImagePool],
           rng: np.random.Generator, optimise_g: torch.optim.Optimizer, optimise_d: torch.optim.Optimizer,
           device: torch.device) -> dict[str, float]:
     """One CycleGAN update: both generators, then both discriminators (LSGAN)."""
@@ -215,13 +214,12 @@ def _lsgan(scores: Tensor, target: float) -> Tensor:
     return (scores.float() - target).square().mean()
 
 
-def _training_state(models: CycleModels, options: TrainOptions, step: int, optimise_g: torch.optim.Optimizer,
-                    optimise_d: torch.optim.Optimizer, pools: dict[str, ImagePool]) -> dict:
-    options_dict = asdict(replace(options, config=RefinerConfig()))
-    del options_dict["config"]
+def training_state(models: CycleModels, options: TrainOptions, step: int, optimise_g: torch.optim.Optimizer,
+                   optimise_d: torch.optim.Optimizer, pools: dict[str, ImagePool]) -> dict:
+    """Everything a checkpoint holds (plain values and tensors only)."""
     return {
         "config": options.config.to_dict(),
-        "options": options_dict,
+        "options": {f.name: getattr(options, f.name) for f in fields(options) if f.name != "config"},
         "step": step,
         **{name: {k: v.detach().cpu() for k, v in module.state_dict().items()} for name, module in models.named_children()},
         "optimise_g": optimise_g.state_dict(),
