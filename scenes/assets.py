@@ -319,6 +319,8 @@ def _read_usd(path: Path, variants: Mapping[str, str]) -> tuple[list[_Part], lis
             if value not in options:
                 raise AssetError(f"variant set '{name}' has no variant '{value}'; it has: {', '.join(options)}")
             sets.GetVariantSet(name).SetVariantSelection(value)
+    if errors := stage.GetCompositionErrors():  # a missing reference or payload, a broken layer
+        raise AssetError(f"{errors[0]}" + (f" (and {len(errors) - 1} more composition errors)" if len(errors) > 1 else ""))
     xforms = UsdGeom.XformCache()
     materials: dict[str, int] = {}
     material_list: list[AssetMaterial] = []

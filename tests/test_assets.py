@@ -224,6 +224,7 @@ BAD_ASSET_CASES = {
     "broken_usd": ("path: broken.usda", "assets[0].path: cannot read {tmp}/broken.usda: "),
     "empty_glob": ("path: 'empty/*.usdz'", "assets[0].path: empty/*.usdz: matches no asset files"),
     "oversize": ("path: huge.stl", "assets[0].path: cannot read {tmp}/huge.stl: 268435457 bytes is more than the 268435456 byte limit"),
+    "missing_reference": ("path: refers.usda", "assets[0].path: cannot read {tmp}/refers.usda: Could not open asset @{tmp}/gone.usda@"),
     "bad_variant": ("path: '{car}', variants: {{wheels: boat}}", "assets[0].path: cannot read {car}: variant set 'wheels' has no variant 'boat'"),
 }
 
@@ -233,6 +234,7 @@ def test_bad_assets_exit_2_naming_file_line_and_field(tmp_path, case):
     entry, expected = BAD_ASSET_CASES[case]
     (tmp_path / "truncated.glb").write_bytes((ASSETS / "gltf" / "BoxVertexColors.glb").read_bytes()[:700])
     (tmp_path / "broken.usda").write_text('#usda 1.0\ndef Mesh "box" {\n    point3f[] points = [(0, 0\n')
+    (tmp_path / "refers.usda").write_text('#usda 1.0\n(defaultPrim = "A")\ndef Xform "A" (prepend references = @./gone.usda@) {}\n')
     (tmp_path / "empty").mkdir()
     with open(tmp_path / "huge.stl", "wb") as huge:
         huge.truncate((256 << 20) + 1)  # sparse: no disk space used
