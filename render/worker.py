@@ -272,7 +272,8 @@ class Renderer:
         if vertex_colors:
             attribute = nodes.new("ShaderNodeVertexColor")
             attribute.layer_name = "Col"
-            color = attribute.outputs["Color"] if color is None else self._multiply(material, color, attribute.outputs["Color"])
+            vertex = attribute.outputs["Color"]
+            color = vertex if color is None else self._multiply(material, color, vertex)
         factor = (1.0, 1.0, 1.0) if factor is None else factor
         if color is not None and tuple(factor) != (1.0, 1.0, 1.0):
             color = self._multiply(material, color, factor)
@@ -293,13 +294,15 @@ class Renderer:
         """A colour socket times another socket or a constant colour."""
         mix = material.node_tree.nodes.new("ShaderNodeMix")
         mix.data_type, mix.blend_type = "RGBA", "MULTIPLY"
-        mix.inputs["Factor"].default_value = 1.0
-        material.node_tree.links.new(a, mix.inputs["A"])
+        # The Mix node has a float, a vector and a colour socket of each name: pick the colour ones.
+        socket = {s.identifier: s for s in (*mix.inputs, *mix.outputs)}
+        socket["Factor_Float"].default_value = 1.0
+        material.node_tree.links.new(a, socket["A_Color"])
         if isinstance(b, tuple):
-            mix.inputs["B"].default_value = (*b, 1.0)
+            socket["B_Color"].default_value = (*b, 1.0)
         else:
-            material.node_tree.links.new(b, mix.inputs["B"])
-        return mix.outputs["Result"]
+            material.node_tree.links.new(b, socket["B_Color"])
+        return socket["Result_Color"]
 
     def _image(self, key: str, pixels: np.ndarray):
         """A Blender image of uint8 RGBA pixels (sRGB, top row first), made once per scene and key."""

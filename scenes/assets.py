@@ -314,7 +314,8 @@ def _read_usd(path: Path, variants: Mapping[str, str]) -> tuple[list[_Part], lis
         sets = root.GetVariantSets()
         for name, value in variants.items():
             if not sets.HasVariantSet(name):
-                raise AssetError(f"{root.GetPath()} has no variant set '{name}'; it has: {', '.join(sets.GetNames()) or 'none'}")
+                known = ", ".join(sets.GetNames()) or "none"
+                raise AssetError(f"{root.GetPath()} has no variant set '{name}'; it has: {known}")
             options = sets.GetVariantSet(name).GetVariantNames()
             if value not in options:
                 raise AssetError(f"variant set '{name}' has no variant '{value}'; it has: {', '.join(options)}")

@@ -142,7 +142,10 @@ class LibraryAsset(Section):
 # The tags are not recipe keys, so error positions skip them (see _describe).
 AssetChoice = Annotated[
     Union[Annotated[Primitive, Tag("built-in")], Annotated[LibraryAsset, Tag("from library")]],
-    Discriminator(lambda v: "from library" if isinstance(v, LibraryAsset) or (isinstance(v, Mapping) and "library" in v) else "built-in"),
+    Discriminator(
+        lambda v: "from library" if isinstance(v, LibraryAsset) or (isinstance(v, Mapping) and "library" in v)
+        else "built-in"
+    ),
 ]
 
 
@@ -374,7 +377,8 @@ def _load_files(recipe: Recipe, base: Path) -> list[tuple[tuple, str]]:
     for i, group in enumerate(recipe.objects):
         if isinstance(group.asset, LibraryAsset) and group.asset.library not in declared:
             known = ", ".join(repr(c) for c in declared) or "none (add an assets section)"
-            problems.append((("objects", i, "asset", "library"), f"no asset category {group.asset.library!r}; the assets section has: {known}"))
+            message = f"no asset category {group.asset.library!r}; the assets section has: {known}"
+            problems.append((("objects", i, "asset", "library"), message))
     for loc, material in recipe.materials():
         if material.texture_folder is not None:
             try:

@@ -177,7 +177,7 @@ objects:
     asset: {library: cube}
   - category: crate
     asset: {primitive: box, extents: [0.15, 0.15, 0.1]}
-    material: {texture_folder: checker, texture_size: 0.05}
+    material: {texture_folder: checker, texture_size: 0.05, color: [1, 0, 0]}
 ground:
   size: 3
   material: {color: [0.5, 0.5, 0.5]}
@@ -211,9 +211,10 @@ def test_vertex_colours_and_texture_folders_render_into_the_albedo(tmp_path):
         pixel = albedo[int(round(v / w)), int(round(u / w))]
         assert instance[int(round(v / w)), int(round(u / w))] == cube.instance_id
         assert np.argmin(np.abs(colours - pixel).sum(axis=1)) == list(top).index(vertex), (pixel, colours)
-    # The checker texture, box-projected onto the crate's top: both black and white squares show.
-    crate_albedo = albedo[instance == crate.instance_id].mean(axis=1)
-    assert crate_albedo.min() < 40 and crate_albedo.max() > 200
+    # The checker texture, box-projected onto the crate's top and tinted red: black and red squares.
+    crate_albedo = albedo[instance == crate.instance_id]
+    assert crate_albedo[:, 0].min() < 40 and crate_albedo[:, 0].max() > 200
+    assert crate_albedo[:, 1:].max() < 40
     # The ground's colour override is uniform.
     assert np.ptp(albedo[instance == 0], axis=0).max() <= 2
 
