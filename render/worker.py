@@ -411,8 +411,10 @@ def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:
     try:
         while (spec := conn.recv()) is not None:
             try:
-                for obj in spec.objects:
-                    asset_model(obj.asset)  # parsed now, while the previous frame renders
+                for obj in spec.objects:  # parsed and decoded now, while the previous frame renders
+                    asset_model(obj.asset)
+                    if obj.material.texture is not None:
+                        texture_image(obj.material.texture)
             except Exception:  # noqa: BLE001 - the render reports it, attributed to its frame
                 pass
             inbox.put(spec)
