@@ -90,7 +90,8 @@ def file_asset(
             raise AssetError(f"cannot read {path}: unknown asset format; expected one of {', '.join(ASSET_SUFFIXES)}")
         if (length := path.stat().st_size) > MAX_ASSET_BYTES:
             raise AssetError(f"cannot read {path}: {length} bytes is more than the {MAX_ASSET_BYTES} byte limit")
-        digest = hashlib.blake2b(path.read_bytes(), digest_size=8)
+        with path.open("rb") as file:  # bounded even if the file grows after the check
+            digest = hashlib.blake2b(file.read(MAX_ASSET_BYTES), digest_size=8)
     except OSError as exc:
         raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from None
     options = {"variants": dict(sorted((variants or {}).items())), "up_axis": up_axis, "scale": scale, "size": size}

@@ -258,3 +258,16 @@ def test_bad_references_name_line_and_field(tmp_path, text, expected):
     with pytest.raises(UserError) as info:
         load_recipe(write_recipe(tmp_path, text))
     assert str(info.value) == f"{tmp_path}/recipe.yaml" + expected.format(tmp=tmp_path)
+
+
+def test_recipe_hash_follows_the_asset_files_bytes(tmp_path):
+    asset = tmp_path / "thing.glb"
+    asset.write_bytes((ASSETS / "gltf" / "BoxVertexColors.glb").read_bytes())
+    path = write_recipe(tmp_path, "assets:\n  - {category: a, path: thing.glb}\nobjects:\n  - {category: a, asset: {library: a}}\n")
+    before = load_recipe(path)
+    assert load_recipe(path).content_hash() == before.content_hash()
+    asset.write_bytes(trimesh.creation.box(extents=(0.1, 0.2, 0.3)).export(file_type="glb"))
+    after = load_recipe(path)
+    assert after.content_hash() != before.content_hash()
+    (ref,) = after.library["a"]
+    assert_normalised(asset_model(ref).mesh, [0.1, 0.3, 0.2])  # glTF is +Y up
