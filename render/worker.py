@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneforge.scenes.assets import asset_mesh
+import trimesh
+
+from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, texture_image
 from sceneforge.scenes.sampling import CV_TO_BLENDER
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
 
@@ -56,6 +58,7 @@ class Renderer:
 
         self._bpy = bpy
         self._scene_key: str | None = None
+        self._images: dict[str, object] = {}  # textures of the built scene, each loaded into Blender once
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
         scene.render.engine = "CYCLES"
@@ -134,8 +137,9 @@ class Renderer:
 
     def _clear(self) -> None:
         self._scene_key = None
+        self._images.clear()
         data = self._bpy.data
-        data.batch_remove([*data.objects, *data.meshes, *data.materials, *data.lights, *data.cameras])
+        data.batch_remove([*data.objects, *data.meshes, *data.materials, *data.images, *data.lights, *data.cameras])
         data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
 
     def _build(self, spec: SceneSpec, label_passes: bool) -> None:
@@ -160,14 +164,14 @@ class Renderer:
         background.inputs["Strength"].default_value = spec.background_strength
 
         for obj in spec.objects:
-            mesh = asset_mesh(obj.asset)
-            self._add_mesh(f"object_{obj.instance_id}", mesh.vertices, mesh.faces,
+            self._add_mesh(f"object_{obj.instance_id}", asset_model(obj.asset), obj.asset.hash,
                            obj.world_from_object, obj.material, obj.instance_id)
         if spec.ground is not None:
             half = spec.ground.size / 2
             corners = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
-            self._add_mesh("ground", corners, np.array([[0, 1, 2], [0, 2, 3]]), np.eye(4),
-                           spec.ground.material, pass_index=0)
+            quad = trimesh.Trimesh(corners, [[0, 1, 2], [0, 2, 3]], process=False)
+            ground = AssetModel(quad, (AssetMaterial(),), np.zeros(2, dtype=np.int32), None, None)
+            self._add_mesh("ground", ground, "ground", np.eye(4), spec.ground.material, pass_index=0)
         for i, light in enumerate(spec.lights):
             data = self._bpy.data.lights.new(f"light_{i}", type=light.type.upper())
             data.energy = light.energy
@@ -211,10 +215,12 @@ class Renderer:
     def _blender_camera_pose(spec: SceneSpec) -> np.ndarray:
         return np.asarray(spec.camera.world_from_camera) @ CV_TO_BLENDER
 
-    def _add_mesh(self, name: str, vertices: np.ndarray, faces: np.ndarray, pose, material: MaterialSpec,
+    def _add_mesh(self, name: str, model: AssetModel, asset_key: str, pose, override: MaterialSpec,
                   pass_index: int) -> None:
+        """A Blender mesh object of exactly the asset's mesh, with UVs, vertex colours and materials;
+        ``asset_key`` names the asset's own textures, shared by all its objects."""
         bpy = self._bpy
-        faces = np.asarray(faces, dtype=np.int32)
+        vertices, faces = model.mesh.vertices, np.asarray(model.mesh.faces, dtype=np.int32)
         mesh = bpy.data.meshes.new(name)
         mesh.vertices.add(len(vertices))
         mesh.vertices.foreach_set("co", np.asarray(vertices, dtype=np.float32).ravel())
@@ -222,25 +228,90 @@ class Renderer:
         mesh.loops.foreach_set("vertex_index", faces.ravel())
         mesh.polygons.add(len(faces))
         mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+        mesh.polygons.foreach_set("material_index", np.asarray(model.face_materials, dtype=np.int32))
+        if model.uv is not None:
+            mesh.uv_layers.new(name="UVMap").uv.foreach_set("vector", model.uv[faces.ravel()].astype(np.float32).ravel())
+        if model.colors is not None:
+            colors = mesh.color_attributes.new("Col", "BYTE_COLOR", "POINT")
+            colors.data.foreach_set("color_srgb", (model.colors.astype(np.float32) / 255).ravel())
         mesh.update()
         mesh.shade_smooth()
         mesh.set_sharp_from_angle(angle=_SHARP_EDGE_ANGLE)
-        mesh.materials.append(self._material(name, material))
+        for i, own in enumerate(model.materials):
+            mesh.materials.append(self._material(f"{name}_{i}", own, f"{asset_key}/{i}", override, model))
         obj = bpy.data.objects.new(name, mesh)
         obj.pass_index = pass_index
         self._link(obj, pose)
 
-    def _material(self, name: str, spec: MaterialSpec):
+    def _material(self, name: str, own: AssetMaterial, own_key: str, override: MaterialSpec, model: AssetModel):
+        """Principled BSDF of the asset's material with the spec's changes (see MaterialSpec).
+
+        The base colour is texture x colour factor x vertex colours; the same socket feeds the albedo AOV.
+        """
         material = self._bpy.data.materials.new(name)
         material.use_nodes = True
-        bsdf = material.node_tree.nodes["Principled BSDF"]
-        bsdf.inputs["Base Color"].default_value = (*spec.base_color, 1.0)
-        bsdf.inputs["Roughness"].default_value = spec.roughness
-        bsdf.inputs["Metallic"].default_value = spec.metallic
-        albedo = material.node_tree.nodes.new("ShaderNodeOutputAOV")
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+        bsdf = nodes["Principled BSDF"]
+        if override.texture is not None:
+            image, key, factor, vertex_colors = texture_image(override.texture), override.texture, override.base_color, False
+        elif override.base_color is not None:
+            image, key, factor, vertex_colors = None, None, override.base_color, False
+        else:
+            image, key, factor, vertex_colors = own.texture, own_key, own.base_color, model.colors is not None
+        color = None
+        if image is not None:
+            texture = nodes.new("ShaderNodeTexImage")
+            texture.image = self._image(key, image)
+            if model.uv is None:  # box projection in object coordinates, one copy per texture_size metres
+                coordinates, mapping = nodes.new("ShaderNodeTexCoord"), nodes.new("ShaderNodeMapping")
+                mapping.inputs["Scale"].default_value = (1 / override.texture_size,) * 3
+                links.new(coordinates.outputs["Object"], mapping.inputs["Vector"])
+                links.new(mapping.outputs["Vector"], texture.inputs["Vector"])
+                texture.projection, texture.projection_blend = "BOX", 0.2
+            color = texture.outputs["Color"]
+        if vertex_colors:
+            attribute = nodes.new("ShaderNodeVertexColor")
+            attribute.layer_name = "Col"
+            vertex = attribute.outputs["Color"]
+            color = vertex if color is None else self._multiply(material, color, vertex)
+        factor = (1.0, 1.0, 1.0) if factor is None else factor
+        if color is not None and tuple(factor) != (1.0, 1.0, 1.0):
+            color = self._multiply(material, color, factor)
+        albedo = nodes.new("ShaderNodeOutputAOV")
         albedo.aov_name = "albedo"
-        albedo.inputs["Color"].default_value = (*spec.base_color, 1.0)
+        for socket in (bsdf.inputs["Base Color"], albedo.inputs["Color"]):
+            if color is None:
+                socket.default_value = (*factor, 1.0)
+            else:
+                links.new(color, socket)
+        bsdf.inputs["Roughness"].default_value = own.roughness if override.roughness is None else override.roughness
+        bsdf.inputs["Metallic"].default_value = own.metallic if override.metallic is None else override.metallic
+        bsdf.inputs["Specular IOR Level"].default_value = own.specular if override.specular is None else override.specular
         return material
+
+    @staticmethod
+    def _multiply(material, a, b):
+        """A colour socket times another socket or a constant colour."""
+        mix = material.node_tree.nodes.new("ShaderNodeMix")
+        mix.data_type, mix.blend_type = "RGBA", "MULTIPLY"
+        # The Mix node has a float, a vector and a colour socket of each name: pick the colour ones.
+        socket = {s.identifier: s for s in (*mix.inputs, *mix.outputs)}
+        socket["Factor_Float"].default_value = 1.0
+        material.node_tree.links.new(a, socket["A_Color"])
+        if isinstance(b, tuple):
+            socket["B_Color"].default_value = (*b, 1.0)
+        else:
+            material.node_tree.links.new(b, socket["B_Color"])
+        return socket["Result_Color"]
+
+    def _image(self, key: str, pixels: np.ndarray):
+        """A Blender image of uint8 RGBA pixels (sRGB, top row first), made once per scene and key."""
+        if key not in self._images:
+            height, width = pixels.shape[:2]
+            image = self._bpy.data.images.new(key, width, height, alpha=True)
+            image.pixels.foreach_set((pixels[::-1].astype(np.float32) / 255).ravel())
+            self._images[key] = image
+        return self._images[key]
 
     def _link(self, obj, pose) -> None:
         self._set_pose(obj, pose)
@@ -340,8 +411,10 @@ def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:
     try:
         while (spec := conn.recv()) is not None:
             try:
-                for obj in spec.objects:
-                    asset_mesh(obj.asset)  # parsed now, while the previous frame renders
+                for obj in spec.objects:  # parsed and decoded now, while the previous frame renders
+                    asset_model(obj.asset)
+                    if obj.material.texture is not None:
+                        texture_image(obj.material.texture)
             except Exception:  # noqa: BLE001 - the render reports it, attributed to its frame
                 pass
             inbox.put(spec)

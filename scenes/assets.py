@@ -1,26 +1,110 @@
-"""The asset library: built-in procedural primitives as trimesh meshes (metres, +Z up).
+"""The asset library: built-in primitives and asset files as one triangle mesh plus its materials.
 
-Every primitive rests with its lowest point on z = 0 and is centred on the Z axis, so that a
-pose's translation is the point where it stands on the ground.
+Every asset is in metres, +Z up, rests with its lowest point on z = 0 and is centred on the Z
+axis, so that a pose's translation is the point where it stands on the ground. The conductor
+(labels) and the Blender worker both use ``asset_model``, so the rendered geometry is exactly the
+geometry that labels are computed from. Files are parsed once per process (bounded caches).
+
+Formats: glTF/GLB, OBJ (+MTL), PLY and STL through trimesh; USD (.usd, .usda, .usdc, .usdz)
+through usd-core: the stage is composed (references, payloads, sublayers, variant selections),
+meshes are triangulated, metersPerUnit and upAxis applied, UsdPreviewSurface read.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import io
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
+import numpy as np
 import trimesh
 
 from .spec import AssetRef
 
+MAX_ASSET_BYTES = 256 << 20  # one asset file; larger files are refused before they are read
+MAX_TEXTURE_PIXELS = 4096 * 4096
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
+USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
+ASSET_SUFFIXES = MESH_SUFFIXES + USD_SUFFIXES
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tga", ".bmp", ".tif", ".tiff")
+MAX_LIBRARY_FILES = 10_000  # per assets[] entry
+
+
+class AssetError(ValueError):
+    """An asset file that cannot be read; the message names the file and the reason."""
+
+
+@dataclass(frozen=True, eq=False)
+class AssetMaterial:
+    """One surface material of an asset, in glTF's metallic-roughness terms."""
+
+    base_color: tuple[float, float, float] = (0.8, 0.8, 0.8)  # linear RGB, multiplies the texture
+    texture: np.ndarray | None = None  # base colour image: uint8 RGBA (H, W, 4), sRGB, top row first
+    roughness: float = 0.5
+    metallic: float = 0.0
+    specular: float = 0.5  # Blender's "Specular IOR Level": 0.5 is a dielectric of IOR 1.5
+
+
+@dataclass(frozen=True, eq=False)
+class AssetModel:
+    """An asset ready to build: one read-only mesh, per-vertex UVs and colours, per-face materials."""
+
+    mesh: trimesh.Trimesh
+    materials: tuple[AssetMaterial, ...]
+    face_materials: np.ndarray  # (F,) index into ``materials``
+    uv: np.ndarray | None  # (V, 2), v up (OpenGL convention)
+    colors: np.ndarray | None  # (V, 4) uint8 sRGB vertex colours, multiplying the base colour
+
+
 def asset_mesh(asset: AssetRef) -> trimesh.Trimesh:
     """The mesh of an asset; cached by content, so treat the result as read-only."""
-    return _primitive_mesh(asset.primitive, tuple(sorted(asset.params.items())))
+    return asset_model(asset).mesh
 
 
-# Enough for the objects of the frames in flight; randomised primitives are unique and cheap to
-# rebuild, and a larger cache only grows the worker (measured by benchmarks/memory_soak.py).
+def asset_model(asset: AssetRef) -> AssetModel:
+    """Mesh and materials of an asset; cached by content, so treat the result as read-only."""
+    if asset.primitive is not None:
+        return _primitive_model(asset.primitive, tuple(sorted(asset.params.items())))
+    return _file_model(asset.model_dump_json())
+
+
+def file_asset(
+    path: Path, *, variants: Mapping[str, str] | None = None, up_axis: str | None = None,
+    scale: float = 1.0, size: float | None = None,
+) -> AssetRef:
+    """The reference of an asset file with its load options, parsed now to check it.
+
+    The hash covers the file's bytes and the options. Raises AssetError naming the file.
+    """
+    path = path.resolve()
+    try:
+        if not path.is_file():
+            raise AssetError(f"cannot read {path}: no such file")
+        if path.suffix.lower() not in ASSET_SUFFIXES:
+            raise AssetError(f"cannot read {path}: unknown asset format; expected one of {', '.join(ASSET_SUFFIXES)}")
+        if (length := path.stat().st_size) > MAX_ASSET_BYTES:
+            raise AssetError(f"cannot read {path}: {length} bytes is more than the {MAX_ASSET_BYTES} byte limit")
+        with path.open("rb") as file:  # bounded even if the file grows after the check
+            digest = hashlib.blake2b(file.read(MAX_ASSET_BYTES), digest_size=8)
+    except OSError as exc:
+        raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    options = {"variants": dict(sorted((variants or {}).items())), "up_axis": up_axis, "scale": scale, "size": size}
+    digest.update(json.dumps(options, sort_keys=True).encode())
+    ref = AssetRef(path=str(path), **options, hash=digest.hexdigest())
+    asset_model(ref)
+    return ref
+
+
+# Randomised primitives are unique and cheap to rebuild, and a larger cache only grows the worker
+# (measured by benchmarks/memory_soak.py); files are few, costly to parse and reused scene after scene.
 @lru_cache(maxsize=16)
-def _primitive_mesh(primitive: str, params: tuple) -> trimesh.Trimesh:
+def _primitive_model(primitive: str, params: tuple) -> AssetModel:
     p = dict(params)
     if primitive == "box":
         mesh = trimesh.creation.box(extents=p["extents"])
@@ -39,5 +123,322 @@ def _primitive_mesh(primitive: str, params: tuple) -> trimesh.Trimesh:
         raise ValueError(f"unknown primitive {primitive!r}")
     mesh.apply_translation([0.0, 0.0, -mesh.bounds[0][2]])
     mesh.vertices.flags.writeable = False
-    return mesh
+    return AssetModel(mesh, (AssetMaterial(),), np.zeros(len(mesh.faces), dtype=np.int32), None, None)
 
+
+@dataclass
+class _Part:
+    """Triangles of one mesh of a file, corner by corner (3 rows per triangle)."""
+
+    corners: np.ndarray  # (3T, 3) positions, file units and axes
+    uv: np.ndarray | None  # (3T, 2)
+    colors: np.ndarray | None  # (3T, 4) uint8
+    face_materials: np.ndarray  # (T,) index into the file's materials
+
+
+@lru_cache(maxsize=32)
+def _file_model(ref_json: str) -> AssetModel:
+    ref = AssetRef.model_validate_json(ref_json)
+    path = Path(ref.path)
+    try:
+        if path.suffix.lower() in USD_SUFFIXES:
+            parts, materials, meters_per_unit, file_up = _read_usd(path, ref.variants)
+        else:
+            if ref.variants:
+                raise AssetError("variants are a USD feature; this file has none")
+            parts, materials = _read_mesh_file(path)
+            meters_per_unit, file_up = 1.0, "Y"  # glTF's convention, and most exporters' for OBJ, PLY, STL
+        return _normalised(parts, materials, meters_per_unit, ref.up_axis or file_up, ref.scale, ref.size)
+    except AssetError as exc:
+        raise AssetError(f"cannot read {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - parsers fail in many ways on damaged files
+        raise AssetError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _normalised(
+    parts: list[_Part], materials: list[AssetMaterial], meters_per_unit: float, up_axis: str,
+    scale: float, size: float | None,
+) -> AssetModel:
+    """Parts welded into one mesh in metres, +Z up, scaled, standing on z = 0 on the Z axis."""
+    parts = [p for p in parts if len(p.corners)]
+    if not parts:
+        raise AssetError("it holds no triangles")
+    corners = np.concatenate([p.corners for p in parts]).astype(np.float64) * meters_per_unit
+    if up_axis == "Y":  # +90 degrees about X: +Y up becomes +Z up
+        corners = np.stack([corners[:, 0], -corners[:, 2], corners[:, 1]], axis=1)
+    if not np.all(np.isfinite(corners)):
+        raise AssetError("it has non-finite vertex positions")
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    if size is not None:
+        longest = float(np.max(high - low))
+        if longest <= 0:
+            raise AssetError("it has no extent to normalise to a size")
+        scale = size / longest
+    corners = (corners - [(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, low[2]]) * scale
+    has_uv = any(p.uv is not None for p in parts)
+    has_colors = any(p.colors is not None for p in parts)
+    columns = [corners]
+    if has_uv:
+        columns.append(np.concatenate([p.uv if p.uv is not None else np.zeros((len(p.corners), 2)) for p in parts]))
+    if has_colors:
+        columns.append(np.concatenate([
+            p.colors if p.colors is not None else np.full((len(p.corners), 4), 255) for p in parts
+        ]))
+    # Weld corners that agree in every attribute: shared vertices shade smoothly in Blender.
+    table, inverse = np.unique(np.hstack(columns), axis=0, return_inverse=True)
+    faces = inverse.reshape(-1, 3).astype(np.int64)
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    mesh = trimesh.Trimesh(table[:, :3], faces[keep], process=False)
+    mesh.vertices.flags.writeable = False
+    face_materials = np.concatenate([p.face_materials for p in parts]).astype(np.int32)[keep]
+    return AssetModel(
+        mesh=mesh,
+        materials=tuple(materials) or (AssetMaterial(),),
+        face_materials=face_materials,
+        uv=table[:, 3:5].copy() if has_uv else None,
+        colors=table[:, -4:].astype(np.uint8) if has_colors else None,
+    )
+
+
+def _read_mesh_file(path: Path) -> tuple[list[_Part], list[AssetMaterial]]:
+    """glTF, OBJ, PLY, STL through trimesh: each mesh of the scene, placed by its node transform."""
+    scene = trimesh.load(str(path), force="scene", process=False)
+    parts, materials = [], []
+    for geometry in scene.dump():
+        if not isinstance(geometry, trimesh.Trimesh) or not len(geometry.faces):
+            continue  # point clouds and lines have no surface
+        faces = np.asarray(geometry.faces)
+        visual, uv, colors = geometry.visual, None, None
+        material = AssetMaterial()
+        if isinstance(visual, trimesh.visual.TextureVisuals):
+            if visual.uv is not None and len(visual.uv) == len(geometry.vertices):
+                uv = np.asarray(visual.uv, dtype=np.float64)[faces].reshape(-1, 2)
+            material = _trimesh_material(visual.material)
+        elif visual.kind == "vertex":
+            colors = np.asarray(visual.vertex_colors, dtype=np.uint8)[faces].reshape(-1, 4)
+        elif visual.kind == "face":
+            colors = np.repeat(np.asarray(visual.face_colors, dtype=np.uint8), 3, axis=0)
+        if colors is not None:
+            material = AssetMaterial(base_color=(1.0, 1.0, 1.0))  # glTF: vertex colours times a white factor
+        parts.append(_Part(np.asarray(geometry.vertices)[faces].reshape(-1, 3), uv, colors,
+                           np.full(len(faces), len(materials))))
+        materials.append(material)
+    return parts, materials
+
+
+def _trimesh_material(material) -> AssetMaterial:
+    """glTF PBR, or OBJ's MTL (diffuse colour and map, a dielectric), as an AssetMaterial."""
+    if isinstance(material, trimesh.visual.material.PBRMaterial):
+        factor, texture = material.baseColorFactor, material.baseColorTexture
+        # glTF's defaults for absent factors are 1.0.
+        roughness = 1.0 if material.roughnessFactor is None else material.roughnessFactor
+        metallic = 1.0 if material.metallicFactor is None else material.metallicFactor
+    elif isinstance(material, trimesh.visual.material.SimpleMaterial):
+        factor, texture, roughness, metallic = material.diffuse, material.image, 0.5, 0.0
+    else:
+        return AssetMaterial()
+    base = (1.0, 1.0, 1.0) if factor is None else tuple(float(c) / 255 for c in np.asarray(factor)[:3])
+    return AssetMaterial(base, None if texture is None else _image_array(texture), _unit(roughness), _unit(metallic))
+
+
+def _image_array(image) -> np.ndarray:
+    """A PIL image as uint8 RGBA, refusing images beyond MAX_TEXTURE_PIXELS."""
+    if image.width * image.height > MAX_TEXTURE_PIXELS:
+        raise AssetError(f"a {image.width}x{image.height} texture is larger than {MAX_TEXTURE_PIXELS} pixels")
+    return np.asarray(image.convert("RGBA"), dtype=np.uint8)
+
+
+def library_files(base: Path, pattern: str) -> list[Path]:
+    """The asset files an ``assets[].path`` names: a file, a folder's asset files, or a glob
+    (``**`` recurses), relative to ``base``. Raises AssetError when nothing matches."""
+    target = base / pattern
+    if any(c in pattern for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(target), recursive=True) if Path(p).is_file())
+    elif target.is_dir():
+        files = sorted(p for p in target.iterdir() if p.is_file())
+    else:
+        return [target]
+    files = [p for p in files if p.suffix.lower() in ASSET_SUFFIXES]
+    if not files:
+        raise AssetError(f"{pattern}: matches no asset files ({', '.join(ASSET_SUFFIXES)})")
+    if len(files) > MAX_LIBRARY_FILES:
+        raise AssetError(f"{pattern}: matches {len(files)} asset files, more than {MAX_LIBRARY_FILES}")
+    return files
+
+
+def texture_files(folder: Path) -> tuple[str, ...]:
+    """The images of a texture folder (absolute paths, sorted), each checked to open as an image
+    within the size limits. Raises AssetError naming the folder or the image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not folder.is_dir():
+        raise AssetError(f"{folder}: no such folder")
+    files = sorted(str(p.resolve()) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise AssetError(f"{folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    for file in files:
+        try:
+            if Path(file).stat().st_size > MAX_ASSET_BYTES:
+                raise AssetError(f"more than {MAX_ASSET_BYTES} bytes")
+            with Image.open(file) as image:  # reads the header only
+                if image.width * image.height > MAX_TEXTURE_PIXELS:
+                    raise AssetError(f"{image.width}x{image.height} is larger than {MAX_TEXTURE_PIXELS} pixels")
+        except (OSError, UnidentifiedImageError, AssetError) as exc:
+            raise AssetError(f"cannot read {file}: {exc}") from None
+    return tuple(files)
+
+
+@lru_cache(maxsize=8)
+def texture_image(path: str) -> np.ndarray:
+    """An image file (one of ``texture_files``) as uint8 RGBA, top row first; cached per process."""
+    return read_texture(Path(path).read_bytes())
+
+
+def read_texture(data: bytes) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, TGA, ...) as uint8 RGBA, top row first."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:  # the size is checked before the pixels decode
+        return _image_array(image)
+
+
+def _read_usd(path: Path, variants: Mapping[str, str]) -> tuple[list[_Part], list[AssetMaterial], float, str]:
+    """Compose a USD stage and gather its visible render meshes and their bound materials."""
+    from pxr import Usd, UsdGeom
+
+    stage = Usd.Stage.Open(str(path), Usd.Stage.LoadAll)
+    if stage is None:
+        raise AssetError("usd-core could not open it")
+    root = stage.GetDefaultPrim() or stage.GetPseudoRoot()
+    if variants:
+        stage.SetEditTarget(stage.GetSessionLayer())  # never edit the shared, cached root layer
+        sets = root.GetVariantSets()
+        for name, value in variants.items():
+            if not sets.HasVariantSet(name):
+                known = ", ".join(sets.GetNames()) or "none"
+                raise AssetError(f"{root.GetPath()} has no variant set '{name}'; it has: {known}")
+            options = sets.GetVariantSet(name).GetVariantNames()
+            if value not in options:
+                raise AssetError(f"variant set '{name}' has no variant '{value}'; it has: {', '.join(options)}")
+            sets.GetVariantSet(name).SetVariantSelection(value)
+    if errors := stage.GetCompositionErrors():  # a missing reference or payload, a broken layer
+        raise AssetError(f"{errors[0]}" + (f" (and {len(errors) - 1} more composition errors)" if len(errors) > 1 else ""))
+    xforms = UsdGeom.XformCache()
+    materials: dict[str, int] = {}
+    material_list: list[AssetMaterial] = []
+    parts = []
+    for prim in Usd.PrimRange(root, Usd.TraverseInstanceProxies(Usd.PrimDefaultPredicate)):
+        if not prim.IsA(UsdGeom.Mesh):
+            continue
+        imageable = UsdGeom.Imageable(prim)
+        if imageable.ComputeVisibility() == UsdGeom.Tokens.invisible or imageable.ComputePurpose() not in (
+            UsdGeom.Tokens.default_, UsdGeom.Tokens.render
+        ):
+            continue
+        world = np.asarray(xforms.GetLocalToWorldTransform(prim), dtype=np.float64)
+        part = _usd_mesh(UsdGeom.Mesh(prim), world, materials, material_list)
+        if part is not None:
+            parts.append(part)
+    return parts, material_list, UsdGeom.GetStageMetersPerUnit(stage), UsdGeom.GetStageUpAxis(stage)
+
+
+def _usd_mesh(mesh, world: np.ndarray, materials: dict[str, int], material_list: list[AssetMaterial]) -> _Part | None:
+    """One UsdGeom.Mesh, fan-triangulated, in stage units (USD's row-vector transforms applied)."""
+    from pxr import UsdGeom, UsdShade
+
+    points = mesh.GetPointsAttr().Get()
+    counts, indices = mesh.GetFaceVertexCountsAttr().Get(), mesh.GetFaceVertexIndicesAttr().Get()
+    if points is None or counts is None or indices is None or not len(counts):
+        return None
+    points, counts, indices = (np.asarray(a) for a in (points, counts, indices))
+    where = mesh.GetPath()
+    if counts.sum() != len(indices) or (len(indices) and (indices.min() < 0 or indices.max() >= len(points))):
+        raise AssetError(f"mesh {where}: face vertex counts and indices do not match its {len(points)} points")
+    fans = np.maximum(counts - 2, 0)
+    tri_face = np.repeat(np.arange(len(counts)), fans)
+    step = np.arange(len(tri_face)) - np.repeat(np.cumsum(fans) - fans, fans)
+    start = (np.cumsum(counts) - counts)[tri_face]
+    corner = np.stack([start, start + step + 1, start + step + 2], axis=1)  # into the face-vertex list
+    left_handed = mesh.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded
+    if left_handed != (np.linalg.det(world[:3, :3]) < 0):
+        corner = corner[:, ::-1]
+    positions = points[indices[corner]].reshape(-1, 3) @ world[:3, :3] + world[3, :3]
+
+    def per_corner(primvar) -> np.ndarray | None:
+        values = primvar.ComputeFlattened() if primvar and primvar.HasValue() else None
+        if values is None or not len(values):
+            return None
+        values = np.asarray(values, dtype=np.float64)
+        interpolation = primvar.GetInterpolation()
+        if interpolation == UsdGeom.Tokens.faceVarying and len(values) == len(indices):
+            return values[corner].reshape(len(corner) * 3, -1)
+        if interpolation in (UsdGeom.Tokens.vertex, UsdGeom.Tokens.varying) and len(values) == len(points):
+            return values[indices[corner]].reshape(len(corner) * 3, -1)
+        if interpolation == UsdGeom.Tokens.uniform and len(values) == len(counts):
+            return np.repeat(values[tri_face], 3, axis=0)
+        return np.repeat(values[:1], len(corner) * 3, axis=0)  # constant
+
+    primvars = UsdGeom.PrimvarsAPI(mesh)
+    st = primvars.GetPrimvar("st")
+    if not (st and st.HasValue()):
+        st = next((p for p in primvars.GetPrimvars() if p.GetTypeName().role == "TextureCoordinate"), None)
+    uv = per_corner(st) if st else None
+    display = per_corner(primvars.GetPrimvar("displayColor"))
+
+    def material_index(prim) -> int:
+        bound = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()[0]
+        key = str(bound.GetPath()) if bound else f"displayColor {display[0].tolist() if display is not None else None}"
+        if key not in materials:
+            materials[key] = len(material_list)
+            fallback = AssetMaterial() if display is None else AssetMaterial(base_color=tuple(display[0, :3]))
+            material_list.append(_usd_material(bound) if bound else fallback)
+        return materials[key]
+
+    face_material = np.full(len(counts), material_index(mesh.GetPrim()))
+    for subset in UsdGeom.Subset.GetAllGeomSubsets(mesh):
+        chosen = np.asarray(subset.GetIndicesAttr().Get() or [], dtype=np.int64)
+        if UsdShade.MaterialBindingAPI(subset.GetPrim()).ComputeBoundMaterial()[0] and len(chosen):
+            face_material[chosen[chosen < len(counts)]] = material_index(subset.GetPrim())
+    return _Part(positions, uv[:, :2] if uv is not None else None, None, face_material[tri_face])
+
+
+def _usd_material(material) -> AssetMaterial:
+    """A UsdPreviewSurface material (diffuse colour or texture, roughness, metallic); others are grey."""
+    from pxr import Ar, UsdShade
+
+    shader = material.ComputeSurfaceSource()[0]
+    if not shader or shader.GetIdAttr().Get() != "UsdPreviewSurface":
+        return AssetMaterial()
+
+    def source(name: str, default):
+        """(constant value, texture shader) of an input, following connections through node graphs."""
+        attribute = shader.GetInput(name)
+        producers = attribute.GetValueProducingAttributes() if attribute else []
+        if not producers:
+            return default, None
+        if UsdShade.Output.IsOutput(producers[0]):
+            producer = UsdShade.Shader(producers[0].GetPrim())
+            return default, producer if producer.GetIdAttr().Get() == "UsdUVTexture" else None
+        value = producers[0].Get()
+        return (default if value is None else value), None
+
+    color, texture_shader = source("diffuseColor", (0.18, 0.18, 0.18))  # UsdPreviewSurface's default
+    texture = None
+    if texture_shader is not None:
+        file = texture_shader.GetInput("file").Get() if texture_shader.GetInput("file") else None
+        if file is None or not file.resolvedPath:
+            raise AssetError(f"material {material.GetPath()}: texture {file.path if file else '(none)'} not found")
+        asset = Ar.GetResolver().OpenAsset(Ar.ResolvedPath(file.resolvedPath))
+        if asset is None or asset.GetSize() > MAX_ASSET_BYTES:
+            raise AssetError(f"material {material.GetPath()}: cannot read texture {file.resolvedPath}")
+        texture = read_texture(asset.GetBuffer())
+        scale = texture_shader.GetInput("scale").Get() if texture_shader.GetInput("scale") else None
+        color = (1.0, 1.0, 1.0) if scale is None else tuple(scale)[:3]
+    roughness, _ = source("roughness", 0.5)
+    metallic, _ = source("metallic", 0.0)
+    return AssetMaterial(tuple(float(c) for c in color), texture, _unit(roughness), _unit(metallic))
+
+
+def _unit(value: float) -> float:
+    value = float(value)
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0

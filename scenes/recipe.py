@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -31,9 +34,12 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from sceneforge.errors import UserError
 
+from .assets import AssetError, file_asset, library_files, texture_files
 from .distributions import Integer, Number
+from .spec import AssetRef
 
 MAX_RECIPE_BYTES = 1 << 20
+MAX_VARIANT_COMBINATIONS = 1000
 MAX_RECIPE_NODES = 100_000
 MAX_INSTANCES = 32_767  # Blender's object pass index is a 15-bit integer.
 
@@ -76,9 +82,18 @@ Color = Annotated[
 
 
 class Material(Section):
-    color: Color = (0.8, 0.8, 0.8)
-    roughness: Number = 0.5
-    metallic: Number = 0.0
+    """Changes to an asset's own material; a field left out keeps the asset's value."""
+
+    color: Color | None = Field(None, description="base colour; replaces the asset's colour, texture and vertex colours")
+    roughness: Number | None = Field(None, description="0..1")
+    metallic: Number | None = Field(None, description="0..1")
+    specular: Number | None = Field(None, description="0..1, Blender's Specular IOR Level (0.5: IOR 1.5)")
+    texture_folder: str | None = Field(
+        None, min_length=1,
+        description="folder of images (relative to the recipe): each object takes one at random as base colour",
+    )
+    texture_size: float = Field(1.0, gt=0, description="metres per texture copy on surfaces without UVs")
+    _textures: tuple[str, ...] = PrivateAttr(())  # the folder's images, listed by load_recipe
 
 
 class Box(Section):
@@ -118,12 +133,59 @@ class Torus(Section):
 Primitive = Annotated[Union[Box, Sphere, Cylinder, Cone, Capsule, Torus], Field(discriminator="primitive")]
 
 
+class LibraryAsset(Section):
+    """A random asset of one category of the recipe's ``assets`` library, drawn per object."""
+
+    library: str = Field(min_length=1, max_length=128)
+
+
+# The tags are not recipe keys, so error positions skip them (see _describe).
+AssetChoice = Annotated[
+    Union[Annotated[Primitive, Tag("built-in")], Annotated[LibraryAsset, Tag("from library")]],
+    Discriminator(
+        lambda v: "from library" if isinstance(v, LibraryAsset) or (isinstance(v, Mapping) and "library" in v)
+        else "built-in"
+    ),
+]
+
+
+class AssetEntry(Section):
+    """Asset files of one library category, with how to load them."""
+
+    category: str = Field(min_length=1, max_length=128)
+    path: str = Field(
+        min_length=1,
+        description="a file, a folder (its asset files) or a glob such as 'cars/**/*.usdz', relative to the recipe",
+    )
+    variants: dict[str, Union[str, Annotated[list[str], Field(min_length=1)]]] = Field(
+        {}, description="USD variant selections on the default prim; a list: each choice is one more asset",
+    )
+    up_axis: Literal["Y", "Z"] | None = Field(None, description="the files' up axis; default: USD's upAxis, else Y")
+    scale: float = Field(1.0, gt=0, description="multiplies the size in metres (after USD's metersPerUnit)")
+    size: float | None = Field(None, gt=0, description="scale each asset so that its longest side is this many metres")
+    _refs: tuple[AssetRef, ...] = PrivateAttr(())  # loaded by load_recipe
+
+    @model_validator(mode="after")
+    def _bounded(self) -> AssetEntry:
+        if self.size is not None and "scale" in self.model_fields_set:
+            raise ValueError("give scale or size, not both")
+        if math.prod(len(v) if isinstance(v, list) else 1 for v in self.variants.values()) > MAX_VARIANT_COMBINATIONS:
+            raise ValueError(f"more than {MAX_VARIANT_COMBINATIONS} variant combinations")
+        return self
+
+    def variant_choices(self) -> list[dict[str, str]]:
+        """Every combination of the listed variants, in order."""
+        names = sorted(self.variants)
+        options = [v if isinstance(v, list) else [v] for v in (self.variants[n] for n in names)]
+        return [dict(zip(names, combo)) for combo in itertools.product(*options)]
+
+
 class ObjectGroup(Section):
     """Objects of one category: how many, which shape, which material."""
 
     category: str = Field(min_length=1, max_length=128)
     count: Integer = 1
-    asset: Primitive
+    asset: AssetChoice
     material: Material = Material()
 
     @field_validator("count")
@@ -229,6 +291,7 @@ class Recipe(Section):
     count: int = Field(10, ge=1, le=10_000_000, description="number of frames")
     render: RenderSettings = RenderSettings()
     camera: Camera = Camera()
+    assets: list[AssetEntry] = Field([], description="the asset library: files by category, for objects[].asset.library")
     objects: list[ObjectGroup] = []
     placement: Placement = Placement()
     ground: Ground | None = Ground()
@@ -241,9 +304,25 @@ class Recipe(Section):
         """Category names in order of first appearance; category id = position + 1."""
         return list(dict.fromkeys(group.category for group in self.objects))
 
+    @property
+    def library(self) -> dict[str, tuple[AssetRef, ...]]:
+        """The loaded asset files of each library category (empty before ``load_recipe``)."""
+        library: dict[str, tuple[AssetRef, ...]] = {}
+        for entry in self.assets:
+            library[entry.category] = library.get(entry.category, ()) + entry._refs
+        return library
+
+    def materials(self) -> list[tuple[tuple, Material]]:
+        """(field location, material) of every material of the recipe."""
+        found = [(("objects", i, "material"), group.material) for i, group in enumerate(self.objects)]
+        return found + ([(("ground", "material"), self.ground.material)] if self.ground else [])
+
     def content_hash(self) -> str:
-        """Hash of everything that decides the rendered frames (frame count and refiner excluded)."""
+        """Hash of everything that decides the rendered frames (frame count and refiner excluded),
+        asset files included."""
         content = self.model_dump(mode="json", exclude={"count", "refine"})
+        content["asset_hashes"] = [[ref.hash for ref in entry._refs] for entry in self.assets]
+        content["textures"] = [[Path(t).name for t in m._textures] for _, m in self.materials()]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -272,15 +351,52 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Recipe:
     """Read, check and validate a recipe file; ``overrides`` maps dotted field paths to values.
 
-    Raises UserError listing every problem as ``FILE:LINE:COL: field.path: message``.
+    Asset files and texture folders are resolved relative to the recipe's folder and read now,
+    so a missing or damaged file is reported at the recipe line naming it. Raises UserError
+    listing every problem as ``FILE:LINE:COL: field.path: message``.
     """
     path = Path(path)
     tree = _read_yaml(path)
     overridden = _apply_overrides(tree, overrides or {})
     try:
-        return Recipe.model_validate(_plain(tree, path))
+        recipe = Recipe.model_validate(_plain(tree, path))
     except ValidationError as exc:
         raise UserError("\n".join(_describe(path, tree, error, overridden) for error in exc.errors())) from None
+    problems = _load_files(recipe, path.parent)
+    if problems:
+        raise UserError("\n".join(
+            _describe(path, tree, {"loc": loc, "type": "value_error", "msg": message}, overridden)
+            for loc, message in problems
+        ))
+    return recipe
+
+
+def _load_files(recipe: Recipe, base: Path) -> list[tuple[tuple, str]]:
+    """Load the asset library and list the texture folders into the recipe's private fields;
+    returns the problems as (field location, message)."""
+    problems = []
+    for i, entry in enumerate(recipe.assets):
+        try:
+            entry._refs = tuple(
+                file_asset(file, variants=choice, up_axis=entry.up_axis, scale=entry.scale, size=entry.size)
+                for file in library_files(base, entry.path)
+                for choice in entry.variant_choices()
+            )
+        except AssetError as exc:
+            problems.append((("assets", i, "path"), str(exc)))
+    declared = list(dict.fromkeys(entry.category for entry in recipe.assets))
+    for i, group in enumerate(recipe.objects):
+        if isinstance(group.asset, LibraryAsset) and group.asset.library not in declared:
+            known = ", ".join(repr(c) for c in declared) or "none (add an assets section)"
+            message = f"no asset category {group.asset.library!r}; the assets section has: {known}"
+            problems.append((("objects", i, "asset", "library"), message))
+    for loc, material in recipe.materials():
+        if material.texture_folder is not None:
+            try:
+                material._textures = texture_files(base / material.texture_folder)
+            except AssetError as exc:
+                problems.append(((*loc, "texture_folder"), str(exc)))
+    return problems
 
 
 def _read_yaml(path: Path) -> CommentedMap:

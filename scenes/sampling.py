@@ -17,7 +17,7 @@ from sceneforge.errors import UserError
 
 from .assets import asset_mesh
 from .distributions import draw
-from .recipe import HSV, MAX_INSTANCES, Light, Material, ObjectGroup, Recipe
+from .recipe import HSV, MAX_INSTANCES, LibraryAsset, Light, Material, ObjectGroup, Recipe
 from .spec import (
     AssetRef,
     CameraSpec,
@@ -58,7 +58,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         objects=_sample_objects(recipe, scene_index, objects_rng),
         lights=[_sample_light(light, lights_rng) for light in recipe.lights],
         ground=None if recipe.ground is None else GroundSpec(
-            size=recipe.ground.size, material=_sample_material(recipe.ground.material, world_rng)
+            size=recipe.ground.size, material=_sample_material(recipe.ground.material, "ground.material", world_rng)
         ),
         background_color=_sample_color(recipe.background.color, world_rng),
         background_strength=max(0.0, float(draw(recipe.background.strength, world_rng))),
@@ -120,12 +120,13 @@ def _sample_objects(recipe: Recipe, scene_index: int, rng: np.random.Generator) 
     category_ids = {name: i + 1 for i, name in enumerate(recipe.categories)}
     placed: list[tuple[float, float, float]] = []  # (x, y, footprint radius)
     objects: list[ObjectSpec] = []
+    library = recipe.library
     for group_index, group in enumerate(recipe.objects):
         count = int(draw(group.count, rng))
         if count < 0:
             raise UserError(f"objects[{group_index}].count: drew {count}; counts must be >= 0")
         for _ in range(count):
-            asset = _sample_asset(group, group_index, rng)
+            asset = _sample_asset(group, group_index, library, rng)
             rotation = _sample_rotation(recipe.placement.rotation, rng)
             turned = asset_mesh(asset).vertices @ rotation.T
             radius = float(np.max(np.linalg.norm(turned[:, :2], axis=1)))  # footprint seen from above
@@ -139,14 +140,22 @@ def _sample_objects(recipe: Recipe, scene_index: int, rng: np.random.Generator) 
                 category=group.category,
                 asset=asset,
                 world_from_object=_matrix(pose),
-                material=_sample_material(group.material, rng),
+                material=_sample_material(group.material, f"objects[{group_index}].material", rng),
             ))
             if len(objects) > MAX_INSTANCES:
                 raise UserError(f"objects: more than {MAX_INSTANCES} objects in scene {scene_index}")
     return objects
 
 
-def _sample_asset(group: ObjectGroup, group_index: int, rng: np.random.Generator) -> AssetRef:
+def _sample_asset(
+    group: ObjectGroup, group_index: int, library: dict[str, tuple[AssetRef, ...]], rng: np.random.Generator,
+) -> AssetRef:
+    if isinstance(group.asset, LibraryAsset):
+        choices = library.get(group.asset.library)
+        if not choices:
+            raise UserError(f"objects[{group_index}].asset.library: no loaded assets of category "
+                            f"{group.asset.library!r} (a recipe with assets must come from load_recipe)")
+        return choices[int(rng.integers(len(choices)))]
     params: dict = {}
     for name, value in group.asset:
         if name == "primitive":
@@ -191,11 +200,20 @@ def _sample_rotation(mode: str, rng: np.random.Generator) -> np.ndarray:
     ])
 
 
-def _sample_material(material: Material, rng: np.random.Generator) -> MaterialSpec:
+def _sample_material(material: Material, where: str, rng: np.random.Generator) -> MaterialSpec:
+    """The changes a material makes to an asset's own; fields left out stay None (kept)."""
+    texture = None
+    if material.texture_folder is not None:
+        if not material._textures:
+            raise UserError(f"{where}.texture_folder: not listed (a recipe with textures must come from load_recipe)")
+        texture = material._textures[int(rng.integers(len(material._textures)))]
     return MaterialSpec(
-        base_color=_sample_color(material.color, rng),
-        roughness=_unit(draw(material.roughness, rng)),
-        metallic=_unit(draw(material.metallic, rng)),
+        base_color=None if material.color is None else _sample_color(material.color, rng),
+        roughness=None if material.roughness is None else _unit(draw(material.roughness, rng)),
+        metallic=None if material.metallic is None else _unit(draw(material.metallic, rng)),
+        specular=None if material.specular is None else _unit(draw(material.specular, rng)),
+        texture=texture,
+        texture_size=material.texture_size,
     )
 
 

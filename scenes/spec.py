@@ -29,10 +29,16 @@ class _Spec(BaseModel):
 
 
 class AssetRef(_Spec):
-    """A mesh asset by content: a built-in primitive, its dimensions (metres) and their hash."""
+    """A mesh asset by content: a built-in primitive and its dimensions (metres), or an asset file
+    and its load options; ``hash`` covers all of it (for a file: its bytes, not its path)."""
 
-    primitive: str
-    params: dict[str, float | Vector3]
+    primitive: str | None = None
+    params: dict[str, float | Vector3] = {}
+    path: str | None = None  # absolute path of an asset file
+    variants: dict[str, str] = {}  # USD variant selections on the default prim
+    up_axis: Literal["Y", "Z"] | None = None  # None: the file's own (USD metadata; +Y otherwise)
+    scale: float = 1.0
+    size: float | None = None  # longest side in metres, replacing scale
     hash: str
 
     @classmethod
@@ -43,9 +49,19 @@ class AssetRef(_Spec):
 
 
 class MaterialSpec(_Spec):
-    base_color: Vector3  # linear RGB
-    roughness: float
-    metallic: float
+    """Changes to an asset's own materials; None keeps the asset's value.
+
+    ``base_color`` (linear RGB) replaces the asset's colour, texture and vertex colours;
+    ``texture`` (an image file) replaces them too, tinted by ``base_color`` when both are set.
+    Surfaces without UVs get the texture box-projected, one copy per ``texture_size`` metres.
+    """
+
+    base_color: Vector3 | None = None
+    roughness: float | None = None
+    metallic: float | None = None
+    specular: float | None = None
+    texture: str | None = None
+    texture_size: float = 1.0
 
 
 class ObjectSpec(_Spec):
