@@ -196,8 +196,9 @@ class Renderer:
         background.inputs["Color"].default_value = (*spec.background_color, 1.0)
         background.inputs["Strength"].default_value = spec.background_strength
         if spec.hdri is not None:
+            # Turning the map by +angle (counter-clockwise from above) looks it up at -angle.
             mapping = nodes.new("ShaderNodeMapping")
-            mapping.inputs["Rotation"].default_value = (0.0, 0.0, math.radians(spec.hdri.rotation_deg))
+            mapping.inputs["Rotation"].default_value = (0.0, 0.0, -math.radians(spec.hdri.rotation_deg))
             texture = nodes.new("ShaderNodeTexEnvironment")
             texture.image = self._bpy.data.images.load(spec.hdri.path, check_existing=True)
             # World "Generated" coordinates are the ray direction.
