@@ -195,9 +195,12 @@ class Light(Section):
         return check_within(blend, 0.0, 1.0)
 
     @model_validator(mode="after")
-    def _one_colour(self) -> Light:
+    def _consistent(self) -> Light:
         if self.kelvin is not None and "color" in self.model_fields_set:
             raise ValueError("give color or kelvin, not both")
+        around = {"elevation_deg", "azimuth_deg", "distance"} & self.model_fields_set
+        if self.position is not None and around:
+            raise ValueError(f"give position or {', '.join(sorted(around))}, not both")
         return self
 
 
@@ -240,6 +243,8 @@ class Background(Section):
     def _one_world(self) -> Background:
         if self.hdri is not None and "color" in self.model_fields_set:
             raise ValueError("give color or hdri, not both")
+        if self.hdri is None and "rotation_deg" in self.model_fields_set:
+            raise ValueError("rotation_deg turns an HDRI: give hdri too")
         return self
 
 
@@ -317,6 +322,8 @@ class Camera(Section):
             raise ValueError("give fov_deg or intrinsics, not both")
         if self.look_at == "all_objects" and "distance" in self.model_fields_set:
             raise ValueError("look_at: all_objects chooses the distance itself (scale it with fit_margin)")
+        if self.look_at != "all_objects" and "fit_margin" in self.model_fields_set:
+            raise ValueError("fit_margin only applies to look_at: all_objects")
         return self
 
 

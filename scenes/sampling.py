@@ -18,7 +18,7 @@ from sceneforge.errors import UserError
 from .assets import asset_mesh
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .raycast import visible_fractions
-from .recipe import HSV, MAX_INSTANCES, Light, Material, ObjectGroup, Recipe
+from .recipe import HSV, MAX_INSTANCES, Light, LookAt, Material, ObjectGroup, Recipe
 from .spec import (
     AssetRef,
     CameraSpec,
@@ -173,7 +173,7 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
     )
 
 
-def _camera_target(look: object, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
+def _camera_target(look: LookAt, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
     """The look-at point, and for ``all_objects`` the radius of the sphere around it to fit in view.
 
     scene_center and all_objects use the centre of the box around all objects, random_object the

@@ -25,6 +25,8 @@ from .helpers import TINY_RECIPE, run_cli, write_recipe
     ("lights:\n  - {type: point, energy: 1, count: {randint: [-1, 2]}}\n", r":2:37: lights\[0\]\.count: must lie in \[0, 1000\]"),
     ("lights:\n  - {type: point, energy: 1, color: [1, 0, 0], kelvin: 3000}\n", r":2:5: lights\[0\]: give color or kelvin, not both"),
     ("lights:\n  - {type: laser, energy: 1}\n", r":2:12: lights\[0\]\.type: expected 'sun', 'point', 'spot' or 'area'"),
+    ("lights:\n  - {type: spot, energy: 1, position: [0, 0, 2], distance: 3}\n",
+     r":2:5: lights\[0\]: give position or distance, not both"),
     ("background:\n  hdri: sky/missing.hdr\n", r":2:9: background\.hdri: file not found: .*/sky/missing\.hdr"),
     ("background:\n  hdri: recipe.yaml\n", r":2:9: background\.hdri: expected a \.hdr or \.exr file"),
     ("background:\n  image: photo.png\n", r":2:10: background\.image: file not found: .*/photo\.png"),
