@@ -534,7 +534,8 @@ def _key_pos(node: CommentedMap, key: Any, default: tuple[int, int]) -> tuple[in
 def _message(error: Mapping[str, Any]) -> str:
     kind, msg = error["type"], error["msg"]
     if kind == "missing":
-        return "required field is missing"
+        position = error["loc"][-1]
+        return f"too few values (nothing at position {position})" if isinstance(position, int) else "required field is missing"
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     if kind == "union_tag_invalid":

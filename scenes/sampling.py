@@ -106,7 +106,7 @@ def _on_sphere(center: np.ndarray, distance: float, elevation_deg: float, azimut
     return center + distance * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
 
 
-def intrinsics(recipe: Recipe) -> np.ndarray:
+def _intrinsics(recipe: Recipe) -> np.ndarray:
     """The 3x3 camera matrix K of a recipe (OpenCV convention)."""
     cam, (width, height) = recipe.camera, recipe.render.resolution
     if cam.intrinsics is None:
@@ -143,7 +143,7 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], where: str, rng: n
 
 def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator) -> CameraSpec:
     cam, (width, height) = recipe.camera, recipe.render.resolution
-    K = intrinsics(recipe)
+    K = _intrinsics(recipe)
     target, fit_radius = _camera_target(cam.look_at, objects, rng)
     target = target + draw_vector(cam.target_jitter, rng)
     if fit_radius is None:

@@ -15,6 +15,7 @@ from .helpers import TINY_RECIPE, run_cli, write_recipe
     ("camera:\n  target_jitter: {uniform_box: {low: [0, 1, 0], high: [1, 0, 1]}}\n",
      r":2:32: camera\.target_jitter\.uniform_box: needs low <= high in every coordinate"),
     ("camera:\n  look_at: {on_sphere: {radius: -1}}\n", r":2:33: camera\.look_at\.on_sphere\.radius: .*greater than 0"),
+    ("camera:\n  look_at: [1, 2]\n", r":2:12: camera\.look_at: too few values \(nothing at position 2\)"),
     ("camera:\n  look_at: everywhere\n", r":2:12: camera\.look_at: .*'scene_center', 'random_object' or 'all_objects'"),
     ("camera:\n  look_at: all_objects\n  distance: 2\n", r":2:3: camera: look_at: all_objects chooses the distance"),
     ("camera:\n  dof: {fstop: 0}\n", r":2:16: camera\.dof\.fstop: must lie in \[0\.001, 1e\+06\]"),

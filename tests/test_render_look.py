@@ -96,16 +96,20 @@ lights: [{type: sun, energy: 2}]
 
 
 def test_motion_blur_moves_the_camera_during_the_exposure(tmp_path):
-    # Rising at 1 m/s for 0.4 s, the camera goes from 0.2 m below to 0.2 m above its pose.
-    store, (record,) = render(tmp_path, PLANE.replace("BLUR", "motion_blur: {exposure_s: 0.4, velocity: [0, 0, 1]}"))
-    depth = store.read_depth(record)
-    centre = ground_points(record)
-    pose = np.asarray(record["camera"]["world_from_camera"])
-    planar = (centre - pose[:3, 3]) @ pose[:3, 2]
-    height = pose[2, 3]
-    low, high = planar * (height - 0.2) / height, planar * (height + 0.2) / height  # depth scales with height
-    assert np.all(depth >= low * (1 - 1e-4)) and np.all(depth <= high * (1 + 1e-4))
-    assert np.abs(depth / planar - 1).max() > 0.02  # the label rays really saw a moving camera
+    # Rising at 1 m/s for 0.4 s, the camera goes from 0.2 m below to 0.2 m above its pose; the
+    # second frame of the scene only moves the camera, which must carry its motion along.
+    text = PLANE.replace("count: 1", "count: 2").replace(
+        "BLUR", "azimuth_deg: {uniform: [0, 360]}, frames_per_scene: 2, motion_blur: {exposure_s: 0.4, velocity: [0, 0, 1]}")
+    store, records = render(tmp_path, text)
+    assert records[0]["camera"] != records[1]["camera"]
+    for record in records:
+        depth = store.read_depth(record)
+        pose = np.asarray(record["camera"]["world_from_camera"])
+        planar = (ground_points(record) - pose[:3, 3]) @ pose[:3, 2]
+        height = pose[2, 3]
+        low, high = planar * (height - 0.2) / height, planar * (height + 0.2) / height  # depth scales with height
+        assert np.all(depth >= low * (1 - 1e-4)) and np.all(depth <= high * (1 + 1e-4))
+        assert np.abs(depth / planar - 1).max() > 0.02  # the label rays really saw a moving camera
 
 
 def test_depth_of_field_blurs_what_is_out_of_focus(tmp_path):
