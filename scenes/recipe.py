@@ -163,9 +163,9 @@ class Light(Section):
     type: Literal["sun", "point", "spot", "area"]
     count: Integer = Field(1, description="how many such lights, each drawn on its own")
     energy: Number = Field(description="W/m2 for sun, W for point, spot and area lights")
-    color: Color = (1.0, 1.0, 1.0)
+    color: Color | None = Field(None, description="white unless kelvin is given")
     kelvin: Number | None = Field(None, description="colour temperature instead of color, 1667..25000 K")
-    position: Vector | None = Field(None, description="where the light is, instead of elevation/azimuth/distance")
+    position: Vector | None = Field(None, description="where the light is; replaces elevation/azimuth/distance")
     target: Vector = Field((0.0, 0.0, 0.0), description="the point the light is aimed at")
     elevation_deg: Number = 60.0
     azimuth_deg: Number = 0.0
@@ -195,12 +195,9 @@ class Light(Section):
         return check_within(blend, 0.0, 1.0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Light:
-        if self.kelvin is not None and "color" in self.model_fields_set:
+    def _one_colour(self) -> Light:
+        if self.kelvin is not None and self.color is not None:
             raise ValueError("give color or kelvin, not both")
-        around = {"elevation_deg", "azimuth_deg", "distance"} & self.model_fields_set
-        if self.position is not None and around:
-            raise ValueError(f"give position or {', '.join(sorted(around))}, not both")
         return self
 
 
@@ -223,10 +220,10 @@ class Background(Section):
     """The world: a colour or an HDRI that lights the scene and shows behind it, or a backdrop image
     that shows behind the scene while the world still lights it."""
 
-    color: Color = (0.05, 0.05, 0.05)
+    color: Color | None = Field(None, description="[0.05, 0.05, 0.05] unless hdri is given")
     strength: Number = 1.0
     hdri: str | None = Field(None, description="equirectangular .hdr/.exr, relative to the recipe file")
-    rotation_deg: Number = Field(0.0, description="HDRI turn about +Z")
+    rotation_deg: Number = Field(0.0, description="HDRI turn about +Z (only with hdri)")
     image: str | None = Field(None, description="backdrop image (png, jpg, tif, bmp), relative to the recipe file")
 
     @field_validator("hdri")
@@ -241,10 +238,8 @@ class Background(Section):
 
     @model_validator(mode="after")
     def _one_world(self) -> Background:
-        if self.hdri is not None and "color" in self.model_fields_set:
+        if self.hdri is not None and self.color is not None:
             raise ValueError("give color or hdri, not both")
-        if self.hdri is None and "rotation_deg" in self.model_fields_set:
-            raise ValueError("rotation_deg turns an HDRI: give hdri too")
         return self
 
 
@@ -304,8 +299,8 @@ class Camera(Section):
     intrinsics: Intrinsics | None = Field(None, description="fx, fy, cx, cy in pixels instead of fov_deg")
     look_at: LookAt = Field((0.0, 0.0, 0.0), description="a point (vector), scene_center, random_object or all_objects")
     target_jitter: Vector = Field((0.0, 0.0, 0.0), description="offset added to the look-at point")
-    distance: Number = 2.0
-    fit_margin: Number = Field(1.1, description="all_objects: the distance that just fits them, times this")
+    distance: Number = Field(2.0, description="metres from the target (not used by look_at: all_objects)")
+    fit_margin: Number = Field(1.1, description="look_at: all_objects only: the distance that just fits them, times this")
     elevation_deg: Number = 45.0
     azimuth_deg: Number = 0.0
     roll_deg: Number = Field(0.0, description="turn about the optical axis")
@@ -317,13 +312,9 @@ class Camera(Section):
     motion_blur: MotionBlur | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> Camera:
+    def _one_lens(self) -> Camera:
         if self.intrinsics is not None and "fov_deg" in self.model_fields_set:
             raise ValueError("give fov_deg or intrinsics, not both")
-        if self.look_at == "all_objects" and "distance" in self.model_fields_set:
-            raise ValueError("look_at: all_objects chooses the distance itself (scale it with fit_margin)")
-        if self.look_at != "all_objects" and "fit_margin" in self.model_fields_set:
-            raise ValueError("fit_margin only applies to look_at: all_objects")
         return self
 
 

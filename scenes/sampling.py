@@ -31,6 +31,7 @@ from .spec import (
     SceneSpec,
 )
 
+DEFAULT_BACKGROUND = (0.05, 0.05, 0.05)  # linear RGB, when neither a colour nor an HDRI is given
 # OpenCV camera axes (x right, y down, z forward) -> Blender's (x right, y up, z backward).
 CV_TO_BLENDER = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -56,7 +57,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         size=recipe.ground.size, material=_sample_material(recipe.ground.material, world_rng)
     )
     background = recipe.background
-    background_color = _sample_color(background.color, world_rng)
+    background_color = _sample_color(background.color or DEFAULT_BACKGROUND, world_rng)
     strength = max(0.0, float(draw(background.strength, world_rng)))
     return SceneSpec(
         index=index,
@@ -278,7 +279,10 @@ def _sample_lights(light: Light, index: int, rng: np.random.Generator) -> list[L
         if np.allclose(position, target):
             raise UserError(f"lights[{index}]: drew the position {position.tolist()} on the target; it needs a direction")
         energy = max(0.0, float(draw(light.energy, rng)))
-        color = _sample_color(light.color, rng) if light.kelvin is None else kelvin_to_rgb(float(draw(light.kelvin, rng)))
+        if light.kelvin is not None:
+            color = kelvin_to_rgb(float(draw(light.kelvin, rng)))
+        else:
+            color = _sample_color(light.color or (1.0, 1.0, 1.0), rng)
         lights.append(LightSpec(
             type=light.type,
             energy=energy,

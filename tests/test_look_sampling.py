@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from sceneforge.errors import UserError
 from sceneforge.scenes.assets import asset_mesh
-from sceneforge.scenes.distributions import OnSphere, UniformBox, Yaw, Uniform, draw_rotation, draw_vector
+from sceneforge.scenes.distributions import OnSphere, Uniform, UniformBox, Yaw, draw_rotation, draw_vector
 from sceneforge.scenes.raycast import visible_fractions
-from sceneforge.scenes.recipe import load_recipe
+from sceneforge.scenes.recipe import Recipe, load_recipe
 from sceneforge.scenes.sampling import kelvin_to_rgb, sample
 
 from .helpers import ROOT, TINY_RECIPE, write_recipe
@@ -232,3 +232,13 @@ def test_visibility_constraint_resamples_the_camera_only(tmp_path):
         assert spec.objects == sample(free, index).objects  # only the camera is drawn again
         fractions = visible_fractions(spec.camera, spec.objects)
         assert sum(f is not None and f >= 0.8 for f in fractions) >= 3
+
+
+def test_recipes_survive_the_json_round_trip_of_dataset_json(tmp_path):
+    """Stores keep recipes as JSON and validate them again (resume, the Ray executor)."""
+    extra = CAMERA.replace("LOOK", "all_objects, roll_deg: 3, dof: {fstop: 2, focus: 1.5}, "
+                           "motion_blur: {velocity: {uniform_box: {low: [0, 0, 0], high: [1, 1, 0]}}}")
+    for recipe in (load_recipe(ROOT / "examples" / "studio.yaml"), load_recipe(write_recipe(tmp_path, LIGHTS)),
+                   load_recipe(write_recipe(tmp_path, extra, "extra.yaml"))):
+        again = Recipe.model_validate(json.loads(json.dumps(recipe.model_dump(mode="json"))))
+        assert again == recipe and sample(again, 1) == sample(recipe, 1)
