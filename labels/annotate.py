@@ -1,6 +1,6 @@
 """Per-frame labels computed from the rendered passes and the scene that produced them.
 
-Visibility without a re-render: each object's mesh is ray-cast *alone* (Embree, through trimesh)
+Visibility without a re-render: each object's mesh is ray-cast *alone* (scenes/raycast.py)
 along the same pixel-centre rays that Cycles uses for its data passes. The pixels it covers
 alone are its unoccluded pixels; those it covers in the instance map are its visible pixels.
 Rays cast past the image border (on a canvas three times the image size) measure truncation.
@@ -12,6 +12,7 @@ import numpy as np
 
 from sceneforge.render.passes import Passes
 from sceneforge.scenes.assets import asset_mesh
+from sceneforge.scenes.raycast import first_hit_depth, pixel_rays
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
 
 # Corner i of a 3D box takes the max (1) or min (0) along x, y, z from bits 0, 1, 2 of i.
@@ -24,11 +25,6 @@ def semantic_map(spec: SceneSpec, instance: np.ndarray) -> np.ndarray:
     for obj in spec.objects:
         lookup[obj.instance_id] = obj.category_id
     return lookup[instance]
-
-
-def pixel_rays(K: np.ndarray, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
-    """Camera-frame ray directions through pixel centres (u, v), scaled so that z = 1."""
-    return np.stack([us, vs, np.ones_like(us)], axis=-1).astype(np.float64) @ np.linalg.inv(K).T
 
 
 def euclidean_distance(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -134,11 +130,7 @@ def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarra
         return 0, 1.0
     us, vs = np.meshgrid(np.arange(canvas[0], canvas[1] + 1), np.arange(canvas[2], canvas[3] + 1))
     us, vs = us.ravel(), vs.ravel()
-    # Rays in the object's frame, so the mesh's cached acceleration structure is reused.
-    object_from_camera = np.linalg.inv(camera_from_object)
-    directions = pixel_rays(np.asarray(camera.K), us, vs) @ object_from_camera[:3, :3].T
-    origins = np.broadcast_to(object_from_camera[:3, 3], directions.shape)
-    hit = mesh.ray.intersects_first(origins, directions) >= 0
+    hit = np.isfinite(first_hit_depth(mesh, camera_from_object, pixel_rays(np.asarray(camera.K), us, vs)))
     inside = (us >= 0) & (us < width) & (vs >= 0) & (vs < height)
     total, in_image = int(hit.sum()), int((hit & inside).sum())
     return in_image, (1.0 - in_image / total) if total else 1.0

@@ -14,8 +14,10 @@ renormalised.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import OpenEXR
 
@@ -34,11 +36,16 @@ class Passes:
     albedo: np.ndarray | None = None  # uint8, H x W x 3, sRGB
 
 
-def read_multilayer_exr(path: Path, world_from_camera: np.ndarray) -> Passes:
-    """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered)."""
+def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.ndarray | None = None) -> Passes:
+    """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered).
+
+    ``backdrop`` (linear RGB, H x W x 3) goes behind a render with a transparent film.
+    """
     channels = OpenEXR.File(str(path), separate_channels=True).channels()
     by_pass = {name.split(".", 1)[1]: data.pixels for name, data in channels.items() if "." in name}
     rgb = np.stack([by_pass[f"Combined.{c}"] for c in "RGB"], axis=-1)
+    if backdrop is not None:  # Cycles writes premultiplied alpha
+        rgb = rgb + (1.0 - by_pass["Combined.A"])[..., None] * backdrop
     normals = instance = albedo = None
     depth = by_pass.get("Depth.Z")
     if depth is not None:
@@ -68,3 +75,15 @@ def world_to_camera_normals(world_normals: np.ndarray, world_from_camera: np.nda
     with np.errstate(invalid="ignore", divide="ignore"):
         unit = np.where(length > 1e-6, cam / length, 0.0)
     return unit.astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def load_backdrop(path: str, width: int, height: int) -> np.ndarray:
+    """A backdrop image as linear RGB, stretched to width x height (read-only, cached)."""
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: not a readable image")
+    srgb = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)[..., ::-1] / 255.0
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    linear.flags.writeable = False
+    return linear

@@ -3,6 +3,10 @@
 ONE Cycles render per frame writes every pass (RGB, depth, normals, object index) into one
 multilayer EXR in a private scratch folder; label passes never cost a second render. Frames of
 one scene reuse the built Blender scene: only the camera moves.
+
+With motion blur the camera is keyed linearly from ``pose - velocity * exposure / 2`` to
+``pose + velocity * exposure / 2`` around the rendered frame; the label passes come from each
+pixel's first camera ray, cast at one time within that interval (docs/recipes.md, camera).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, tex
 from sceneforge.scenes.sampling import CV_TO_BLENDER
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
 
-from .passes import Passes, read_multilayer_exr
+from .passes import Passes, load_backdrop, read_multilayer_exr
 
 # Faces meeting at more than this angle get a hard edge (box corners, cylinder caps).
 _SHARP_EDGE_ANGLE = math.radians(40)
@@ -78,6 +82,8 @@ class Renderer:
         output.exr_codec = "NONE"  # scratch file read straight back: compression is wasted time
         scene.world = bpy.data.worlds.new("World")
         scene.world.use_nodes = True
+        # Camera motion is keyed at two instants; straight lines between them, not eased curves.
+        bpy.context.preferences.edit.keyframe_new_interpolation_type = "LINEAR"
         self._scene = scene
         scratch_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self._scratch = Path(tempfile.mkdtemp(prefix="sceneforge-render-", dir=scratch_root))
@@ -127,7 +133,7 @@ class Renderer:
             self._build(spec, label_passes)
             self._scene_key = key
         else:
-            self._set_pose(self._scene.camera, self._blender_camera_pose(spec))
+            self._place_camera(spec)
         self._scene.cycles.seed = spec.render.cycles_seed
         path = self._scratch / f"{spec.index}.exr"
         self._scene.render.filepath = str(path)
@@ -139,7 +145,8 @@ class Renderer:
         self._scene_key = None
         self._images.clear()
         data = self._bpy.data
-        data.batch_remove([*data.objects, *data.meshes, *data.materials, *data.images, *data.lights, *data.cameras])
+        data.batch_remove([*data.objects, *data.meshes, *data.materials, *data.lights, *data.cameras,
+                           *data.images, *data.actions])
         data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
 
     def _build(self, spec: SceneSpec, label_passes: bool) -> None:
@@ -159,9 +166,7 @@ class Renderer:
         layer.use_pass_z = layer.use_pass_normal = layer.use_pass_object_index = label_passes
         self._set_albedo_output(label_passes and spec.render.albedo)
 
-        background = scene.world.node_tree.nodes["Background"]
-        background.inputs["Color"].default_value = (*spec.background_color, 1.0)
-        background.inputs["Strength"].default_value = spec.background_strength
+        self._set_world(spec)
 
         for obj in spec.objects:
             self._add_mesh(f"object_{obj.instance_id}", asset_model(obj.asset), obj.asset.hash,
@@ -178,8 +183,34 @@ class Renderer:
             data.color = light.color
             if light.type == "area":
                 data.size = light.size
+            elif light.type == "spot":
+                data.spot_size = math.radians(light.spot_size_deg)
+                data.spot_blend = light.spot_blend
             self._link(self._bpy.data.objects.new(f"light_{i}", data), light.world_from_light)
         self._add_camera(spec)
+
+    def _set_world(self, spec: SceneSpec) -> None:
+        """A colour or an HDRI (turned about +Z by a Mapping node); a backdrop image needs a
+        transparent film, as ``decode`` puts it behind the render."""
+        tree = self._scene.world.node_tree
+        nodes, links = tree.nodes, tree.links
+        nodes.clear()
+        background = nodes.new("ShaderNodeBackground")
+        links.new(background.outputs["Background"], nodes.new("ShaderNodeOutputWorld").inputs["Surface"])
+        background.inputs["Color"].default_value = (*spec.background_color, 1.0)
+        background.inputs["Strength"].default_value = spec.background_strength
+        if spec.hdri is not None:
+            # Turning the map by +angle (counter-clockwise from above) looks it up at -angle.
+            mapping = nodes.new("ShaderNodeMapping")
+            mapping.inputs["Rotation"].default_value = (0.0, 0.0, -math.radians(spec.hdri.rotation_deg))
+            texture = nodes.new("ShaderNodeTexEnvironment")
+            texture.image = self._bpy.data.images.load(spec.hdri.path, check_existing=True)
+            # World "Generated" coordinates are the ray direction.
+            links.new(nodes.new("ShaderNodeTexCoord").outputs["Generated"], mapping.inputs["Vector"])
+            links.new(mapping.outputs["Vector"], texture.inputs["Vector"])
+            links.new(texture.outputs["Color"], background.inputs["Color"])
+            background.inputs["Strength"].default_value = spec.hdri.strength
+        self._scene.render.film_transparent = spec.background_image is not None
 
     def _set_albedo_output(self, enabled: bool) -> None:
         """Albedo is the base colour, written by every material to a shader AOV named "albedo".
@@ -208,8 +239,34 @@ class Renderer:
         data.shift_x = ((cam.width - 1) / 2 - cx) / cam.width
         data.shift_y = (cy - (cam.height - 1) / 2) * (fx / fy) / cam.width
         obj = self._bpy.data.objects.new("camera", data)
-        self._link(obj, self._blender_camera_pose(spec))
+        self._scene.collection.objects.link(obj)
         self._scene.camera = obj
+        self._place_camera(spec)
+
+    def _place_camera(self, spec: SceneSpec) -> None:
+        """Pose, focus and motion of this frame's camera."""
+        cam, obj, bpy = spec.camera, self._scene.camera, self._bpy
+        dof = obj.data.dof
+        dof.use_dof = cam.fstop is not None
+        if cam.fstop is not None:
+            dof.focus_distance, dof.aperture_fstop = cam.focus_distance, cam.fstop
+        if obj.animation_data and obj.animation_data.action:
+            bpy.data.actions.remove(obj.animation_data.action)
+        obj.animation_data_clear()
+        pose = self._blender_camera_pose(spec)
+        render = self._scene.render
+        render.use_motion_blur = cam.exposure_s > 0
+        if cam.exposure_s > 0:
+            fps = render.fps / render.fps_base
+            render.motion_blur_shutter = cam.exposure_s * fps  # in frames
+            render.motion_blur_position = "CENTER"
+            frame = self._scene.frame_current
+            for sign in (-1.0, 1.0):
+                moved = pose.copy()
+                moved[:3, 3] += sign * np.asarray(cam.velocity) * cam.exposure_s / 2
+                self._set_pose(obj, moved)
+                obj.keyframe_insert("location", frame=frame + sign * cam.exposure_s * fps / 2)
+        self._set_pose(obj, pose)
 
     @staticmethod
     def _blender_camera_pose(spec: SceneSpec) -> np.ndarray:
@@ -339,7 +396,9 @@ def console_silenced() -> Iterator[None]:
 
 def decode(spec: SceneSpec, path: Path) -> Passes:
     """The label arrays of a frame rendered by ``Renderer.render_to_file`` (needs no bpy)."""
-    return read_multilayer_exr(path, np.asarray(spec.camera.world_from_camera))
+    camera = spec.camera
+    backdrop = None if spec.background_image is None else load_backdrop(spec.background_image, camera.width, camera.height)
+    return read_multilayer_exr(path, np.asarray(camera.world_from_camera), backdrop)
 
 
 def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:

@@ -8,15 +8,24 @@ In YAML a value is either a number or a one-key mapping naming the distribution:
     {normal: [mean, std], clip: [lo, hi]}  # clip is optional
     {randint: [lo, hi]}                  # integer, both ends included
     {choice: [a, b, c], weights: [2, 1, 1]}  # weights are optional
+
+A *vector* (a 3D point or offset) is three numbers, each drawn on its own, or a joint draw::
+
+    [0, {uniform: [-1, 1]}, 0.5]
+    {uniform_box: {low: [x, y, z], high: [x, y, z]}}     # uniform in an axis-aligned box
+    {on_sphere: {radius: 2, center: [0, 0, 0], hemisphere: true}}  # uniform on a sphere (z >= centre)
+
+A *rotation* is ``yaw`` (uniform about +Z), ``so3`` (uniform over all orientations) or
+``{yaw_deg: number}`` (about +Z by a drawn angle).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 DISTRIBUTION_HELP = (
     "expected a number or a distribution: {uniform: [lo, hi]}, {loguniform: [lo, hi]}, "
@@ -173,3 +182,130 @@ Integer = Annotated[
 def draw(value: float | int | _Distribution, rng: np.random.Generator) -> Any:
     """The value of a recipe field for one scene: constants pass through, distributions draw."""
     return value.draw(rng) if isinstance(value, _Distribution) else value
+
+
+def bounds(value: float | int | _Distribution) -> tuple[float, float]:
+    """The smallest and largest value a number field can take (a normal without clip is unbounded)."""
+    if isinstance(value, (Uniform, LogUniform, RandInt)):
+        return tuple(map(float, next(iter(value.model_dump().values()))))  # type: ignore[return-value]
+    if isinstance(value, Normal):
+        if value.clip is not None:
+            return value.clip
+        return (value.normal[0], value.normal[0]) if value.normal[1] == 0 else (-math.inf, math.inf)
+    if isinstance(value, _ChoiceBase):
+        return float(min(value.choice)), float(max(value.choice))  # type: ignore[attr-defined]
+    return float(value), float(value)
+
+
+def check_within(value: Any, lo: float, hi: float) -> Any:
+    """``value`` if every value it can take lies in [lo, hi]; a ValueError naming the range otherwise."""
+    low, high = bounds(value)
+    if not lo <= low <= high <= hi:
+        hint = " (clip the normal)" if isinstance(value, Normal) and value.clip is None else ""
+        raise ValueError(f"must lie in [{lo:g}, {hi:g}], this value can be {low:g} .. {high:g}{hint}")
+    return value
+
+
+VECTOR_HELP = (
+    "expected a vector: [x, y, z] (each a number), {uniform_box: {low: [x, y, z], high: [x, y, z]}} "
+    "or {on_sphere: {radius: r, center: [x, y, z], hemisphere: false}}"
+)
+Point = tuple[float, float, float]
+
+
+class _BoxLimits(_Distribution):
+    low: Point
+    high: Point
+
+
+class UniformBox(_Distribution):
+    uniform_box: _BoxLimits
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformBox:
+        if not all(lo <= hi for lo, hi in zip(self.uniform_box.low, self.uniform_box.high)):
+            raise ValueError("needs low <= high in every coordinate")
+        return self
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """A point uniform in the box."""
+        return rng.uniform(self.uniform_box.low, self.uniform_box.high)
+
+
+class _Sphere(_Distribution):
+    radius: float = Field(1.0, gt=0)
+    center: Point = (0.0, 0.0, 0.0)
+    hemisphere: bool = Field(False, description="only the upper half, z >= the centre's z")
+
+
+class OnSphere(_Distribution):
+    on_sphere: _Sphere
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """A point uniform on the sphere (or its upper half): a normalised Gaussian is isotropic."""
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        if self.on_sphere.hemisphere:
+            direction[2] = abs(direction[2])
+        return np.asarray(self.on_sphere.center) + self.on_sphere.radius * direction
+
+
+def _vector_kind(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        return "components"
+    if isinstance(value, dict):
+        return next((key for key in value if key in ("uniform_box", "on_sphere")), None)
+    return {UniformBox: "uniform_box", OnSphere: "on_sphere"}.get(type(value))
+
+
+Vector = Annotated[
+    Union[
+        Annotated[tuple[Number, Number, Number], Tag("components")],
+        Annotated[UniformBox, Tag("uniform_box")],
+        Annotated[OnSphere, Tag("on_sphere")],
+    ],
+    Discriminator(_vector_kind, custom_error_type="vector", custom_error_message=VECTOR_HELP),
+]
+"""A 3D point or offset: three numbers drawn one by one, or a box or sphere distribution."""
+
+
+def draw_vector(value: tuple | UniformBox | OnSphere, rng: np.random.Generator) -> np.ndarray:
+    """The 3-vector of a vector field for one draw."""
+    if isinstance(value, _Distribution):
+        return value.draw(rng)
+    return np.array([draw(component, rng) for component in value], dtype=float)
+
+
+def rotation_about_z(angle: float) -> np.ndarray:
+    """The 3x3 rotation by ``angle`` radians about +Z (x turns towards y)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+class Yaw(_Distribution):
+    yaw_deg: Number
+
+
+ROTATION_HELP = "expected a rotation: yaw, so3 or {yaw_deg: number}"
+Rotation = Annotated[
+    Union[Annotated[Literal["yaw", "so3"], Tag("named")], Annotated[Yaw, Tag("yaw_deg")]],
+    Discriminator(
+        lambda v: "named" if isinstance(v, str) else "yaw_deg" if isinstance(v, (dict, Yaw)) else None,
+        custom_error_type="rotation", custom_error_message=ROTATION_HELP,
+    ),
+]
+"""An orientation: uniform about +Z (``yaw``), uniform over SO(3) (``so3``) or about +Z by a number of degrees."""
+
+
+def draw_rotation(value: str | Yaw, rng: np.random.Generator) -> np.ndarray:
+    """A 3x3 rotation matrix drawn from a rotation field."""
+    if isinstance(value, Yaw):
+        return rotation_about_z(math.radians(draw(value.yaw_deg, rng)))
+    if value == "yaw":
+        return rotation_about_z(rng.uniform(0.0, 2 * math.pi))
+    w, x, y, z = (q := rng.normal(size=4)) / np.linalg.norm(q)  # a uniform unit quaternion
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])

@@ -24,6 +24,7 @@ from pydantic import (
     PrivateAttr,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,13 +36,19 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from sceneforge.errors import UserError
 
 from .assets import AssetError, file_asset, library_files, texture_files
-from .distributions import Integer, Number
+from .distributions import Integer, Number, Rotation, Vector, check_within
 from .spec import AssetRef
 
 MAX_RECIPE_BYTES = 1 << 20
 MAX_VARIANT_COMBINATIONS = 1000
 MAX_RECIPE_NODES = 100_000
 MAX_INSTANCES = 32_767  # Blender's object pass index is a 15-bit integer.
+MAX_IMAGE_BYTES = 1 << 30
+MAX_LIGHTS = 1000
+# The range of the Planckian-locus approximation used for colour temperatures (Kang et al. 2002).
+KELVIN_RANGE = (1667.0, 25000.0)
+HDRI_SUFFIXES = (".hdr", ".exr")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 class Section(BaseModel):
@@ -201,7 +208,7 @@ class Placement(Section):
     """Objects are scattered on the ground inside ``area`` (metres, centred on the origin)."""
 
     area: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (1.0, 1.0)
-    rotation: Literal["yaw", "so3"] = Field("yaw", description="yaw: upright, turned about +Z; so3: any orientation")
+    rotation: Rotation = Field("yaw", description="yaw: upright, turned about +Z; so3: any orientation; {yaw_deg: number}")
     min_gap: float = Field(0.01, ge=0)
     max_tries: int = Field(200, ge=1, le=100_000)
 
@@ -212,20 +219,90 @@ class Ground(Section):
 
 
 class Light(Section):
-    """A light aimed at the origin from (elevation, azimuth, distance)."""
+    """``count`` lights of one type, each aimed at ``target`` from ``position`` or from
+    (elevation, azimuth, distance) around the target."""
 
-    type: Literal["sun", "point", "area"]
-    energy: Number = Field(description="W/m2 for sun, W for point and area lights")
-    color: Color = (1.0, 1.0, 1.0)
+    type: Literal["sun", "point", "spot", "area"]
+    count: Integer = Field(1, description="how many such lights, each drawn on its own")
+    energy: Number = Field(description="W/m2 for sun, W for point, spot and area lights")
+    color: Color | None = Field(None, description="white unless kelvin is given")
+    kelvin: Number | None = Field(None, description="colour temperature instead of color, 1667..25000 K")
+    position: Vector | None = Field(None, description="where the light is; replaces elevation/azimuth/distance")
+    target: Vector = Field((0.0, 0.0, 0.0), description="the point the light is aimed at")
     elevation_deg: Number = 60.0
     azimuth_deg: Number = 0.0
     distance: Number = 3.0
-    size: float = Field(0.5, gt=0)
+    size: float = Field(0.5, gt=0, description="area lights: side length in metres")
+    spot_size_deg: Number = Field(45.0, description="spot lights: full cone angle, 1..180 degrees")
+    spot_blend: Number = Field(0.15, description="spot lights: softness of the cone edge, 0..1")
+
+    @field_validator("count")
+    @classmethod
+    def _count(cls, count: Any) -> Any:
+        return check_within(count, 0, MAX_LIGHTS)
+
+    @field_validator("kelvin")
+    @classmethod
+    def _kelvin(cls, kelvin: Any) -> Any:
+        return None if kelvin is None else check_within(kelvin, *KELVIN_RANGE)
+
+    @field_validator("spot_size_deg")
+    @classmethod
+    def _spot_size(cls, size: Any) -> Any:
+        return check_within(size, 1.0, 180.0)
+
+    @field_validator("spot_blend")
+    @classmethod
+    def _spot_blend(cls, blend: Any) -> Any:
+        return check_within(blend, 0.0, 1.0)
+
+    @model_validator(mode="after")
+    def _one_colour(self) -> Light:
+        if self.kelvin is not None and self.color is not None:
+            raise ValueError("give color or kelvin, not both")
+        return self
+
+
+def _existing_file(value: str | None, info: ValidationInfo, suffixes: tuple[str, ...]) -> str | None:
+    """An absolute path to an existing file, relative paths taken from the recipe's folder."""
+    if value is None:
+        return None
+    base = Path((info.context or {}).get("recipe_dir", "."))
+    path = (base / Path(value).expanduser()).resolve()
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"expected a {' or '.join(suffixes)} file, got {value!r}")
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_IMAGE_BYTES} bytes")
+    return str(path)
 
 
 class Background(Section):
-    color: Color = (0.05, 0.05, 0.05)
+    """The world: a colour or an HDRI that lights the scene and shows behind it, or a backdrop image
+    that shows behind the scene while the world still lights it."""
+
+    color: Color | None = Field(None, description="[0.05, 0.05, 0.05] unless hdri is given")
     strength: Number = 1.0
+    hdri: str | None = Field(None, description="equirectangular .hdr/.exr, relative to the recipe file")
+    rotation_deg: Number = Field(0.0, description="HDRI turn about +Z (only with hdri)")
+    image: str | None = Field(None, description="backdrop image (png, jpg, tif, bmp), relative to the recipe file")
+
+    @field_validator("hdri")
+    @classmethod
+    def _hdri(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info, HDRI_SUFFIXES)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info, IMAGE_SUFFIXES)
+
+    @model_validator(mode="after")
+    def _one_world(self) -> Background:
+        if self.hdri is not None and self.color is not None:
+            raise ValueError("give color or hdri, not both")
+        return self
 
 
 class Intrinsics(Section):
@@ -237,18 +314,64 @@ class Intrinsics(Section):
     cy: float
 
 
+class Visibility(Section):
+    """A frame is kept only if at least ``min_objects`` objects are each at least ``min_fraction``
+    visible (visible / unoccluded pixels, estimated on a coarse ray grid before rendering)."""
+
+    min_objects: int = Field(1, ge=1, le=MAX_INSTANCES)
+    min_fraction: float = Field(0.5, ge=0, le=1)
+    max_tries: int = Field(20, ge=1, le=1000, description="camera poses drawn before giving up")
+
+
+class DepthOfField(Section):
+    """A thin lens; the aperture is that of a 36 mm wide sensor with the camera's field of view."""
+
+    fstop: Number = Field(description="f-number, > 0")
+    focus: Literal["target"] | Number = Field("target", description="target: the look-at point; or metres")
+
+    @field_validator("fstop")
+    @classmethod
+    def _fstop(cls, fstop: Any) -> Any:
+        return check_within(fstop, 1e-3, 1e6)
+
+    @field_validator("focus")
+    @classmethod
+    def _focus(cls, focus: Any) -> Any:
+        return focus if focus == "target" else check_within(focus, 1e-3, 1e6)
+
+
+class MotionBlur(Section):
+    """The camera moves at ``velocity`` during the exposure, centred on the frame's pose."""
+
+    exposure_s: float = Field(1 / 60, gt=0, le=10, description="shutter open time in seconds")
+    velocity: Vector = Field((0.0, 0.0, 0.0), description="camera velocity in m/s, world frame")
+
+
+LookAtMode = Literal["scene_center", "random_object", "all_objects"]
+LookAt = Annotated[
+    Union[Annotated[LookAtMode, Tag("mode")], Annotated[Vector, Tag("point")]],
+    Discriminator(lambda v: "mode" if isinstance(v, str) else "point"),
+]
+
+
 class Camera(Section):
-    """A pinhole camera on a sphere around ``look_at``, looking at it, world +Z up."""
+    """A pinhole camera on a sphere around its target, looking at it, world +Z up."""
 
     fov_deg: float = Field(50.0, gt=0, lt=180, description="horizontal field of view")
     intrinsics: Intrinsics | None = Field(None, description="fx, fy, cx, cy in pixels instead of fov_deg")
-    look_at: Vec3 = (0.0, 0.0, 0.0)
-    distance: Number = 2.0
+    look_at: LookAt = Field((0.0, 0.0, 0.0), description="a point (vector), scene_center, random_object or all_objects")
+    target_jitter: Vector = Field((0.0, 0.0, 0.0), description="offset added to the look-at point")
+    distance: Number = Field(2.0, description="metres from the target (not used by look_at: all_objects)")
+    fit_margin: Number = Field(1.1, description="look_at: all_objects only: the distance that just fits them, times this")
     elevation_deg: Number = 45.0
     azimuth_deg: Number = 0.0
+    roll_deg: Number = Field(0.0, description="turn about the optical axis")
     clip_start: float = Field(0.01, gt=0)
     clip_end: float = Field(100.0, gt=0)
     frames_per_scene: int = Field(1, ge=1, le=100_000, description="camera poses per scene")
+    visibility: Visibility | None = None
+    dof: DepthOfField | None = Field(None, description="depth of field; none = everything sharp")
+    motion_blur: MotionBlur | None = None
 
     @model_validator(mode="after")
     def _one_lens(self) -> Camera:
@@ -359,7 +482,7 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     tree = _read_yaml(path)
     overridden = _apply_overrides(tree, overrides or {})
     try:
-        recipe = Recipe.model_validate(_plain(tree, path))
+        recipe = Recipe.model_validate(_plain(tree, path), context={"recipe_dir": path.parent})
     except ValidationError as exc:
         raise UserError("\n".join(_describe(path, tree, error, overridden) for error in exc.errors())) from None
     problems = _load_files(recipe, path.parent)
@@ -528,7 +651,8 @@ def _key_pos(node: CommentedMap, key: Any, default: tuple[int, int]) -> tuple[in
 def _message(error: Mapping[str, Any]) -> str:
     kind, msg = error["type"], error["msg"]
     if kind == "missing":
-        return "required field is missing"
+        position = error["loc"][-1]
+        return f"too few values (nothing at position {position})" if isinstance(position, int) else "required field is missing"
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     if kind == "union_tag_invalid":
@@ -538,6 +662,6 @@ def _message(error: Mapping[str, Any]) -> str:
         return f"required field {error['ctx']['discriminator']} is missing"
     if kind == "literal_error":
         return f"{msg.replace('Input should be', 'expected')}, got {error['input']!r}"
-    if kind in ("unknown_key", "number", "integer", "color"):
+    if kind in ("unknown_key", "number", "integer", "color", "vector", "rotation"):
         return msg
     return f"{msg[0].lower()}{msg[1:]}, got {error['input']!r}".replace("input should be", "expected")

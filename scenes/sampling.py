@@ -16,12 +16,14 @@ import numpy as np
 from sceneforge.errors import UserError
 
 from .assets import asset_mesh
-from .distributions import draw
-from .recipe import HSV, MAX_INSTANCES, LibraryAsset, Light, Material, ObjectGroup, Recipe
+from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
+from .raycast import visible_fractions
+from .recipe import HSV, MAX_INSTANCES, LibraryAsset, Light, LookAt, Material, ObjectGroup, Recipe
 from .spec import (
     AssetRef,
     CameraSpec,
     GroundSpec,
+    HdriSpec,
     LightSpec,
     MaterialSpec,
     ObjectSpec,
@@ -29,6 +31,7 @@ from .spec import (
     SceneSpec,
 )
 
+DEFAULT_BACKGROUND = (0.05, 0.05, 0.05)  # linear RGB, when neither a colour nor an HDRI is given
 # OpenCV camera axes (x right, y down, z forward) -> Blender's (x right, y up, z backward).
 CV_TO_BLENDER = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -49,19 +52,27 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
     seed = scene_seed(recipe.seed, scene_index)
     objects_rng, lights_rng, world_rng = (_stream(seed, key) for key in ((0,), (1,), (2,)))
     camera_rng = _stream(seed, (3, frame_in_scene))
-    width, height = recipe.render.resolution
+    objects = _sample_objects(recipe, scene_index, objects_rng)
+    ground = None if recipe.ground is None else GroundSpec(
+        size=recipe.ground.size, material=_sample_material(recipe.ground.material, "ground.material", world_rng)
+    )
+    background = recipe.background
+    background_color = _sample_color(background.color or DEFAULT_BACKGROUND, world_rng)
+    strength = max(0.0, float(draw(background.strength, world_rng)))
     return SceneSpec(
         index=index,
         scene_index=scene_index,
         seed=seed,
-        camera=_sample_camera(recipe, width, height, camera_rng),
-        objects=_sample_objects(recipe, scene_index, objects_rng),
-        lights=[_sample_light(light, lights_rng) for light in recipe.lights],
-        ground=None if recipe.ground is None else GroundSpec(
-            size=recipe.ground.size, material=_sample_material(recipe.ground.material, "ground.material", world_rng)
+        camera=_sample_camera(recipe, objects, f"scene {scene_index} frame {index}", camera_rng),
+        objects=objects,
+        lights=[spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(light, i, lights_rng)],
+        ground=ground,
+        background_color=background_color,
+        background_strength=strength,
+        hdri=None if background.hdri is None else HdriSpec(
+            path=background.hdri, rotation_deg=float(draw(background.rotation_deg, world_rng)), strength=strength,
         ),
-        background_color=_sample_color(recipe.background.color, world_rng),
-        background_strength=max(0.0, float(draw(recipe.background.strength, world_rng))),
+        background_image=background.image,
         render=RenderSpec(
             **recipe.render.model_dump(exclude={"resolution"}),
             cycles_seed=int(camera_rng.integers(0, 2**31)),
@@ -96,24 +107,92 @@ def _on_sphere(center: np.ndarray, distance: float, elevation_deg: float, azimut
     return center + distance * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
 
 
-def _sample_camera(recipe: Recipe, width: int, height: int, rng: np.random.Generator) -> CameraSpec:
-    cam = recipe.camera
-    target = np.array([draw(v, rng) for v in cam.look_at], dtype=float)
-    distance = float(draw(cam.distance, rng))
-    if distance <= 0:
-        raise UserError(f"camera.distance: drew {distance:g}; the camera distance must be > 0")
-    eye = _on_sphere(target, distance, draw(cam.elevation_deg, rng), draw(cam.azimuth_deg, rng))
+def _intrinsics(recipe: Recipe) -> np.ndarray:
+    """The 3x3 camera matrix K of a recipe (OpenCV convention)."""
+    cam, (width, height) = recipe.camera, recipe.render.resolution
     if cam.intrinsics is None:
         focal = (width / 2) / math.tan(math.radians(cam.fov_deg) / 2)
         # OpenCV convention: integer pixel coordinates are pixel centres, so the centre is (W-1)/2.
-        fx, fy, cx, cy = focal, focal, (width - 1) / 2, (height - 1) / 2
-    else:
-        fx, fy, cx, cy = cam.intrinsics.fx, cam.intrinsics.fy, cam.intrinsics.cx, cam.intrinsics.cy
-    K = ((fx, 0.0, cx), (0.0, fy, cy), (0.0, 0.0, 1.0))
-    return CameraSpec(
-        K=K, world_from_camera=_matrix(look_at(eye, target)), width=width, height=height,
-        clip_start=cam.clip_start, clip_end=cam.clip_end,
+        return np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]])
+    i = cam.intrinsics
+    return np.array([[i.fx, 0.0, i.cx], [0.0, i.fy, i.cy], [0.0, 0.0, 1.0]])
+
+
+def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], where: str, rng: np.random.Generator) -> CameraSpec:
+    """A camera pose, redrawn (up to ``visibility.max_tries`` times) until enough objects show."""
+    rule = recipe.camera.visibility
+    if rule is None:
+        return _sample_camera_pose(recipe, objects, rng)
+    if rule.min_objects > len(objects):
+        raise UserError(
+            f"camera.visibility: {where} has {len(objects)} object(s), fewer than min_objects = {rule.min_objects}"
+        )
+    best = 0
+    for _ in range(rule.max_tries):
+        camera = _sample_camera_pose(recipe, objects, rng)
+        fractions = visible_fractions(camera, objects)
+        enough = sum(f is not None and f >= rule.min_fraction for f in fractions)
+        if enough >= rule.min_objects:
+            return camera
+        best = max(best, enough)
+    raise UserError(
+        f"camera.visibility: {where}: no camera pose out of {rule.max_tries} shows {rule.min_objects} object(s) "
+        f"each at least {rule.min_fraction:.0%} visible (at best {best}); loosen camera.visibility or the camera's "
+        "distributions"
     )
+
+
+def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator) -> CameraSpec:
+    cam, (width, height) = recipe.camera, recipe.render.resolution
+    K = _intrinsics(recipe)
+    target, fit_radius = _camera_target(cam.look_at, objects, rng)
+    target = target + draw_vector(cam.target_jitter, rng)
+    if fit_radius is None:
+        distance = float(draw(cam.distance, rng))
+        if distance <= 0:
+            raise UserError(f"camera.distance: drew {distance:g}; the camera distance must be > 0")
+    else:
+        # The sphere fits when its angular radius is within the narrowest half-angle to an image edge.
+        (fx, _, cx), (_, fy, cy) = K[:2]
+        half_angle = min(math.atan((cx + 0.5) / fx), math.atan((width - 0.5 - cx) / fx),
+                         math.atan((cy + 0.5) / fy), math.atan((height - 0.5 - cy) / fy))
+        distance = float(draw(cam.fit_margin, rng)) * fit_radius / math.sin(half_angle)
+        if distance <= 0:
+            raise UserError(f"camera.fit_margin: drew a distance of {distance:g}; it must be > 0")
+    eye = _on_sphere(target, distance, draw(cam.elevation_deg, rng), draw(cam.azimuth_deg, rng))
+    pose = look_at(eye, target)
+    pose[:3, :3] = pose[:3, :3] @ rotation_about_z(math.radians(draw(cam.roll_deg, rng)))
+    dof, blur = cam.dof, cam.motion_blur
+    focus = None if dof is None else (distance if dof.focus == "target" else float(draw(dof.focus, rng)))
+    return CameraSpec(
+        K=_matrix(K), world_from_camera=_matrix(pose), width=width, height=height,
+        clip_start=cam.clip_start, clip_end=cam.clip_end,
+        fstop=None if dof is None else float(draw(dof.fstop, rng)),
+        focus_distance=focus,
+        exposure_s=0.0 if blur is None else blur.exposure_s,
+        velocity=(0.0, 0.0, 0.0) if blur is None else tuple(map(float, draw_vector(blur.velocity, rng))),
+    )
+
+
+def _camera_target(look: LookAt, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
+    """The look-at point, and for ``all_objects`` the radius of the sphere around it to fit in view.
+
+    scene_center and all_objects use the centre of the box around all objects, random_object the
+    centre of one object's box; with no objects they look at the world origin.
+    """
+    if not isinstance(look, str):
+        return draw_vector(look, rng), None
+    if not objects:
+        return np.zeros(3), None
+    if look == "random_object":
+        objects = [objects[int(rng.integers(len(objects)))]]
+    points = np.concatenate([
+        asset_mesh(o.asset).vertices @ np.asarray(o.world_from_object)[:3, :3].T + np.asarray(o.world_from_object)[:3, 3]
+        for o in objects
+    ])
+    centre = (points.min(axis=0) + points.max(axis=0)) / 2
+    radius = float(np.linalg.norm(points - centre, axis=1).max()) if look == "all_objects" else None
+    return centre, radius
 
 
 def _sample_objects(recipe: Recipe, scene_index: int, rng: np.random.Generator) -> list[ObjectSpec]:
@@ -127,7 +206,7 @@ def _sample_objects(recipe: Recipe, scene_index: int, rng: np.random.Generator) 
             raise UserError(f"objects[{group_index}].count: drew {count}; counts must be >= 0")
         for _ in range(count):
             asset = _sample_asset(group, group_index, library, rng)
-            rotation = _sample_rotation(recipe.placement.rotation, rng)
+            rotation = draw_rotation(recipe.placement.rotation, rng)
             turned = asset_mesh(asset).vertices @ rotation.T
             radius = float(np.max(np.linalg.norm(turned[:, :2], axis=1)))  # footprint seen from above
             x, y = _place(recipe, scene_index, group, radius, placed, rng)
@@ -187,19 +266,6 @@ def _place(
     )
 
 
-def _sample_rotation(mode: str, rng: np.random.Generator) -> np.ndarray:
-    """A 3x3 rotation: about +Z only (``yaw``), or uniform over all orientations (``so3``)."""
-    if mode == "yaw":
-        yaw = rng.uniform(0.0, 2 * math.pi)
-        return np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
-    w, x, y, z = (q := rng.normal(size=4)) / np.linalg.norm(q)  # a uniform unit quaternion
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def _sample_material(material: Material, where: str, rng: np.random.Generator) -> MaterialSpec:
     """The changes a material makes to an asset's own; fields left out stay None (kept)."""
     texture = None
@@ -217,17 +283,63 @@ def _sample_material(material: Material, where: str, rng: np.random.Generator) -
     )
 
 
-def _sample_light(light: Light, rng: np.random.Generator) -> LightSpec:
-    position = _on_sphere(
-        np.zeros(3), float(draw(light.distance, rng)), draw(light.elevation_deg, rng), draw(light.azimuth_deg, rng)
-    )
-    return LightSpec(
-        type=light.type,
-        energy=max(0.0, float(draw(light.energy, rng))),
-        color=_sample_color(light.color, rng),
-        world_from_light=_matrix(look_at(position, np.zeros(3)) @ CV_TO_BLENDER),
-        size=light.size,
-    )
+def _sample_lights(light: Light, index: int, rng: np.random.Generator) -> list[LightSpec]:
+    """The ``count`` lights of one recipe entry, each drawn on its own."""
+    lights = []
+    for _ in range(int(draw(light.count, rng))):
+        target = draw_vector(light.target, rng)
+        if light.position is None:
+            position = _on_sphere(
+                target, float(draw(light.distance, rng)), draw(light.elevation_deg, rng), draw(light.azimuth_deg, rng)
+            )
+        else:
+            position = draw_vector(light.position, rng)
+        if np.allclose(position, target):
+            raise UserError(f"lights[{index}]: drew the position {position.tolist()} on the target; it needs a direction")
+        energy = max(0.0, float(draw(light.energy, rng)))
+        if light.kelvin is not None:
+            color = kelvin_to_rgb(float(draw(light.kelvin, rng)))
+        else:
+            color = _sample_color(light.color or (1.0, 1.0, 1.0), rng)
+        lights.append(LightSpec(
+            type=light.type,
+            energy=energy,
+            color=color,
+            world_from_light=_matrix(look_at(position, target) @ CV_TO_BLENDER),
+            size=light.size,
+            spot_size_deg=float(draw(light.spot_size_deg, rng)),
+            spot_blend=float(draw(light.spot_blend, rng)),
+        ))
+    return lights
+
+
+# sRGB (Rec. 709 primaries, D65 white) from CIE XYZ.
+_RGB_FROM_XYZ = np.array([
+    [3.2404542, -1.5371385, -0.4985314],
+    [-0.9692660, 1.8760108, 0.0415560],
+    [0.0556434, -0.2040259, 1.0572252],
+])
+
+
+def kelvin_to_rgb(kelvin: float) -> tuple[float, float, float]:
+    """Linear sRGB colour of a black body at ``kelvin`` (1667..25000 K), brightest channel = 1.
+
+    The chromaticity comes from the cubic-spline approximation of the Planckian locus of Kang et
+    al. (2002), converted from CIE xyY to linear sRGB; channels outside the gamut are clipped at 0.
+    """
+    t = kelvin
+    if t <= 4000:
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222:
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000:
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
+    rgb = np.clip(_RGB_FROM_XYZ @ np.array([x / y, 1.0, (1 - x - y) / y]), 0.0, None)
+    return tuple(float(c) for c in rgb / rgb.max())  # type: ignore[return-value]
 
 
 def _sample_color(color: tuple | HSV, rng: np.random.Generator) -> tuple[float, float, float]:

@@ -80,14 +80,28 @@ class CameraSpec(_Spec):
     height: int
     clip_start: float
     clip_end: float
+    fstop: float | None = None  # depth of field when set
+    focus_distance: float | None = None  # metres along the optical axis
+    exposure_s: float = 0.0  # motion blur when > 0: the camera moves at ``velocity`` (m/s) meanwhile
+    velocity: Vector3 = (0.0, 0.0, 0.0)
 
 
 class LightSpec(_Spec):
-    type: Literal["sun", "point", "area"]
+    type: Literal["sun", "point", "spot", "area"]
     energy: float
     color: Vector3
     world_from_light: Matrix4  # the light shines along its local -Z (Blender's convention)
     size: float
+    spot_size_deg: float = 45.0  # full cone angle of spot lights
+    spot_blend: float = 0.15
+
+
+class HdriSpec(_Spec):
+    """An equirectangular environment map lighting the scene and showing behind it."""
+
+    path: str  # absolute
+    rotation_deg: float  # about world +Z
+    strength: float
 
 
 class GroundSpec(_Spec):
@@ -126,6 +140,8 @@ class SceneSpec(_Spec):
     ground: GroundSpec | None
     background_color: Vector3
     background_strength: float
+    hdri: HdriSpec | None = None  # replaces the background colour
+    background_image: str | None = None  # absolute path; shown behind the scene, not lighting it
     render: RenderSpec
 
     def to_json(self) -> str:

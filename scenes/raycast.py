@@ -1,0 +1,52 @@
+"""Ray casting against the scene's meshes (Embree, through trimesh), shared by sampling and labels.
+
+Rays go through pixel centres (OpenCV convention, the same rays Cycles uses for its data passes)
+and are scaled so that their camera-frame z is 1: the ray parameter of a hit is its planar depth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+
+from .assets import asset_mesh
+from .spec import CameraSpec, ObjectSpec
+
+
+def pixel_rays(K: np.ndarray, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
+    """Camera-frame ray directions through pixel centres (u, v), scaled so that z = 1."""
+    return np.stack([us, vs, np.ones_like(us)], axis=-1).astype(np.float64) @ np.linalg.inv(K).T
+
+
+def first_hit_depth(mesh: trimesh.Trimesh, camera_from_object: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """Planar depth of each camera-frame ray's first hit on ``mesh`` (posed by camera_from_object); inf = miss."""
+    # Rays in the object's frame, so the mesh's cached acceleration structure is reused.
+    object_from_camera = np.linalg.inv(camera_from_object)
+    directions = rays @ object_from_camera[:3, :3].T
+    origins = np.broadcast_to(object_from_camera[:3, 3], directions.shape)
+    depth = np.full(len(rays), np.inf)
+    if len(rays):
+        locations, index_ray, _ = mesh.ray.intersects_location(origins, directions, multiple_hits=False)
+        # Rigid motions keep lengths, and the rays have camera z = 1.
+        depth[index_ray] = np.linalg.norm(locations - origins[index_ray], axis=1) / np.linalg.norm(directions[index_ray], axis=1)
+    return depth
+
+
+def visible_fractions(camera: CameraSpec, objects: list[ObjectSpec], long_side: int = 64) -> list[float | None]:
+    """Each object's visible / unoccluded share of the image, estimated on a grid of at most
+    ``long_side`` rays across (objects occlude each other; the ground is ignored). None: not in view."""
+    scale = min(1.0, long_side / max(camera.width, camera.height))
+    columns, rows = max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
+    # Grid cells' centres, in full-resolution pixel coordinates.
+    us, vs = np.meshgrid((np.arange(columns) + 0.5) * camera.width / columns - 0.5,
+                         (np.arange(rows) + 0.5) * camera.height / rows - 0.5)
+    rays = pixel_rays(np.asarray(camera.K), us.ravel(), vs.ravel())
+    camera_from_world = np.linalg.inv(np.asarray(camera.world_from_camera))
+    depths = np.array([
+        first_hit_depth(asset_mesh(obj.asset), camera_from_world @ np.asarray(obj.world_from_object), rays)
+        for obj in objects
+    ]).reshape(len(objects), len(rays))
+    unoccluded = np.isfinite(depths).sum(axis=1)
+    hit = np.isfinite(depths).any(axis=0)
+    visible = np.bincount(depths.argmin(axis=0)[hit], minlength=len(objects))
+    return [None if total == 0 else float(seen / total) for seen, total in zip(visible, unoccluded)]
