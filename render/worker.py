@@ -163,6 +163,9 @@ class Renderer:
             mesh = asset_mesh(obj.asset)
             self._add_mesh(f"object_{obj.instance_id}", mesh.vertices, mesh.faces,
                            obj.world_from_object, obj.material, obj.instance_id)
+        for i, prop in enumerate(spec.props):  # pass index 0: they hide objects but are never labeled
+            mesh = asset_mesh(prop.asset)
+            self._add_mesh(f"prop_{i}", mesh.vertices, mesh.faces, prop.world_from_object, prop.material, pass_index=0)
         if spec.ground is not None:
             half = spec.ground.size / 2
             corners = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
@@ -340,7 +343,7 @@ def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:
     try:
         while (spec := conn.recv()) is not None:
             try:
-                for obj in spec.objects:
+                for obj in [*spec.objects, *spec.props]:
                     asset_mesh(obj.asset)  # parsed now, while the previous frame renders
             except Exception:  # noqa: BLE001 - the render reports it, attributed to its frame
                 pass
