@@ -44,8 +44,9 @@ class Region:
 @dataclass(frozen=True)
 class Rect:
     """A flat horizontal surface: a rectangle of half size ``half`` centred on
-    ``world_from_rect`` (yaw only; its z is the surface height). ``part`` is the body whose top it
-    is (objects standing on it touch that body); ``region`` is where they must stay after a settle."""
+    ``world_from_rect`` (yaw only; its z is the surface height); objects stand wholly on it.
+    ``part`` is the body whose top it is (objects standing on it touch that body); ``region`` is
+    where they must stay after a settle."""
 
     world_from_rect: np.ndarray
     half: tuple[float, float]
@@ -107,7 +108,12 @@ class Layout:
         pose = np.eye(4)
         pose[:3, :3] = rotation
         if isinstance(surface, Rect):
-            local = np.array([rng.uniform(-surface.half[0], surface.half[0]), rng.uniform(-surface.half[1], surface.half[1]), 0.0, 1.0])
+            # The object's footprint, in the rectangle's axes, must lie wholly on the rectangle.
+            footprint = turned[:, :2] @ surface.world_from_rect[:2, :2]
+            low, high = -np.asarray(surface.half) - footprint.min(axis=0), np.asarray(surface.half) - footprint.max(axis=0)
+            if np.any(low > high):
+                return None, "did not fit on the surface"
+            local = np.append(rng.uniform(low, high), [0.0, 1.0])
             pose[:3, 3] = (surface.world_from_rect @ local)[:3] - [0.0, 0.0, turned[:, 2].min()]
             # Standing on the top face of a part, the object is wholly above that part.
             ignored, touching, region = surface.part, None, surface.region
@@ -128,7 +134,7 @@ class Layout:
             if i == ignored:
                 continue
             if _intersect(body, other):
-                return None, "hit another object or a support"
+                return None, "hit a support" if other.fixed else "hit another object"
             if i != touching and self.min_gap > 0 and _distance(body, other, self.min_gap) < self.min_gap:
                 return None, "came closer than placement.min_gap"
         self.bodies.append(body)
