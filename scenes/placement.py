@@ -168,7 +168,7 @@ class Layout:
                 0.0 if body.fixed else max(hull.volume * DENSITY, 1e-3), shape,
                 basePosition=start[:3, 3].tolist(), baseOrientation=_quaternion(start), **sim,
             )
-            pybullet.changeDynamics(sim_id, -1, lateralFriction=0.6, rollingFriction=1e-3, spinningFriction=1e-3, **sim)
+            pybullet.changeDynamics(sim_id, -1, lateralFriction=0.6, rollingFriction=1e-3, spinningFriction=1e-3, collisionMargin=2e-4, **sim)
             if not body.fixed:
                 loose.append((sim_id, index, centre))
         moving = loose

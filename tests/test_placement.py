@@ -124,3 +124,108 @@ def test_no_two_meshes_intersect_and_objects_stand_on_their_surface(tmp_path, ro
                 assert stands_on(ball, crates, STACK_LIFT + 1e-3)
         assert [p.name for p in spec.props].count("cone") == 2
         assert {o.category for o in spec.objects} <= {"crate", "ball", "jar", "ring"}
+
+
+def test_bin_picking_example_settles_inside_the_bin_and_renders(tmp_path):
+    recipe = load_recipe(ROOT / "examples" / "bin_picking.yaml",
+                         {"count": 2, "render.resolution": [48, 36], "render.samples": 1})
+    bin_ = recipe.supports[0]
+    inner = (bin_.size[0] / 2 - bin_.thickness, bin_.size[1] / 2 - bin_.thickness)
+    specs = [sample(recipe, index) for index in range(4)]
+    assert sample(recipe, 2).to_json() == specs[2].to_json()  # the simulation is deterministic
+    for spec in specs:
+        assert deepest_penetration(spec) < 1e-6
+        assert {o.category for o in spec.objects} <= {"can", "box", "pill"}
+        assert {p.name for p in spec.props} == {"bin", "foam"}
+        loose = [(o.asset, o.world_from_object) for o in spec.objects] + [(p.asset, p.world_from_object) for p in spec.props if p.name == "foam"]
+        for asset, pose in loose:
+            world = asset_mesh(asset).vertices @ np.asarray(pose)[:3, :3].T + np.asarray(pose)[:3, 3]
+            centre = world.mean(axis=0)
+            assert abs(centre[0]) < inner[0] and abs(centre[1]) < inner[1]
+            assert world[:, 2].min() > bin_.thickness - 1e-3  # on the floor or on other parts, never in it
+        # Dropped from up to 15 cm, they fell: some now lie on the floor (within Bullet's margin).
+        assert min(lowest_z(o) for o in spec.objects) == pytest.approx(bin_.thickness, abs=1e-3)
+
+    store = render_dataset(recipe, tmp_path / "out").store
+    records = store.records()
+    assert [r["index"] for r in records] == [0, 1]
+    for record, spec in zip(records, specs):
+        assert [o["world_from_object"] for o in record["objects"]] == [list(map(list, o.world_from_object)) for o in spec.objects]
+        assert set(np.unique(store.read_instance(record))) <= set(range(len(spec.objects) + 1))
+    assert [c["name"] for c in store.meta["categories"]] == ["can", "box", "pill"]
+
+
+def test_a_distractor_hides_the_object_under_it_but_is_never_labeled(tmp_path):
+    text = """\
+    seed: 2
+    count: 1
+    render: {resolution: [64, 64], samples: 1}
+    camera: {fov_deg: 40, look_at: [0, 0, 0], distance: 1.0, elevation_deg: 90}
+    ground: null
+    placement: {area: [0.43, 0.43], min_gap: 0}
+    objects:
+      - {category: plate, asset: {primitive: box, extents: [0.3, 0.3, 0.02]}}
+      - {category: ball, distractor: true, on: plate, asset: {primitive: sphere, radius: 0.05}}
+    """
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    spec = sample(recipe, 0)
+    (ball,) = spec.props
+    centre = np.asarray(ball.world_from_object)[:3, 3] + [0.0, 0.0, 0.05]
+    assert centre[2] == pytest.approx(0.02 + 0.05, abs=1e-3)  # standing on the plate
+    store = render_dataset(recipe, tmp_path / "out").store
+    (record,) = store.records()
+    (plate,) = record["objects"]
+    assert plate["category"] == "plate" and plate["instance_id"] == 1
+    assert plate["visible_pixels"] < plate["unoccluded_pixels"]  # the ball hides part of it
+    camera_from_world = np.linalg.inv(np.asarray(spec.camera.world_from_camera))
+    u, v, w = np.asarray(spec.camera.K) @ (camera_from_world @ np.append(centre, 1.0))[:3]
+    row, col = round(v / w), round(u / w)
+    assert store.read_instance(record)[row, col] == 0 and store.read_semantic(record)[row, col] == 0
+    assert store.read_depth(record)[row, col] == pytest.approx(1.0 - (0.02 + 0.1), abs=0.01)  # the ball's top
+    instance = store.read_instance(record)
+    assert (instance == 1).sum() == plate["visible_pixels"]
+
+
+def test_stacking_needs_something_to_stand_on(tmp_path):
+    text = TINY_RECIPE.replace("    count: {randint: [1, 2]}\n", "    count: 0\n").replace(
+        "  - category: ball\n    count: 2\n", "  - category: ball\n    count: 2\n    on: box\n")
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    with pytest.raises(UserError, match=r"recipe.yaml:\d+:\d+: objects\[1\]\.on: scene 0: there is no 'box' object to stand on"):
+        sample(recipe, 0)
+
+
+def test_physics_that_cannot_settle_names_the_physics_field(tmp_path):
+    text = TINY_RECIPE.replace("placement: {area: [0.5, 0.5], min_gap: 0.01}",
+                               "placement: {area: [0.5, 0.5], physics: {drop_height: 0.5, seconds: 0.05, attempts: 2}}")
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    with pytest.raises(UserError, match=r"recipe.yaml:5:\d+: placement\.physics: scene 0: in each of 2 drops an object "
+                                        r"did not come to rest .* was still moving after 0\.05 s"):
+        sample(recipe, 0)
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "expected"),
+    [
+        ("placement: {area: [0.5, 0.5], min_gap: 0.01}", "placement: {area: [0.3, 0.3], max_tries: 20}",
+         r"recipe.yaml:\d+:12: objects\[\d\]\.count: scene 0: no room for '\w+' \d of \d on ground after 20 tries \(placement\.max_tries\): \d+ hit another object"),
+        ("placement: {area: [0.5, 0.5], min_gap: 0.01}", "placement: {area: [0.1, 0.1]}",
+         r"recipe.yaml:8:12: objects\[0\]\.count: scene 0: no room for 'box' 1 of \d on ground after 200 tries \(placement\.max_tries\): 200 did not fit on the surface"),
+        ("    count: 2\n", "    count: 2\n    on: shelf\n",
+         r"recipe.yaml:13:9: objects\[1\]\.on: 'shelf' is not ground, a support or an earlier group's category; expected one of: ground, box$"),
+        ("lights:", "supports: [{name: bin, type: bin, size: [0.03, 0.3, 0.1]}]\nlights:",
+         r"recipe.yaml:16:41: supports\[0\]\.size: scene 0: drew \[0\.03, 0\.3, 0\.1\]; too small for boards 0\.02 m thick"),
+        ("lights:", "supports: [{name: ball, type: bin}]\nlights:",
+         r"recipe.yaml:\d+:19: supports\[0\]\.name: 'ball' is also an object category"),
+        ("lights:", "supports: [{name: a, type: bin}, {name: b, type: shelf}]\nlights:",
+         r"recipe.yaml:\d+:\d+: supports\[1\]: scene 0: 'b' overlaps another support"),
+        ("  - category: ring\n", "  - category: ball\n    distractor: true\n    asset: {primitive: sphere}\n  - category: ring\n",
+         r"recipe.yaml:14:15: objects\[2\]\.category: 'ball' is a labeled category; distractors need their own name"),
+    ],
+)
+def test_impossible_or_inconsistent_placement_exits_2_naming_file_line_and_field(tmp_path, replace, by, expected):
+    assert replace in TINY_RECIPE
+    path = write_recipe(tmp_path, TINY_RECIPE.replace(replace, by))
+    result = run_cli("validate", path)
+    assert result.returncode == 2, result.stderr
+    assert re.search(expected, result.stderr.strip()), result.stderr
+    assert "Traceback" not in result.stderr
