@@ -62,19 +62,27 @@ class Body:
     pose: np.ndarray
     fixed: bool
     region: Region | None = None  # the support it stands in or on, if any
-    collision: fcl.CollisionObject = field(init=False)
-    bounds: np.ndarray = field(init=False)
+    bounds: np.ndarray = field(init=False)  # world axis-aligned bounds, (2, 3)
+    _collision: fcl.CollisionObject | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.collision = fcl.CollisionObject(trimesh.collision.mesh_to_BVH(self.mesh))
         self.move(self.pose)
 
     def move(self, pose: np.ndarray) -> None:
         """Set the pose (world_from_object)."""
         self.pose = pose
-        self.collision.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
         vertices = self.mesh.vertices @ pose[:3, :3].T + pose[:3, 3]
-        self.bounds = np.array([vertices.min(axis=0), vertices.max(axis=0)])  # world axis-aligned, (2, 3)
+        self.bounds = np.array([vertices.min(axis=0), vertices.max(axis=0)])
+        if self._collision is not None:
+            self._collision.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
+
+    @property
+    def collision(self) -> fcl.CollisionObject:
+        """The FCL object, built on first use: most pairs are told apart by their bounds alone."""
+        if self._collision is None:
+            self._collision = fcl.CollisionObject(trimesh.collision.mesh_to_BVH(self.mesh))
+            self.move(self.pose)
+        return self._collision
 
 
 class Layout:
@@ -98,12 +106,12 @@ class Layout:
         self.bodies = [body for body in self.bodies if body.fixed]
 
     def try_place(
-        self, mesh: trimesh.Trimesh, rotation: np.ndarray, surface: Rect | int, rng: np.random.Generator,
-        drop_height: float,
+        self, body: Body, rotation: np.ndarray, surface: Rect | int, rng: np.random.Generator, drop_height: float,
     ) -> tuple[int | None, str]:
-        """One attempt at standing ``mesh`` (turned by ``rotation``) on ``surface``: a flat
-        rectangle, or the top of the body with that index. Returns (index of the new body, "")
-        or (None, why the attempt failed)."""
+        """One attempt at standing a new loose ``body`` (turned by ``rotation``) on ``surface``: a
+        flat rectangle, or the top of the body with that index. Returns (index of the body, "") or
+        (None, why the attempt failed); the same body may try again."""
+        mesh = body.mesh
         turned = mesh.vertices @ rotation.T
         pose = np.eye(4)
         pose[:3, :3] = rotation
@@ -129,7 +137,8 @@ class Layout:
         pose[2, 3] += rng.uniform(0.0, drop_height) if drop_height > 0 else 0.0
         if (turned[:, 2].min() + pose[2, 3]) < -1e-9:
             return None, "reached below the ground"
-        body = Body(mesh, pose, fixed=False, region=region)
+        body.move(pose)
+        body.region = region
         for i, other in enumerate(self.bodies):
             if i == ignored:
                 continue

@@ -18,7 +18,7 @@ from sceneforge.errors import UserError
 
 from .assets import asset_mesh
 from .distributions import draw
-from .placement import Layout, Rect, Region
+from .placement import Body, Layout, Rect, Region
 from .recipe import HSV, MAX_INSTANCES, Bin, Light, Material, ObjectGroup, Recipe, Support
 from .spec import (
     AssetRef,
@@ -245,10 +245,11 @@ def _scatter(
             asset = _sample_asset(group, group_index, rng)
             mesh = asset_mesh(asset)
             material = _sample_material(group.material, rng)
+            candidate = Body(mesh, np.eye(4), fixed=False)
             failures: Counter[str] = Counter()
             for _ in range(placement.max_tries):
                 surface = options[int(rng.integers(len(options)))]
-                body, why = layout.try_place(mesh, _sample_rotation(placement.rotation, rng), surface, rng, drop_height)
+                body, why = layout.try_place(candidate, _sample_rotation(placement.rotation, rng), surface, rng, drop_height)
                 if body is not None:
                     break
                 failures[why] += 1
