@@ -71,7 +71,7 @@ class Body:
     def move(self, pose: np.ndarray) -> None:
         """Set the pose (world_from_object)."""
         self.pose = pose
-        vertices = self.mesh.vertices @ pose[:3, :3].T + pose[:3, 3]
+        vertices = _apply(pose, self.mesh.vertices)
         self.bounds = np.array([vertices.min(axis=0), vertices.max(axis=0)])
         if self._collision is not None:
             self._collision.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
@@ -213,7 +213,8 @@ def _intersect(a: Body, b: Body) -> bool:
 
 
 def _contains(body: Body, pose: np.ndarray, point: np.ndarray) -> bool:
-    """Whether ``body`` holds the point (given in the frame of ``pose``)."""
+    """Whether ``body`` holds the point (given in the frame of ``pose``); never for a mesh that
+    is not closed, which has no inside."""
     local = np.linalg.inv(body.pose) @ pose @ np.append(point, 1.0)
     return bool(body.mesh.is_watertight and body.mesh.contains(local[None, :3])[0])
 
@@ -230,24 +231,25 @@ def _distance(a: Body, b: Body, limit: float) -> float:
 def _drop_height(base: Body, mesh: trimesh.Trimesh, rotation: np.ndarray, xy: np.ndarray) -> float | None:
     """The z translation at which ``mesh`` (turned, over ``xy``), lowered from above, first
     touches ``base``: rays down from its vertices and up from the base's vertices. None: it misses."""
-    turned = mesh.vertices @ rotation.T
-    base_world = base.mesh.vertices @ base.pose[:3, :3].T + base.pose[:3, 3]
-    start = base_world[:, 2].max() - turned[:, 2].min() + 1.0  # clear above the base
-    falling = turned + [xy[0], xy[1], start]
-    drops = []
-    down = _ray_distances(base.mesh, np.linalg.inv(base.pose), falling, np.array([0.0, 0.0, -1.0]))
-    drops.append(down)
-    falling_pose = np.eye(4)
-    falling_pose[:3, :3], falling_pose[:3, 3] = rotation, [xy[0], xy[1], start]
-    drops.append(_ray_distances(mesh, np.linalg.inv(falling_pose), base_world, np.array([0.0, 0.0, 1.0])))
-    hits = np.concatenate(drops)
-    return None if hits.size == 0 else start - float(hits.min())
+    base_world = _apply(base.pose, base.mesh.vertices)
+    falling = np.eye(4)
+    falling[:3, :3] = rotation
+    falling[:3, 3] = (xy[0], xy[1], base.bounds[1, 2] - (mesh.vertices @ rotation.T)[:, 2].min() + 1.0)  # clear above
+    hits = np.concatenate([
+        _ray_distances(base.mesh, np.linalg.inv(base.pose), _apply(falling, mesh.vertices), np.array([0.0, 0.0, -1.0])),
+        _ray_distances(mesh, np.linalg.inv(falling), base_world, np.array([0.0, 0.0, 1.0])),
+    ])
+    return None if hits.size == 0 else falling[2, 3] - float(hits.min())
+
+
+def _apply(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ pose[:3, :3].T + pose[:3, 3]
 
 
 def _ray_distances(mesh: trimesh.Trimesh, frame_from_world: np.ndarray, origins: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Distances along ``direction`` (world) from world ``origins`` to their first hit on ``mesh``
     (the rays are cast in the mesh's frame, so its cached acceleration structure is reused)."""
-    local_origins = origins @ frame_from_world[:3, :3].T + frame_from_world[:3, 3]
+    local_origins = _apply(frame_from_world, origins)
     local_direction = frame_from_world[:3, :3] @ direction
     locations, rays, _ = mesh.ray.intersects_location(
         local_origins, np.broadcast_to(local_direction, local_origins.shape), multiple_hits=False
