@@ -44,12 +44,14 @@ class Region:
 @dataclass(frozen=True)
 class Rect:
     """A flat horizontal surface: a rectangle of half size ``half`` centred on
-    ``world_from_rect`` (yaw only; its z is the surface height); objects stand wholly on it.
+    ``world_from_rect`` (yaw only; its z is the surface height). Objects stand wholly on it, or
+    when not ``whole`` (the ground's area) only the point under their origin must be on it.
     ``part`` is the body whose top it is (objects standing on it touch that body); ``region`` is
     where they must stay after a settle."""
 
     world_from_rect: np.ndarray
     half: tuple[float, float]
+    whole: bool = True
     part: int | None = None
     region: Region | None = None
 
@@ -116,8 +118,8 @@ class Layout:
         pose = np.eye(4)
         pose[:3, :3] = rotation
         if isinstance(surface, Rect):
-            # The object's footprint, in the rectangle's axes, must lie wholly on the rectangle.
-            footprint = turned[:, :2] @ surface.world_from_rect[:2, :2]
+            # The object's footprint (or its origin), in the rectangle's axes, must lie on the rectangle.
+            footprint = turned[:, :2] @ surface.world_from_rect[:2, :2] if surface.whole else np.zeros((1, 2))
             low, high = -np.asarray(surface.half) - footprint.min(axis=0), np.asarray(surface.half) - footprint.max(axis=0)
             if np.any(low > high):
                 return None, "did not fit on the surface"

@@ -162,7 +162,7 @@ def _build_supports(
     """Add the supports' parts to the layout; returns them as props, and the surfaces objects can
     stand on by name (the ground's is ``placement.area``)."""
     width, depth = recipe.placement.area
-    surfaces = {"ground": [Rect(np.eye(4), (width / 2, depth / 2))]}
+    surfaces = {"ground": [Rect(np.eye(4), (width / 2, depth / 2), whole=False)]}
     props = []
     for i, support in enumerate(recipe.supports):
         size = np.array([float(draw(v, rng)) for v in support.size])

@@ -204,27 +204,30 @@ def test_physics_that_cannot_settle_names_the_physics_field(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("replace", "by", "expected"),
+    ("edits", "expected"),
     [
-        ("placement: {area: [0.5, 0.5], min_gap: 0.01}", "placement: {area: [0.3, 0.3], max_tries: 20}",
-         r"recipe.yaml:\d+:12: objects\[\d\]\.count: scene 0: no room for '\w+' \d of \d on ground after 20 tries \(placement\.max_tries\): \d+ hit another object"),
-        ("placement: {area: [0.5, 0.5], min_gap: 0.01}", "placement: {area: [0.1, 0.1]}",
-         r"recipe.yaml:8:12: objects\[0\]\.count: scene 0: no room for 'box' 1 of \d on ground after 200 tries \(placement\.max_tries\): 200 did not fit on the surface"),
-        ("    count: 2\n", "    count: 2\n    on: shelf\n",
+        ({"placement: {area: [0.5, 0.5], min_gap: 0.01}": "placement: {area: [0.3, 0.3], max_tries: 20}"},
+         r"recipe.yaml:\d+:\d+: objects\[\d\]\.count: scene 0: no room for '\w+' \d of \d on ground after 20 tries \(placement\.max_tries\): \d+ hit another object"),
+        ({"    count: 2\n": "    count: 2\n    on: bin\n", "lights:": "supports: [{name: bin, type: bin, size: [0.1, 0.1, 0.05], thickness: 0.01}]\nlights:"},
+         r"recipe.yaml:12:12: objects\[1\]\.count: scene 0: no room for 'ball' 1 of 2 on bin after 200 tries \(placement\.max_tries\): 200 did not fit on the surface"),
+        ({"    count: 2\n": "    count: 2\n    on: shelf\n"},
          r"recipe.yaml:13:9: objects\[1\]\.on: 'shelf' is not ground, a support or an earlier group's category; expected one of: ground, box$"),
-        ("lights:", "supports: [{name: bin, type: bin, size: [0.03, 0.3, 0.1]}]\nlights:",
+        ({"lights:": "supports: [{name: bin, type: bin, size: [0.03, 0.3, 0.1]}]\nlights:"},
          r"recipe.yaml:16:41: supports\[0\]\.size: scene 0: drew \[0\.03, 0\.3, 0\.1\]; too small for boards 0\.02 m thick"),
-        ("lights:", "supports: [{name: ball, type: bin}]\nlights:",
+        ({"lights:": "supports: [{name: ball, type: bin}]\nlights:"},
          r"recipe.yaml:\d+:19: supports\[0\]\.name: 'ball' is also an object category"),
-        ("lights:", "supports: [{name: a, type: bin}, {name: b, type: shelf}]\nlights:",
+        ({"lights:": "supports: [{name: a, type: bin}, {name: b, type: shelf}]\nlights:"},
          r"recipe.yaml:\d+:\d+: supports\[1\]: scene 0: 'b' overlaps another support"),
-        ("  - category: ring\n", "  - category: ball\n    distractor: true\n    asset: {primitive: sphere}\n  - category: ring\n",
+        ({"  - category: ring\n": "  - category: ball\n    distractor: true\n    asset: {primitive: sphere}\n  - category: ring\n"},
          r"recipe.yaml:14:15: objects\[2\]\.category: 'ball' is a labeled category; distractors need their own name"),
     ],
 )
-def test_impossible_or_inconsistent_placement_exits_2_naming_file_line_and_field(tmp_path, replace, by, expected):
-    assert replace in TINY_RECIPE
-    path = write_recipe(tmp_path, TINY_RECIPE.replace(replace, by))
+def test_impossible_or_inconsistent_placement_exits_2_naming_file_line_and_field(tmp_path, edits, expected):
+    text = TINY_RECIPE
+    for old, new in edits.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = write_recipe(tmp_path, text)
     result = run_cli("validate", path)
     assert result.returncode == 2, result.stderr
     assert re.search(expected, result.stderr.strip()), result.stderr

@@ -56,7 +56,7 @@ def test_no_global_rng_is_used_or_changed(recipe):
 
 
 @pytest.mark.parametrize("rotation", ["yaw", "so3"])
-def test_objects_stand_on_the_ground_inside_the_area(recipe, rotation):
+def test_objects_stand_on_the_ground_at_positions_inside_the_area(recipe, rotation):
     """(That no two meshes intersect is tested in test_placement.py.)"""
     recipe = recipe.model_copy(update={"placement": recipe.placement.model_copy(update={"rotation": rotation})})
     half = np.asarray(recipe.placement.area) / 2
@@ -65,7 +65,7 @@ def test_objects_stand_on_the_ground_inside_the_area(recipe, rotation):
             pose = np.asarray(obj.world_from_object)
             vertices = asset_mesh(obj.asset).vertices @ pose[:3, :3].T + pose[:3, 3]
             assert vertices[:, 2].min() == pytest.approx(0.0, abs=1e-9)
-            assert np.all(np.abs(vertices[:, :2]) <= half + 1e-9)
+            assert np.all(np.abs(pose[:2, 3]) <= half)
 
 
 def test_camera_looks_at_target_with_opencv_axes(recipe):
