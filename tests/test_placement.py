@@ -7,7 +7,6 @@ Interpenetration is checked independently of the placer (FCL): points on each me
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np

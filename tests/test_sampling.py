@@ -8,14 +8,13 @@ import random
 import numpy as np
 import pytest
 
-from sceneforge.errors import UserError
 from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.distributions import Choice, LogUniform, Normal, RandInt, Uniform
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import look_at, sample, scene_seed
 from sceneforge.scenes.spec import SceneSpec
 
-from .helpers import ROOT, TINY_RECIPE, write_recipe
+from .helpers import ROOT
 
 
 @pytest.fixture(scope="module")
