@@ -171,6 +171,9 @@ class Renderer:
         for obj in spec.objects:
             self._add_mesh(f"object_{obj.instance_id}", asset_model(obj.asset), obj.asset.hash,
                            obj.world_from_object, obj.material, obj.instance_id)
+        for i, prop in enumerate(spec.props):  # pass index 0: they hide objects but are never labeled
+            self._add_mesh(f"prop_{i}", asset_model(prop.asset), prop.asset.hash, prop.world_from_object, prop.material,
+                           pass_index=0)
         if spec.ground is not None:
             half = spec.ground.size / 2
             corners = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
@@ -470,7 +473,7 @@ def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:
     try:
         while (spec := conn.recv()) is not None:
             try:
-                for obj in spec.objects:  # parsed and decoded now, while the previous frame renders
+                for obj in [*spec.objects, *spec.props]:  # parsed and decoded now, while the previous frame renders
                     asset_model(obj.asset)
                     if obj.material.texture is not None:
                         texture_image(obj.material.texture)

@@ -188,12 +188,17 @@ class AssetEntry(Section):
 
 
 class ObjectGroup(Section):
-    """Objects of one category: how many, which shape, which material."""
+    """Objects of one category: how many, which shape, which material, what they stand on."""
 
     category: str = Field(min_length=1, max_length=128)
     count: Integer = 1
     asset: AssetChoice
     material: Material = Material()
+    on: str = Field(
+        "ground",
+        description="what the objects stand on: ground, the name of a support, or the category of an earlier group",
+    )
+    distractor: bool = Field(False, description="drawn (and occluding) but never labeled")
 
     @field_validator("count")
     @classmethod
@@ -204,13 +209,51 @@ class ObjectGroup(Section):
         return count
 
 
-class Placement(Section):
-    """Objects are scattered on the ground inside ``area`` (metres, centred on the origin)."""
+class Physics(Section):
+    """Drop the placed objects and simulate them to rest; the resting poses are the scene."""
 
-    area: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (1.0, 1.0)
+    drop_height: float = Field(0.0, ge=0, le=10, description="objects start up to this high above their surface")
+    seconds: float = Field(3.0, gt=0, le=60, description="simulated time limit")
+    attempts: int = Field(3, ge=1, le=100, description="drops of a scene before giving up on it")
+
+
+class Placement(Section):
+    """Objects stand on their surface without touching each other (real mesh collision)."""
+
+    area: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = Field(
+        (1.0, 1.0), description="the patch of ground objects are placed on (metres, centred on the origin)"
+    )
     rotation: Rotation = Field("yaw", description="yaw: upright, turned about +Z; so3: any orientation; {yaw_deg: number}")
-    min_gap: float = Field(0.01, ge=0)
-    max_tries: int = Field(200, ge=1, le=100_000)
+    min_gap: float = Field(0.01, ge=0, description="smallest distance between two objects' surfaces")
+    max_tries: int = Field(200, ge=1, le=100_000, description="attempts to place one object")
+    physics: Physics | None = Field(None, description="settle the objects with a rigid-body simulation")
+
+
+class _Support(Section):
+    name: str = Field(min_length=1, max_length=128, description="what object groups name in `on`")
+    position: tuple[Number, Number] = Field((0.0, 0.0), description="centre of its footprint on the ground (x, y)")
+    yaw_deg: Number = 0.0
+    thickness: float = Field(0.02, gt=0, description="of its boards, metres")
+    material: Material = Material(color=(0.6, 0.45, 0.3), roughness=0.7)
+
+
+class Bin(_Support):
+    """An open box, a floor and four walls: objects placed on it stand on the floor inside."""
+
+    type: Literal["bin"]
+    size: Vec3 = Field((0.4, 0.3, 0.15), description="outside width (x), depth (y) and height (z), metres")
+
+
+class Shelf(_Support):
+    """Two side panels and ``boards`` evenly spaced boards (the lowest on the ground, the top one
+    at the full height): objects placed on it stand on any board."""
+
+    type: Literal["shelf"]
+    size: Vec3 = Field((0.8, 0.3, 1.0), description="outside width (x), depth (y) and height (z), metres")
+    boards: int = Field(3, ge=1, le=50)
+
+
+Support = Annotated[Union[Bin, Shelf], Field(discriminator="type")]
 
 
 class Ground(Section):
@@ -407,6 +450,9 @@ class RefineSettings(Section):
     device: Literal["cpu", "cuda", "auto"] = "auto"
 
 
+_Source = tuple[Path, Any, set[tuple[str, ...]]]  # recipe file, its YAML tree, the overridden paths
+
+
 class Recipe(Section):
     """A whole scene recipe: what to place, how to light and film it, how many frames."""
 
@@ -416,16 +462,43 @@ class Recipe(Section):
     camera: Camera = Camera()
     assets: list[AssetEntry] = Field([], description="the asset library: files by category, for objects[].asset.library")
     objects: list[ObjectGroup] = []
+    supports: list[Support] = []
     placement: Placement = Placement()
     ground: Ground | None = Ground()
     lights: list[Light] = [Light(type="sun", energy=3.0)]
     background: Background = Background()
     refine: RefineSettings | None = Field(None, description="optional: refine the RGB before export (sceneforge run)")
+    _source: _Source | None = PrivateAttr(None)
 
     @property
     def categories(self) -> list[str]:
-        """Category names in order of first appearance; category id = position + 1."""
-        return list(dict.fromkeys(group.category for group in self.objects))
+        """Labeled category names in order of first appearance; category id = position + 1."""
+        return list(dict.fromkeys(group.category for group in self.objects if not group.distractor))
+
+    def where(self, *loc: str | int) -> str:
+        """``FILE:LINE:COL: field.path`` of a field of a loaded recipe, for errors found later."""
+        if self._source is None:
+            return _field_path(loc)
+        return f"{_locate(*self._source, loc)[0]}: {_field_path(loc)}"
+
+    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) of every ``on`` and name that refers to nothing or clashes."""
+        problems = []
+        support_names = [support.name for support in self.supports]
+        labeled = {group.category for group in self.objects if not group.distractor}
+        for i, support in enumerate(self.supports):
+            if support.name == "ground" or support.name in support_names[:i]:
+                problems.append((("supports", i, "name"), f"'{support.name}' is taken; give each support its own name"))
+            elif any(support.name == group.category for group in self.objects):
+                problems.append((("supports", i, "name"), f"'{support.name}' is also an object category"))
+        for i, group in enumerate(self.objects):
+            earlier = [other.category for other in self.objects[:i]]
+            if group.distractor and group.category in labeled:
+                problems.append((("objects", i, "category"), f"'{group.category}' is a labeled category; distractors need their own name"))
+            if group.on != "ground" and group.on not in support_names and group.on not in earlier:
+                choices = ", ".join(dict.fromkeys(["ground", *support_names, *earlier]))
+                problems.append((("objects", i, "on"), f"'{group.on}' is not ground, a support or an earlier group's category; expected one of: {choices}"))
+        return problems
 
     @property
     def library(self) -> dict[str, tuple[AssetRef, ...]]:
@@ -438,6 +511,7 @@ class Recipe(Section):
     def materials(self) -> list[tuple[tuple, Material]]:
         """(field location, material) of every material of the recipe."""
         found = [(("objects", i, "material"), group.material) for i, group in enumerate(self.objects)]
+        found += [(("supports", i, "material"), support.material) for i, support in enumerate(self.supports)]
         return found + ([(("ground", "material"), self.ground.material)] if self.ground else [])
 
     def content_hash(self) -> str:
@@ -485,12 +559,9 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         recipe = Recipe.model_validate(_plain(tree, path), context={"recipe_dir": path.parent})
     except ValidationError as exc:
         raise UserError("\n".join(_describe(path, tree, error, overridden) for error in exc.errors())) from None
-    problems = _load_files(recipe, path.parent)
-    if problems:
-        raise UserError("\n".join(
-            _describe(path, tree, {"loc": loc, "type": "value_error", "msg": message}, overridden)
-            for loc, message in problems
-        ))
+    recipe._source = (path, tree, overridden)
+    if problems := _load_files(recipe, path.parent) + recipe.reference_problems():
+        raise UserError("\n".join(f"{recipe.where(*loc)}: {message}" for loc, message in problems))
     return recipe
 
 
@@ -621,24 +692,33 @@ def _describe(path: Path, tree: Any, error: Mapping[str, Any], overridden: set[t
     unknown_key = error["type"] == "unknown_key"
     if unknown_key:
         loc.append(error["ctx"]["key"])
-    node, pos, keys, field_path = tree, (0, 0), [], ""
+    origin, field_path = _locate(path, tree, overridden, loc, at_key=unknown_key)
+    return f"{origin}: {field_path}: {_message(error)}"
+
+
+def _field_path(loc: Any) -> str:
+    """``("objects", 2, "count")`` -> ``objects[2].count``."""
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return text or "(top level)"
+
+
+def _locate(path: Path, tree: Any, overridden: set[tuple[str, ...]], loc: Any, at_key: bool = False) -> tuple[str, str]:
+    """(``FILE:LINE:COL`` or ``command line``, field.path) of the deepest part of ``loc`` in the
+    recipe (the key's position when ``at_key``); parts not in the tree (union tags) are skipped."""
+    node, pos, found = tree, (0, 0), []
     for i, part in enumerate(loc):
-        # Parts that are not in the tree are union tags (pydantic's own path markers): skip them.
         if isinstance(node, Mapping) and part in node:
-            at_key = unknown_key and i == len(loc) - 1
-            pos = (_key_pos if at_key else _value_pos)(node, part, pos)
-            node = node[part]
-            keys.append(str(part))
-            field_path += f".{part}" if field_path else str(part)
+            pos = (_key_pos if at_key and i == len(loc) - 1 else _value_pos)(node, part, pos)
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             pos = _item_pos(node, part, pos)
-            node = node[part]
-            keys.append(str(part))
-            field_path += f"[{part}]"
-    field_path = field_path or "(top level)"
-    if any(tuple(keys[: len(o)]) == o for o in overridden):
-        return f"command line: {field_path}: {_message(error)}"
-    return f"{path}:{pos[0] + 1}:{pos[1] + 1}: {field_path}: {_message(error)}"
+        else:
+            continue
+        node = node[part]
+        found.append(part)
+    keys = tuple(str(part) for part in found)
+    if any(keys[: len(o)] == o for o in overridden):
+        return "command line", _field_path(found)
+    return f"{path}:{pos[0] + 1}:{pos[1] + 1}", _field_path(found)
 
 
 def _key_pos(node: CommentedMap, key: Any, default: tuple[int, int]) -> tuple[int, int]:

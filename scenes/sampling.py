@@ -10,6 +10,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -17,8 +18,9 @@ from sceneforge.errors import UserError
 
 from .assets import asset_mesh
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
+from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
-from .recipe import HSV, MAX_INSTANCES, LibraryAsset, Light, LookAt, Material, ObjectGroup, Recipe
+from .recipe import HSV, MAX_INSTANCES, Bin, LibraryAsset, Light, LookAt, Material, ObjectGroup, Recipe, Support
 from .spec import (
     AssetRef,
     CameraSpec,
@@ -27,6 +29,7 @@ from .spec import (
     LightSpec,
     MaterialSpec,
     ObjectSpec,
+    PropSpec,
     RenderSpec,
     SceneSpec,
 )
@@ -50,9 +53,9 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
     """
     scene_index, frame_in_scene = divmod(index, recipe.camera.frames_per_scene)
     seed = scene_seed(recipe.seed, scene_index)
-    objects_rng, lights_rng, world_rng = (_stream(seed, key) for key in ((0,), (1,), (2,)))
+    objects_rng, lights_rng, world_rng, supports_rng = (_stream(seed, key) for key in ((0,), (1,), (2,), (4,)))
     camera_rng = _stream(seed, (3, frame_in_scene))
-    objects = _sample_objects(recipe, scene_index, objects_rng)
+    objects, props = _sample_objects(recipe, scene_index, objects_rng, supports_rng)
     ground = None if recipe.ground is None else GroundSpec(
         size=recipe.ground.size, material=_sample_material(recipe.ground.material, "ground.material", world_rng)
     )
@@ -65,6 +68,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         seed=seed,
         camera=_sample_camera(recipe, objects, f"scene {scene_index} frame {index}", camera_rng),
         objects=objects,
+        props=props,
         lights=[spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(light, i, lights_rng)],
         ground=ground,
         background_color=background_color,
@@ -81,7 +85,8 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
 
 
 def _stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
-    """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of frame f (3, f)."""
+    """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
+    frame f (3, f), supports (4)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -125,7 +130,7 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], where: str, rng: n
         return _sample_camera_pose(recipe, objects, rng)
     if rule.min_objects > len(objects):
         raise UserError(
-            f"camera.visibility: {where} has {len(objects)} object(s), fewer than min_objects = {rule.min_objects}"
+            f"{recipe.where('camera', 'visibility')}: {where} has {len(objects)} object(s), fewer than min_objects = {rule.min_objects}"
         )
     best = 0
     for _ in range(rule.max_tries):
@@ -136,7 +141,7 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], where: str, rng: n
             return camera
         best = max(best, enough)
     raise UserError(
-        f"camera.visibility: {where}: no camera pose out of {rule.max_tries} shows {rule.min_objects} object(s) "
+        f"{recipe.where('camera', 'visibility')}: {where}: no camera pose out of {rule.max_tries} shows {rule.min_objects} object(s) "
         f"each at least {rule.min_fraction:.0%} visible (at best {best}); loosen camera.visibility or the camera's "
         "distributions"
     )
@@ -195,35 +200,152 @@ def _camera_target(look: LookAt, objects: list[ObjectSpec], rng: np.random.Gener
     return centre, radius
 
 
-def _sample_objects(recipe: Recipe, scene_index: int, rng: np.random.Generator) -> list[ObjectSpec]:
+def _sample_objects(
+    recipe: Recipe, scene_index: int, rng: np.random.Generator, supports_rng: np.random.Generator
+) -> tuple[list[ObjectSpec], list[PropSpec]]:
+    """The scene's labeled objects and its props (support parts, then distractors), at rest."""
+    layout = Layout(recipe.placement.min_gap)
+    props, surfaces = _build_supports(recipe, scene_index, layout, supports_rng)
+    physics = recipe.placement.physics
+    attempts = physics.attempts if physics else 1
+    for _ in range(attempts):
+        layout.clear_loose()
+        placed = _scatter(recipe, scene_index, layout, surfaces, rng)
+        if physics is None or (problem := layout.settle(physics.seconds)) is None:
+            break
+    else:
+        group_index = next(g for g, body, _, _ in placed if body == problem[0])
+        raise UserError(
+            f"{recipe.where('placement', 'physics')}: scene {scene_index}: in each of {attempts} drops an "
+            f"object did not come to rest on its support (last: a '{recipe.objects[group_index].category}' "
+            f"{problem[1]}); raise placement.physics.seconds, lower drop_height or place fewer objects"
+        )
     category_ids = {name: i + 1 for i, name in enumerate(recipe.categories)}
-    placed: list[tuple[float, float, float]] = []  # (x, y, footprint radius)
-    objects: list[ObjectSpec] = []
+    objects = []
+    for group_index, body, asset, material in placed:
+        group, pose = recipe.objects[group_index], _matrix(layout.bodies[body].pose)
+        if group.distractor:
+            props.append(PropSpec(name=group.category, asset=asset, world_from_object=pose, material=material))
+        else:
+            objects.append(ObjectSpec(
+                instance_id=len(objects) + 1, category_id=category_ids[group.category], category=group.category,
+                asset=asset, world_from_object=pose, material=material,
+            ))
+    return objects, props
+
+
+def _build_supports(
+    recipe: Recipe, scene_index: int, layout: Layout, rng: np.random.Generator
+) -> tuple[list[PropSpec], dict[str, list[Rect]]]:
+    """Add the supports' parts to the layout; returns them as props, and the surfaces objects can
+    stand on by name (the ground's is ``placement.area``)."""
+    width, depth = recipe.placement.area
+    surfaces = {"ground": [Rect(np.eye(4), (width / 2, depth / 2), whole=False)]}
+    props = []
+    for i, support in enumerate(recipe.supports):
+        size = np.array([float(draw(v, rng)) for v in support.size])
+        x, y = (float(draw(v, rng)) for v in support.position)
+        yaw = math.radians(float(draw(support.yaw_deg, rng)))
+        material = _sample_material(support.material, f"supports[{i}].material", rng)
+        world_from_support = _pose(rotation_about_z(yaw), (x, y, 0.0))
+        parts, tops = _support_parts(support, size)
+        if parts is None:
+            raise UserError(
+                f"{recipe.where('supports', i, 'size')}: scene {scene_index}: drew {size.round(4).tolist()}; "
+                f"too small for boards {support.thickness:g} m thick"
+            )
+        first = len(layout.bodies)
+        posed = []
+        for extents, bottom_centre in parts:
+            asset = AssetRef.primitive_asset("box", {"extents": tuple(float(e) for e in extents)})
+            pose = world_from_support @ _pose(np.eye(3), bottom_centre)
+            posed.append((asset_mesh(asset), pose))
+            props.append(PropSpec(name=support.name, asset=asset, world_from_object=_matrix(pose), material=material))
+        if not layout.add_fixed(posed):
+            raise UserError(
+                f"{recipe.where('supports', i)}: scene {scene_index}: '{support.name}' overlaps another support; "
+                "move it (position) or make it smaller"
+            )
+        region = Region(world_from_support, (size[0] / 2, size[1] / 2))
+        surfaces[support.name] = [
+            Rect(world_from_support @ _pose(np.eye(3), (0.0, 0.0, top)), half, part=first + part, region=region)
+            for part, top, half in tops
+        ]
+    return props, surfaces
+
+
+def _support_parts(support: Support, size: np.ndarray) -> tuple[list | None, list]:
+    """A support as boxes in its own frame (origin at its footprint's centre on the ground):
+    ([(extents, bottom centre)], [(part index, top height, half size) of each surface]), or
+    (None, []) when its boards do not fit in ``size``."""
+    (width, depth, height), t = size, support.thickness
+    if isinstance(support, Bin):
+        if min(width, depth) <= 2 * t or height <= t:
+            return None, []
+        inner = (width - 2 * t, depth - 2 * t)
+        parts = [
+            ((width, depth, t), (0.0, 0.0, 0.0)),  # the floor, then the four walls standing on it
+            ((t, depth, height - t), (-(width - t) / 2, 0.0, t)),
+            ((t, depth, height - t), ((width - t) / 2, 0.0, t)),
+            ((inner[0], t, height - t), (0.0, -(depth - t) / 2, t)),
+            ((inner[0], t, height - t), (0.0, (depth - t) / 2, t)),
+        ]
+        return parts, [(0, t, (inner[0] / 2, inner[1] / 2))]
+    if width <= 2 * t or height < t * support.boards:
+        return None, []
+    inner = width - 2 * t
+    parts = [((t, depth, height), (-(width - t) / 2, 0.0, 0.0)), ((t, depth, height), ((width - t) / 2, 0.0, 0.0))]
+    step = (height - t) / (support.boards - 1) if support.boards > 1 else 0.0
+    bottoms = [k * step for k in range(support.boards)] if support.boards > 1 else [height - t]
+    parts += [((inner, depth, t), (0.0, 0.0, z)) for z in bottoms]
+    return parts, [(2 + k, z + t, (inner / 2, depth / 2)) for k, z in enumerate(bottoms)]
+
+
+def _scatter(
+    recipe: Recipe, scene_index: int, layout: Layout, surfaces: dict[str, list[Rect]], rng: np.random.Generator
+) -> list[tuple[int, int, AssetRef, MaterialSpec]]:
+    """Stand every object on its surface; returns (group index, body index, asset, material) of each."""
+    placement = recipe.placement
+    drop_height = placement.physics.drop_height if placement.physics else 0.0
+    by_category: dict[str, list[int]] = {}  # body indices of the objects placed so far, per category
     library = recipe.library
+    placed = []
     for group_index, group in enumerate(recipe.objects):
         count = int(draw(group.count, rng))
         if count < 0:
-            raise UserError(f"objects[{group_index}].count: drew {count}; counts must be >= 0")
-        for _ in range(count):
+            raise UserError(f"{recipe.where('objects', group_index, 'count')}: drew {count}; counts must be >= 0")
+        options: list[Rect] | list[int] = surfaces.get(group.on) or by_category.get(group.on, [])
+        if count and not options:
+            raise UserError(
+                f"{recipe.where('objects', group_index, 'on')}: scene {scene_index}: there is no '{group.on}' "
+                "object to stand on (its group drew a count of 0)"
+            )
+        for k in range(count):
             asset = _sample_asset(group, group_index, library, rng)
-            rotation = draw_rotation(recipe.placement.rotation, rng)
-            turned = asset_mesh(asset).vertices @ rotation.T
-            radius = float(np.max(np.linalg.norm(turned[:, :2], axis=1)))  # footprint seen from above
-            x, y = _place(recipe, scene_index, group, radius, placed, rng)
-            pose = np.eye(4)
-            pose[:3, :3] = rotation
-            pose[:3, 3] = (x, y, -turned[:, 2].min())  # resting on the ground
-            objects.append(ObjectSpec(
-                instance_id=len(objects) + 1,
-                category_id=category_ids[group.category],
-                category=group.category,
-                asset=asset,
-                world_from_object=_matrix(pose),
-                material=_sample_material(group.material, f"objects[{group_index}].material", rng),
-            ))
-            if len(objects) > MAX_INSTANCES:
+            mesh = asset_mesh(asset)
+            material = _sample_material(group.material, f"objects[{group_index}].material", rng)
+            candidate = Body(mesh, np.eye(4), fixed=False)
+            failures: Counter[str] = Counter()
+            for _ in range(placement.max_tries):
+                surface = options[int(rng.integers(len(options)))]
+                body, why = layout.try_place(candidate, draw_rotation(placement.rotation, rng), surface, rng, drop_height)
+                if body is not None:
+                    break
+                failures[why] += 1
+            else:
+                extent = mesh.extents
+                raise UserError(
+                    f"{recipe.where('objects', group_index, 'count')}: scene {scene_index}: no room for "
+                    f"'{group.category}' {k + 1} of {count} on {group.on} after {placement.max_tries} tries "
+                    f"(placement.max_tries): {', '.join(f'{n} {why}' for why, n in failures.most_common())}; "
+                    f"the object is {extent[0]:.3g} x {extent[1]:.3g} x {extent[2]:.3g} m. Place fewer or smaller "
+                    "objects, or give them a larger surface or a smaller placement.min_gap"
+                )
+            placed.append((group_index, body, asset, material))
+            by_category.setdefault(group.category, []).append(body)
+            if len(placed) > MAX_INSTANCES:
                 raise UserError(f"objects: more than {MAX_INSTANCES} objects in scene {scene_index}")
-    return objects
+    return placed
 
 
 def _sample_asset(
@@ -246,24 +368,10 @@ def _sample_asset(
     return AssetRef.primitive_asset(group.asset.primitive, params)
 
 
-def _place(
-    recipe: Recipe, scene_index: int, group: ObjectGroup, radius: float,
-    placed: list[tuple[float, float, float]], rng: np.random.Generator,
-) -> tuple[float, float]:
-    """A ground position whose footprint circle keeps ``min_gap`` from every placed one."""
-    half_w, half_d = (a / 2 for a in recipe.placement.area)
-    gap = recipe.placement.min_gap
-    for _ in range(recipe.placement.max_tries):
-        x, y = float(rng.uniform(-half_w, half_w)), float(rng.uniform(-half_d, half_d))
-        if all(math.hypot(x - px, y - py) >= radius + pr + gap for px, py, pr in placed):
-            placed.append((x, y, radius))
-            return x, y
-    raise UserError(
-        f"placement: scene {scene_index}: no free spot for object {len(placed) + 1} ('{group.category}') "
-        f"after {recipe.placement.max_tries} tries in a {recipe.placement.area[0]:g} x "
-        f"{recipe.placement.area[1]:g} m area; enlarge placement.area, lower placement.min_gap "
-        "or place fewer objects"
-    )
+def _pose(rotation: np.ndarray, translation) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = rotation, translation
+    return pose
 
 
 def _sample_material(material: Material, where: str, rng: np.random.Generator) -> MaterialSpec:

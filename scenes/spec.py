@@ -73,6 +73,15 @@ class ObjectSpec(_Spec):
     material: MaterialSpec
 
 
+class PropSpec(_Spec):
+    """A mesh that is drawn (and occludes) but is never labeled: a distractor or a support's part."""
+
+    name: str  # the distractor's category or the support's name
+    asset: AssetRef
+    world_from_object: Matrix4
+    material: MaterialSpec
+
+
 class CameraSpec(_Spec):
     K: Matrix3
     world_from_camera: Matrix4
@@ -136,6 +145,7 @@ class SceneSpec(_Spec):
     seed: int  # the scene's seed
     camera: CameraSpec
     objects: list[ObjectSpec]
+    props: list[PropSpec] = []
     lights: list[LightSpec]
     ground: GroundSpec | None
     background_color: Vector3

@@ -1,8 +1,14 @@
-"""The README's two commands are the ones CI and users actually run."""
+"""The README's two commands are the ones CI and users actually run; the recipe reference's
+examples are recipes that work."""
 
 from __future__ import annotations
 
-from .helpers import ROOT
+import re
+
+from sceneforge.scenes.recipe import load_recipe
+from sceneforge.scenes.sampling import sample
+
+from .helpers import ROOT, write_recipe
 
 
 def readme_commands() -> list[str]:
@@ -16,3 +22,13 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
     assert tests.endswith("-m pytest")
     assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
     assert (ROOT / "examples" / "tabletop.yaml").is_file()
+
+
+def test_every_yaml_example_in_the_recipe_reference_loads_and_samples(tmp_path):
+    text = (ROOT / "docs" / "recipes.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S)
+              if any(line.strip() and not line.lstrip().startswith("#") for line in b.splitlines())]
+    assert len(blocks) >= 6
+    for i, block in enumerate(blocks):
+        recipe = load_recipe(write_recipe(tmp_path, block, f"example{i}.yaml"))
+        assert sample(recipe, 0).index == 0

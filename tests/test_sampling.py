@@ -8,14 +8,13 @@ import random
 import numpy as np
 import pytest
 
-from sceneforge.errors import UserError
 from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.distributions import Choice, LogUniform, Normal, RandInt, Uniform
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import look_at, sample, scene_seed
 from sceneforge.scenes.spec import SceneSpec
 
-from .helpers import ROOT, TINY_RECIPE, write_recipe
+from .helpers import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +55,16 @@ def test_no_global_rng_is_used_or_changed(recipe):
 
 
 @pytest.mark.parametrize("rotation", ["yaw", "so3"])
-def test_objects_rest_on_the_ground_without_overlapping(recipe, rotation):
+def test_objects_stand_on_the_ground_at_positions_inside_the_area(recipe, rotation):
+    """(That no two meshes intersect is tested in test_placement.py.)"""
     recipe = recipe.model_copy(update={"placement": recipe.placement.model_copy(update={"rotation": rotation})})
+    half = np.asarray(recipe.placement.area) / 2
     for index in range(30):
-        spec = sample(recipe, index)
-        footprints = []
-        for obj in spec.objects:
+        for obj in sample(recipe, index).objects:
             pose = np.asarray(obj.world_from_object)
             vertices = asset_mesh(obj.asset).vertices @ pose[:3, :3].T + pose[:3, 3]
             assert vertices[:, 2].min() == pytest.approx(0.0, abs=1e-9)
-            footprints.append((vertices[:, :2].mean(axis=0), pose[:2, 3], vertices[:, :2]))
-        for i, (_, centre_a, verts_a) in enumerate(footprints):
-            for _, centre_b, verts_b in footprints[i + 1:]:
-                radius_a = np.linalg.norm(verts_a - centre_a, axis=1).max()
-                radius_b = np.linalg.norm(verts_b - centre_b, axis=1).max()
-                assert np.linalg.norm(centre_a - centre_b) >= radius_a + radius_b + recipe.placement.min_gap - 1e-9
+            assert np.all(np.abs(pose[:2, 3]) <= half)
 
 
 def test_camera_looks_at_target_with_opencv_axes(recipe):
@@ -88,13 +82,6 @@ def test_camera_looks_at_target_with_opencv_axes(recipe):
 def test_look_at_straight_down_is_well_defined():
     pose = look_at(np.array([0.0, 0.0, 2.0]), np.zeros(3))
     assert np.allclose(pose[:3, 2], [0, 0, -1]) and np.allclose(pose[:3, :3].T @ pose[:3, :3], np.eye(3))
-
-
-def test_impossible_placement_fails_with_a_clear_message(tmp_path):
-    text = TINY_RECIPE.replace("placement: {area: [0.5, 0.5], min_gap: 0.01}", "placement: {area: [0.1, 0.1], max_tries: 20}")
-    recipe = load_recipe(write_recipe(tmp_path, text))
-    with pytest.raises(UserError, match=r"placement: scene 0: no free spot .* after 20 tries"):
-        sample(recipe, 0)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,290 @@
+"""Placement geometry: objects stand on surfaces without touching, by real mesh collision.
+
+Collision and clearance are exact triangle-mesh tests (FCL through ``python-fcl``), plus a
+containment test, since two surfaces that never cross may still be one inside the other. The
+optional settle drops the placed objects in a rigid-body simulation (pybullet, headless and
+deterministic) and keeps the poses they come to rest in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
+
+import fcl
+import numpy as np
+import trimesh
+
+# Objects stacked on another object stand this far above the contact found by vertical rays, so
+# that a contact between two edges (which the rays cannot see) never counts as a collision.
+STACK_LIFT = 1e-4
+SIM_STEP = 1 / 240  # seconds; Bullet's default step
+SIM_CHECK = 24  # steps between two checks for rest
+AT_REST = (0.005, 0.05)  # m/s, rad/s: below both, a body is at rest
+DENSITY = 500.0  # kg/m^3, for masses in the simulation (only their ratios matter)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A footprint a settled object must stay above: a rectangle of half size ``half`` centred on
+    ``world_from_region`` (a yaw-only pose)."""
+
+    world_from_region: np.ndarray
+    half: tuple[float, float]
+
+    def holds(self, point: np.ndarray) -> bool:
+        """Whether ``point`` (world) lies above the rectangle."""
+        local = np.linalg.inv(self.world_from_region) @ np.append(point, 1.0)
+        return abs(local[0]) <= self.half[0] and abs(local[1]) <= self.half[1]
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A flat horizontal surface: a rectangle of half size ``half`` centred on
+    ``world_from_rect`` (yaw only; its z is the surface height). Objects stand wholly on it, or
+    when not ``whole`` (the ground's area) only the point under their origin must be on it.
+    ``part`` is the body whose top it is (objects standing on it touch that body); ``region`` is
+    where they must stay after a settle."""
+
+    world_from_rect: np.ndarray
+    half: tuple[float, float]
+    whole: bool = True
+    part: int | None = None
+    region: Region | None = None
+
+
+@dataclass
+class Body:
+    """A mesh in the layout; fixed bodies (supports) never move, the others may settle."""
+
+    mesh: trimesh.Trimesh
+    pose: np.ndarray
+    fixed: bool
+    region: Region | None = None  # the support it stands in or on, if any
+    bounds: np.ndarray = field(init=False)  # world axis-aligned bounds, (2, 3)
+    _collision: fcl.CollisionObject | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.move(self.pose)
+
+    def move(self, pose: np.ndarray) -> None:
+        """Set the pose (world_from_object)."""
+        self.pose = pose
+        vertices = _apply(pose, self.mesh.vertices)
+        self.bounds = np.array([vertices.min(axis=0), vertices.max(axis=0)])
+        if self._collision is not None:
+            self._collision.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
+
+    @property
+    def collision(self) -> fcl.CollisionObject:
+        """The FCL object, built on first use: most pairs are told apart by their bounds alone."""
+        if self._collision is None:
+            self._collision = fcl.CollisionObject(trimesh.collision.mesh_to_BVH(self.mesh))
+            self.move(self.pose)
+        return self._collision
+
+
+class Layout:
+    """The meshes of one scene; new ones are placed only where they touch nothing."""
+
+    def __init__(self, min_gap: float) -> None:
+        self.min_gap = min_gap
+        self.bodies: list[Body] = []
+
+    def add_fixed(self, parts: list[tuple[trimesh.Trimesh, np.ndarray]]) -> bool:
+        """Add the parts (mesh, pose) of one support, unless one of them intersects a body
+        already there (its own parts may touch each other); returns whether they were added."""
+        bodies = [Body(mesh, pose, fixed=True) for mesh, pose in parts]
+        if any(_intersect(body, other) for body in bodies for other in self.bodies):
+            return False
+        self.bodies += bodies
+        return True
+
+    def clear_loose(self) -> None:
+        """Remove every body that is not fixed (to place a scene's objects again)."""
+        self.bodies = [body for body in self.bodies if body.fixed]
+
+    def try_place(
+        self, body: Body, rotation: np.ndarray, surface: Rect | int, rng: np.random.Generator, drop_height: float,
+    ) -> tuple[int | None, str]:
+        """One attempt at standing a new loose ``body`` (turned by ``rotation``) on ``surface``: a
+        flat rectangle, or the top of the body with that index. Returns (index of the body, "") or
+        (None, why the attempt failed); the same body may try again."""
+        mesh = body.mesh
+        turned = mesh.vertices @ rotation.T
+        pose = np.eye(4)
+        pose[:3, :3] = rotation
+        if isinstance(surface, Rect):
+            # The object's footprint (or its origin), in the rectangle's axes, must lie on the rectangle.
+            footprint = turned[:, :2] @ surface.world_from_rect[:2, :2] if surface.whole else np.zeros((1, 2))
+            low, high = -np.asarray(surface.half) - footprint.min(axis=0), np.asarray(surface.half) - footprint.max(axis=0)
+            if np.any(low > high):
+                return None, "did not fit on the surface"
+            local = np.append(rng.uniform(low, high), [0.0, 1.0])
+            pose[:3, 3] = (surface.world_from_rect @ local)[:3] - [0.0, 0.0, turned[:, 2].min()]
+            # Standing on the top face of a part, the object is wholly above that part.
+            ignored, touching, region = surface.part, None, surface.region
+        else:
+            base = self.bodies[surface]
+            low, high = base.bounds
+            pose[:2, 3] = rng.uniform(low[:2], high[:2])
+            height = _drop_height(base, mesh, rotation, pose[:2, 3])
+            if height is None:
+                return None, "missed the objects below"
+            pose[2, 3] = height + STACK_LIFT
+            ignored, touching, region = None, surface, base.region
+        pose[2, 3] += rng.uniform(0.0, drop_height) if drop_height > 0 else 0.0
+        if (turned[:, 2].min() + pose[2, 3]) < -1e-9:
+            return None, "reached below the ground"
+        body.move(pose)
+        body.region = region
+        for i, other in enumerate(self.bodies):
+            if i == ignored:
+                continue
+            if _intersect(body, other):
+                return None, "hit a support" if other.fixed else "hit another object"
+            if i != touching and self.min_gap > 0 and _distance(body, other, self.min_gap) < self.min_gap:
+                return None, "came closer than placement.min_gap"
+        self.bodies.append(body)
+        return len(self.bodies) - 1, ""
+
+    def settle(self, seconds: float) -> tuple[int, str] | None:
+        """Simulate the loose bodies falling to rest (supports and the ground z = 0 hold still)
+        and move them to where they stop. Returns (a body's index, why the scene did not settle)
+        or None when every loose body rests, on its support if it was placed on one."""
+        pybullet = _pybullet()
+        client = pybullet.connect(pybullet.DIRECT)
+        try:
+            return self._simulate(pybullet, client, seconds)
+        finally:
+            pybullet.disconnect(client)
+
+    def _simulate(self, pybullet: ModuleType, client: int, seconds: float) -> tuple[int, str] | None:
+        sim = {"physicsClientId": client}
+        pybullet.setPhysicsEngineParameter(fixedTimeStep=SIM_STEP, deterministicOverlappingPairs=1, **sim)
+        pybullet.setGravity(0.0, 0.0, -9.81, **sim)
+        pybullet.createMultiBody(0, pybullet.createCollisionShape(pybullet.GEOM_PLANE, **sim), **sim)
+        loose: list[tuple[int, int, np.ndarray]] = []  # (simulation id, body index, centre of mass in the object frame)
+        for index, body in enumerate(self.bodies):
+            # Bullet collides moving meshes as their convex hull: a hull holds its mesh, so hulls
+            # that do not overlap keep the meshes apart too.
+            hull = body.mesh.convex_hull
+            centre = hull.center_mass
+            shape = pybullet.createCollisionShape(pybullet.GEOM_MESH, vertices=(hull.vertices - centre).tolist(), **sim)
+            start = body.pose @ _translation(centre)
+            sim_id = pybullet.createMultiBody(
+                0.0 if body.fixed else max(hull.volume * DENSITY, 1e-3), shape,
+                basePosition=start[:3, 3].tolist(), baseOrientation=_quaternion(start), **sim,
+            )
+            pybullet.changeDynamics(sim_id, -1, lateralFriction=0.6, rollingFriction=1e-3, spinningFriction=1e-3, collisionMargin=2e-4, **sim)
+            if not body.fixed:
+                loose.append((sim_id, index, centre))
+        moving = loose
+        for _ in range(math.ceil(seconds / SIM_STEP / SIM_CHECK)):
+            for _ in range(SIM_CHECK):
+                pybullet.stepSimulation(**sim)
+            moving = [entry for entry in loose if not _at_rest(*pybullet.getBaseVelocity(entry[0], **sim))]
+            if not moving:
+                break
+        for sim_id, index, centre in loose:
+            position, quaternion = pybullet.getBasePositionAndOrientation(sim_id, **sim)
+            pose = np.eye(4)
+            pose[:3, :3] = np.reshape(pybullet.getMatrixFromQuaternion(quaternion), (3, 3))
+            pose[:3, 3] = position
+            self.bodies[index].move(pose @ _translation(-centre))
+        if moving:
+            return moving[0][1], f"was still moving after {seconds:g} s"
+        for index, body in enumerate(self.bodies):
+            if body.region is not None and not body.region.holds(body.bounds.mean(axis=0)):
+                return index, "fell off its support"
+        return None
+
+
+def _intersect(a: Body, b: Body) -> bool:
+    """Whether two meshes share any volume: crossing surfaces, or one inside the other."""
+    (a_low, a_high), (b_low, b_high) = a.bounds, b.bounds
+    if np.any(a_low > b_high) or np.any(b_low > a_high):
+        return False
+    if fcl.collide(a.collision, b.collision, fcl.CollisionRequest(), fcl.CollisionResult()):
+        return True
+    # Surfaces that do not cross: either apart, or one holds the other whole (one vertex tells).
+    return _contains(a, b.pose, b.mesh.vertices[0]) or _contains(b, a.pose, a.mesh.vertices[0])
+
+
+def _contains(body: Body, pose: np.ndarray, point: np.ndarray) -> bool:
+    """Whether ``body`` holds the point (given in the frame of ``pose``); never for a mesh that
+    is not closed, which has no inside."""
+    local = np.linalg.inv(body.pose) @ pose @ np.append(point, 1.0)
+    return bool(body.mesh.is_watertight and body.mesh.contains(local[None, :3])[0])
+
+
+def _distance(a: Body, b: Body, limit: float) -> float:
+    """Distance between two meshes that do not intersect; ``limit`` or more when their bounds are that far apart."""
+    (a_low, a_high), (b_low, b_high) = a.bounds, b.bounds
+    apart = np.maximum(np.maximum(a_low - b_high, b_low - a_high), 0.0)
+    if np.linalg.norm(apart) >= limit:
+        return limit
+    return float(fcl.distance(a.collision, b.collision, fcl.DistanceRequest(), fcl.DistanceResult()))
+
+
+def _drop_height(base: Body, mesh: trimesh.Trimesh, rotation: np.ndarray, xy: np.ndarray) -> float | None:
+    """The z translation at which ``mesh`` (turned, over ``xy``), lowered from above, first
+    touches ``base``: rays down from its vertices and up from the base's vertices. None: it misses."""
+    base_world = _apply(base.pose, base.mesh.vertices)
+    falling = np.eye(4)
+    falling[:3, :3] = rotation
+    falling[:3, 3] = (xy[0], xy[1], base.bounds[1, 2] - (mesh.vertices @ rotation.T)[:, 2].min() + 1.0)  # clear above
+    hits = np.concatenate([
+        _ray_distances(base.mesh, np.linalg.inv(base.pose), _apply(falling, mesh.vertices), np.array([0.0, 0.0, -1.0])),
+        _ray_distances(mesh, np.linalg.inv(falling), base_world, np.array([0.0, 0.0, 1.0])),
+    ])
+    return None if hits.size == 0 else falling[2, 3] - float(hits.min())
+
+
+def _apply(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ pose[:3, :3].T + pose[:3, 3]
+
+
+def _ray_distances(mesh: trimesh.Trimesh, frame_from_world: np.ndarray, origins: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Distances along ``direction`` (world) from world ``origins`` to their first hit on ``mesh``
+    (the rays are cast in the mesh's frame, so its cached acceleration structure is reused)."""
+    local_origins = _apply(frame_from_world, origins)
+    local_direction = frame_from_world[:3, :3] @ direction
+    locations, rays, _ = mesh.ray.intersects_location(
+        local_origins, np.broadcast_to(local_direction, local_origins.shape), multiple_hits=False
+    )
+    return np.linalg.norm(locations - local_origins[rays], axis=1)
+
+
+@cache
+def _pybullet() -> ModuleType:
+    """pybullet, imported when a scene is first settled, without the build date that its import
+    prints on file descriptor 2."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import pybullet
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return pybullet
+
+
+def _at_rest(linear: tuple, angular: tuple) -> bool:
+    return bool(np.linalg.norm(linear) < AT_REST[0] and np.linalg.norm(angular) < AT_REST[1])
+
+
+def _translation(offset: np.ndarray) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
+
+
+def _quaternion(pose: np.ndarray) -> list[float]:
+    """Bullet's (x, y, z, w) quaternion of the rotation of a 4x4 pose."""
+    w, x, y, z = trimesh.transformations.quaternion_from_matrix(pose)
+    return [float(x), float(y), float(z), float(w)]
