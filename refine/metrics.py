@@ -58,6 +58,8 @@ def sliced_wasserstein(
 def _pyramid_descriptors(images: Tensor, levels: int, per_image: int, generator: torch.Generator) -> list[Tensor]:
     """Random 7x7x3 neighbourhoods of every Laplacian level: one (N * per_image) x 3 x 7 x 7 tensor per level."""
     _check_images(images, "images")
+    if levels < 1:
+        raise UserError(f"SWD: levels must be at least 1, got {levels}")
     stride = 1 << (levels - 1)
     height, width = (side - side % stride for side in images.shape[-2:])  # even sizes on every level
     if min(height, width) // stride < PATCH:
@@ -257,19 +259,19 @@ def label_validity(raw: Tensor, refined: Tensor, instance: Tensor) -> dict[str, 
 def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N x D each), in float64.
 
-    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)``; the square roots come from
-    symmetric eigendecompositions, so singular covariances (fewer samples than dimensions) are fine.
+    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2)``. With ``R`` the
+    triangular factor of the centred features (``R^T R = S``), the last trace is the nuclear norm of
+    ``R_a R_b^T``: no matrix square root, exact for singular covariances (fewer samples than
+    dimensions), and a min(N, D)-sized problem.
     """
     fa, fb = features_a.double(), features_b.to(features_a.device).double()
     for name, f in (("a", fa), ("b", fb)):
         if f.ndim != 2 or len(f) < 2:
             raise UserError(f"Fréchet distance: features {name} must be N x D with N >= 2, got {tuple(f.shape)}")
-    cov_a, cov_b = fa.T.cov(), fb.T.cov()
-    values, vectors = torch.linalg.eigh(cov_a)
-    root_a = vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
-    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    root_a, root_b = (torch.linalg.qr(f - f.mean(dim=0), mode="r").R / (len(f) - 1) ** 0.5 for f in (fa, fb))
+    cross = torch.linalg.matrix_norm(root_a @ root_b.T, ord="nuc")
     mean_term = (fa.mean(dim=0) - fb.mean(dim=0)).square().sum()
-    return (mean_term + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+    return (mean_term + root_a.square().sum() + root_b.square().sum() - 2 * cross).item()
 
 
 def kernel_distance(features_a: Tensor, features_b: Tensor, *, subsets: int = 100, subset_size: int = 1000,
