@@ -12,8 +12,10 @@ user supplies. Meaning, units and defaults of every number: docs/refiner_metrics
 - ``frechet_distance``, ``kernel_distance``: FID and KID on features; ``frechet_and_kernel_distance``
   computes them with the FID Inception network from a user's safetensors file.
 
-Images are float tensors N x 3 x H x W in [0, 1], on any device. Every random choice comes from
-a ``torch.Generator`` seeded by the ``seed`` argument: the same inputs and seed give the same number.
+Images are float tensors N x 3 x H x W in [0, 1], on any device; large sets are processed in
+chunks of CHUNK images. Every random choice comes from a ``torch.Generator`` seeded by the
+``seed`` argument: the same inputs and seed give the same number (on a GPU, up to the
+nondeterminism of its convolutions in the two-sample training).
 """
 
 from __future__ import annotations
@@ -199,19 +201,29 @@ def edge_agreement(rgb: Tensor, instance: Tensor) -> float:
     if instance.shape != (rgb.shape[0], *rgb.shape[-2:]):
         raise UserError(f"instance maps of shape {tuple(instance.shape)} do not match "
                         f"images of shape {tuple(rgb.shape)}")
+    matched = boundaries = 0
     with torch.no_grad():
-        boundary = torch.zeros(instance.shape, dtype=torch.bool, device=instance.device)
-        across_x = instance[:, :, 1:] != instance[:, :, :-1]
-        across_y = instance[:, 1:, :] != instance[:, :-1, :]
-        boundary[:, :, 1:] |= across_x
-        boundary[:, :, :-1] |= across_x
-        boundary[:, 1:, :] |= across_y
-        boundary[:, :-1, :] |= across_y
-        if not boundary.any():
-            raise UserError("edge agreement: the instance maps have no boundaries (a single id everywhere)")
-        edges = kornia.filters.canny(rgb.float())[1]
-        near_edge = F.max_pool2d(edges, 3, stride=1, padding=1).squeeze(1) > 0
-        return (near_edge.to(boundary.device) & boundary).sum().item() / boundary.sum().item()
+        for images, ids in zip(rgb.split(CHUNK), instance.split(CHUNK)):
+            boundary = _boundaries(ids)
+            edges = kornia.filters.canny(images.float())[1]
+            near_edge = F.max_pool2d(edges, 3, stride=1, padding=1).squeeze(1).to(boundary.device) > 0
+            matched += (near_edge & boundary).sum().item()
+            boundaries += boundary.sum().item()
+    if not boundaries:
+        raise UserError("edge agreement: the instance maps have no boundaries (a single id everywhere)")
+    return matched / boundaries
+
+
+def _boundaries(instance: Tensor) -> Tensor:
+    """Pixels with a 4-neighbour of another id, on both sides of each boundary."""
+    boundary = torch.zeros(instance.shape, dtype=torch.bool, device=instance.device)
+    across_x = instance[:, :, 1:] != instance[:, :, :-1]
+    across_y = instance[:, 1:, :] != instance[:, :-1, :]
+    boundary[:, :, 1:] |= across_x
+    boundary[:, :, :-1] |= across_x
+    boundary[:, 1:, :] |= across_y
+    boundary[:, :-1, :] |= across_y
+    return boundary
 
 
 def structure_ssim(raw: Tensor, refined: Tensor) -> float:
@@ -224,14 +236,19 @@ def structure_ssim(raw: Tensor, refined: Tensor) -> float:
     _check_images(raw, "raw")
     if raw.shape != refined.shape:
         raise UserError(f"raw images {tuple(raw.shape)} and refined images {tuple(refined.shape)} differ in shape")
-    c3 = 0.03**2 / 2
     with torch.no_grad():
-        x, y = (kornia.color.rgb_to_grayscale(images.float()) for images in (raw, refined))
-        mean_x, mean_y = _local_mean(x), _local_mean(y)
-        var_x = (_local_mean(x * x) - mean_x**2).clamp_min(0)
-        var_y = (_local_mean(y * y) - mean_y**2).clamp_min(0)
-        covariance = _local_mean(x * y) - mean_x * mean_y
-        return ((covariance + c3) / ((var_x * var_y).sqrt() + c3)).mean().item()
+        total = sum(_structure_map(x, y).sum().item() for x, y in zip(raw.split(CHUNK), refined.split(CHUNK)))
+    return total / (len(raw) * raw.shape[-2] * raw.shape[-1])
+
+
+def _structure_map(raw: Tensor, refined: Tensor) -> Tensor:
+    c3 = 0.03**2 / 2
+    x, y = (kornia.color.rgb_to_grayscale(images.float()) for images in (raw, refined))
+    mean_x, mean_y = _local_mean(x), _local_mean(y)
+    var_x = (_local_mean(x * x) - mean_x**2).clamp_min(0)
+    var_y = (_local_mean(y * y) - mean_y**2).clamp_min(0)
+    covariance = _local_mean(x * y) - mean_x * mean_y
+    return (covariance + c3) / ((var_x * var_y).sqrt() + c3)
 
 
 def _local_mean(images: Tensor) -> Tensor:

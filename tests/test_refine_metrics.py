@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from sceneforge.errors import UserError
+from sceneforge.labels.torch import SceneForgeDataset, collate
 from sceneforge.refine import metrics
 from sceneforge.refine.metrics import (
     FIDInception,
@@ -115,6 +116,16 @@ def test_edges_of_an_image_painted_from_its_instances_agree_and_a_3px_shift_brea
         validity["edge_agreement_refined"] / validity["edge_agreement_raw"])
     assert validity["edge_agreement_ratio"] < 0.3
     assert validity["structure_ssim"] < 0.85
+
+
+def test_rendered_frames_have_edges_on_their_instance_boundaries(tiny_store):
+    batch = collate(list(SceneForgeDataset(tiny_store, passes=("instance",))))
+    image, instance = batch["image"], batch["instance"]
+    assert edge_agreement(image, instance) > 0.85
+    validity = label_validity(image, torch.roll(image, shifts=(3, 3), dims=(2, 3)), instance)
+    assert validity["edge_agreement_ratio"] < 0.8 and validity["structure_ssim"] < 0.9
+    # The masks flipped upside down no longer match the picture.
+    assert edge_agreement(image, instance.flip(1)) < 0.8
 
 
 def test_edge_agreement_needs_boundaries_and_matching_shapes():
