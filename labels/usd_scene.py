@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
 
-from sceneforge.scenes.assets import asset_mesh
+from sceneforge.scenes.assets import AssetMaterial, asset_model
 from sceneforge.scenes.sampling import CV_TO_BLENDER
 from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpec
 
@@ -19,7 +19,7 @@ from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpe
 HORIZONTAL_APERTURE = 0.36
 # SceneSpec light energies (Blender's: W/m2 for a sun, W for point and area lights) divided by
 # these give UsdLux intensities that Blender's USD importer turns back into the same energies.
-_INTENSITY_DIVISOR = {"sun": 4.0, "point": np.pi, "area": np.pi}
+_INTENSITY_DIVISOR = {"sun": 4.0, "point": np.pi, "spot": np.pi, "area": np.pi}
 
 
 def scene_usda(spec: SceneSpec) -> str:
@@ -36,27 +36,39 @@ def scene_stage(spec: SceneSpec) -> Usd.Stage:
     stage.SetDefaultPrim(UsdGeom.Xform.Define(stage, "/World").GetPrim())
     UsdGeom.Scope.Define(stage, "/World/Looks")
     for obj in spec.objects:
-        mesh = asset_mesh(obj.asset)
-        prim = _add_mesh(stage, f"object_{obj.instance_id}", mesh.vertices, mesh.faces,
-                         obj.world_from_object, obj.material).GetPrim()
+        model = asset_model(obj.asset)
+        prim = _add_mesh(stage, f"object_{obj.instance_id}", model.mesh.vertices, model.mesh.faces,
+                         obj.world_from_object, _main_material(model.materials, model.face_materials, obj.material)).GetPrim()
         for key, value in (("instance_id", obj.instance_id), ("category_id", obj.category_id),
                            ("category", obj.category), ("asset", obj.asset.hash)):
             prim.SetCustomDataByKey(f"sceneforge:{key}", value)
+    for i, prop in enumerate(spec.props):  # distractors and supports: drawn, never labeled
+        model = asset_model(prop.asset)
+        prim = _add_mesh(stage, f"prop_{i}", model.mesh.vertices, model.mesh.faces, prop.world_from_object,
+                         _main_material(model.materials, model.face_materials, prop.material)).GetPrim()
+        prim.SetCustomDataByKey("sceneforge:prop", prop.name)
     if spec.ground is not None:
         half = spec.ground.size / 2
         corners = np.array([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]])
-        _add_mesh(stage, "ground", corners, np.array([[0, 1, 2, 3]]), np.eye(4), spec.ground.material)
+        _add_mesh(stage, "ground", corners, np.array([[0, 1, 2, 3]]), np.eye(4),
+                  _main_material((AssetMaterial(),), np.zeros(1, dtype=int), spec.ground.material))
     for i, light in enumerate(spec.lights):
         _add_light(stage, f"/World/light_{i}", light)
     dome = UsdLux.DomeLight.Define(stage, "/World/background")
-    dome.CreateColorAttr(Gf.Vec3f(*spec.background_color))
-    dome.CreateIntensityAttr(spec.background_strength)
+    if spec.hdri is None:
+        dome.CreateColorAttr(Gf.Vec3f(*spec.background_color))
+        dome.CreateIntensityAttr(spec.background_strength)
+    else:
+        dome.CreateTextureFileAttr(Sdf.AssetPath(spec.hdri.path))
+        dome.CreateTextureFormatAttr(UsdLux.Tokens.latlong)
+        dome.CreateIntensityAttr(spec.hdri.strength)
+        dome.AddRotateZOp().Set(spec.hdri.rotation_deg)
     _add_camera(stage, "/World/camera", spec.camera)
     return stage
 
 
 def _add_mesh(stage: Usd.Stage, name: str, vertices: np.ndarray, faces: np.ndarray, pose,
-              material: MaterialSpec) -> UsdGeom.Mesh:
+              material: AssetMaterial) -> UsdGeom.Mesh:
     """A mesh prim at ``pose`` (one prim, so that importers name the object after it), with its
     UsdPreviewSurface bound."""
     mesh = UsdGeom.Mesh.Define(stage, f"/World/{name}")
@@ -71,7 +83,18 @@ def _add_mesh(stage: Usd.Stage, name: str, vertices: np.ndarray, faces: np.ndarr
     return mesh
 
 
-def _material(stage: Usd.Stage, path: str, spec: MaterialSpec) -> UsdShade.Material:
+def _main_material(own: tuple[AssetMaterial, ...], face_materials: np.ndarray, change: MaterialSpec) -> AssetMaterial:
+    """The asset's material covering most faces, with the scene's changes applied (the .usda
+    carries one plain material per object: no textures or vertex colours)."""
+    base = own[int(np.bincount(np.asarray(face_materials, dtype=int), minlength=len(own)).argmax())]
+    return AssetMaterial(
+        base_color=base.base_color if change.base_color is None else tuple(change.base_color),
+        roughness=base.roughness if change.roughness is None else change.roughness,
+        metallic=base.metallic if change.metallic is None else change.metallic,
+    )
+
+
+def _material(stage: Usd.Stage, path: str, spec: AssetMaterial) -> UsdShade.Material:
     material = UsdShade.Material.Define(stage, path)
     shader = UsdShade.Shader.Define(stage, f"{path}/surface")
     shader.CreateIdAttr("UsdPreviewSurface")
@@ -85,9 +108,13 @@ def _material(stage: Usd.Stage, path: str, spec: MaterialSpec) -> UsdShade.Mater
 def _add_light(stage: Usd.Stage, path: str, light: LightSpec) -> None:
     if light.type == "sun":
         usd_light = UsdLux.DistantLight.Define(stage, path)
-    elif light.type == "point":
+    elif light.type in ("point", "spot"):
         usd_light = UsdLux.SphereLight.Define(stage, path)
         usd_light.CreateTreatAsPointAttr(True)
+        if light.type == "spot":
+            shaping = UsdLux.ShapingAPI.Apply(usd_light.GetPrim())
+            shaping.CreateShapingConeAngleAttr(light.spot_size_deg / 2)
+            shaping.CreateShapingConeSoftnessAttr(light.spot_blend)
     else:
         usd_light = UsdLux.RectLight.Define(stage, path)
         usd_light.CreateWidthAttr(light.size)
