@@ -6,11 +6,13 @@ and are scaled so that their camera-frame z is 1: the ray parameter of a hit is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import trimesh
 
 from .assets import asset_mesh
-from .spec import CameraSpec, ObjectSpec
+from .spec import CameraSpec, ObjectSpec, PropSpec
 
 
 def pixel_rays(K: np.ndarray, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
@@ -32,9 +34,11 @@ def first_hit_depth(mesh: trimesh.Trimesh, camera_from_object: np.ndarray, rays:
     return depth
 
 
-def visible_fractions(camera: CameraSpec, objects: list[ObjectSpec], long_side: int = 64) -> list[float | None]:
+def visible_fractions(camera: CameraSpec, objects: list[ObjectSpec], occluders: Sequence[PropSpec] = (),
+                      long_side: int = 64) -> list[float | None]:
     """Each object's visible / unoccluded share of the image, estimated on a grid of at most
-    ``long_side`` rays across (objects occlude each other; the ground is ignored). None: not in view."""
+    ``long_side`` rays across (objects and ``occluders`` hide objects; the ground is ignored).
+    None: not in view."""
     scale = min(1.0, long_side / max(camera.width, camera.height))
     columns, rows = max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
     # Grid cells' centres, in full-resolution pixel coordinates.
@@ -42,11 +46,12 @@ def visible_fractions(camera: CameraSpec, objects: list[ObjectSpec], long_side: 
                          (np.arange(rows) + 0.5) * camera.height / rows - 0.5)
     rays = pixel_rays(np.asarray(camera.K), us.ravel(), vs.ravel())
     camera_from_world = np.linalg.inv(np.asarray(camera.world_from_camera))
+    bodies = [*objects, *occluders]
     depths = np.array([
-        first_hit_depth(asset_mesh(obj.asset), camera_from_world @ np.asarray(obj.world_from_object), rays)
-        for obj in objects
-    ]).reshape(len(objects), len(rays))
-    unoccluded = np.isfinite(depths).sum(axis=1)
+        first_hit_depth(asset_mesh(body.asset), camera_from_world @ np.asarray(body.world_from_object), rays)
+        for body in bodies
+    ]).reshape(len(bodies), len(rays))
+    unoccluded = np.isfinite(depths[:len(objects)]).sum(axis=1)
     hit = np.isfinite(depths).any(axis=0)
-    visible = np.bincount(depths.argmin(axis=0)[hit], minlength=len(objects))
+    visible = np.bincount(depths.argmin(axis=0)[hit], minlength=len(bodies))[:len(objects)]
     return [None if total == 0 else float(seen / total) for seen, total in zip(visible, unoccluded)]

@@ -66,7 +66,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         index=index,
         scene_index=scene_index,
         seed=seed,
-        camera=_sample_camera(recipe, objects, f"scene {scene_index} frame {index}", camera_rng),
+        camera=_sample_camera(recipe, objects, props, f"scene {scene_index} frame {index}", camera_rng),
         objects=objects,
         props=props,
         lights=[spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(light, i, lights_rng)],
@@ -123,7 +123,8 @@ def _intrinsics(recipe: Recipe) -> np.ndarray:
     return np.array([[i.fx, 0.0, i.cx], [0.0, i.fy, i.cy], [0.0, 0.0, 1.0]])
 
 
-def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], where: str, rng: np.random.Generator) -> CameraSpec:
+def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSpec], where: str,
+                   rng: np.random.Generator) -> CameraSpec:
     """A camera pose, redrawn (up to ``visibility.max_tries`` times) until enough objects show."""
     rule = recipe.camera.visibility
     if rule is None:
@@ -135,7 +136,7 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], where: str, rng: n
     best = 0
     for _ in range(rule.max_tries):
         camera = _sample_camera_pose(recipe, objects, rng)
-        fractions = visible_fractions(camera, objects)
+        fractions = visible_fractions(camera, objects, props)
         enough = sum(f is not None and f >= rule.min_fraction for f in fractions)
         if enough >= rule.min_objects:
             return camera

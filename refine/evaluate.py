@@ -1,0 +1,72 @@
+"""``sceneforge refine eval``: realism and label validity of a store's refined frames."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sceneforge.errors import UserError
+from sceneforge.labels.store import DatasetStore
+
+from .apply import REFINED, refine_records
+from .data import RealPhotos
+from .device import pick_device
+from .metrics import frechet_and_kernel_distance, label_validity, sliced_wasserstein, two_sample_accuracy
+
+
+def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | None = None, count: int = 200,
+                   inception_weights: Path | None = None, device: str = "auto", seed: int = 0) -> dict:
+    """Compare the first ``count`` renders and their refined versions with the photos in
+    ``real_dir``: SWD (per pyramid level and mean; lower is closer), two-sample classifier accuracy
+    (0.5 = indistinguishable), label validity of refined vs render, and FID/KID with user weights.
+    The refined frames are ``rgb_refined/`` or, with ``checkpoint``, computed now."""
+    records = store.records()[:count]
+    if len(records) < 4:
+        raise UserError(f"{store.root}: {len(records)} finished frame(s); evaluation needs at least 4")
+    if checkpoint is not None:
+        refined = refine_records(store, records, checkpoint, device)
+    elif all(REFINED in r["files"] for r in records):
+        refined = [store.read_rgb(r, REFINED) for r in records]
+    else:
+        raise UserError(f"{store.root}: no refined frames yet; run 'sceneforge refine apply' first or pass --checkpoint")
+    on = pick_device(device)
+    raw = [store.read_rgb(r) for r in records]
+    side = min(raw[0].shape[:2])
+    photos = RealPhotos(real_dir, side).images
+    if len(photos) < 4:
+        raise UserError(f"{real_dir}: {len(photos)} readable photo(s); evaluation needs at least 4")
+    real = _images([_centre_square(p, side) for p in photos], on)
+    # renders and photos compare as centre squares of one size; labels on the whole frames
+    square = tuple(_images([_centre_square(i, side) for i in images], on) for images in (raw, refined))
+    half = len(photos) // 2
+    swd = {name: sliced_wasserstein(images, real, seed=seed) for name, images in zip(("render", "refined"), square)}
+    report: dict = {
+        "frames": len(records),
+        "photos": len(photos),
+        "swd_render": swd["render"],
+        "swd_refined": swd["refined"],
+        "swd_mean": {"render": statistics.fmean(swd["render"]), "refined": statistics.fmean(swd["refined"]),
+                     "photos_half_vs_half": statistics.fmean(sliced_wasserstein(real[:half], real[half:], seed=seed))},
+        "two_sample_accuracy": {name: two_sample_accuracy(images, real, seed=seed)
+                                for name, images in zip(("render", "refined"), square)},
+        "label_validity": label_validity(_images(raw, on), _images(refined, on), torch.from_numpy(
+            np.stack([store.read_instance(r).astype(np.int64) for r in records])).to(on)),
+    }
+    if inception_weights is not None:
+        report["fid_kid"] = {name: frechet_and_kernel_distance(images, real, inception_weights, seed=seed)
+                             for name, images in zip(("render", "refined"), square)}
+    return report
+
+
+def _images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """H x W x 3 uint8 images (one size) -> N x 3 x H x W float in [0, 1] on ``device``."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).to(device)
+
+
+def _centre_square(image: np.ndarray, side: int) -> np.ndarray:
+    """The centre ``side`` x ``side`` square of an H x W x 3 image."""
+    y, x = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    return image[y:y + side, x:x + side]
