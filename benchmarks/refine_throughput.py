@@ -69,7 +69,7 @@ def main() -> None:
 
 def _save_random(config: RefinerConfig, path: Path) -> None:
     models = CycleModels(config)
-    torch.nn.init.normal_(models.to_real.out.weight, std=0.02)  # not the identity start: real work for timing
+    torch.nn.init.normal_(models.to_real.output_layer.weight, std=0.02)  # not the identity start: real work for timing
     optimiser = torch.optim.Adam(models.parameters())
     pools = {"real": ImagePool(1), "synthetic": ImagePool(1)}
     checkpoint.save(path, training_state(models, TrainOptions(config=config), 0, optimiser, optimiser, pools))

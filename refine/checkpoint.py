@@ -1,19 +1,23 @@
-"""Refiner checkpoints: one torch file of tensors and plain values, never unpickled code.
+"""Refiner checkpoints: safetensors files, so loading one never runs code (no pickle at all).
 
-A checkpoint holds ``format``, ``version``, the architecture (``RefinerConfig``), the training
-options it was made with, the step, and the state of every network and optimiser; it is loaded
-with ``weights_only=True``, checked against the architecture it claims, and written atomically.
+A checkpoint holds the architecture (``RefinerConfig``), the training options it was made with,
+the step, and the state of every network, optimiser and image pool. Tensors are stored under
+their path in the state (``to_real/body.1.weight``, ``optimise_g/state/3/exp_avg``); everything
+else goes, as JSON, into the file's metadata with ``format`` and ``version``. Files are written
+atomically and checked on loading against the architecture they claim.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
-import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from sceneforge.errors import UserError
 
@@ -21,8 +25,9 @@ from .model import CycleModels, Generator, RefinerConfig
 
 FORMAT = "sceneforge.refiner"
 VERSION = 1
-FILE_NAME = "checkpoint.pt"
+FILE_NAME = "checkpoint.safetensors"
 MAX_CHECKPOINT_BYTES = 4 << 30
+MAX_METADATA_BYTES = 16 << 20
 
 
 def checkpoint_file(path: Path) -> Path:
@@ -34,10 +39,13 @@ def checkpoint_file(path: Path) -> Path:
 
 
 def save(path: Path, state: dict) -> None:
-    """Write ``state`` (see ``training_state``) atomically: a kill leaves the previous checkpoint."""
+    """Write ``state`` (see ``train.training_state``) atomically: a kill leaves the previous checkpoint."""
+    tensors: dict[str, torch.Tensor] = {}
+    plain = _split(state, "", tensors)
+    metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(plain)}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -50,13 +58,19 @@ def load(path: Path, device: str = "cpu") -> dict:
     if file.stat().st_size > MAX_CHECKPOINT_BYTES:
         raise UserError(f"{file}: larger than {MAX_CHECKPOINT_BYTES >> 30} GiB, not a refiner checkpoint")
     try:
-        state = torch.load(file, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
+        with safe_open(str(file), framework="pt", device=device) as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise UserError(f"{file}: not a SceneForge refiner checkpoint")
+            if metadata.get("version") != str(VERSION):
+                raise UserError(f"{file}: refiner checkpoint version {metadata.get('version')}, "
+                                f"this SceneForge reads version {VERSION}")
+            if len(metadata.get("state", "")) > MAX_METADATA_BYTES:
+                raise UserError(f"{file}: metadata larger than {MAX_METADATA_BYTES >> 20} MB")
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        state = _join(json.loads(metadata["state"]), tensors)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{file}: not a readable refiner checkpoint ({_first_line(exc)})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{file}: not a SceneForge refiner checkpoint")
-    if state.get("version") != VERSION:
-        raise UserError(f"{file}: refiner checkpoint version {state.get('version')}, this SceneForge reads version {VERSION}")
     try:
         state["config"] = RefinerConfig.from_dict(state["config"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -84,6 +98,32 @@ def _load_weights(module: torch.nn.Module, weights: dict | None, file: Path) -> 
         module.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise UserError(f"{file}: weights do not fit the architecture it names ({_first_line(exc)})") from None
+
+
+def _split(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` as JSON, each tensor replaced by ``{"tensor": path}`` and put in ``tensors``."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value
+        return {"tensor": path}
+    if isinstance(value, dict):
+        return {"dict": [[key, _split(item, f"{path}/{key}" if path else str(key), tensors)] for key, item in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"list": [_split(item, f"{path}/{i}", tensors) for i, item in enumerate(value)]}
+    return {"value": value}
+
+
+def _join(plain: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of ``_split`` (dict keys keep their JSON type: optimiser states use int keys)."""
+    (kind, content), = plain.items()
+    if kind == "tensor":
+        return tensors[content]
+    if kind == "dict":
+        return {key: _join(item, tensors) for key, item in content}
+    if kind == "list":
+        return [_join(item, tensors) for item in content]
+    if kind == "value":
+        return content
+    raise ValueError(f"unknown entry {kind!r}")
 
 
 def file_sha256(path: Path) -> str:

@@ -89,6 +89,7 @@ class Generator(nn.Module):
     def __init__(self, config: RefinerConfig, gbuffer: bool) -> None:
         super().__init__()
         c, norm = config.channels, config.norm
+        self.config = config
         self.gbuffer = gbuffer
         self.residual = config.residual
         layers: list[nn.Module] = [
@@ -102,12 +103,16 @@ class Generator(nn.Module):
                 nn.ConvTranspose2d(c * k, c * k // 2, 3, stride=2, padding=1, output_padding=1),
                 _norm(norm, c * k // 2), nn.ReLU(True),
             ]
-        self.out = nn.Conv2d(c, 3, 7)
-        layers += [nn.ReflectionPad2d(3), self.out]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, 3, 7)]
         self.body = nn.Sequential(*layers)
         if self.residual:  # start as the identity: refinement only ever adds to the render
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
+            nn.init.zeros_(self.output_layer.weight)
+            nn.init.zeros_(self.output_layer.bias)
+
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        """The last convolution (zero at the start of a residual generator)."""
+        return self.body[-1]
 
     def forward(self, rgb: Tensor, gbuffer: Tensor | None = None) -> Tensor:
         """``rgb`` N x 3 x H x W in [-1, 1] (H, W multiples of 4); ``gbuffer`` N x 6 x H x W or None."""

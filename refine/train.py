@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import kornia
@@ -45,6 +45,19 @@ class TrainOptions:
     seed: int = 0
     mixed_precision: bool = True  # bf16 autocast on a GPU
     config: RefinerConfig = field(default_factory=RefinerConfig)
+
+    @classmethod
+    def preset(cls, architecture: str, *, channels: int = 64, blocks: int = 9, disc_channels: int = 64,
+               **options) -> TrainOptions:
+        """``sceneforge`` (the label-preserving refiner) or ``cyclegan`` (the published baseline:
+        its architecture and no structure loss), with the networks' widths and the generator's depth."""
+        if architecture == "sceneforge":
+            config, structure = RefinerConfig(), cls.structure_weight
+        elif architecture == "cyclegan":
+            config, structure = RefinerConfig.reference(), 0.0
+        else:
+            raise UserError(f"--architecture: expected sceneforge or cyclegan, got {architecture!r}")
+        return cls(structure_weight=structure, config=replace(config, channels=channels, blocks=blocks, disc_channels=disc_channels), **options)
 
 
 @dataclass

@@ -49,17 +49,12 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train (or resume) a refiner; a killed run resumes from its last checkpoint."""
-    from dataclasses import replace
-
-    from sceneforge.refine.model import RefinerConfig
+    from sceneforge.refine.checkpoint import FILE_NAME
     from sceneforge.refine.train import TrainOptions
     from sceneforge.refine.train import train as train_refiner
 
-    if architecture not in ("sceneforge", "cyclegan"):
-        raise typer.BadParameter(f"expected sceneforge or cyclegan, got {architecture!r}", param_hint="--architecture")
-    base = RefinerConfig() if architecture == "sceneforge" else RefinerConfig.reference()
-    options = TrainOptions(steps=steps, size=size, batch=batch, checkpoint_every=checkpoint_every, seed=seed,
-                           config=replace(base, channels=width, blocks=blocks))
+    options = TrainOptions.preset(architecture, channels=width, blocks=blocks, steps=steps, size=size, batch=batch,
+                                  checkpoint_every=checkpoint_every, seed=seed)
     with _progress("Training", quiet) as progress:
         task = progress.add_task("train", total=steps, rate="")
 
@@ -68,7 +63,7 @@ def train(
             progress.update(task, completed=step, rate=f"{speed:.2f} steps/s" if speed else "")
 
         result = train_refiner(store, real, output, options, device, on_step)
-    typer.echo(f"Checkpoint: {(output / 'checkpoint.pt').resolve()} (step {result.last_step}, "
+    typer.echo(f"Checkpoint: {(output / FILE_NAME).resolve()} (step {result.last_step}, "
                f"{result.steps_per_second:.2f} steps/s on {result.device})")
 
 

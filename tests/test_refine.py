@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from sceneforge.errors import UserError
 from sceneforge.labels.store import DatasetStore
@@ -119,7 +121,7 @@ def test_no_usable_photos_is_a_clear_error(tmp_path):
 
 
 def _weights(run: Path) -> dict:
-    return torch.load(run / "checkpoint.pt", weights_only=True)
+    return checkpoint.load(run)
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(store, photos, tmp_path):
@@ -158,29 +160,35 @@ def tiny_checkpoint(store, photos, tmp_path) -> Path:
 
 
 def test_bad_checkpoints_are_clear_errors(tiny_checkpoint, tmp_path):
-    good = tiny_checkpoint / "checkpoint.pt"
-    corrupt = tmp_path / "corrupt.pt"
+    good = tiny_checkpoint / checkpoint.FILE_NAME
+    corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(UserError, match="not a readable refiner checkpoint"):
         checkpoint.load(corrupt)
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(1)}, str(foreign), metadata={"format": "something else"})
     with pytest.raises(UserError, match="not a SceneForge refiner checkpoint"):
         checkpoint.load(foreign)
-    state = torch.load(good, weights_only=True)
-    for change, message in [({"version": 99}, "version 99"), ({"config": {"channels": 4}}, "unknown refiner architecture"),
+    state = checkpoint.load(good)
+    state["config"] = state["config"].to_dict()
+    for change, message in [({"config": {"channels": 4}}, "unknown refiner architecture"),
                             ({"config": {**state["config"], "channels": 8}}, "do not fit the architecture")]:
-        path = tmp_path / "changed.pt"
-        torch.save({**state, **change}, path)
+        path = tmp_path / "changed.safetensors"
+        checkpoint.save(path, {**state, **change})
         with pytest.raises(UserError, match=message):
             checkpoint.load_generator(path)
+    with safe_open(str(good), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, str(tmp_path / "v99.safetensors"), metadata={**metadata, "version": "99"})
+    with pytest.raises(UserError, match="version 99"):
+        checkpoint.load(tmp_path / "v99.safetensors")
     with pytest.raises(UserError, match="no refiner checkpoint there"):
         checkpoint.load(tmp_path / "nowhere")
 
 
-def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
+def test_pickles_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
-    torch.save({"format": "sceneforge.refiner", "version": 1, "payload": RefinerConfig()}, path)  # an arbitrary object
+    torch.save({"format": "sceneforge.refiner", "version": 1, "payload": RefinerConfig()}, path)  # would unpickle code
     with pytest.raises(UserError, match="not a readable refiner checkpoint"):
         checkpoint.load(path)
 
@@ -189,7 +197,7 @@ def test_apply_writes_refined_frames_records_them_and_resumes(store, tiny_checkp
     refiner = Refiner(tiny_checkpoint, device="cpu", batch=2)
     assert refine_store(store, refiner) == len(store.records())
     reopened = DatasetStore(store.root)
-    assert reopened.meta["refiner"]["sha256"] == checkpoint.file_sha256(tiny_checkpoint / "checkpoint.pt")
+    assert reopened.meta["refiner"]["sha256"] == checkpoint.file_sha256(tiny_checkpoint / checkpoint.FILE_NAME)
     assert "rgb_refined" in reopened.meta["passes"]
     for record in reopened.records():
         refined = reopened.read_rgb(record, "rgb_refined")
@@ -240,16 +248,17 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(store, photos, t
             "--checkpoint-every", "1"]
     process = subprocess.Popen([*args, "--steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not (run / "checkpoint.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+    while not (run / checkpoint.FILE_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert process.poll() is None, process.stderr.read().decode()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    saved = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    saved = checkpoint.load(run)["step"]
     assert saved >= 1
     resumed = subprocess.run([*args, "--steps", str(saved + 2)], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"step {saved + 2}" in resumed.stdout
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == saved + 2
+    assert checkpoint.load(run)["step"] == saved + 2
 
 
 def test_run_refines_before_export_when_the_recipe_names_a_checkpoint(tiny_checkpoint, tmp_path):
@@ -259,7 +268,7 @@ def test_run_refines_before_export_when_the_recipe_names_a_checkpoint(tiny_check
     result = run_cli("run", recipe, "-o", out, "-n", "1", "-q")
     assert result.returncode == 0, result.stderr
     store = DatasetStore(out)
-    assert store.meta["refiner"]["sha256"] == checkpoint.file_sha256(tiny_checkpoint / "checkpoint.pt")
+    assert store.meta["refiner"]["sha256"] == checkpoint.file_sha256(tiny_checkpoint / checkpoint.FILE_NAME)
     coco = json.loads((out / "coco" / "annotations.json").read_text())
     first = coco["images"][0]["file_name"]
     assert (out / "coco" / "images" / first).read_bytes() == (out / "rgb_refined" / first).read_bytes()

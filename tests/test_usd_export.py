@@ -13,6 +13,7 @@ from pxr import Usd, UsdGeom, UsdShade
 
 from sceneforge.labels.export import export
 from sceneforge.pipeline import render_dataset
+from sceneforge.scenes.assets import AssetMaterial
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.spec import SceneSpec
 
@@ -163,9 +164,10 @@ def test_ids_and_materials_match_the_frame(usd_store):
                 "category_id": obj["category_id"], "category": obj["category"], "asset": obj["asset"]}
             material, _ = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()
             shader = material.ComputeSurfaceSource()[0]
-            assert tuple(shader.GetInput("diffuseColor").Get()) == pytest.approx(obj_spec.material.base_color)
-            assert shader.GetInput("roughness").Get() == pytest.approx(obj_spec.material.roughness)
-            assert shader.GetInput("metallic").Get() == pytest.approx(obj_spec.material.metallic)
+            own, change = AssetMaterial(), obj_spec.material  # primitives' own material, where the recipe keeps it
+            assert tuple(shader.GetInput("diffuseColor").Get()) == pytest.approx(change.base_color or own.base_color)
+            assert shader.GetInput("roughness").Get() == pytest.approx(own.roughness if change.roughness is None else change.roughness)
+            assert shader.GetInput("metallic").Get() == pytest.approx(own.metallic if change.metallic is None else change.metallic)
         ground = stage.GetPrimAtPath("/World/ground")
         assert ground.IsA(UsdGeom.Mesh) and not ground.GetCustomDataByKey("sceneforge")
 
