@@ -256,9 +256,18 @@ class Shelf(_Support):
 Support = Annotated[Union[Bin, Shelf], Field(discriminator="type")]
 
 
+class Walls(Section):
+    """Four walls standing on the ground's edges, facing inwards: drawn, never labeled."""
+
+    height: float = Field(2.5, gt=0, le=100, description="metres")
+    thickness: float = Field(0.05, gt=0, le=10, description="metres, outside the ground's square")
+    material: Material = Material(color=(0.8, 0.8, 0.8), roughness=0.9)
+
+
 class Ground(Section):
-    size: float = Field(4.0, gt=0)
+    size: float = Field(4.0, gt=0, description="side of the ground's square, metres")
     material: Material = Material(color=(0.5, 0.5, 0.5), roughness=0.8)
+    walls: Walls | None = Field(None, description="four walls on the ground's edges (a room)")
 
 
 class Light(Section):
@@ -512,7 +521,11 @@ class Recipe(Section):
         """(field location, material) of every material of the recipe."""
         found = [(("objects", i, "material"), group.material) for i, group in enumerate(self.objects)]
         found += [(("supports", i, "material"), support.material) for i, support in enumerate(self.supports)]
-        return found + ([(("ground", "material"), self.ground.material)] if self.ground else [])
+        if self.ground is not None:
+            found.append((("ground", "material"), self.ground.material))
+            if self.ground.walls is not None:
+                found.append((("ground", "walls", "material"), self.ground.walls.material))
+        return found
 
     def content_hash(self) -> str:
         """Hash of everything that decides the rendered frames (frame count and refiner excluded),

@@ -20,7 +20,7 @@ from .assets import asset_mesh
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
-from .recipe import HSV, MAX_INSTANCES, Bin, LibraryAsset, Light, LookAt, Material, ObjectGroup, Recipe, Support
+from .recipe import HSV, MAX_INSTANCES, Bin, Ground, LibraryAsset, Light, LookAt, Material, ObjectGroup, Recipe, Support
 from .spec import (
     AssetRef,
     CameraSpec,
@@ -242,7 +242,7 @@ def _build_supports(
     stand on by name (the ground's is ``placement.area``)."""
     width, depth = recipe.placement.area
     surfaces = {"ground": [Rect(np.eye(4), (width / 2, depth / 2), whole=False)]}
-    props = []
+    props = [] if recipe.ground is None or recipe.ground.walls is None else _walls(recipe.ground, layout, rng)
     for i, support in enumerate(recipe.supports):
         size = np.array([float(draw(v, rng)) for v in support.size])
         x, y = (float(draw(v, rng)) for v in support.position)
@@ -273,6 +273,18 @@ def _build_supports(
             for part, top, half in tops
         ]
     return props, surfaces
+
+
+def _walls(ground: Ground, layout: Layout, rng: np.random.Generator) -> list[PropSpec]:
+    """The four walls of the ground (boxes whose inner faces stand on its edges), added to the layout."""
+    walls, half = ground.walls, ground.size / 2
+    material = _sample_material(walls.material, "ground.walls.material", rng)
+    t, outer = walls.thickness, ground.size + 2 * walls.thickness
+    parts = [((outer, t, walls.height), (0.0, side * (half + t / 2), 0.0)) for side in (-1, 1)]
+    parts += [((t, ground.size, walls.height), (side * (half + t / 2), 0.0, 0.0)) for side in (-1, 1)]
+    assets = [(AssetRef.primitive_asset("box", {"extents": extents}), _pose(np.eye(3), centre)) for extents, centre in parts]
+    layout.add_fixed([(asset_mesh(asset), pose) for asset, pose in assets])
+    return [PropSpec(name="wall", asset=asset, world_from_object=_matrix(pose), material=material) for asset, pose in assets]
 
 
 def _support_parts(support: Support, size: np.ndarray) -> tuple[list | None, list]:

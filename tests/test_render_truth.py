@@ -7,6 +7,7 @@ import pytest
 
 from sceneforge.pipeline import render_dataset
 from sceneforge.scenes.recipe import load_recipe
+from sceneforge.scenes.spec import SceneSpec
 
 from .helpers import write_recipe
 
@@ -56,3 +57,29 @@ def test_plane_depth_and_normals(tmp_path, elevation, lens):
             # Planar, not Euclidean: the corners are much farther along their rays than 1.7 m.
             assert depth[0, 0] == pytest.approx(1.7, rel=1e-4)
         assert not store.read_instance(record).any(), "the ground is not a labeled object"
+
+
+WALLS_RECIPE = """\
+seed: 3
+count: 2
+render: {resolution: [40, 30], samples: 1}
+camera: {fov_deg: 50, look_at: [0, 0, 0.6], distance: 0.5, elevation_deg: 0, azimuth_deg: {choice: [0, 90, 180, 270]}}
+ground: {size: 2, walls: {height: 2, material: {color: [0.7, 0.6, 0.5]}}}
+lights: [{type: sun, energy: 2}]
+"""
+
+
+def test_walls_stand_on_the_ground_edges_at_their_true_distance(tmp_path):
+    store = render_dataset(load_recipe(write_recipe(tmp_path, WALLS_RECIPE)), tmp_path / "out").store
+    for record in store.records():
+        spec = SceneSpec.model_validate_json(store.path(record, "scene").read_text())
+        walls = [p for p in spec.props if p.name == "wall"]
+        assert len(walls) == 4
+        inner = sorted(abs(np.asarray(p.world_from_object)[i, 3]) - p.asset.params["extents"][i] / 2
+                       for p in walls for i in (0, 1) if np.asarray(p.world_from_object)[i, 3] != 0)
+        assert inner == pytest.approx([1.0] * 4)  # inner faces on the ground's edges
+        # Looking horizontally along an axis from 0.5 m before the centre: the far wall is a plane
+        # 1.5 m away, square to the view, so its planar depth is 1.5 at every pixel it fills.
+        depth = store.read_depth(record)
+        assert np.abs(depth - 1.5).max() <= 1.5e-4
+        assert not store.read_instance(record).any(), "walls are not labeled"
