@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sceneforge.labels.store import DatasetStore
-from sceneforge.refine.apply import Refiner, _decode, refine_records
+from sceneforge.refine.apply import Refiner, _decode, refined_images
 from sceneforge.refine.data import RealPhotos
 from sceneforge.refine.metrics import label_validity, sliced_wasserstein
 from sceneforge.refine.train import TrainOptions, train
@@ -61,7 +61,7 @@ def main() -> None:
             started = time.perf_counter()
             train(store.root, args.real, run, options, "cpu")
             seconds = time.perf_counter() - started
-            refined = refine_records(store, records, run, "cpu")
+            refined = refined_images(store, records, run, "cpu")
             swd_after = statistics.fmean(sliced_wasserstein(_tensor([r[:side, :side] for r in refined]), real))
             validity = label_validity(_tensor(renders), _tensor(refined), instances)
             mean, largest = _tiling_error(run, *enlarged)

@@ -7,8 +7,8 @@ present, on a CUDA GPU:
 
 - reference: CycleGAN as published (instance norm, RGB in), batch 1, fp32, NCHW;
 - optimised: SceneForge's refiner (per-pixel norm, G-buffer inputs, residual output) through the
-  real inference and training code: batched, inference mode, and on a GPU bf16 autocast,
-  channels_last (safe with the per-pixel norm, slow with instance norm) and fused Adam.
+  real inference and training code: batched, channels_last (fast with the per-pixel norm, slow
+  with instance norm), inference mode, and on a GPU bf16 autocast and fused Adam.
 
 Inference times the generator through ``Refiner`` (host uint8 in, host uint8 out, tiles of 512)
 after warm-up; training times ``train._step`` (both generators and both discriminators, at the

@@ -39,8 +39,7 @@ class Refiner:
         self.device = pick_device(device)
         self.checkpoint = checkpoint_file(checkpoint)
         self.generator, self.sha256 = load_generator(self.checkpoint, str(self.device))
-        # channels_last is fast with the per-pixel norm, slow with instance norm (pytorch #72341)
-        self.channels_last = self.device.type == "cuda" and self.generator.config.norm == "pixel"
+        self.channels_last = self.generator.config.channels_last
         if self.channels_last:
             self.generator.to(memory_format=torch.channels_last)
         self.batch, self.tile, self.overlap, self.mixed_precision = batch, tile, overlap, mixed_precision
@@ -160,8 +159,14 @@ def _decode(store: DatasetStore, records: list[dict]) -> tuple[np.ndarray, np.nd
     return rgb, aux
 
 
-def refine_records(store: DatasetStore, records: list[dict], checkpoint: Path, device: str = "auto") -> list[np.ndarray]:
-    """Refined RGB of some frames, computed now and not written (for previews and evaluation)."""
+def refined_images(store: DatasetStore, records: list[dict], checkpoint: Path | None = None,
+                   device: str = "auto") -> list[np.ndarray]:
+    """The refined RGB of some frames: computed now with ``checkpoint`` (and not written), or
+    else read from ``rgb_refined/`` (for previews and evaluation)."""
+    if checkpoint is None:
+        if not all(REFINED in r["files"] for r in records):
+            raise UserError(f"{store.root}: no refined frames yet; run 'sceneforge refine apply' first or pass --checkpoint")
+        return [store.read_rgb(r, REFINED) for r in records]
     refiner = Refiner(checkpoint, device=device)
     refined: list[np.ndarray] = []
     for _, (rgb, aux) in _read_batches(store, records, refiner.batch):

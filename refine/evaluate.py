@@ -11,7 +11,7 @@ import torch
 from sceneforge.errors import UserError
 from sceneforge.labels.store import DatasetStore
 
-from .apply import REFINED, refine_records
+from .apply import refined_images
 from .data import RealPhotos
 from .device import pick_device
 from .metrics import frechet_and_kernel_distance, label_validity, sliced_wasserstein, two_sample_accuracy
@@ -26,12 +26,7 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
     records = store.records()[:count]
     if len(records) < 4:
         raise UserError(f"{store.root}: {len(records)} finished frame(s); evaluation needs at least 4")
-    if checkpoint is not None:
-        refined = refine_records(store, records, checkpoint, device)
-    elif all(REFINED in r["files"] for r in records):
-        refined = [store.read_rgb(r, REFINED) for r in records]
-    else:
-        raise UserError(f"{store.root}: no refined frames yet; run 'sceneforge refine apply' first or pass --checkpoint")
+    refined = refined_images(store, records, checkpoint, device)
     on = pick_device(device)
     raw = [store.read_rgb(r) for r in records]
     side = min(raw[0].shape[:2])

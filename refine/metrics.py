@@ -1,7 +1,7 @@
 """Measures of how real a refined image set looks and whether its labels still hold.
 
 None of them needs downloaded weights except FID/KID, which run only on an Inception file the
-user supplies. Meaning, units and defaults of every number: docs/refiner_metrics.md.
+user supplies. Meaning, units and defaults of every number: docs/refiner.md.
 
 - ``sliced_wasserstein``: multi-scale sliced Wasserstein distance between 7x7 neighbourhoods of
   the Laplacian pyramids of two image sets (Karras et al. 2018), per level.
@@ -319,7 +319,7 @@ def frechet_and_kernel_distance(
 ) -> dict[str, float]:
     """FID and KID between two image sets with the FID Inception-v3 loaded from ``inception_weights``.
 
-    The file is a safetensors state dict with pytorch-fid's key names (docs/refiner_metrics.md
+    The file is a safetensors state dict with pytorch-fid's key names (docs/refiner.md
     says how to make one); nothing is downloaded. Returns ``{"fid": ..., "kid": ...}``.
     """
     model = load_inception(inception_weights).to(a.device)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 GBUFFER_CHANNELS = 6  # inverse depth 1, normals 3, instance boundary 1, "G-buffer present" flag 1
@@ -34,6 +35,12 @@ class RefinerConfig:
         """CycleGAN's published generator and discriminator."""
         return cls(norm="instance", gbuffer=False, residual=False)
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether to run in channels_last memory: much faster with the per-pixel norm (one fused
+        layer norm), much slower with instance norm (pytorch #72341), on the CPU and on GPUs."""
+        return self.norm == "pixel"
+
     def to_dict(self) -> dict:
         """Plain values for a checkpoint."""
         return asdict(self)
@@ -49,17 +56,17 @@ class RefinerConfig:
 
 class PixelNorm(nn.Module):
     """Layer norm over the channels of each pixel: no statistics across pixels, so a tile is
-    normalised exactly as in the whole image (instance norm is not, and seams appear)."""
+    normalised exactly as in the whole image (instance norm is not, and seams appear). On a
+    channels_last tensor the permuted view is contiguous, and this is one fused kernel."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).square().mean(dim=1, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + 1e-5) * self.weight + self.bias
+        normalised = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, eps=1e-5)
+        return normalised.permute(0, 3, 1, 2)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

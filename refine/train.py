@@ -166,12 +166,12 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
 
 def training_setup(options: TrainOptions, device: torch.device) -> tuple[CycleModels, torch.optim.Optimizer, torch.optim.Optimizer, bool]:
     """The four networks (initial weights from ``options.seed``) on ``device`` and the Adam
-    optimisers of the generators and of the discriminators; channels_last (returned) on a GPU
-    with the per-pixel norm, where it is fast (instance norm is not)."""
+    optimisers of the generators and of the discriminators; channels_last (returned) with the
+    per-pixel norm, where it is fast (instance norm is not)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # without touching the caller's RNG
         models = CycleModels(options.config)
-    channels_last = device.type == "cuda" and options.config.norm == "pixel"
+    channels_last = options.config.channels_last
     models.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     generators = [*models.to_real.parameters(), *models.to_synthetic.parameters()]
     judges = [*models.judge_real.parameters(), *models.judge_synthetic.parameters()]

@@ -113,19 +113,13 @@ def preview(
 
     from sceneforge.labels.preview import before_after_sheet
     from sceneforge.labels.store import DatasetStore, atomic_write
-    from sceneforge.refine.apply import REFINED, refine_records
+    from sceneforge.refine.apply import refined_images
 
     loaded = DatasetStore(store)
     records = loaded.records()[:count]
     if not records:
         raise UserError(f"{store}: the store has no finished frames")
-    if checkpoint is not None:
-        refined = refine_records(loaded, records, checkpoint, device)
-    elif all(REFINED in r["files"] for r in records):
-        refined = [loaded.read_rgb(r, REFINED) for r in records]
-    else:
-        raise UserError(f"{store}: no refined frames yet; run 'sceneforge refine apply' first or pass --checkpoint")
-    sheet = before_after_sheet(loaded, records, refined)
+    sheet = before_after_sheet(loaded, records, refined_images(loaded, records, checkpoint, device))
     ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     atomic_write(output, lambda tmp: tmp.write_bytes(png.tobytes()))
     typer.echo(f"Preview: {output.resolve()}")

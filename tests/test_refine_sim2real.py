@@ -14,32 +14,15 @@ import torch
 
 from sceneforge.labels.store import DatasetStore
 from sceneforge.pipeline import render_dataset
-from sceneforge.refine.apply import Refiner, _decode, refine_records
+from sceneforge.refine.apply import Refiner, _decode, refined_images
 from sceneforge.refine.model import RefinerConfig
 from sceneforge.refine.train import TrainOptions, train
 from sceneforge.refine.metrics import label_validity, sliced_wasserstein
 from sceneforge.scenes.recipe import load_recipe
 
-from .helpers import write_recipe
+from .helpers import TINY_RECIPE, write_recipe
 
-RECIPE = """\
-seed: 7
-count: 16
-render: {resolution: [64, 64], samples: 2}
-camera: {fov_deg: 55, look_at: [0, 0, 0.05], distance: {uniform: [0.8, 1.1]}, elevation_deg: {uniform: [35, 60]}, azimuth_deg: {uniform: [0, 360]}}
-placement: {area: [0.5, 0.5], min_gap: 0.01}
-objects:
-  - category: box
-    count: {randint: [1, 2]}
-    asset: {primitive: box, extents: [0.12, {uniform: [0.08, 0.14]}, 0.1]}
-    material: {color: {hsv: [{uniform: [0, 1]}, 0.7, 0.8]}}
-  - category: ball
-    count: 2
-    asset: {primitive: sphere, radius: 0.06}
-    material: {color: {hsv: [{uniform: [0, 1]}, 0.6, 0.9]}}
-lights:
-  - {type: sun, energy: 3, elevation_deg: 60, azimuth_deg: 30}
-"""
+FIXTURE = {"count": 16, "render.resolution": [64, 64]}  # TINY_RECIPE at 64 px: enough for 4 SWD levels
 
 
 def sensor(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -57,9 +40,9 @@ def sensor(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def sim2real(tmp_path_factory) -> tuple[DatasetStore, Path, Path]:
     """(synthetic store, folder of 'real' photos, trained refiner run)."""
     folder = tmp_path_factory.mktemp("sim2real")
-    recipe = write_recipe(folder, RECIPE)
-    synthetic = render_dataset(load_recipe(recipe), folder / "synthetic").store
-    other = render_dataset(load_recipe(recipe, {"seed": 99}), folder / "other").store
+    recipe = write_recipe(folder, TINY_RECIPE)
+    synthetic = render_dataset(load_recipe(recipe, FIXTURE), folder / "synthetic").store
+    other = render_dataset(load_recipe(recipe, {**FIXTURE, "seed": 99}), folder / "other").store
     photos = folder / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
@@ -79,7 +62,7 @@ def test_refiner_moves_renders_toward_the_real_sensor_and_keeps_labels(sim2real)
     store, photos, run = sim2real
     records = store.records()
     renders = [store.read_rgb(r) for r in records]
-    refined = refine_records(store, records, run, "cpu")
+    refined = refined_images(store, records, run, "cpu")
     real = [cv2.imread(str(p))[..., ::-1] for p in sorted(photos.iterdir())]
     before = statistics.fmean(sliced_wasserstein(_tensor(renders), _tensor(real)))
     after = statistics.fmean(sliced_wasserstein(_tensor(refined), _tensor(real)))
