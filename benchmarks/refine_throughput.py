@@ -29,7 +29,8 @@ from sceneforge.refine import checkpoint
 from sceneforge.refine.apply import Refiner
 from sceneforge.refine.device import pick_device
 from sceneforge.refine.model import CycleModels, RefinerConfig
-from sceneforge.refine.train import ImagePool, TrainOptions, to_device, train_step, training_setup, training_state
+from sceneforge.refine.data import to_tensor
+from sceneforge.refine.train import ImagePool, TrainOptions, train_step, training_setup, training_state
 
 
 def main() -> None:
@@ -95,9 +96,9 @@ def _training(config: RefinerConfig, device_name: str, batch: int, size: int, am
     options = TrainOptions(batch=batch, size=size, mixed_precision=amp, config=config)
     models, optimise_g, optimise_d, channels_last = training_setup(options, device)
     pools = {"real": ImagePool(options.pool_size), "synthetic": ImagePool(options.pool_size)}
-    x, y = (to_device(torch.rand(batch, 3, size, size) * 2 - 1, device, channels_last) for _ in range(2))
-    a = to_device(torch.rand(batch, 6, size, size), device, channels_last)
     rng = np.random.default_rng(0)
+    x, y = (to_tensor(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), device, channels_last) for _ in range(2))
+    a = to_tensor(rng.random((batch, size, size, 6), dtype=np.float32), device, channels_last)
     for step in range(steps + 1):
         if step == 1:  # the first step warms up
             _sync(device_name)

@@ -50,9 +50,9 @@ class Refiner:
 
     def __call__(self, rgb: np.ndarray, aux: np.ndarray | None = None) -> np.ndarray:
         """N x H x W x 3 uint8 renders (and their N x H x W x 6 G-buffers) -> refined, same shape."""
-        x = to_tensor(rgb)
-        if aux is not None:
-            x = torch.cat([x, to_tensor(aux)], dim=1)
+        x = to_tensor(rgb, self.device, self.channels_last)
+        if aux is not None and self.generator.gbuffer:
+            x = torch.cat([x, to_tensor(aux, self.device, self.channels_last)], dim=1)
         return to_uint8(self._tiled(x))
 
     @torch.inference_mode()
@@ -60,11 +60,13 @@ class Refiner:
         n, _, height, width = x.shape
         ys, xs = _tile_starts(height, self.tile, self.overlap), _tile_starts(width, self.tile, self.overlap)
         th, tw = min(self.tile, height), min(self.tile, width)
-        weight = _ramp(ys, th, height, self.overlap)[:, None, :, None] * _ramp(xs, tw, width, self.overlap)[None, :, None, :]
-        out = torch.zeros(n, 3, height, width)
+        weight = (_ramp(ys, th, height, self.overlap)[:, None, :, None]
+                  * _ramp(xs, tw, width, self.overlap)[None, :, None, :]).to(x.device)
+        out = x.new_zeros(n, 3, height, width)
         tiles = [(i, j, y0, x0) for i, y0 in enumerate(ys) for j, x0 in enumerate(xs)]
-        for start in range(0, len(tiles), max(1, self.batch // n)):
-            chunk = tiles[start:start + max(1, self.batch // n)]
+        per_batch = max(1, self.batch // n)
+        for start in range(0, len(tiles), per_batch):
+            chunk = tiles[start:start + per_batch]
             crops = torch.cat([x[:, :, y0:y0 + th, x0:x0 + tw] for _, _, y0, x0 in chunk])
             refined = self._forward(crops).view(len(chunk), n, 3, th, tw)
             for (i, j, y0, x0), result in zip(chunk, refined):
@@ -72,18 +74,15 @@ class Refiner:
         return out
 
     def _forward(self, x: Tensor) -> Tensor:
-        """Run the generator on the device (padding to a multiple of 4), result on the CPU in fp32."""
+        """The generator on a batch (padded to a multiple of 4), in fp32 on the device."""
         height, width = x.shape[2:]
         pad_h, pad_w = -height % 4, -width % 4
-        x = x.to(self.device, non_blocking=True)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         rgb, aux = x[:, :3], (x[:, 3:] if x.shape[1] > 3 else None)
         with autocast(self.device, self.mixed_precision):
-            y = self.generator(rgb, aux if self.generator.gbuffer else None)
-        return y[:, :, :height, :width].float().cpu()
+            y = self.generator(rgb, aux)
+        return y[:, :, :height, :width].float()
 
 
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -40,15 +40,17 @@ def gbuffer(depth: np.ndarray, normals: np.ndarray, instance: np.ndarray) -> np.
                       np.ones(depth.shape, np.float32)]).astype(np.float32)
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """N x H x W x C uint8 (to [-1, 1]) or float32 (as is) -> N x C x H x W float32."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    return t.float() / 127.5 - 1 if images.dtype == np.uint8 else t.float()
+def to_tensor(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """N x H x W x C uint8 (to [-1, 1]) or float (as is) -> N x C x H x W float32 on ``device``.
+    The bytes travel as they are and are converted there: a quarter of the traffic for uint8."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True).permute(0, 3, 1, 2)
+    t = t.float() / 127.5 - 1 if images.dtype == np.uint8 else t.float()
+    return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """N x 3 x H x W in [-1, 1] -> N x H x W x 3 uint8."""
-    scaled = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """N x 3 x H x W in [-1, 1] (any device) -> N x H x W x 3 uint8 on the host, converted first."""
+    scaled = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return scaled.permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -112,7 +112,7 @@ def structure_loss(refined: Tensor, raw: Tensor, boundary: Tensor, emphasis: flo
 
 
 def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, device: str = "auto",
-          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train (or resume) a refiner in folder ``run`` until ``options.steps``; checkpoints every
     ``options.checkpoint_every`` steps and at the end, so a killed run resumes where it saved."""
     if options.size % 4 or options.size < 32:
@@ -147,17 +147,17 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
     with (run / "log.jsonl").open("a") as log_file:
         while step < options.steps:
             rgb, aux, photos = next(batches)
-            x, a, y = (to_device(to_tensor(t), torch_device, channels_last) for t in (rgb, aux, photos))
+            x, a, y = (to_tensor(t, torch_device, channels_last) for t in (rgb, aux, photos))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(np.random.default_rng([options.seed, step, 2]).integers(2**62)))
                 y = augment((y + 1) / 2) * 2 - 1
             rng = np.random.default_rng([options.seed, step, 1])
             losses = train_step(models, options, x, a, y, pools, rng, optimise_g, optimise_d, torch_device)
             step += 1
-            if step % 10 == 0 or step == options.steps:
-                log_file.write(json.dumps({"step": step, **losses}) + "\n")
+            if step % 10 == 0 or step == options.steps:  # reading a loss waits for the GPU: not every step
+                log_file.write(json.dumps({"step": step, **{k: v.item() for k, v in losses.items()}}) + "\n")
             if on_step:
-                on_step(step, losses)
+                on_step(step)
             if step % options.checkpoint_every == 0 or step == options.steps:
                 checkpoint.save(saved, training_state(models, options, step, optimise_g, optimise_d, pools))
     seconds = time.perf_counter() - started
@@ -181,16 +181,10 @@ def training_setup(options: TrainOptions, device: torch.device) -> tuple[CycleMo
     return models, optimise_g, optimise_d, channels_last
 
 
-def to_device(t: Tensor, device: torch.device, channels_last: bool) -> Tensor:
-    """A batch on the training device, in the models' memory format."""
-    t = t.to(device, non_blocking=True)
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
-
-
 def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor, y: Tensor, pools: dict[str, ImagePool],
           rng: np.random.Generator, optimise_g: torch.optim.Optimizer, optimise_d: torch.optim.Optimizer,
-          device: torch.device) -> dict[str, float]:
-    """One CycleGAN update: both generators, then both discriminators (LSGAN)."""
+          device: torch.device) -> dict[str, Tensor]:
+    """One CycleGAN update: both generators, then both discriminators (LSGAN); the losses, detached."""
     to_real, to_synthetic = models.to_real, models.to_synthetic
     judges = (models.judge_real, models.judge_synthetic)
     amp = options.mixed_precision
@@ -219,8 +213,8 @@ def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor,
     optimise_d.zero_grad(set_to_none=True)
     loss_d.backward()
     optimise_d.step()
-    return {"adversarial": adversarial.item(), "cycle": cycle.item(), "identity": identity.item(),
-            "structure": structure.item(), "discriminators": loss_d.item()}
+    return {"adversarial": adversarial.detach(), "cycle": cycle.detach(), "identity": identity.detach(),
+            "structure": structure.detach(), "discriminators": loss_d.detach()}
 
 
 def _lsgan(scores: Tensor, target: float) -> Tensor:

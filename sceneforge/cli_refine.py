@@ -58,7 +58,7 @@ def train(
     with _progress("Training", quiet) as progress:
         task = progress.add_task("train", total=steps, rate="")
 
-        def on_step(step: int, losses: dict[str, float]) -> None:
+        def on_step(step: int) -> None:
             speed = progress.tasks[task].speed
             progress.update(task, completed=step, rate=f"{speed:.2f} steps/s" if speed else "")
 
