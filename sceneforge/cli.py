@@ -166,7 +166,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
     if loaded.refine is not None:
         checkpoint = recipe.parent / loaded.refine.checkpoint
         if not checkpoint.exists():
-            raise UserError(f"{recipe}: refine.checkpoint: no refiner checkpoint at {checkpoint}")
+            raise UserError(f"{loaded.where('refine', 'checkpoint')}: no refiner checkpoint at {checkpoint}")
     report = _render(loaded, output, engine, usd, quiet, verbose)
     if checkpoint is not None:
         refine_frames(report.store, checkpoint, batch=loaded.refine.batch, device=loaded.refine.device, quiet=quiet)

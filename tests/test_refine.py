@@ -274,4 +274,4 @@ def test_run_refines_before_export_when_the_recipe_names_a_checkpoint(tiny_check
     assert (out / "coco" / "images" / first).read_bytes() == (out / "rgb_refined" / first).read_bytes()
     missing = write_recipe(tmp_path, TINY_RECIPE + "refine: {checkpoint: nowhere}\n", name="missing.yaml")
     result = run_cli("run", missing, "-o", tmp_path / "out2", "-n", "1", "-q")
-    assert result.returncode == 2 and "refine.checkpoint" in result.stderr and "missing.yaml" in result.stderr
+    assert result.returncode == 2 and "missing.yaml:" in result.stderr and ": refine.checkpoint: no refiner checkpoint" in result.stderr

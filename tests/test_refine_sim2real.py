@@ -4,6 +4,7 @@ CPU training must move the renders toward that domain and keep their labels vali
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from sceneforge.refine.train import TrainOptions, train
 from sceneforge.refine.metrics import label_validity, sliced_wasserstein
 from sceneforge.scenes.recipe import load_recipe
 
-from .helpers import TINY_RECIPE, write_recipe
+from .helpers import TINY_RECIPE, run_cli, write_recipe
+from .test_refine_metrics import inception_file
 
 FIXTURE = {"count": 16, "render.resolution": [64, 64]}  # TINY_RECIPE at 64 px: enough for 4 SWD levels
 
@@ -86,3 +88,22 @@ def test_tiled_inference_matches_the_whole_image(sim2real):
     assert np.abs(whole - rgb.astype(int)).mean() > 5  # the refiner does change the images
     difference = np.abs(whole - tiled)
     assert difference.mean() < 0.25 and difference.max() <= 6, (difference.mean(), difference.max())
+
+
+def test_eval_reports_realism_and_label_validity(sim2real, tmp_path):
+    store, photos, run = sim2real
+    report_path = tmp_path / "report.json"
+    weights = inception_file(tmp_path / "inception.safetensors")
+    result = run_cli("refine", "eval", "--store", store.root, "--real", photos, "--checkpoint", run, "-n", "8",
+                     "--device", "cpu", "--inception-weights", weights, "-o", report_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["frames"] == 8 and report["photos"] == 16
+    assert len(report["swd_render"]) == len(report["swd_refined"]) == 4
+    assert report["swd_mean"]["refined"] < report["swd_mean"]["render"]
+    assert 0 <= report["two_sample_accuracy"]["refined"] <= 1
+    assert report["label_validity"]["edge_agreement_ratio"] >= 0.9
+    assert set(report["fid_kid"]["refined"]) == {"fid", "kid"}
+    assert "label_validity: edge_agreement_raw" in result.stdout
+    missing = run_cli("refine", "eval", "--store", store.root, "--real", photos)  # nothing refined, no checkpoint
+    assert missing.returncode == 2 and "refine apply" in missing.stderr
