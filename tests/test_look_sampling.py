@@ -242,3 +242,19 @@ def test_recipes_survive_the_json_round_trip_of_dataset_json(tmp_path):
                    load_recipe(write_recipe(tmp_path, extra, "extra.yaml"))):
         again = Recipe.model_validate(json.loads(json.dumps(recipe.model_dump(mode="json"))))
         assert again.model_dump() == recipe.model_dump() and sample(again, 1) == sample(recipe, 1)
+
+
+def test_distractors_hide_objects_in_the_visibility_estimate(tmp_path):
+    """A flat distractor stacked on a ball, seen from straight above, covers it entirely."""
+    recipe = load_recipe(write_recipe(tmp_path, """\
+        render: {resolution: [64, 48]}
+        camera: {look_at: [0, 0, 0], distance: 1.5, elevation_deg: 90}
+        placement: {area: [0.01, 0.01]}
+        objects:
+          - {category: ball, asset: {primitive: sphere, radius: 0.05}}
+          - {category: lid, distractor: true, on: ball, asset: {primitive: box, extents: [0.3, 0.3, 0.01]}}
+        """))
+    spec = sample(recipe, 0)
+    assert len(spec.objects) == 1 and [p.name for p in spec.props] == ["lid"]
+    assert visible_fractions(spec.camera, spec.objects) == [1.0]
+    assert visible_fractions(spec.camera, spec.objects, spec.props) == [0.0]
