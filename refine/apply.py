@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,6 @@ from sceneforge.labels.store import DatasetStore, frame_name
 from .checkpoint import checkpoint_file, load_generator
 from .data import gbuffer, to_tensor, to_uint8
 from .device import autocast, pick_device
-
-log = logging.getLogger("sceneforge")
 
 REFINED = "rgb_refined"
 
@@ -122,17 +119,19 @@ def refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], N
     done = marker.exists() and marker.read_text().strip() == refiner.sha256
     marker.write_text(refiner.sha256 + "\n")
     todo = [r for r in records if not (done and (folder / f"{frame_name(r['index'])}.png").exists())]
+    def finish(writes: list[Future]) -> None:
+        for write in writes:
+            write.result()
+            if on_frame:
+                on_frame()
+
     with ThreadPoolExecutor(2) as writers:
-        pending = []
+        pending: list[Future] = []
         for batch, (rgb, aux) in _read_batches(store, todo, refiner.batch):
             refined = refiner(rgb, aux)
-            for record, image in zip(batch, refined):
-                pending.append(writers.submit(store.write_colour, REFINED, record["index"], image))
-            for future in pending:
-                future.result()
-                if on_frame:
-                    on_frame()
-            pending.clear()
+            finish(pending)  # the previous batch's PNGs, encoded while this batch was refined
+            pending = [writers.submit(store.write_colour, REFINED, r["index"], image) for r, image in zip(batch, refined)]
+        finish(pending)
     store.record_pass(REFINED, {"refiner": refiner.identity()})
     return len(todo)
 
