@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
 
-from sceneforge.scenes.assets import AssetMaterial, asset_model
+from sceneforge.scenes.assets import AssetMaterial, asset_model, ground_model
 from sceneforge.scenes.sampling import CV_TO_BLENDER
 from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpec
 
@@ -48,10 +48,9 @@ def scene_stage(spec: SceneSpec) -> Usd.Stage:
                          _main_material(model.materials, model.face_materials, prop.material)).GetPrim()
         prim.SetCustomDataByKey("sceneforge:prop", prop.name)
     if spec.ground is not None:
-        half = spec.ground.size / 2
-        corners = np.array([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]])
-        _add_mesh(stage, "ground", corners, np.array([[0, 1, 2, 3]]), np.eye(4),
-                  _main_material((AssetMaterial(),), np.zeros(1, dtype=int), spec.ground.material))
+        model = ground_model(spec.ground.size)
+        _add_mesh(stage, "ground", model.mesh.vertices, model.mesh.faces, np.eye(4),
+                  _main_material(model.materials, model.face_materials, spec.ground.material))
     for i, light in enumerate(spec.lights):
         _add_light(stage, f"/World/light_{i}", light)
     dome = UsdLux.DomeLight.Define(stage, "/World/background")

@@ -15,7 +15,7 @@ from sceneforge.errors import UserError
 from sceneforge.labels.store import DatasetStore, frame_name
 
 from .checkpoint import checkpoint_file, load_generator
-from .data import gbuffer, to_tensor, to_uint8
+from .data import frame_inputs, to_tensor, to_uint8
 from .device import autocast, pick_device
 
 REFINED = "rgb_refined"
@@ -152,9 +152,8 @@ def _read_batches(store: DatasetStore, records: list[dict], batch: int) -> Itera
 
 
 def _decode(store: DatasetStore, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    rgb = np.stack([store.read_rgb(r) for r in records])
-    aux = np.stack([gbuffer(store.read_depth(r), store.read_normals(r), store.read_instance(r)) for r in records])
-    return rgb, aux
+    rgb, aux = zip(*(frame_inputs(store, r) for r in records))
+    return np.stack(rgb), np.stack(aux)
 
 
 def refined_images(store: DatasetStore, records: list[dict], checkpoint: Path | None = None,

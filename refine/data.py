@@ -40,6 +40,11 @@ def gbuffer(depth: np.ndarray, normals: np.ndarray, instance: np.ndarray) -> np.
                       np.ones(depth.shape, np.float32)]).astype(np.float32)
 
 
+def frame_inputs(store: DatasetStore, record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's RGB (H x W x 3 uint8) and G-buffer (H x W x 6 float32), read from the store."""
+    return store.read_rgb(record), gbuffer(store.read_depth(record), store.read_normals(record), store.read_instance(record))
+
+
 def to_tensor(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
     """N x H x W x C uint8 (to [-1, 1]) or float (as is) -> N x C x H x W float32 on ``device``.
     The bytes travel as they are and are converted there: a quarter of the traffic for uint8."""
@@ -70,9 +75,7 @@ class SyntheticFrames:
         return len(self.records)
 
     def _decode(self, position: int) -> tuple[np.ndarray, np.ndarray]:
-        record = self.records[position]
-        rgb = self.store.read_rgb(record)
-        aux = gbuffer(self.store.read_depth(record), self.store.read_normals(record), self.store.read_instance(record))
+        rgb, aux = frame_inputs(self.store, self.records[position])
         return rgb, aux.astype(np.float16)
 
     @property

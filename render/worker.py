@@ -29,9 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-import trimesh
-
-from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, texture_image
+from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, ground_model, texture_image
 from sceneforge.scenes.sampling import CV_TO_BLENDER
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
 
@@ -175,11 +173,7 @@ class Renderer:
             self._add_mesh(f"prop_{i}", asset_model(prop.asset), prop.asset.hash, prop.world_from_object, prop.material,
                            pass_index=0)
         if spec.ground is not None:
-            half = spec.ground.size / 2
-            corners = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
-            quad = trimesh.Trimesh(corners, [[0, 1, 2], [0, 2, 3]], process=False)
-            ground = AssetModel(quad, (AssetMaterial(),), np.zeros(2, dtype=np.int32), None, None)
-            self._add_mesh("ground", ground, "ground", np.eye(4), spec.ground.material, pass_index=0)
+            self._add_mesh("ground", ground_model(spec.ground.size), "ground", np.eye(4), spec.ground.material, pass_index=0)
         for i, light in enumerate(spec.lights):
             data = self._bpy.data.lights.new(f"light_{i}", type=light.type.upper())
             data.energy = light.energy

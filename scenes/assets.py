@@ -101,6 +101,15 @@ def file_asset(
     return ref
 
 
+def ground_model(size: float) -> AssetModel:
+    """The ground: a ``size`` x ``size`` square at z = 0 centred on the origin, facing +Z, with
+    the primitives' own (grey) material."""
+    half = size / 2
+    corners = np.array([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]])
+    quad = trimesh.Trimesh(corners, [[0, 1, 2], [0, 2, 3]], process=False)
+    return AssetModel(quad, (AssetMaterial(),), np.zeros(2, dtype=np.int32), None, None)
+
+
 # Randomised primitives are unique and cheap to rebuild, and a larger cache only grows the worker
 # (measured by benchmarks/memory_soak.py); files are few, costly to parse and reused scene after scene.
 @lru_cache(maxsize=16)
