@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sceneforge.render.worker import Renderer, console_silenced, resident_mb
+from sceneforge.render.blender_scene import Renderer
+from sceneforge.render.server import console_silenced, resident_mb
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import sample
 

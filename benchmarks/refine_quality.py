@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.torch import image_tensor
 from sceneforge.refine.apply import Refiner, _decode, refined_images
 from sceneforge.refine.data import RealPhotos
 from sceneforge.refine.metrics import label_validity, sliced_wasserstein
@@ -44,9 +45,9 @@ def main() -> None:
     records = store.records()
     renders = [store.read_rgb(r) for r in records]
     side = min(renders[0].shape[:2])
-    real = _tensor([p[:side, :side] for p in RealPhotos(args.real, side).images])
+    real = _images([p[:side, :side] for p in RealPhotos(args.real, side).images])
     instances = torch.from_numpy(np.stack([store.read_instance(r).astype(np.int64) for r in records]))
-    swd_before = statistics.fmean(sliced_wasserstein(_tensor([r[:side, :side] for r in renders]), real))
+    swd_before = statistics.fmean(sliced_wasserstein(_images([r[:side, :side] for r in renders]), real))
     print(f"{len(records)} frames, {len(real)} photos; {args.steps} steps of batch {args.batch} at {args.size} px, "
           f"generator width {args.width}, {args.blocks} blocks, CPU")
     print(f"SWD renders -> photos: {swd_before:.1f}")
@@ -62,15 +63,15 @@ def main() -> None:
             train(store.root, args.real, run, options, "cpu")
             seconds = time.perf_counter() - started
             refined = refined_images(store, records, run, "cpu")
-            swd_after = statistics.fmean(sliced_wasserstein(_tensor([r[:side, :side] for r in refined]), real))
-            validity = label_validity(_tensor(renders), _tensor(refined), instances)
+            swd_after = statistics.fmean(sliced_wasserstein(_images([r[:side, :side] for r in refined]), real))
+            validity = label_validity(_images(renders), _images(refined), instances)
             mean, largest = _tiling_error(run, *enlarged)
             print(f"{architecture:13} {swd_after:11.1f} {validity['edge_agreement_ratio']:10.3f} "
                   f"{validity['structure_ssim']:14.3f} {mean:10.3f} {largest:9d} {seconds:8.1f}")
 
 
-def _tensor(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+def _images(images: list[np.ndarray]) -> torch.Tensor:
+    return image_tensor(np.stack(images))
 
 
 def _tiling_error(run: Path, rgb: np.ndarray, aux: np.ndarray) -> tuple[float, int]:

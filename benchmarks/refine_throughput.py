@@ -25,27 +25,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sceneforge.labels.torch import image_tensor
 from sceneforge.refine import checkpoint
 from sceneforge.refine.apply import Refiner
+from sceneforge.refine.data import SIGNED
 from sceneforge.refine.device import pick_device
 from sceneforge.refine.model import CycleModels, RefinerConfig
-from sceneforge.refine.data import to_tensor
 from sceneforge.refine.train import ImagePool, TrainOptions, train_step, training_setup, training_state
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default): the CPU is always measured too")
+    parser.add_argument("--device", default="auto", help="cpu, gpu, gpu:N or auto (default): the CPU is always measured too")
     parser.add_argument("--images", type=int, default=8, help="images per inference measurement on the CPU (x64 on a GPU)")
     parser.add_argument("--steps", type=int, default=3, help="training steps per measurement on the CPU (x20 on a GPU)")
     parser.add_argument("--batch", type=int, default=0, help="optimised inference batch (default 4 on the CPU, 64 on a GPU)")
     parser.add_argument("--train-batch", type=int, default=1, help="optimised training batch (default 1: steps/s compare like for like)")
     parser.add_argument("--train-size", type=int, default=256)
     args = parser.parse_args()
-    devices = ["cpu"] + (["cuda"] if args.device != "cpu" and pick_device(args.device).type == "cuda" else [])
+    gpu = args.device if args.device.startswith("gpu") else "gpu"
+    devices = ["cpu"] + ([gpu] if args.device != "cpu" and pick_device(args.device).type == "cuda" else [])
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else ", no GPU"))
+          + (f", GPU {torch.cuda.get_device_name()}" if len(devices) > 1 else ", no GPU"))
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
             scale = 1 if device == "cpu" else 64
@@ -92,13 +94,14 @@ def _inference(ckpt: Path, device: str, side: int, batch: int, amp: bool, images
 
 
 def _training(config: RefinerConfig, device_name: str, batch: int, size: int, amp: bool, steps: int) -> float:
-    device = torch.device(device_name)
+    device = pick_device(device_name)
     options = TrainOptions(batch=batch, size=size, mixed_precision=amp, config=config)
     models, optimise_g, optimise_d, channels_last = training_setup(options, device)
     pools = {"real": ImagePool(options.pool_size), "synthetic": ImagePool(options.pool_size)}
     rng = np.random.default_rng(0)
-    x, y = (to_tensor(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), device, channels_last) for _ in range(2))
-    a = to_tensor(rng.random((batch, size, size, 6), dtype=np.float32), device, channels_last)
+    x, y = (image_tensor(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), SIGNED, device, channels_last)
+            for _ in range(2))
+    a = image_tensor(rng.random((batch, size, size, 6), dtype=np.float32), SIGNED, device, channels_last)
     for step in range(steps + 1):
         if step == 1:  # the first step warms up
             _sync(device_name)
@@ -109,7 +112,7 @@ def _training(config: RefinerConfig, device_name: str, batch: int, size: int, am
 
 
 def _sync(device: str) -> None:
-    if device == "cuda":
+    if device != "cpu":
         torch.cuda.synchronize()
 
 

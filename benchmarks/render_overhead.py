@@ -19,7 +19,8 @@ from pathlib import Path
 
 from sceneforge.executors import ExecutorOptions
 from sceneforge.pipeline import render_dataset
-from sceneforge.render.worker import Renderer, console_silenced
+from sceneforge.render.blender_scene import Renderer
+from sceneforge.render.server import console_silenced
 from sceneforge.scenes.recipe import Recipe, load_recipe
 from sceneforge.scenes.sampling import sample
 

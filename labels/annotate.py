@@ -1,4 +1,5 @@
-"""Per-frame labels computed from the rendered passes and the scene that produced them.
+"""Per-frame labels computed from the rendered passes and the scene that produced them: the
+derived passes (distance, semantic) and the frame record (camera, objects, boxes, visibility).
 
 Visibility without a re-render: each object's mesh is ray-cast *alone* (scenes/raycast.py)
 along the same pixel-centre rays that Cycles uses for its data passes. The pixels it covers
@@ -10,13 +11,40 @@ from __future__ import annotations
 
 import numpy as np
 
-from sceneforge.render.passes import Passes
+from sceneforge.floor.frame import Passes
 from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.raycast import first_hit_depth, pixel_rays
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
 
 # Corner i of a 3D box takes the max (1) or min (0) along x, y, z from bits 0, 1, 2 of i.
 BOX_CORNER_BITS = np.array([[(i >> axis) & 1 for axis in range(3)] for i in range(8)])
+
+
+def stored_passes(spec: SceneSpec, passes: Passes) -> dict[str, np.ndarray]:
+    """Every pass the store keeps for this frame: the rendered ones and those derived from them."""
+    stored = {
+        "rgb": passes.rgb,
+        "depth": passes.depth,
+        "distance": euclidean_distance(passes.depth, spec.camera.K),
+        "normals": passes.normals,
+        "instance": passes.instance,
+        "semantic": semantic_map(spec, passes.instance),
+    }
+    return stored if passes.albedo is None else {**stored, "albedo": passes.albedo}
+
+
+def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], render_seconds: float) -> dict:
+    """The frame's line of frames.jsonl (docs/formats.md): seed, files, camera and object records."""
+    camera = spec.camera
+    return {
+        "index": spec.index,
+        "seed": spec.seed,
+        "files": files,
+        "camera": {"K": camera.K, "world_from_camera": camera.world_from_camera,
+                   "width": camera.width, "height": camera.height},
+        "objects": object_records(spec, passes),
+        "render_seconds": round(render_seconds, 4),
+    }
 
 
 def semantic_map(spec: SceneSpec, instance: np.ndarray) -> np.ndarray:
@@ -138,15 +166,3 @@ def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarra
 
 def _rows(m: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in row] for row in m]
-
-
-def instance_boundaries(instance: np.ndarray) -> np.ndarray:
-    """1.0 where a pixel's instance id differs from its right or lower neighbour (both sides marked)."""
-    edge = np.zeros(instance.shape, bool)
-    dx = instance[:, 1:] != instance[:, :-1]
-    dy = instance[1:, :] != instance[:-1, :]
-    edge[:, 1:] |= dx
-    edge[:, :-1] |= dx
-    edge[1:, :] |= dy
-    edge[:-1, :] |= dy
-    return edge.astype(np.float32)

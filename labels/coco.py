@@ -16,10 +16,11 @@ from typing import Literal
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
+from sceneforge.floor.files import atomic_write, link_or_copy
 
 from .polygons import mask_polygons
-from .store import DatasetStore, atomic_write, link_or_copy
+from .store import DatasetStore
 
 MaskEncoding = Literal["rle", "polygon"]
 

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 
 from . import coco, shards, yolo
 from .store import DatasetStore

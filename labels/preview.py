@@ -8,7 +8,8 @@ import colorsys
 import cv2
 import numpy as np
 
-from .annotate import instance_boundaries
+from sceneforge.floor.frame import instance_boundaries
+
 from .store import DatasetStore
 
 MIN_TILE_WIDTH = 256  # small renders are enlarged (nearest) so that class names stay legible
@@ -35,7 +36,7 @@ def before_after_sheet(store: DatasetStore, records: list[dict], refined: list[n
         before = store.read_rgb(record)
         scale = max(1, -(-MIN_TILE_WIDTH // before.shape[1]))
         instance = cv2.resize(store.read_instance(record), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-        outline = instance_boundaries(instance).astype(bool)
+        outline = instance_boundaries(instance)
         tiles = []
         for name, image in (("render", before), ("refined", after)):
             big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)

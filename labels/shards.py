@@ -14,7 +14,9 @@ import json
 import tarfile
 from pathlib import Path
 
-from .store import DatasetStore, atomic_write
+from sceneforge.floor.files import atomic_write
+
+from .store import DatasetStore
 
 _TAR_OVERHEAD = 1024  # a member's header and padding, at most
 

@@ -11,9 +11,7 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -21,41 +19,17 @@ import cv2
 import numpy as np
 import OpenEXR
 
-from sceneforge.errors import StorageError, UserError
-from sceneforge.render.passes import Passes
-from sceneforge.scenes.spec import SceneSpec
-
-from .annotate import euclidean_distance, object_records, semantic_map
-from .usd_scene import scene_usda
+from sceneforge.floor.errors import StorageError, UserError
+from sceneforge.floor.files import atomic_write
+from sceneforge.floor.frame import FRAME_PASSES, STORED_PASSES
 
 STORE_FORMAT = "sceneforge.store/1"
-PASSES = {
-    "rgb": ".png", "depth": ".exr", "distance": ".exr", "normals": ".exr", "instance": ".png", "semantic": ".png",
-}
-OPTIONAL_PASSES = {"albedo": ".png"}
+# Text documents of a frame, beside its passes: the SceneSpec and, optionally, its USD stage.
+DOCUMENTS = {"scene": "scenes/{stem}.json", "usd": "scenes/{stem}.usda"}
 MAX_METADATA_BYTES = 64 << 20
 MAX_RECORD_BYTES = 64 << 20
 
 log = logging.getLogger("sceneforge")
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` and rename ``tmp`` to ``path``: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link ``source`` to ``target`` (a copy across file systems)."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def frame_name(index: int) -> str:
@@ -66,12 +40,11 @@ def frame_name(index: int) -> str:
 class DatasetStore:
     """A SceneForge dataset folder: ``dataset.json``, ``frames.jsonl`` and one folder per pass.
 
-    With ``usd`` set, each frame written also gets its scene as a USD stage (``scenes/NNNNNN.usda``).
+    It only reads and writes files: what goes into them is derived elsewhere (``labels.annotate``).
     """
 
-    def __init__(self, root: str | Path, *, usd: bool = False) -> None:
+    def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.usd = usd
         meta_path = self.root / "dataset.json"
         if not meta_path.is_file():
             raise UserError(f"{self.root}: not a SceneForge dataset (no dataset.json)")
@@ -82,7 +55,7 @@ class DatasetStore:
     @classmethod
     def open_for_writing(
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
-        resolution: tuple[int, int], requested: int, albedo: bool = False, usd: bool = False,
+        resolution: tuple[int, int], requested: int, albedo: bool = False,
     ) -> DatasetStore:
         """Create a store, or reopen one made from the same recipe to resume it."""
         root = Path(root)
@@ -94,7 +67,7 @@ class DatasetStore:
                 "recipe": recipe,
                 "recipe_hash": recipe_hash,
                 "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
-                "passes": [*PASSES, *(["albedo"] if albedo else [])],
+                "passes": [*FRAME_PASSES, *(["albedo"] if albedo else [])],
                 "resolution": list(resolution),
                 "conventions": {
                     "camera": "opencv: +x right, +y down, +z forward; K pixel centres at integers",
@@ -104,7 +77,7 @@ class DatasetStore:
                 },
             }
             atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-        store = cls(root, usd=usd)
+        store = cls(root)
         if store.meta.get("recipe_hash") != recipe_hash:
             raise UserError(
                 f"{root}: holds frames of another recipe (recipe hash {store.meta.get('recipe_hash')}, "
@@ -186,55 +159,30 @@ class DatasetStore:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def write_frame(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
-        """Write every file of a frame, then append its record; returns the record."""
-        record = self.write_frame_files(spec, passes, render_seconds)
-        self.append_record(record)
-        return record
+    def write_frame_files(self, index: int, passes: dict[str, np.ndarray], documents: dict[str, str]) -> dict[str, str]:
+        """Write a frame's passes and documents (each atomically); returns their relative paths.
 
-    def _storage_error(self, index: int, exc: OSError) -> StorageError:
-        done = self.meta["counts"]["finished"]
-        return StorageError(f"{self.root}: cannot write frame {index} ({exc.strerror or exc}); the {done} "
-                            "frame(s) already finished are intact: fix the output and rerun the same command")
-
-    def write_frame_files(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
-        """Write every file of a frame (atomically, each) and return its record, not yet appended.
-
-        Any process that sees the store's folder may call this; only one appends the records.
+        ``passes`` maps names of ``STORED_PASSES`` to arrays of its dtype, ``documents`` names of
+        ``DOCUMENTS`` to text. Any process that sees the store's folder may call this; only one
+        appends the records. A failed write raises StorageError.
         """
+        stem = frame_name(index)
+        files = {name: f"{name}/{stem}{STORED_PASSES[name].suffix}" for name in passes}
+        files.update({name: DOCUMENTS[name].format(stem=stem) for name in documents})
         try:
-            return self._write_frame_files(spec, passes, render_seconds)
+            for name, array in passes.items():
+                _write_pass(self.root / files[name], STORED_PASSES[name].channels, array)
+            for name, text in documents.items():
+                atomic_write(self.root / files[name], lambda tmp: tmp.write_text(text))
         except OSError as exc:
-            raise self._storage_error(spec.index, exc) from None
+            raise StorageError(f"{self.root}: cannot write frame {index} ({exc.strerror or exc})") from None
+        return files
 
-    def _write_frame_files(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
-        stem = frame_name(spec.index)
-        extensions = {**PASSES, **(OPTIONAL_PASSES if passes.albedo is not None else {})}
-        files = {name: f"{name}/{stem}{ext}" for name, ext in extensions.items()}
-        files["scene"] = f"scenes/{stem}.json"
-        _write_png(self.root / files["rgb"], cv2.cvtColor(passes.rgb, cv2.COLOR_RGB2BGR))
-        _write_exr(self.root / files["depth"], {"Z": passes.depth})
-        _write_exr(self.root / files["distance"], {"Z": euclidean_distance(passes.depth, spec.camera.K)})
-        _write_exr(self.root / files["normals"], {c: passes.normals[..., i] for i, c in enumerate("XYZ")})
-        _write_png(self.root / files["instance"], passes.instance)
-        _write_png(self.root / files["semantic"], semantic_map(spec, passes.instance))
-        if passes.albedo is not None:
-            _write_png(self.root / files["albedo"], cv2.cvtColor(passes.albedo, cv2.COLOR_RGB2BGR))
-        atomic_write(self.root / files["scene"], lambda tmp: tmp.write_text(spec.to_json()))
-        if self.usd:
-            files["usd"] = f"scenes/{stem}.usda"
-            atomic_write(self.root / files["usd"], lambda tmp: tmp.write_text(scene_usda(spec)))
-        camera = spec.camera
-        record = {
-            "index": spec.index,
-            "seed": spec.seed,
-            "files": files,
-            "camera": {"K": camera.K, "world_from_camera": camera.world_from_camera,
-                       "width": camera.width, "height": camera.height},
-            "objects": object_records(spec, passes),
-            "render_seconds": round(render_seconds, 4),
-        }
-        return record
+    def storage_error(self, error: str) -> StorageError:
+        """A StorageError saying what failed (``error``) and that the finished frames are intact."""
+        done = self.meta["counts"]["finished"]
+        return StorageError(f"{error}; the {done} frame(s) already finished are intact: "
+                            "fix the output and rerun the same command")
 
     def save_metadata(self) -> None:
         """Rewrite dataset.json atomically."""
@@ -253,12 +201,12 @@ class DatasetStore:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise self._storage_error(record["index"], exc) from None
+            raise self.storage_error(f"{self.root}: cannot write frame {record['index']} ({exc.strerror or exc})") from None
         self.meta["counts"]["finished"] += 1
 
     def write_colour(self, name: str, index: int, rgb: np.ndarray) -> None:
         """Write frame ``index``'s 8-bit RGB image of pass ``name`` to ``name/NNNNNN.png`` (atomically)."""
-        _write_png(self.root / name / f"{frame_name(index)}.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        _write_pass(self.root / name / f"{frame_name(index)}{STORED_PASSES[name].suffix}", "RGB", rgb)
 
     def record_pass(self, name: str, meta: dict) -> None:
         """Add pass ``name`` (``name/NNNNNN.png``, written by ``write_colour``) to every finished
@@ -312,6 +260,14 @@ def _imread(path: Path, flags: int) -> np.ndarray:
     if image is None:
         raise UserError(f"{path}: missing or unreadable image")
     return image
+
+
+def _write_pass(path: Path, channels: str, array: np.ndarray) -> None:
+    """Encode one pass: 8-bit colour and 16-bit id PNGs, float32 EXRs of channels Z or XYZ."""
+    if path.suffix == ".exr":
+        _write_exr(path, {"Z": array} if channels == "Z" else {c: array[..., i] for i, c in enumerate(channels)})
+    else:
+        _write_png(path, cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if channels == "RGB" else array)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
 
+from sceneforge.floor.axes import opengl_pose
 from sceneforge.scenes.assets import AssetMaterial, asset_model, ground_model
-from sceneforge.scenes.sampling import CV_TO_BLENDER
 from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpec
 
 # In USD's lens unit, a tenth of a scene unit (here 36 mm, a full-frame sensor's width); only
 # the ratios of apertures and focal length set the intrinsics.
 HORIZONTAL_APERTURE = 0.36
-# SceneSpec light energies (Blender's: W/m2 for a sun, W for point and area lights) divided by
-# these give UsdLux intensities that Blender's USD importer turns back into the same energies.
+# SceneSpec light powers (W/m2 of irradiance for a sun, W for the others) divided by these give
+# UsdLux intensities that Blender's USD importer turns back into the same powers.
 _INTENSITY_DIVISOR = {"sun": 4.0, "point": np.pi, "spot": np.pi, "area": np.pi}
 
 
@@ -122,7 +122,7 @@ def _add_light(stage: Usd.Stage, path: str, light: LightSpec) -> None:
     usd_light.CreateNormalizeAttr(True)
     usd_light.CreateIntensityAttr(light.energy / _INTENSITY_DIVISOR[light.type])
     usd_light.CreateColorAttr(Gf.Vec3f(*light.color))
-    _set_pose(usd_light, np.asarray(light.world_from_light))  # both shine along local -Z
+    _set_pose(usd_light, opengl_pose(light.world_from_light))  # UsdLux lights shine along local -Z
 
 
 def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
@@ -143,8 +143,7 @@ def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
     usd_camera.CreateHorizontalApertureOffsetAttr(((width - 1) / 2 - cx) * HORIZONTAL_APERTURE / width)
     usd_camera.CreateVerticalApertureOffsetAttr((cy - (height - 1) / 2) * vertical / height)
     usd_camera.CreateClippingRangeAttr(Gf.Vec2f(camera.clip_start, camera.clip_end))
-    # USD cameras look down -Z with +Y up, as Blender's do.
-    _set_pose(usd_camera, np.asarray(camera.world_from_camera) @ CV_TO_BLENDER)
+    _set_pose(usd_camera, opengl_pose(camera.world_from_camera))  # USD cameras look down -Z, +Y up
 
 
 def _set_pose(xformable: UsdGeom.Xformable, pose: np.ndarray) -> None:

@@ -14,10 +14,11 @@ from typing import Literal
 import numpy as np
 from ruamel.yaml import YAML
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
+from sceneforge.floor.files import atomic_write, link_or_copy
 
 from .polygons import joined_polygon, mask_polygons
-from .store import DatasetStore, atomic_write, link_or_copy
+from .store import DatasetStore
 
 Task = Literal["detect", "segment"]
 

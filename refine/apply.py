@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore, frame_name
+from sceneforge.labels.torch import image_tensor
 
 from .checkpoint import checkpoint_file, load_generator
-from .data import frame_inputs, to_tensor, to_uint8
+from .data import SIGNED, frame_inputs, to_uint8
 from .device import autocast, pick_device
 
 REFINED = "rgb_refined"
@@ -47,9 +48,9 @@ class Refiner:
 
     def __call__(self, rgb: np.ndarray, aux: np.ndarray | None = None) -> np.ndarray:
         """N x H x W x 3 uint8 renders (and their N x H x W x 6 G-buffers) -> refined, same shape."""
-        x = to_tensor(rgb, self.device, self.channels_last)
+        x = image_tensor(rgb, SIGNED, self.device, self.channels_last)
         if aux is not None and self.generator.gbuffer:
-            x = torch.cat([x, to_tensor(aux, self.device, self.channels_last)], dim=1)
+            x = torch.cat([x, image_tensor(aux, SIGNED, self.device, self.channels_last)], dim=1)
         return to_uint8(self._tiled(x))
 
     @torch.inference_mode()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
+from sceneforge.floor.files import atomic_write
 
 from .model import CycleModels, Generator, RefinerConfig
 
@@ -43,13 +43,8 @@ def save(path: Path, state: dict) -> None:
     tensors: dict[str, torch.Tensor] = {}
     plain = _split(state, "", tensors)
     metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(plain)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load(path: Path, device: str = "cpu") -> dict:

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import torch
 
-from sceneforge.errors import UserError
-from sceneforge.labels.annotate import instance_boundaries
+from sceneforge.floor.errors import UserError
+from sceneforge.floor.frame import instance_boundaries
 from sceneforge.labels.store import DatasetStore
 
 from .model import GBUFFER_CHANNELS
@@ -27,6 +27,7 @@ PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MAX_PHOTO_BYTES = 64 << 20
 MAX_PHOTOS = 20_000
 FRAME_CACHE_BYTES = 2 << 30
+SIGNED = (-1.0, 1.0)  # the networks see 8-bit images mapped onto [-1, 1] (image_tensor's value_range)
 
 
 def gbuffer(depth: np.ndarray, normals: np.ndarray, instance: np.ndarray) -> np.ndarray:
@@ -43,14 +44,6 @@ def gbuffer(depth: np.ndarray, normals: np.ndarray, instance: np.ndarray) -> np.
 def frame_inputs(store: DatasetStore, record: dict) -> tuple[np.ndarray, np.ndarray]:
     """A frame's RGB (H x W x 3 uint8) and G-buffer (H x W x 6 float32), read from the store."""
     return store.read_rgb(record), gbuffer(store.read_depth(record), store.read_normals(record), store.read_instance(record))
-
-
-def to_tensor(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """N x H x W x C uint8 (to [-1, 1]) or float (as is) -> N x C x H x W float32 on ``device``.
-    The bytes travel as they are and are converted there: a quarter of the traffic for uint8."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True).permute(0, 3, 1, 2)
-    t = t.float() / 127.5 - 1 if images.dtype == np.uint8 else t.float()
-    return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.torch import image_tensor
 
 from .apply import refined_images
 from .data import RealPhotos
@@ -58,7 +59,7 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
 
 def _images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """H x W x 3 uint8 images (one size) -> N x 3 x H x W float in [0, 1] on ``device``."""
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).to(device)
+    return image_tensor(np.stack(images), device=device)
 
 
 def _centre_square(image: np.ndarray, side: int) -> np.ndarray:

@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
+from sceneforge.floor.frame import instance_boundaries
 
 PATCH = 7  # neighbourhood size of the SWD descriptors, as in Karras et al. 2018
 CHUNK = 64  # images per pyramid batch and per Inception batch: bounds the memory of large sets
@@ -61,7 +62,7 @@ def _pyramid_descriptors(images: Tensor, levels: int, per_image: int, generator:
     """Random 7x7x3 neighbourhoods of every Laplacian level: one (N * per_image) x 3 x 7 x 7 tensor per level."""
     _check_images(images, "images")
     if levels < 1:
-        raise UserError(f"SWD: levels must be at least 1, got {levels}")
+        raise ValueError(f"SWD: levels must be at least 1, got {levels}")
     stride = 1 << (levels - 1)
     height, width = (side - side % stride for side in images.shape[-2:])  # even sizes on every level
     if min(height, width) // stride < PATCH:
@@ -199,12 +200,12 @@ def edge_agreement(rgb: Tensor, instance: Tensor) -> float:
     """
     _check_images(rgb, "rgb")
     if instance.shape != (rgb.shape[0], *rgb.shape[-2:]):
-        raise UserError(f"instance maps of shape {tuple(instance.shape)} do not match "
-                        f"images of shape {tuple(rgb.shape)}")
+        raise ValueError(f"instance maps of shape {tuple(instance.shape)} do not match "
+                         f"images of shape {tuple(rgb.shape)}")
     matched = boundaries = 0
     with torch.no_grad():
         for images, ids in zip(rgb.split(CHUNK), instance.split(CHUNK)):
-            boundary = _boundaries(ids)
+            boundary = torch.from_numpy(instance_boundaries(ids.cpu().numpy())).to(ids.device)
             edges = kornia.filters.canny(images.float())[1]
             near_edge = F.max_pool2d(edges, 3, stride=1, padding=1).squeeze(1).to(boundary.device) > 0
             matched += (near_edge & boundary).sum().item()
@@ -212,18 +213,6 @@ def edge_agreement(rgb: Tensor, instance: Tensor) -> float:
     if not boundaries:
         raise UserError("edge agreement: the instance maps have no boundaries (a single id everywhere)")
     return matched / boundaries
-
-
-def _boundaries(instance: Tensor) -> Tensor:
-    """Pixels with a 4-neighbour of another id, on both sides of each boundary."""
-    boundary = torch.zeros(instance.shape, dtype=torch.bool, device=instance.device)
-    across_x = instance[:, :, 1:] != instance[:, :, :-1]
-    across_y = instance[:, 1:, :] != instance[:, :-1, :]
-    boundary[:, :, 1:] |= across_x
-    boundary[:, :, :-1] |= across_x
-    boundary[:, 1:, :] |= across_y
-    boundary[:, :-1, :] |= across_y
-    return boundary
 
 
 def structure_ssim(raw: Tensor, refined: Tensor) -> float:
@@ -235,7 +224,7 @@ def structure_ssim(raw: Tensor, refined: Tensor) -> float:
     """
     _check_images(raw, "raw")
     if raw.shape != refined.shape:
-        raise UserError(f"raw images {tuple(raw.shape)} and refined images {tuple(refined.shape)} differ in shape")
+        raise ValueError(f"raw images {tuple(raw.shape)} and refined images {tuple(refined.shape)} differ in shape")
     with torch.no_grad():
         total = sum(_structure_map(x, y).sum().item() for x, y in zip(raw.split(CHUNK), refined.split(CHUNK)))
     return total / (len(raw) * raw.shape[-2] * raw.shape[-1])
@@ -284,7 +273,7 @@ def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     fa, fb = features_a.double(), features_b.to(features_a.device).double()
     for name, f in (("a", fa), ("b", fb)):
         if f.ndim != 2 or len(f) < 2:
-            raise UserError(f"Fréchet distance: features {name} must be N x D with N >= 2, got {tuple(f.shape)}")
+            raise ValueError(f"Fréchet distance: features {name} must be N x D with N >= 2, got {tuple(f.shape)}")
     root_a, root_b = (torch.linalg.qr(f - f.mean(dim=0), mode="r").R / (len(f) - 1) ** 0.5 for f in (fa, fb))
     cross = torch.linalg.matrix_norm(root_a @ root_b.T, ord="nuc")
     mean_term = (fa.mean(dim=0) - fb.mean(dim=0)).square().sum()
@@ -301,7 +290,7 @@ def kernel_distance(features_a: Tensor, features_b: Tensor, *, subsets: int = 10
     fa, fb = features_a.double(), features_b.to(features_a.device).double()
     size = min(subset_size, len(fa), len(fb))
     if size < 2:
-        raise UserError("kernel distance: each feature set needs at least 2 samples")
+        raise ValueError("kernel distance: each feature set needs at least 2 samples")
     generator = torch.Generator().manual_seed(seed)
     dimension = fa.shape[1]
     estimates = []
@@ -533,7 +522,7 @@ class FIDInception(nn.Module):
 
 def _check_images(images: Tensor, name: str) -> None:
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
-        raise UserError(f"{name}: expected float images N x 3 x H x W in [0, 1], "
-                        f"got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"{name}: expected float images N x 3 x H x W in [0, 1], "
+                         f"got {images.dtype} {tuple(images.shape)}")
     if len(images) == 0:
-        raise UserError(f"{name}: no images")
+        raise ValueError(f"{name}: no images")

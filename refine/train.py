@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.torch import image_tensor
 
 from . import checkpoint
-from .data import RealPhotos, SyntheticFrames, to_tensor, training_batches
+from .data import SIGNED, RealPhotos, SyntheticFrames, training_batches
 from .device import autocast, pick_device
 from .model import CycleModels, RefinerConfig
 
@@ -147,7 +148,7 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
     with (run / "log.jsonl").open("a") as log_file:
         while step < options.steps:
             rgb, aux, photos = next(batches)
-            x, a, y = (to_tensor(t, torch_device, channels_last) for t in (rgb, aux, photos))
+            x, a, y = (image_tensor(t, SIGNED, torch_device, channels_last) for t in (rgb, aux, photos))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(np.random.default_rng([options.seed, step, 2]).integers(2**62)))
                 y = augment((y + 1) / 2) * 2 - 1

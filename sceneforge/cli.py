@@ -25,7 +25,8 @@ from rich.text import Text
 
 from sceneforge import __version__
 from sceneforge.cli_refine import refine_app, refine_frames
-from sceneforge.errors import RenderFailure, StorageError, UserError
+from sceneforge.floor.devices import DEVICE_HELP
+from sceneforge.floor.errors import RenderFailure, StorageError, UserError
 
 app = typer.Typer(
     help="SceneForge: YAML scene recipes in, labeled synthetic image datasets out.\n\n"
@@ -47,7 +48,7 @@ SamplesOpt = Annotated[Optional[int], typer.Option("--samples", metavar="N", hel
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
 
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, gpu (fail without one) or auto (GPU if any, else CPU).")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help=DEVICE_HELP + ".")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", metavar="N", min=1, help="CPU render workers (GPUs: one worker per GPU).")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", metavar="N", min=0, help="CPU threads per worker, 0 = all cores.")]
 RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Renders of a failing frame after the first.")]
@@ -111,8 +112,6 @@ def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose:
     executor, address = engine.pop("executor"), engine.pop("address")
     if executor not in EXECUTORS:
         raise typer.BadParameter(f"expected local or ray, got {executor!r}", param_hint="--executor")
-    if engine["device"] not in ("cpu", "gpu", "auto"):
-        raise typer.BadParameter(f"expected cpu, gpu or auto, got {engine['device']!r}", param_hint="--device")
     progress = _EngineProgress(quiet)
 
     def on_start(total: int, already_done: int) -> None:
@@ -227,8 +226,9 @@ def preview(
     """Write a contact sheet: RGB, depth, normals, instances with boxes and class names, refined RGB."""
     import cv2
 
+    from sceneforge.floor.files import atomic_write
     from sceneforge.labels.preview import contact_sheet
-    from sceneforge.labels.store import DatasetStore, atomic_write
+    from sceneforge.labels.store import DatasetStore
 
     indices = None
     if frames is not None:
@@ -298,7 +298,7 @@ def schema(
     """Print the recipe JSON Schema, for editor completion and checks (yaml-language-server)."""
     import json
 
-    from sceneforge.labels.store import atomic_write
+    from sceneforge.floor.files import atomic_write
     from sceneforge.scenes.recipe import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2) + "\n"

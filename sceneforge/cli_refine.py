@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from sceneforge.errors import UserError
+from sceneforge.floor.devices import DEVICE_HELP
+from sceneforge.floor.errors import UserError
 
 refine_app = typer.Typer(
     help="Train a sim-to-real refiner on a store and a folder of real photos, apply it, measure it (docs/refiner.md).",
@@ -22,7 +23,7 @@ stderr = Console(stderr=True, soft_wrap=True)
 StoreOpt = Annotated[Path, typer.Option("--store", metavar="OUT", help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)]
 RealOpt = Annotated[Path, typer.Option("--real", metavar="DIR", help="Folder of real photos (any size; searched recursively).", show_default=False)]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", metavar="RUN_OR_FILE", help="A training-run folder or a checkpoint file.", show_default=False)]
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda or auto (a GPU if any, else the CPU with a notice).")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help=DEVICE_HELP + ".")]
 BatchOpt = Annotated[int, typer.Option("--batch", metavar="B", min=1, max=4096, help="Images per batch.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
@@ -111,8 +112,9 @@ def preview(
     """Write a before/after sheet: render and refined image, both with the instance outlines drawn."""
     import cv2
 
+    from sceneforge.floor.files import atomic_write
     from sceneforge.labels.preview import before_after_sheet
-    from sceneforge.labels.store import DatasetStore, atomic_write
+    from sceneforge.labels.store import DatasetStore
     from sceneforge.refine.apply import refined_images
 
     loaded = DatasetStore(store)
@@ -137,7 +139,8 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", metavar="SEED", min=0, help="Seed of the metrics' random projections, crops and classifier.")] = 0,
 ) -> None:
     """Measure the refiner without downloaded weights: realism (SWD, two-sample classifier) and label validity."""
-    from sceneforge.labels.store import DatasetStore, atomic_write
+    from sceneforge.floor.files import atomic_write
+    from sceneforge.labels.store import DatasetStore
     from sceneforge.refine.evaluate import evaluate_store
 
     report = evaluate_store(DatasetStore(store), real, checkpoint=checkpoint, count=count,

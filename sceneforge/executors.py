@@ -1,10 +1,13 @@
-"""Executors: where frames are rendered and written. Both yield finished frame records or
+"""Executors: where frames are rendered and finished. Both yield finished frame records or
 failures, with the same retry rules; the pipeline above them does not care which one runs.
 
-- ``LocalExecutor``: warm worker processes on this machine (one per GPU, or ``workers`` on the
-  CPU); workers return arrays and this process writes them into the store while they render on.
-- ``RayExecutor``: one warm actor per GPU (or per ``threads`` CPUs) on a Ray cluster; actors write
-  the pass files into the store on a path every node shares, and the driver appends the records.
+In both, the process that renders a frame also runs the finishing step on it (label derivation
+and the writes of its files, ``sceneforge.labelling``) and answers with the typed messages of
+``sceneforge.render.messages``; this process is the store's one writer of ``frames.jsonl``.
+
+- ``LocalExecutor``: warm worker processes on this machine (one per GPU, or ``workers`` on the CPU).
+- ``RayExecutor``: one warm actor per GPU (or per ``threads`` CPUs) on a Ray cluster; the store
+  must be on a path every node shares.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from sceneforge.errors import UserError
+from sceneforge.floor.devices import Device, parse_device
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
-from sceneforge.render import worker
-from sceneforge.render.worker import WorkerOptions
+from sceneforge.render import server
+from sceneforge.render.blender_scene import Renderer
+from sceneforge.render.messages import FrameDone, FrameFailed, Ready, Recycling
+from sceneforge.render.server import FinishStep, WorkerOptions
 from sceneforge.scenes.spec import SceneSpec
 
 # Frames queued per worker: the next scene is already there (and being prepared) when a render ends.
@@ -30,12 +36,16 @@ _IN_FLIGHT = 2
 class ExecutorOptions:
     """Settings shared by the executors (CLI: --device, --workers, --threads, ...)."""
 
-    device: str = "auto"  # cpu | gpu | auto
+    device: Device | str = Device("auto")  # a string is parsed: cpu, gpu, gpu:N or auto
     workers: int = 1  # CPU workers (on GPUs: one worker per GPU)
     threads: int = 0  # CPU threads per worker, 0 = all
     max_scenes_per_worker: int = 1000
     max_worker_memory_mb: float = 0.0  # 0 = no ceiling
     retries: int = 2  # renders of a failing frame after the first
+
+    def __post_init__(self) -> None:
+        if isinstance(self.device, str):
+            object.__setattr__(self, "device", parse_device(self.device))
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ class _Worker:
         self.name, self.options = name, options
         self.log = log_dir / f"render-{name}.log"
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=worker.serve, args=(child, str(self.log), options),
+        self.process = context.Process(target=server.serve, args=(child, str(self.log), options),
                                        name=f"sceneforge-{name}", daemon=True)
         self.process.start()
         child.close()
@@ -106,14 +116,15 @@ class _Worker:
 class LocalExecutor:
     """Warm Blender worker processes on this machine; use as a context manager."""
 
-    def __init__(self, store: DatasetStore, options: ExecutorOptions = ExecutorOptions(),
+    def __init__(self, store: DatasetStore, finish: FinishStep, options: ExecutorOptions = ExecutorOptions(),
                  on_event: EventSink | None = None) -> None:
         self._store = store
+        self._finish = finish
         self._options = options
         self._emit = on_event or (lambda kind, message: None)
         self._context = multiprocessing.get_context("spawn")  # bpy must start in a fresh interpreter
         self._workers: list[_Worker] = []
-        self._fanned_out = options.device == "cpu"  # GPU/auto: more workers once the first reports
+        self._fanned_out = options.device.kind == "cpu"  # GPU/auto: more workers once the first reports
         self._log_dir = store.root / "logs"
 
     @property
@@ -123,11 +134,12 @@ class LocalExecutor:
 
     def __enter__(self) -> LocalExecutor:
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        if self._options.device == "cpu":
+        device = self._options.device
+        if device.kind == "cpu":
             for n in range(self._options.workers):
-                self._start(f"worker-{n}", WorkerOptions("cpu", 0, *self._limits()))
+                self._start(f"worker-{n}", self._worker_options("cpu", 0))
         else:  # the first worker finds the GPUs; the others follow once it reports them
-            self._start("worker-0", WorkerOptions(self._options.device, 0, *self._limits()))
+            self._start("worker-0", self._worker_options(device.kind, device.index or 0))
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -160,7 +172,7 @@ class LocalExecutor:
 
     def _receive(self, w: _Worker, dispatch: _Dispatch) -> dict | Failure | None:
         try:
-            kind, *payload = w.conn.recv()
+            message = w.conn.recv()
         except (EOFError, OSError):
             w.process.join(timeout=5)
             self._replace(w)
@@ -172,39 +184,36 @@ class LocalExecutor:
             self._emit("restart", f"{w.name} died (exit code {w.process.exitcode}) rendering frame "
                                   f"{crashed.index}; restarted it (log: {w.log})")
             return dispatch.failed(crashed, f"render worker died (exit code {w.process.exitcode})")
-        if kind == "ready":
-            return self._on_ready(w, payload[0])
-        if kind == "recycle":
+        if isinstance(message, Ready):
+            return self._on_ready(w, message)
+        if isinstance(message, Recycling):
             dispatch.put_back(w.pending)
-            self._emit("restart", f"{w.name} recycled: {payload[0]}")
+            self._emit("restart", f"{w.name} recycled: {message.reason}")
             self._replace(w)
             return None
-        index = payload[0]
         spec = w.pending.popleft()
-        assert spec.index == index, "a worker answers its frames in order"
-        if kind == "error":
-            last_line = payload[1].strip().splitlines()[-1]
-            self._emit("retry", f"frame {index} failed on {w.name}: {last_line}")
-            return dispatch.failed(spec, last_line)
-        passes, seconds = payload[1:]
-        self._emit("worker", f"{w.name}: frame {index} done")
-        return self._store.write_frame(spec, passes, seconds)
+        assert spec.index == message.index, "a worker answers its frames in order"
+        return _outcome(self._store, dispatch, spec, message, w.name, self._emit)
 
-    def _on_ready(self, w: _Worker, info: dict) -> None:
-        self._emit("worker", f"{w.name}: ready on {info['device']} (pid {info['pid']})")
+    def _on_ready(self, w: _Worker, ready: Ready) -> None:
+        self._emit("worker", f"{w.name}: ready on {ready.device} (pid {ready.pid})")
         if self._fanned_out:
             return None
         self._fanned_out = True
-        gpus = info["gpus"]
+        device, gpus = self._options.device, ready.gpus
+        if device.index is not None:
+            if device.index >= len(gpus):
+                raise UserError(f"--device {device}: Cycles finds {len(gpus)} GPU(s) here; GPU numbers start at 0")
+            return None  # one worker, on that GPU
         if not gpus:
-            if self._options.device == "gpu":
+            if device.kind == "gpu":
                 raise UserError("--device gpu: Cycles finds no GPU here (OptiX, CUDA, HIP, Metal, oneAPI); "
                                 "use --device cpu or auto")
             self._emit("notice", "no GPU found: rendering on the CPU")
             for n in range(1, self._options.workers):
-                self._start(f"worker-{n}", WorkerOptions("cpu", 0, *self._limits()))
+                self._start(f"worker-{n}", self._worker_options("cpu", 0))
         for n in range(1, len(gpus)):
-            self._start(f"worker-{n}", WorkerOptions("gpu", n, *self._limits()))
+            self._start(f"worker-{n}", self._worker_options("gpu", n))
         return None
 
     def _start(self, name: str, options: WorkerOptions) -> None:
@@ -218,33 +227,46 @@ class LocalExecutor:
         self._workers[self._workers.index(w)] = replacement
         self._emit("worker", f"{w.name}: starting (pid {replacement.process.pid})")
 
-    def _limits(self) -> tuple[int, int, float]:
+    def _worker_options(self, device: str, gpu_index: int) -> WorkerOptions:
         o = self._options
-        return o.threads, o.max_scenes_per_worker, o.max_worker_memory_mb
+        return WorkerOptions(self._finish, device, gpu_index, o.threads, o.max_scenes_per_worker, o.max_worker_memory_mb)
+
+
+def _outcome(store: DatasetStore, dispatch: _Dispatch, spec: SceneSpec, message: FrameDone | FrameFailed,
+             where: str, emit: EventSink) -> dict | Failure | None:
+    """Append a finished frame's record, or count a failed attempt; a failed store write stops the run."""
+    if isinstance(message, FrameFailed):
+        if message.storage:
+            raise store.storage_error(message.error)
+        emit("retry", f"frame {spec.index} failed on {where}: {message.error}")
+        return dispatch.failed(spec, message.error)
+    store.append_record(message.result)
+    emit("worker", f"{where}: frame {spec.index} done")
+    return message.result
 
 
 class _RenderActor:
-    """A warm Blender session in a Ray worker process that writes its frames' files itself."""
+    """A warm Blender session in a Ray worker process that renders and finishes frames."""
 
-    def __init__(self, store_root: str, usd: bool, device: str, threads: int) -> None:
+    def __init__(self, finish: FinishStep, device: str, threads: int) -> None:
         # Ray pins a GPU actor with CUDA_VISIBLE_DEVICES, so its GPU is always the first one seen.
-        self._renderer = worker.Renderer(device, 0, threads)
-        self._store = DatasetStore(store_root, usd=usd)
+        self._renderer = Renderer(device, 0, threads)
+        self._finish = finish
 
     def device(self) -> str:
         return self._renderer.device
 
-    def render(self, spec: SceneSpec) -> dict:
-        passes, seconds = self._renderer.render(spec)
-        return self._store.write_frame_files(spec, passes, seconds)
+    def render(self, spec: SceneSpec) -> FrameDone | FrameFailed:
+        return server.render_frame(self._renderer, spec, self._finish)
 
 
 class RayExecutor:
     """Warm render actors on a Ray cluster; the store must be on a path every node shares."""
 
-    def __init__(self, store: DatasetStore, options: ExecutorOptions = ExecutorOptions(),
+    def __init__(self, store: DatasetStore, finish: FinishStep, options: ExecutorOptions = ExecutorOptions(),
                  address: str | None = None, on_event: EventSink | None = None) -> None:
         self._store = store
+        self._finish = finish
         self._options = options
         self._address = address
         self._emit = on_event or (lambda kind, message: None)
@@ -262,19 +284,21 @@ class RayExecutor:
             except ConnectionError as exc:
                 raise UserError(f"--address {self._address}: cannot reach the Ray cluster ({exc})") from None
             self._started_ray = True
+        device = self._options.device
+        if device.index is not None:
+            raise UserError(f"--device {device}: with --executor ray every actor gets a GPU of its own; use --device gpu")
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        if self._options.device == "gpu" and not gpus:
+        if device.kind == "gpu" and not gpus:
             raise UserError("--device gpu: the Ray cluster has no GPU; use --device cpu or auto")
-        if self._options.device == "auto" and not gpus:
+        if device.kind == "auto" and not gpus:
             self._emit("notice", "no GPU in the Ray cluster: rendering on CPUs")
-        on_gpu = gpus > 0 and self._options.device != "cpu"
+        on_gpu = gpus > 0 and device.kind != "cpu"
         actor = ray.remote(_RenderActor).options(
             num_gpus=1 if on_gpu else 0, num_cpus=max(1, self._options.threads) if not on_gpu else 1,
             max_restarts=-1, max_task_retries=0,
         )
         count = gpus if on_gpu else self._options.workers
-        self._actors = [actor.remote(str(self._store.root.resolve()), self._store.usd, "gpu" if on_gpu else "cpu",
-                                     self._options.threads)
+        self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads)
                         for _ in range(count)]
         for n, device in enumerate(ray.get([a.device.remote() for a in self._actors])):
             self._emit("worker", f"actor-{n}: ready on {device}")
@@ -292,7 +316,7 @@ class RayExecutor:
     def run(self, specs: Iterable[SceneSpec]) -> Iterator[dict | Failure]:
         """Render and store every spec; yields records (and Failures) in completion order."""
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayActorError
 
         dispatch = _Dispatch(specs, self._options.retries)
         in_flight: dict = {}  # object ref -> (actor number, spec)
@@ -308,14 +332,9 @@ class RayExecutor:
             n, spec = in_flight.pop(done)
             load[n] -= 1
             try:
-                record = ray.get(done)
-            except (RayTaskError, RayActorError) as exc:
-                message = str(exc).strip().splitlines()[-1]
-                self._emit("retry", f"frame {spec.index} failed on actor-{n}: {message}")
-                failure = dispatch.failed(spec, message)
-                if failure is not None:
-                    yield failure
-                continue
-            self._store.append_record(record)
-            self._emit("worker", f"actor-{n}: frame {spec.index} done")
-            yield record
+                message = ray.get(done)
+            except RayActorError as exc:  # the actor died; Ray restarts it
+                message = FrameFailed(spec.index, str(exc).strip().splitlines()[-1], str(exc))
+            outcome = _outcome(self._store, dispatch, spec, message, f"actor-{n}", self._emit)
+            if outcome is not None:
+                yield outcome

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sceneforge.executors import EventSink, ExecutorOptions, Failure, LocalExecutor, RayExecutor
+from sceneforge.labelling import LabelAndStore
 from sceneforge.labels.store import DatasetStore
 from sceneforge.scenes.recipe import Recipe
 from sceneforge.scenes.sampling import sample
@@ -64,7 +65,6 @@ def render_dataset(
         resolution=recipe.render.resolution,
         requested=recipe.count,
         albedo=recipe.render.albedo,
-        usd=usd,
     )
     done = {record["index"] for record in store.records()}
     todo = [i for i in range(recipe.count) if i not in done]
@@ -76,7 +76,7 @@ def render_dataset(
         specs = itertools.chain([first], (sample(recipe, i) for i in todo[1:]))
         render_seconds, failures = render_specs(
             store, specs, executor=executor, address=address, options=options,
-            on_frame=on_frame, on_event=on_event,
+            on_frame=on_frame, on_event=on_event, usd=usd,
         )
     return RenderReport(
         store=store, requested=recipe.count, already_done=recipe.count - len(todo),
@@ -94,13 +94,17 @@ def render_specs(
     options: ExecutorOptions = ExecutorOptions(),
     on_frame: Callable[[dict], None] | None = None,
     on_event: EventSink | None = None,
+    usd: bool = False,
 ) -> tuple[float, list[Failure]]:
     """Render scenes into an open store; returns Blender's summed render time and the failures.
 
-    This run's failures replace ``failed.jsonl`` (which is removed when there are none).
+    Each frame is labeled and written by ``LabelAndStore`` where it was rendered (with ``usd``,
+    its USD stage too). This run's failures replace ``failed.jsonl`` (removed when there are none).
     """
     log = _RunLog(store.root / "logs" / "run.jsonl", on_event)
-    chosen = RayExecutor(store, options, address, log.event) if executor == "ray" else LocalExecutor(store, options, log.event)
+    finish = LabelAndStore(str(store.root.resolve()), usd)
+    chosen = (RayExecutor(store, finish, options, address, log.event) if executor == "ray"
+              else LocalExecutor(store, finish, options, log.event))
     render_seconds, failures = 0.0, []
     log.event("start", f"{executor} executor, {options}")
     try:

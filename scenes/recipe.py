@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -33,7 +34,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedBase, CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from sceneforge.errors import UserError
+from sceneforge.floor.devices import DEVICE_HELP, parse_device
+from sceneforge.floor.errors import SourcePosition, UserError
 
 from .assets import AssetError, file_asset, library_files, texture_files
 from .distributions import Integer, Number, Rotation, Vector, check_within
@@ -456,7 +458,15 @@ class RefineSettings(Section):
     checkpoint: str = Field(min_length=1, max_length=4096,
                             description="checkpoint file or training-run folder; relative paths start at the recipe's folder")
     batch: int = Field(8, ge=1, le=4096, description="frames per refiner batch")
-    device: Literal["cpu", "cuda", "auto"] = "auto"
+    device: str = Field("auto", description=DEVICE_HELP)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        try:
+            return str(parse_device(device, "refine.device"))
+        except UserError as exc:
+            raise ValueError(str(exc).removeprefix("refine.device: ")) from None
 
 
 _Source = tuple[Path, Any, set[tuple[str, ...]]]  # recipe file, its YAML tree, the overridden paths
@@ -484,11 +494,15 @@ class Recipe(Section):
         """Labeled category names in order of first appearance; category id = position + 1."""
         return list(dict.fromkeys(group.category for group in self.objects if not group.distractor))
 
-    def where(self, *loc: str | int) -> str:
-        """``FILE:LINE:COL: field.path`` of a field of a loaded recipe, for errors found later."""
+    def source(self, *loc: str | int) -> SourcePosition:
+        """Where a field of a loaded recipe is (file, line, column, field path), for errors found later."""
         if self._source is None:
-            return _field_path(loc)
-        return f"{_locate(*self._source, loc)[0]}: {_field_path(loc)}"
+            return SourcePosition("recipe", field=_field_path(loc))
+        return replace(_locate(*self._source, loc), field=_field_path(loc))
+
+    def where(self, *loc: str | int) -> str:
+        """``FILE:LINE:COL: field.path`` of a field of a loaded recipe (see ``source``)."""
+        return _field_path(loc) if self._source is None else str(self.source(*loc))
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(field location, message) of every ``on`` and name that refers to nothing or clashes."""
@@ -571,10 +585,10 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     try:
         recipe = Recipe.model_validate(_plain(tree, path), context={"recipe_dir": path.parent})
     except ValidationError as exc:
-        raise UserError("\n".join(_describe(path, tree, error, overridden) for error in exc.errors())) from None
+        raise UserError.listing([_describe(path, tree, error, overridden) for error in exc.errors()]) from None
     recipe._source = (path, tree, overridden)
     if problems := _load_files(recipe, path.parent) + recipe.reference_problems():
-        raise UserError("\n".join(f"{recipe.where(*loc)}: {message}" for loc, message in problems))
+        raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
     return recipe
 
 
@@ -619,14 +633,14 @@ def _read_yaml(path: Path) -> CommentedMap:
         tree = YAML(typ="rt", pure=True).load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise UserError(f"{where}: YAML error: {exc.problem or exc.context}") from None
+        where = SourcePosition(str(path), mark.line + 1, mark.column + 1) if mark else SourcePosition(str(path))
+        raise UserError(f"YAML error: {exc.problem or exc.context}", source=where) from None
     except YAMLError as exc:
         raise UserError(f"{path}: YAML error: {exc}") from None
     if tree is None:
-        raise UserError(f"{path}:1:1: the recipe is empty")
+        raise UserError("the recipe is empty", source=SourcePosition(str(path), 1, 1))
     if not isinstance(tree, CommentedMap):
-        raise UserError(f"{path}:1:1: the recipe must be a mapping of fields (seed, objects, ...)")
+        raise UserError("the recipe must be a mapping of fields (seed, objects, ...)", source=SourcePosition(str(path), 1, 1))
     return tree
 
 
@@ -640,8 +654,7 @@ def _plain(tree: Any, path: Path) -> Any:
             raise UserError(f"{path}: more than {MAX_RECIPE_NODES} values (an alias bomb?)")
         tag = getattr(node, "tag", None)
         if isinstance(node, TaggedScalar) or (isinstance(node, CommentedBase) and getattr(tag, "value", tag)):
-            line, col = where
-            raise UserError(f"{path}:{line + 1}:{col + 1}: YAML tags such as '{getattr(tag, 'value', tag)}' are not allowed")
+            raise UserError(f"YAML tags such as '{getattr(tag, 'value', tag)}' are not allowed", source=_at(path, where))
         if isinstance(node, CommentedMap):
             return {key: convert(value, _value_pos(node, key, where)) for key, value in node.items()}
         if isinstance(node, CommentedSeq):
@@ -652,10 +665,14 @@ def _plain(tree: Any, path: Path) -> Any:
             return [convert(value, where) for value in node]
         if node is None or isinstance(node, (str, int, float, bool)):
             return node
-        line, col = where
-        raise UserError(f"{path}:{line + 1}:{col + 1}: unsupported YAML value {type(node).__name__} ({node!r})")
+        raise UserError(f"unsupported YAML value {type(node).__name__} ({node!r})", source=_at(path, where))
 
     return convert(tree, (0, 0))
+
+
+def _at(path: Path, position: tuple[int, int]) -> SourcePosition:
+    """The SourcePosition of a 0-based (line, column) of ruamel.yaml."""
+    return SourcePosition(str(path), position[0] + 1, position[1] + 1)
 
 
 def _value_pos(node: CommentedMap, key: Any, default: tuple[int, int]) -> tuple[int, int]:
@@ -699,14 +716,13 @@ def _apply_overrides(tree: CommentedMap, overrides: Mapping[str, Any]) -> set[tu
     return done
 
 
-def _describe(path: Path, tree: Any, error: Mapping[str, Any], overridden: set[tuple[str, ...]]) -> str:
-    """One validation error as FILE:LINE:COL: field.path: message."""
+def _describe(path: Path, tree: Any, error: Mapping[str, Any], overridden: set[tuple[str, ...]]) -> tuple[SourcePosition, str]:
+    """One validation error: where it is, and its message."""
     loc = list(error["loc"])
     unknown_key = error["type"] == "unknown_key"
     if unknown_key:
         loc.append(error["ctx"]["key"])
-    origin, field_path = _locate(path, tree, overridden, loc, at_key=unknown_key)
-    return f"{origin}: {field_path}: {_message(error)}"
+    return _locate(path, tree, overridden, loc, at_key=unknown_key), _message(error)
 
 
 def _field_path(loc: Any) -> str:
@@ -715,9 +731,9 @@ def _field_path(loc: Any) -> str:
     return text or "(top level)"
 
 
-def _locate(path: Path, tree: Any, overridden: set[tuple[str, ...]], loc: Any, at_key: bool = False) -> tuple[str, str]:
-    """(``FILE:LINE:COL`` or ``command line``, field.path) of the deepest part of ``loc`` in the
-    recipe (the key's position when ``at_key``); parts not in the tree (union tags) are skipped."""
+def _locate(path: Path, tree: Any, overridden: set[tuple[str, ...]], loc: Any, at_key: bool = False) -> SourcePosition:
+    """Where the deepest part of ``loc`` is in the recipe (the key's position when ``at_key``), or
+    the command line for ``--set`` fields; parts not in the tree (union tags) are skipped."""
     node, pos, found = tree, (0, 0), []
     for i, part in enumerate(loc):
         if isinstance(node, Mapping) and part in node:
@@ -730,8 +746,8 @@ def _locate(path: Path, tree: Any, overridden: set[tuple[str, ...]], loc: Any, a
         found.append(part)
     keys = tuple(str(part) for part in found)
     if any(keys[: len(o)] == o for o in overridden):
-        return "command line", _field_path(found)
-    return f"{path}:{pos[0] + 1}:{pos[1] + 1}", _field_path(found)
+        return SourcePosition("command line", field=_field_path(found))
+    return replace(_at(path, pos), field=_field_path(found))
 
 
 def _key_pos(node: CommentedMap, key: Any, default: tuple[int, int]) -> tuple[int, int]:

@@ -14,7 +14,8 @@ from collections import Counter
 
 import numpy as np
 
-from sceneforge.errors import UserError
+from sceneforge.floor.colour import srgb_to_linear
+from sceneforge.floor.errors import UserError
 
 from .assets import asset_mesh
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
@@ -35,8 +36,6 @@ from .spec import (
 )
 
 DEFAULT_BACKGROUND = (0.05, 0.05, 0.05)  # linear RGB, when neither a colour nor an HDRI is given
-# OpenCV camera axes (x right, y down, z forward) -> Blender's (x right, y up, z backward).
-CV_TO_BLENDER = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def scene_seed(recipe_seed: int, index: int) -> int:
@@ -79,7 +78,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         background_image=background.image,
         render=RenderSpec(
             **recipe.render.model_dump(exclude={"resolution"}),
-            cycles_seed=int(camera_rng.integers(0, 2**31)),
+            noise_seed=int(camera_rng.integers(0, 2**31)),
         ),
     )
 
@@ -426,7 +425,7 @@ def _sample_lights(light: Light, index: int, rng: np.random.Generator) -> list[L
             type=light.type,
             energy=energy,
             color=color,
-            world_from_light=_matrix(look_at(position, target) @ CV_TO_BLENDER),
+            world_from_light=_matrix(look_at(position, target)),
             size=light.size,
             spot_size_deg=float(draw(light.spot_size_deg, rng)),
             spot_blend=float(draw(light.spot_blend, rng)),
@@ -468,12 +467,8 @@ def _sample_color(color: tuple | HSV, rng: np.random.Generator) -> tuple[float, 
     if isinstance(color, HSV):
         h, s, v = (float(draw(c, rng)) for c in color.hsv)
         srgb = colorsys.hsv_to_rgb(h % 1.0, _unit(s), _unit(v))
-        return tuple(_srgb_to_linear(c) for c in srgb)  # type: ignore[return-value]
+        return tuple(float(srgb_to_linear(c)) for c in srgb)  # type: ignore[return-value]
     return tuple(_unit(draw(c, rng)) for c in color)  # type: ignore[return-value]
-
-
-def _srgb_to_linear(c: float) -> float:
-    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
 
 
 def _unit(value: float) -> float:

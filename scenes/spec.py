@@ -1,7 +1,10 @@
 """SceneSpec: a pure, JSON-serialisable description of one scene, everything a renderer needs.
 
-Matrices are row-major nested lists. Poses use the OpenCV camera convention
-(+X right, +Y down, +Z forward); the world is right-handed with +Z up, in metres.
+Renderer-neutral: one world frame (right-handed, +Z up, metres) and one local-axes convention
+for every posed entity, the OpenCV camera's (+X right, +Y down, +Z forward: cameras look and
+lights shine along +Z); see ``sceneforge.floor.axes``. Matrices are row-major nested lists.
+Angles are in degrees, lengths in metres, colours linear RGB, light power in watts (a sun's in
+W/m2 of irradiance).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SPEC_FORMAT = "sceneforge.scenespec/1"
+SPEC_FORMAT = "sceneforge.scenespec/2"
+# Format 1 posed lights in Blender's axes (shining along -Z) and named the noise seed cycles_seed.
+_FORMAT_1 = "sceneforge.scenespec/1"
 
 Vector3 = tuple[float, float, float]
 Matrix3 = tuple[Vector3, Vector3, Vector3]
@@ -97,10 +102,10 @@ class CameraSpec(_Spec):
 
 class LightSpec(_Spec):
     type: Literal["sun", "point", "spot", "area"]
-    energy: float
-    color: Vector3
-    world_from_light: Matrix4  # the light shines along its local -Z (Blender's convention)
-    size: float
+    energy: float  # watts (point, spot, area) or W/m2 of irradiance (sun)
+    color: Vector3  # linear RGB
+    world_from_light: Matrix4  # OpenCV axes: the light shines along its local +Z
+    size: float  # side of an area light, metres
     spot_size_deg: float = 45.0  # full cone angle of spot lights
     spot_blend: float = 0.15
 
@@ -119,18 +124,19 @@ class GroundSpec(_Spec):
 
 
 class RenderSpec(_Spec):
-    """Cycles settings of one frame (see the recipe's ``render`` section for their meaning)."""
+    """Path-tracing settings of one frame, in any path tracer's terms (the render stage maps them
+    to its renderer; docs/recipes.md, ``render``)."""
 
-    samples: int
-    adaptive_threshold: float
-    denoise: bool
-    albedo: bool
-    max_bounces: int
+    samples: int  # paths per pixel (the most, with adaptive sampling)
+    adaptive_threshold: float  # stop sampling a pixel below this noise level; 0 = always all samples
+    denoise: bool  # denoise the colour image (label passes are never denoised)
+    albedo: bool  # also produce the base-colour pass
+    max_bounces: int  # path length limit, and the limits per kind of scattering event below
     diffuse_bounces: int
     glossy_bounces: int
     transmission_bounces: int
     transparent_bounces: int
-    cycles_seed: int
+    noise_seed: int  # seed of the sampling pattern: the image noise of this frame
 
 
 class SceneSpec(_Spec):
@@ -139,7 +145,7 @@ class SceneSpec(_Spec):
     Frames of the same scene (``scene_index``) share everything but the camera and the noise.
     """
 
-    format: Literal["sceneforge.scenespec/1"] = SPEC_FORMAT
+    format: Literal["sceneforge.scenespec/2"] = SPEC_FORMAT
     index: int
     scene_index: int
     seed: int  # the scene's seed
@@ -158,8 +164,32 @@ class SceneSpec(_Spec):
         """Canonical JSON text (the same scene always gives the same bytes)."""
         return self.model_dump_json()
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SceneSpec:
+        """A spec from its JSON text, of this format or an older one (converted; see ``_FORMAT_1``).
+
+        Any other format is refused with a ValueError naming it, never misread.
+        """
+        data = json.loads(text)
+        found = data.get("format") if isinstance(data, dict) else None
+        if found == _FORMAT_1:
+            data = _upgrade_format_1(data)
+        elif found != SPEC_FORMAT:
+            raise ValueError(f"unsupported SceneSpec format {found!r}; this SceneForge reads {SPEC_FORMAT!r} "
+                             f"and {_FORMAT_1!r}")
+        return cls.model_validate(data)
+
     def content_key(self) -> str:
         """Identity of the scene without the camera: equal keys can reuse one built scene."""
         content = self.model_dump(mode="json", exclude={"index", "camera", "render"})
-        content["render"] = self.render.model_dump(mode="json", exclude={"cycles_seed"})
+        content["render"] = self.render.model_dump(mode="json", exclude={"noise_seed"})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _upgrade_format_1(data: dict) -> dict:
+    """Format 1 -> 2: lights turned from OpenGL to OpenCV local axes, ``cycles_seed`` renamed."""
+    render = dict(data["render"])
+    render["noise_seed"] = render.pop("cycles_seed")
+    lights = [{**light, "world_from_light": [[row[0], -row[1], -row[2], row[3]] for row in light["world_from_light"]]}
+              for light in data["lights"]]
+    return {**data, "format": SPEC_FORMAT, "render": render, "lights": lights}

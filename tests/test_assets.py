@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.pipeline import render_dataset
 from sceneforge.scenes.assets import AssetError, asset_model, file_asset
 from sceneforge.scenes.recipe import load_recipe

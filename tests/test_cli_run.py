@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sceneforge.labels.store import PASSES
+from sceneforge.floor.frame import FRAME_PASSES
 
 from .helpers import TINY_RECIPE, run_cli, write_recipe
 
@@ -16,7 +16,7 @@ def frame_lines(out):
 
 
 def file_times(out):
-    return {p: p.stat().st_mtime_ns for folder in PASSES for p in (out / folder).iterdir()}
+    return {p: p.stat().st_mtime_ns for folder in FRAME_PASSES for p in (out / folder).iterdir()}
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_run_writes_a_complete_store_and_coco(finished_run):
     for record in records:
         for name, relative in record["files"].items():
             assert (out / relative).is_file(), name
-        assert set(record["files"]) == {*PASSES, "scene", "usd"}  # run writes the USD scene by default
+        assert set(record["files"]) == {*FRAME_PASSES, "scene", "usd"}  # run writes the USD scene by default
         assert record["camera"]["width"] == 40 and len(record["camera"]["K"]) == 3
     coco = json.loads((out / "coco" / "annotations.json").read_text())
     assert len(coco["images"]) == 2 and coco["annotations"]

@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
-from sceneforge.errors import StorageError, UserError
 from sceneforge.executors import ExecutorOptions, LocalExecutor
+from sceneforge.floor.errors import StorageError, UserError
+from sceneforge.labelling import LabelAndStore
 from sceneforge.labels.store import DatasetStore
 from sceneforge.pipeline import render_dataset, render_specs
 from sceneforge.scenes.recipe import Recipe, load_recipe
@@ -52,7 +53,7 @@ def test_two_workers_give_byte_identical_label_files(tiny_store, tmp_path):
 def test_a_killed_worker_is_replaced_and_every_frame_completes(tiny_store, tmp_path):
     recipe = Recipe.model_validate(tiny_store.meta["recipe"])
     store = fresh_store(tiny_store, tmp_path / "out", count=5)
-    with LocalExecutor(store, CPU) as executor:
+    with LocalExecutor(store, LabelAndStore(str(store.root)), CPU) as executor:
         indices = []
         for outcome in executor.run(sample(recipe, i) for i in range(5)):
             indices.append(outcome["index"])
@@ -93,6 +94,8 @@ def test_no_gpu_is_an_error_for_gpu_and_a_notice_for_auto(tiny_store, tmp_path):
     recipe = Recipe.model_validate(tiny_store.meta["recipe"])
     with pytest.raises(UserError, match="--device gpu: Cycles finds no GPU"):
         render_specs(fresh_store(tiny_store, tmp_path / "gpu"), [sample(recipe, 0)], options=ExecutorOptions(device="gpu"))
+    with pytest.raises(UserError, match=r"--device gpu:1: Cycles finds 0 GPU\(s\) here"):
+        render_specs(fresh_store(tiny_store, tmp_path / "gpu1"), [sample(recipe, 0)], options=ExecutorOptions(device="gpu:1"))
     notices = []
     render_specs(fresh_store(tiny_store, tmp_path / "auto"), [sample(recipe, 0)],
                  options=ExecutorOptions(device="auto", threads=1), on_event=lambda kind, msg: notices.append((kind, msg)))
@@ -119,7 +122,7 @@ def test_multi_frame_scenes_share_objects_and_move_the_camera(tmp_path):
     specs = [sample(recipe, i) for i in range(4)]
     assert [s.scene_index for s in specs] == [0, 0, 1, 1]
     assert specs[0].content_key() == specs[1].content_key() != specs[2].content_key()
-    assert specs[0].camera != specs[1].camera and specs[0].render.cycles_seed != specs[1].render.cycles_seed
+    assert specs[0].camera != specs[1].camera and specs[0].render.noise_seed != specs[1].render.noise_seed
     store = render_dataset(recipe, tmp_path / "out", options=CPU).store
     first, second = store.records()[:2]
     assert first["objects"][0]["world_from_object"] == second["objects"][0]["world_from_object"]

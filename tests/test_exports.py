@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from ruamel.yaml import YAML
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.export import export, parse_splits, split_of
 from sceneforge.labels.polygons import mask_polygons
 from sceneforge.labels.store import DatasetStore

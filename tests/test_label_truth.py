@@ -52,11 +52,12 @@ def _object(instance_id, category_id, category, asset, centre, half_height) -> O
 def scene(index: int, objects: list[ObjectSpec]) -> SceneSpec:
     camera = CameraSpec(K=tuple(map(tuple, K)), world_from_camera=tuple(map(tuple, WORLD_FROM_CAMERA)),
                         width=W, height=H, clip_start=0.01, clip_end=100.0)
-    sun = LightSpec(type="sun", energy=3.0, color=(1, 1, 1), world_from_light=tuple(map(tuple, np.eye(4))), size=0.5)
+    straight_down = np.diag([1.0, -1.0, -1.0, 1.0])  # the light's +Z (where it shines) is world -Z
+    sun = LightSpec(type="sun", energy=3.0, color=(1, 1, 1), world_from_light=tuple(map(tuple, straight_down)), size=0.5)
     settings = RenderSettings(samples=16, albedo=True).model_dump(exclude={"resolution"})
     return SceneSpec(index=index, scene_index=index, seed=index, camera=camera, objects=objects, lights=[sun],
                      ground=None, background_color=(0.1, 0.1, 0.1), background_strength=1.0,
-                     render=RenderSpec(**settings, cycles_seed=index))
+                     render=RenderSpec(**settings, noise_seed=index))
 
 
 FAR_DEPTH = 2.6  # the occluded cube's front face

@@ -27,7 +27,7 @@ def test_store_metadata(tiny_store):
 def test_scene_files_regenerate_from_recipe_and_index(tiny_store):
     recipe = Recipe.model_validate(tiny_store.meta["recipe"])
     for record in tiny_store.records():
-        stored = SceneSpec.model_validate_json(tiny_store.path(record, "scene").read_text())
+        stored = SceneSpec.from_json(tiny_store.path(record, "scene").read_text())
         assert stored == sample(recipe, record["index"])
         assert record["seed"] == stored.seed
 

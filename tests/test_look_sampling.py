@@ -99,7 +99,8 @@ def test_lights_have_counts_positions_aims_and_kelvin_colours(tmp_path):
         assert sun.type == "sun" and sun.color == (1.0, 1.0, 1.0)
         for spot in spots:
             pose = np.asarray(spot.world_from_light)
-            position, aim = pose[:3, 3], -pose[:3, 2]  # lights shine along their local -Z
+            position, aim = pose[:3, 3], pose[:3, 2]  # lights shine along their local +Z
+            assert aim[2] < 0, "a spot above its target shines down"
             assert np.linalg.norm(position - [0, 0, 0.5]) == pytest.approx(2.0) and position[2] >= 0.5
             # The aim passes through the target box on the ground (z = 0).
             hit = position + aim * (-position[2] / aim[2])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.pipeline import render_dataset
 from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.placement import STACK_LIFT

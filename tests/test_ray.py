@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import ray
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.executors import ExecutorOptions
 from sceneforge.pipeline import render_dataset
 from sceneforge.scenes.recipe import Recipe

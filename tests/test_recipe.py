@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.scenes.recipe import Recipe, load_recipe
 
 from .helpers import ROOT, TINY_RECIPE, run_cli, write_recipe

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
 from sceneforge.refine import checkpoint
 from sceneforge.refine.apply import Refiner, _ramp, _tile_starts, refine_store
@@ -91,12 +91,18 @@ def test_tiles_cover_the_image_and_the_blend_weights_sum_to_one():
         assert torch.allclose(total, torch.ones(length))
 
 
-def test_device_choice(caplog):
+def test_device_choice_uses_the_render_vocabulary(caplog):
     assert pick_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        assert pick_device("cuda").type == "cpu"
+        assert pick_device("auto").type == "cpu"
         assert "no CUDA GPU" in caplog.text
-    with pytest.raises(UserError, match="expected cpu, cuda or auto"):
+        with pytest.raises(UserError, match="--device gpu:1: no CUDA GPU found"):
+            pick_device("gpu:1")
+    else:
+        assert pick_device("gpu:0") == torch.device("cuda", 0)
+    with pytest.raises(UserError, match=r"expected cpu, gpu .*got 'cuda' \(a CUDA GPU is 'gpu'\)"):
+        pick_device("cuda")
+    with pytest.raises(UserError, match="expected cpu, gpu"):
         pick_device("tpu")
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.torch import SceneForgeDataset, collate
 from sceneforge.refine import metrics
 from sceneforge.refine.metrics import (
@@ -132,7 +132,7 @@ def test_edge_agreement_needs_boundaries_and_matching_shapes():
     rgb, instance = painted_instances()
     with pytest.raises(UserError, match="no boundaries"):
         edge_agreement(rgb, torch.zeros_like(instance))
-    with pytest.raises(UserError, match="do not match"):
+    with pytest.raises(ValueError, match="do not match"):
         edge_agreement(rgb, instance[:, :32])
 
 

@@ -72,7 +72,7 @@ lights: [{type: sun, energy: 2}]
 def test_walls_stand_on_the_ground_edges_at_their_true_distance(tmp_path):
     store = render_dataset(load_recipe(write_recipe(tmp_path, WALLS_RECIPE)), tmp_path / "out").store
     for record in store.records():
-        spec = SceneSpec.model_validate_json(store.path(record, "scene").read_text())
+        spec = SceneSpec.from_json(store.path(record, "scene").read_text())
         walls = [p for p in spec.props if p.name == "wall"]
         assert len(walls) == 4
         inner = sorted(abs(np.asarray(p.world_from_object)[i, 3]) - p.asset.params["extents"][i] / 2

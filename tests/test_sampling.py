@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -35,7 +36,30 @@ def test_order_independent(recipe):
 
 def test_spec_round_trips_through_json(recipe):
     spec = sample(recipe, 2)
-    assert SceneSpec.model_validate_json(spec.to_json()) == spec
+    assert SceneSpec.from_json(spec.to_json()) == spec
+
+
+def test_a_format_1_spec_is_read_with_its_lights_in_the_one_axis_convention(recipe):
+    """Format 1 posed lights as Blender does (shining along local -Z); format 2 as cameras are."""
+    document = json.loads(sample(recipe, 0).to_json())
+    blender_sun = [[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 3.0], [0.0, 0.0, 0.0, 1.0]]  # shines down
+    document["format"] = "sceneforge.scenespec/1"
+    document["lights"] = [{**document["lights"][0], "world_from_light": blender_sun}]
+    document["render"]["cycles_seed"] = document["render"].pop("noise_seed")
+    spec = SceneSpec.from_json(json.dumps(document))
+    pose = np.asarray(spec.lights[0].world_from_light)
+    np.testing.assert_array_equal(pose[:3, 2], [0, 0, -1])  # +Z, where it shines, is straight down
+    np.testing.assert_array_equal(pose[:3, 3], [0.5, 0, 3])
+    assert np.linalg.det(pose[:3, :3]) == pytest.approx(1.0)
+    assert spec.format == "sceneforge.scenespec/2" and spec.render.noise_seed == document["render"]["cycles_seed"]
+
+
+@pytest.mark.parametrize("found", ["sceneforge.scenespec/9", None])
+def test_a_spec_of_an_unknown_format_is_refused_not_misread(recipe, found):
+    document = json.loads(sample(recipe, 0).to_json())
+    document["format"] = found
+    with pytest.raises(ValueError, match=f"unsupported SceneSpec format {found!r}"):
+        SceneSpec.from_json(json.dumps(document))
 
 
 def test_seed_depends_on_recipe_seed_and_index():

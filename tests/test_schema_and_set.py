@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.scenes.recipe import load_recipe, parse_assignment, recipe_json_schema
 
 from .helpers import ROOT, TINY_RECIPE, run_cli, write_recipe

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from sceneforge.errors import UserError
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.export import export
 from sceneforge.labels.preview import contact_sheet, instance_colour
 from sceneforge.labels.stats import dataset_stats, write_plots

@@ -1,19 +1,10 @@
-"""Turn one Cycles multilayer EXR into the store's label arrays (numpy only, no bpy).
+"""Turn one Cycles multilayer EXR into the frame contract's arrays (numpy only, no bpy).
 
-What each pixel means (docs/formats.md):
-- rgb: sRGB encoding of the linear render, clipped to [0, 1] (Blender's "Standard" view).
-- depth: planar Z in metres along the camera axis; ``inf`` where the ray hit nothing.
-- normals: unit surface normals in the OpenCV camera frame; (0, 0, 0) where nothing was hit.
-- instance: object pass index (0 = background or unlabeled geometry).
-- albedo (optional): sRGB encoding of the surface base colour, averaged over samples.
-Depth and instance come from one camera ray per pixel (Cycles writes data passes on the first
-sample), so they are never blends of two surfaces; normals are averaged over all samples and
-renormalised.
+What each pixel means: ``sceneforge.floor.frame`` and docs/formats.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,19 +12,19 @@ import cv2
 import numpy as np
 import OpenEXR
 
+from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
+from sceneforge.floor.frame import Passes
+from sceneforge.scenes.spec import SceneSpec
+
 # Cycles writes this depth where a camera ray escapes to the background.
 _NO_HIT_DEPTH = 1e9
 
 
-@dataclass(frozen=True)
-class Passes:
-    """The label arrays of one rendered frame, all H x W."""
-
-    rgb: np.ndarray  # uint8, H x W x 3, sRGB
-    depth: np.ndarray | None  # float32 metres, planar Z; inf = no hit
-    normals: np.ndarray | None  # float32 H x W x 3, camera frame (OpenCV)
-    instance: np.ndarray | None  # uint16
-    albedo: np.ndarray | None = None  # uint8, H x W x 3, sRGB
+def decode(spec: SceneSpec, path: Path) -> Passes:
+    """The passes of ``spec``'s frame from the EXR that rendering it wrote (with its backdrop, if any)."""
+    camera = spec.camera
+    backdrop = None if spec.background_image is None else load_backdrop(spec.background_image, camera.width, camera.height)
+    return read_multilayer_exr(path, np.asarray(camera.world_from_camera), backdrop)
 
 
 def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.ndarray | None = None) -> Passes:
@@ -60,13 +51,6 @@ def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.
     return Passes(rgb=linear_to_srgb8(rgb), depth=depth, normals=normals, instance=instance, albedo=albedo)
 
 
-def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
-    """8-bit sRGB from linear RGB (clipped), as Blender's Standard view transform shows it."""
-    x = np.clip(linear, 0.0, 1.0)
-    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return np.rint(srgb * 255.0).astype(np.uint8)
-
-
 def world_to_camera_normals(world_normals: np.ndarray, world_from_camera: np.ndarray) -> np.ndarray:
     """Rotate world-space normals into the OpenCV camera frame and renormalise them."""
     rotation = np.asarray(world_from_camera, dtype=np.float64)[:3, :3]
@@ -84,6 +68,6 @@ def load_backdrop(path: str, width: int, height: int) -> np.ndarray:
     if bgr is None:
         raise ValueError(f"{path}: not a readable image")
     srgb = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)[..., ::-1] / 255.0
-    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    linear = srgb_to_linear(srgb).astype(np.float32)
     linear.flags.writeable = False
     return linear

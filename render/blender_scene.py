@@ -1,4 +1,4 @@
-"""A warm Blender worker: imports bpy once, then renders SceneSpec after SceneSpec.
+"""The Blender scene builder: SceneSpec -> Blender data -> one Cycles render -> the frame's passes.
 
 ONE Cycles render per frame writes every pass (RGB, depth, normals, object index) into one
 multilayer EXR in a private scratch folder; label passes never cost a second render. Frames of
@@ -7,49 +7,33 @@ one scene reuse the built Blender scene: only the camera moves.
 With motion blur the camera is keyed linearly from ``pose - velocity * exposure / 2`` to
 ``pose + velocity * exposure / 2`` around the rendered frame; the label passes come from each
 pixel's first camera ray, cast at one time within that interval (docs/recipes.md, camera).
+
+Axes: the SceneSpec poses cameras and lights in OpenCV axes; Blender's look and shine along -Z
+with +Y up, so every pose is converted with ``sceneforge.floor.axes.opengl_pose``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import queue
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 import time
-import traceback
-from collections.abc import Iterator
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
+from sceneforge.floor.axes import opengl_pose
+from sceneforge.floor.frame import Passes
 from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, ground_model, texture_image
-from sceneforge.scenes.sampling import CV_TO_BLENDER
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
 
-from .passes import Passes, load_backdrop, read_multilayer_exr
+from .decode import decode
 
 # Faces meeting at more than this angle get a hard edge (box corners, cylinder caps).
 _SHARP_EDGE_ANGLE = math.radians(40)
 # Cycles GPU backends, most capable first.
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How one worker renders and when it recycles itself."""
-
-    device: str = "cpu"  # "cpu", "gpu" (fail without one) or "auto" (a GPU if there is one)
-    gpu_index: int = 0  # which of the GPUs, one worker per GPU
-    threads: int = 0  # CPU render threads, 0 = all cores
-    max_scenes: int = 0  # recycle after this many scenes, 0 = never
-    max_rss_mb: float = 0.0  # recycle above this resident memory, 0 = never
 
 
 class Renderer:
@@ -132,7 +116,7 @@ class Renderer:
             self._scene_key = key
         else:
             self._place_camera(spec)
-        self._scene.cycles.seed = spec.render.cycles_seed
+        self._scene.cycles.seed = spec.render.noise_seed
         path = self._scratch / f"{spec.index}.exr"
         self._scene.render.filepath = str(path)
         start = time.perf_counter()
@@ -183,7 +167,7 @@ class Renderer:
             elif light.type == "spot":
                 data.spot_size = math.radians(light.spot_size_deg)
                 data.spot_blend = light.spot_blend
-            self._link(self._bpy.data.objects.new(f"light_{i}", data), light.world_from_light)
+            self._link(self._bpy.data.objects.new(f"light_{i}", data), opengl_pose(light.world_from_light))
         self._add_camera(spec)
 
     def _set_world(self, spec: SceneSpec) -> None:
@@ -250,7 +234,7 @@ class Renderer:
         if obj.animation_data and obj.animation_data.action:
             bpy.data.actions.remove(obj.animation_data.action)
         obj.animation_data_clear()
-        pose = self._blender_camera_pose(spec)
+        pose = opengl_pose(spec.camera.world_from_camera)
         render = self._scene.render
         render.use_motion_blur = cam.exposure_s > 0
         if cam.exposure_s > 0:
@@ -264,10 +248,6 @@ class Renderer:
                 self._set_pose(obj, moved)
                 obj.keyframe_insert("location", frame=frame + sign * cam.exposure_s * fps / 2)
         self._set_pose(obj, pose)
-
-    @staticmethod
-    def _blender_camera_pose(spec: SceneSpec) -> np.ndarray:
-        return np.asarray(spec.camera.world_from_camera) @ CV_TO_BLENDER
 
     def _add_mesh(self, name: str, model: AssetModel, asset_key: str, pose, override: MaterialSpec,
                   pass_index: int) -> None:
@@ -376,115 +356,3 @@ class Renderer:
         from mathutils import Matrix
 
         obj.matrix_world = Matrix(np.asarray(pose, dtype=float).tolist())
-
-
-@contextlib.contextmanager
-def console_silenced() -> Iterator[None]:
-    """Blender prints its render progress on file descriptor 1: send it to /dev/null meanwhile."""
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
-def decode(spec: SceneSpec, path: Path) -> Passes:
-    """The label arrays of a frame rendered by ``Renderer.render_to_file`` (needs no bpy)."""
-    camera = spec.camera
-    backdrop = None if spec.background_image is None else load_backdrop(spec.background_image, camera.width, camera.height)
-    return read_multilayer_exr(path, np.asarray(camera.world_from_camera), backdrop)
-
-
-def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
-    """Worker-process entry: render the SceneSpecs that arrive on ``conn`` until ``None`` does.
-
-    Sends ``("ready", info)`` first, then per frame ``("ok", index, passes, seconds)`` or
-    ``("error", index, traceback)``, and ``("recycle", reason)`` before leaving to be replaced.
-    Three threads keep Blender busy (Cycles releases the GIL while it renders): one takes the next
-    specs off the pipe and loads their assets, the main one renders, and one decodes and sends the
-    finished frame while the next renders. Blender's console output goes to ``log_path``.
-    """
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
-    renderer = Renderer(options.device, options.gpu_index, options.threads)
-    conn.send(("ready", {"pid": os.getpid(), "device": renderer.device, "gpus": [g[2] for g in renderer.gpus]}))
-    inbox: queue.Queue = queue.Queue()
-    outbox: queue.Queue = queue.Queue(maxsize=1)  # at most one finished frame waits for the sender
-    threading.Thread(target=_prepare_incoming, args=(conn, inbox), daemon=True).start()
-    sender = threading.Thread(target=_send_finished, args=(conn, outbox))
-    sender.start()
-    rendered, exit_code = 0, 0
-    try:
-        while (spec := inbox.get()) is not None:
-            try:
-                outbox.put(("ok", spec, *renderer.render_to_file(spec)))
-            except Exception:  # reported to the conductor with the frame it belongs to
-                print(traceback.format_exc(), flush=True)
-                outbox.put(("error", spec.index, traceback.format_exc()))
-            rendered += 1
-            if options.max_scenes and rendered >= options.max_scenes:
-                outbox.put(("recycle", f"rendered {rendered} frames"))
-                break
-            if options.max_rss_mb and (resident := resident_mb()) > options.max_rss_mb:
-                outbox.put(("recycle", f"resident memory {resident:.0f} MB > {options.max_rss_mb:.0f} MB"))
-                break
-    except BaseException:  # a bug outside any one frame: leave its traceback in the log, exit non-zero
-        traceback.print_exc()
-        exit_code = 1
-    finally:
-        outbox.put(None)
-        sender.join()
-        renderer.close()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(exit_code)  # skips Blender's interpreter teardown, a noticeable fraction of a second
-
-
-def _send_finished(conn: Connection, outbox: queue.Queue) -> None:
-    hung_up = False
-    while (message := outbox.get()) is not None:
-        if hung_up:
-            continue  # keep draining so that the renderer never blocks on a full outbox
-        try:
-            if message[0] == "ok":
-                _, spec, path, seconds = message
-                try:
-                    message = ("ok", spec.index, decode(spec, path), seconds)
-                except Exception:  # a damaged render: reported like any failure of its frame
-                    message = ("error", spec.index, traceback.format_exc())
-                path.unlink(missing_ok=True)
-            conn.send(message)
-        except (EOFError, OSError):
-            hung_up = True  # the conductor is gone or stopping
-
-
-def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:
-    try:
-        while (spec := conn.recv()) is not None:
-            try:
-                for obj in [*spec.objects, *spec.props]:  # parsed and decoded now, while the previous frame renders
-                    asset_model(obj.asset)
-                    if obj.material.texture is not None:
-                        texture_image(obj.material.texture)
-            except Exception:  # noqa: BLE001 - the render reports it, attributed to its frame
-                pass
-            inbox.put(spec)
-    except (EOFError, OSError):
-        pass  # the conductor is gone: stop
-    inbox.put(None)
-
-
-def resident_mb() -> float:
-    """This process's resident memory in MB (Linux /proc; peak RSS elsewhere)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10

@@ -1,0 +1,168 @@
+"""The render worker process: imports bpy once, then renders SceneSpec after SceneSpec.
+
+Each rendered frame is handed to a *finishing step* chosen by the conductor (label derivation
+and the store writes run here, beside the renderer, while the next frame renders); render knows
+it only as a callable ``(spec, passes, render_seconds) -> result``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from sceneforge.floor.errors import StorageError
+from sceneforge.floor.frame import Passes
+from sceneforge.scenes.assets import asset_model, texture_image
+from sceneforge.scenes.spec import SceneSpec
+
+from .blender_scene import Renderer
+from .decode import decode
+from .messages import FrameDone, FrameFailed, Ready, Recycling
+
+FinishStep = Callable[[SceneSpec, Passes, float], Any]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How one worker renders, what it does with each frame, and when it recycles itself."""
+
+    finish: FinishStep  # picklable: the worker process is spawned
+    device: str = "cpu"  # "cpu", "gpu" (fail without one) or "auto" (a GPU if there is one)
+    gpu_index: int = 0  # which of the GPUs, one worker per GPU
+    threads: int = 0  # CPU render threads, 0 = all cores
+    max_scenes: int = 0  # recycle after this many scenes, 0 = never
+    max_rss_mb: float = 0.0  # recycle above this resident memory, 0 = never
+
+
+def finish_frame(spec: SceneSpec, exr: Path, seconds: float, finish: FinishStep) -> FrameDone | FrameFailed:
+    """Decode a rendered EXR and run the finishing step on it; any failure becomes a FrameFailed."""
+    try:
+        return FrameDone(spec.index, finish(spec, decode(spec, exr), seconds), seconds)
+    except Exception as exc:  # a damaged render or a failed write: reported with its frame
+        return frame_failed(spec.index, exc)
+    finally:
+        exr.unlink(missing_ok=True)
+
+
+def frame_failed(index: int, exc: Exception) -> FrameFailed:
+    """The message for frame ``index`` failing with ``exc`` (being handled)."""
+    text = traceback.format_exc()
+    return FrameFailed(index, text.strip().splitlines()[-1], text, storage=isinstance(exc, StorageError))
+
+
+def render_frame(renderer: Renderer, spec: SceneSpec, finish: FinishStep) -> FrameDone | FrameFailed:
+    """Render and finish one frame in this thread (the Ray actors' way)."""
+    try:
+        exr, seconds = renderer.render_to_file(spec)
+    except Exception as exc:
+        return frame_failed(spec.index, exc)
+    return finish_frame(spec, exr, seconds, finish)
+
+
+def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
+    """Worker-process entry: render the SceneSpecs that arrive on ``conn`` until ``None`` does.
+
+    Sends ``Ready`` first, then a ``FrameDone`` or ``FrameFailed`` per frame, in order, and
+    ``Recycling`` before leaving to be replaced. Three threads keep Blender busy (Cycles releases
+    the GIL while it renders): one takes the next specs off the pipe and loads their assets, the
+    main one renders, and one decodes, finishes and reports each frame while the next renders.
+    Blender's console output goes to ``log_path``.
+    """
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
+    renderer = Renderer(options.device, options.gpu_index, options.threads)
+    conn.send(Ready(os.getpid(), renderer.device, [g[2] for g in renderer.gpus]))
+    inbox: queue.Queue = queue.Queue()
+    outbox: queue.Queue = queue.Queue(maxsize=1)  # at most one rendered frame waits to be finished
+    threading.Thread(target=_prepare_incoming, args=(conn, inbox), daemon=True).start()
+    sender = threading.Thread(target=_finish_and_send, args=(conn, outbox, options.finish))
+    sender.start()
+    rendered, exit_code = 0, 0
+    try:
+        while (spec := inbox.get()) is not None:
+            try:
+                outbox.put((spec, *renderer.render_to_file(spec)))
+            except Exception as exc:  # reported to the conductor with the frame it belongs to
+                print(traceback.format_exc(), flush=True)
+                outbox.put(frame_failed(spec.index, exc))
+            rendered += 1
+            if options.max_scenes and rendered >= options.max_scenes:
+                outbox.put(Recycling(f"rendered {rendered} frames"))
+                break
+            if options.max_rss_mb and (resident := resident_mb()) > options.max_rss_mb:
+                outbox.put(Recycling(f"resident memory {resident:.0f} MB > {options.max_rss_mb:.0f} MB"))
+                break
+    except BaseException:  # a bug outside any one frame: leave its traceback in the log, exit non-zero
+        traceback.print_exc()
+        exit_code = 1
+    finally:
+        outbox.put(None)
+        sender.join()
+        renderer.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)  # skips Blender's interpreter teardown, a noticeable fraction of a second
+
+
+def _finish_and_send(conn: Connection, outbox: queue.Queue, finish: FinishStep) -> None:
+    hung_up = False
+    while (item := outbox.get()) is not None:
+        message = finish_frame(*item, finish) if isinstance(item, tuple) else item
+        if hung_up:
+            continue  # keep draining so that the renderer never blocks on a full outbox
+        try:
+            conn.send(message)
+        except (EOFError, OSError):
+            hung_up = True  # the conductor is gone or stopping
+
+
+def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:
+    try:
+        while (spec := conn.recv()) is not None:
+            try:
+                for obj in [*spec.objects, *spec.props]:  # parsed and decoded now, while the previous frame renders
+                    asset_model(obj.asset)
+                    if obj.material.texture is not None:
+                        texture_image(obj.material.texture)
+            except Exception:  # noqa: BLE001 - the render reports it, attributed to its frame
+                pass
+            inbox.put(spec)
+    except (EOFError, OSError):
+        pass  # the conductor is gone: stop
+    inbox.put(None)
+
+
+@contextlib.contextmanager
+def console_silenced() -> Iterator[None]:
+    """Blender prints its render progress on file descriptor 1: send it to /dev/null meanwhile."""
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MB (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10

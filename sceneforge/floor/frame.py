@@ -1,0 +1,74 @@
+"""The frame contract: the passes render produces and labels consume, and how each is stored.
+
+What each pixel means is written once here and in docs/formats.md:
+
+- ``rgb``: 8-bit sRGB of the linear render, clipped to [0, 1] (Blender's "Standard" view).
+- ``depth``: float32 planar Z in metres along the camera axis; ``inf`` where the ray hit nothing.
+- ``distance``: float32 Euclidean distance from the camera centre in metres; ``inf`` = no hit.
+- ``normals``: float32 unit surface normals in the OpenCV camera frame; (0, 0, 0) = no hit.
+- ``instance``: uint16 instance id of the object seen (0 = background or unlabeled geometry).
+- ``semantic``: uint16 category id of the object seen (0 = background).
+- ``albedo`` (optional): 8-bit sRGB of the surface base colour, averaged over samples.
+- ``rgb_refined`` (after ``refine apply``): the refiner's 8-bit sRGB image of the frame.
+
+Depth and instance come from one camera ray per pixel (Cycles writes data passes on the first
+sample), so they are never blends of two surfaces; normals are averaged over all samples and
+renormalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Passes:
+    """The arrays one render of a frame yields, all H x W (render -> labels)."""
+
+    rgb: np.ndarray  # uint8, H x W x 3, sRGB
+    depth: np.ndarray | None  # float32 metres, planar Z; inf = no hit
+    normals: np.ndarray | None  # float32 H x W x 3, camera frame (OpenCV)
+    instance: np.ndarray | None  # uint16
+    albedo: np.ndarray | None = None  # uint8, H x W x 3, sRGB
+
+
+@dataclass(frozen=True)
+class StoredPass:
+    """How a pass is kept in the store: ``NAME/NNNNNN.SUFFIX`` holding ``channels`` of ``dtype``."""
+
+    suffix: str
+    dtype: str
+    channels: str  # "RGB" for colour images, "Z" for one float channel, "XYZ" for vectors, "" for ids
+
+
+# Every pass a store can hold, in the order of dataset.json's "passes".
+STORED_PASSES: dict[str, StoredPass] = {
+    "rgb": StoredPass(".png", "uint8", "RGB"),
+    "depth": StoredPass(".exr", "float32", "Z"),
+    "distance": StoredPass(".exr", "float32", "Z"),
+    "normals": StoredPass(".exr", "float32", "XYZ"),
+    "instance": StoredPass(".png", "uint16", ""),
+    "semantic": StoredPass(".png", "uint16", ""),
+    "albedo": StoredPass(".png", "uint8", "RGB"),
+    "rgb_refined": StoredPass(".png", "uint8", "RGB"),
+}
+# Written for every frame; albedo only when the recipe asks for it, rgb_refined by the refiner.
+FRAME_PASSES = ("rgb", "depth", "distance", "normals", "instance", "semantic")
+
+
+def instance_boundaries(instance: np.ndarray) -> np.ndarray:
+    """True where a pixel's id differs from a 4-neighbour's (both sides of each boundary).
+
+    ``instance``: (..., H, W) integer ids; the result has the same shape, dtype bool.
+    """
+    instance = np.asarray(instance)
+    edge = np.zeros(instance.shape, bool)
+    dx = instance[..., :, 1:] != instance[..., :, :-1]
+    dy = instance[..., 1:, :] != instance[..., :-1, :]
+    edge[..., :, 1:] |= dx
+    edge[..., :, :-1] |= dx
+    edge[..., 1:, :] |= dy
+    edge[..., :-1, :] |= dy
+    return edge

@@ -1,0 +1,40 @@
+"""The step that turns a rendered frame into stored files: it derives the labels, exports the
+scene as USD when asked, and writes everything into the store. It runs in the render worker
+process (local and Ray alike), beside Blender, while the next frame renders; the conductor only
+appends the record it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sceneforge.floor.frame import Passes
+from sceneforge.labels.annotate import frame_record, stored_passes
+from sceneforge.labels.store import DatasetStore
+from sceneforge.scenes.spec import SceneSpec
+
+
+@dataclass(frozen=True)
+class LabelAndStore:
+    """Label one rendered frame and write its files into the store at ``store_root`` (picklable).
+
+    With ``usd``, the frame's scene is also written as a USD stage (``scenes/NNNNNN.usda``).
+    """
+
+    store_root: str
+    usd: bool = False
+
+    def __call__(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
+        """Write the frame's files; returns its record, to be appended by the store's one writer."""
+        documents = {"scene": spec.to_json()}
+        if self.usd:
+            from sceneforge.labels.usd_scene import scene_usda  # pxr: only where USD is written
+
+            documents["usd"] = scene_usda(spec)
+        files = _store(self.store_root).write_frame_files(spec.index, stored_passes(spec, passes), documents)
+        return frame_record(spec, passes, files, render_seconds)
+
+
+@lru_cache(maxsize=4)
+def _store(root: str) -> DatasetStore:
+    return DatasetStore(root)
