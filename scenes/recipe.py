@@ -438,7 +438,7 @@ Dimension = Annotated[int, Field(ge=1, le=16384)]
 
 
 class RenderSettings(Section):
-    """Cycles settings; bounce defaults are Blender's (glossy and transmission are not 0)."""
+    """Path-tracing settings (the render stage maps them to Cycles); bounce defaults are Blender's (glossy and transmission are not 0)."""
 
     resolution: tuple[Dimension, Dimension] = (320, 240)
     samples: int = Field(16, ge=1, le=65536)
