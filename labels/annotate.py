@@ -33,13 +33,16 @@ def stored_passes(spec: SceneSpec, passes: Passes) -> dict[str, np.ndarray]:
     return stored if passes.albedo is None else {**stored, "albedo": passes.albedo}
 
 
-def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], render_seconds: float) -> dict:
-    """The frame's line of frames.jsonl (docs/formats.md): seed, files, camera and object records."""
+def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], checks: dict[str, dict],
+                 render_seconds: float) -> dict:
+    """The frame's line of frames.jsonl (docs/formats.md): seed, files and their checks, camera
+    and object records."""
     camera = spec.camera
     return {
         "index": spec.index,
         "seed": spec.seed,
         "files": files,
+        "checks": checks,
         "camera": {"K": camera.K, "world_from_camera": camera.world_from_camera,
                    "width": camera.width, "height": camera.height},
         "objects": object_records(spec, passes),

@@ -74,5 +74,5 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
         "annotations": annotations,
         "categories": [{"id": c["id"], "name": c["name"], "supercategory": "object"} for c in store.meta["categories"]],
     }
-    text = json.dumps(document)
+    text = json.dumps(document, allow_nan=False)
     atomic_write(folder / "annotations.json", lambda tmp: tmp.write_text(text))

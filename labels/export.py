@@ -17,7 +17,7 @@ from typing import Literal
 from sceneforge.floor.errors import UserError
 
 from . import coco, shards, yolo
-from .store import DatasetStore
+from .store import DatasetStore, one_writer
 
 WRITERS = {"coco": coco.write, "yolo": yolo.write, "webdataset": shards.write}
 RgbSource = Literal["original", "refined"]
@@ -64,6 +64,12 @@ def export(
     """
     if fmt not in WRITERS:
         raise UserError(f"unknown export format {fmt!r}; expected one of: {', '.join(WRITERS)}")
+    with one_writer(dest):
+        return _export(store, fmt, Path(dest), overwrite, partial, rgb, splits, options)
+
+
+def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial: bool, rgb: RgbSource,
+            splits: dict[str, float] | None, options: dict) -> Path:
     records = store.records()
     if not records:
         raise UserError(f"{store.root}: the store has no finished frames to export")
@@ -77,7 +83,11 @@ def export(
     missing = [r["index"] for r in records if rgb_pass not in r["files"]]
     if missing:
         raise UserError(f"{store.root}: frame {missing[0]} has no {rgb_pass}; run 'sceneforge refine apply' first")
-    dest = Path(dest)
+    damaged = [(r["index"], problem) for r in records if (problem := store.frame_problem(r, checksums=False))]
+    if damaged:
+        index, problem = damaged[0]
+        raise UserError(f"{store.root}: frame {index}: {problem} ({len(damaged)} damaged frame(s)); rerun the render "
+                        "command to render them again, or 'sceneforge verify --repair' to drop them")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
         raise UserError(f"{dest}: exists and is not empty; pass --overwrite to replace it")
     groups: dict[str | None, list[dict]] = {None: records}

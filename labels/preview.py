@@ -8,6 +8,7 @@ import colorsys
 import cv2
 import numpy as np
 
+from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import instance_boundaries
 
 from .store import DatasetStore
@@ -22,7 +23,10 @@ def contact_sheet(store: DatasetStore, indices: list[int] | None = None, max_fra
         records = records[:max_frames]
     else:
         by_index = {r["index"]: r for r in records}
-        records = [by_index[i] for i in indices if i in by_index]
+        if unknown := [i for i in indices if i not in by_index]:
+            raise UserError(f"--frames: {store.root} has no finished frame {unknown[0]} "
+                            f"(its frames are {min(by_index)} .. {max(by_index)}, {len(by_index)} finished)")
+        records = [by_index[i] for i in indices]
     rows = [_row(store, record) for record in records]
     width = max(row.shape[1] for row in rows)
     return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])

@@ -45,7 +45,7 @@ def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path,
         finally:
             if shard is not None:
                 shard.close()
-    text = json.dumps(store.meta, indent=2)
+    text = json.dumps(store.meta, indent=2, allow_nan=False)
     atomic_write(dest / "dataset.json", lambda tmp: tmp.write_text(text))
 
 
@@ -56,5 +56,5 @@ def _sample(store: DatasetStore, record: dict, rgb_pass: str) -> list[tuple[str,
     for name, relative in record["files"].items():
         if name not in ("scene", "usd", "rgb", "rgb_refined"):  # training samples, not scene descriptions
             members.append((f"{key}.{name}{Path(relative).suffix}", store.path(record, name).read_bytes()))
-    members.append((f"{key}.json", json.dumps(public).encode()))
+    members.append((f"{key}.json", json.dumps(public, allow_nan=False).encode()))
     return members

@@ -7,11 +7,16 @@ its files exist, so an interrupted run leaves no half-written frame that counts 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
+import socket
 import sys
+import zlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -20,7 +25,7 @@ import numpy as np
 import OpenEXR
 
 from sceneforge.floor.errors import StorageError, UserError
-from sceneforge.floor.files import atomic_write
+from sceneforge.floor.files import LockHeld, atomic_write, folder_lock
 from sceneforge.floor.frame import FRAME_PASSES, STORED_PASSES
 
 STORE_FORMAT = "sceneforge.store/1"
@@ -30,6 +35,42 @@ MAX_METADATA_BYTES = 64 << 20
 MAX_RECORD_BYTES = 64 << 20
 
 log = logging.getLogger("sceneforge")
+
+
+@contextlib.contextmanager
+def one_writer(folder: str | Path) -> Iterator[None]:
+    """Be the only SceneForge process writing ``folder`` (a store or an export) for the block.
+
+    Another process holding it is a UserError naming it (pid, host, command, since when); the
+    lock dies with its holder, so a killed run never leaves a stale one.
+    """
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    lock = folder_lock(Path(folder), holder)
+    try:
+        lock.__enter__()
+    except OSError as exc:
+        raise UserError(f"{folder}: output folder is not writable (its writer lock beside it: "
+                        f"{exc.strerror or exc})") from None
+    except LockHeld as exc:
+        other = exc.holder
+        who = (f"pid {other.get('pid')} on {other.get('host')}, '{other.get('command')}', since {other.get('since')}"
+               if other else "another process")
+        raise UserError(f"{folder}: another SceneForge process is writing here ({who}); wait for it to finish "
+                        "or stop it, then rerun") from None
+    with contextlib.ExitStack() as release:
+        release.push(lock)
+        yield
+
+
+def parse_record(line: bytes) -> dict:
+    """One line of frames.jsonl as a record; a ValueError if it is not one."""
+    if len(line) > MAX_RECORD_BYTES:
+        raise ValueError("record too large")
+    record = json.loads(line)
+    if not isinstance(record, dict) or not isinstance(record.get("index"), int) or not isinstance(record.get("files"), dict):
+        raise ValueError("not a frame record (index and files)")
+    return record
 
 
 def frame_name(index: int) -> str:
@@ -76,7 +117,7 @@ class DatasetStore:
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
                 },
             }
-            atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+            atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, allow_nan=False)))
         store = cls(root)
         if store.meta.get("recipe_hash") != recipe_hash:
             raise UserError(
@@ -87,7 +128,7 @@ class DatasetStore:
             (root / folder).mkdir(exist_ok=True)
         store._remove_partial_files()
         store.meta["recipe"] = recipe  # the same hash: only the frame count can differ
-        store.meta["counts"] = {"requested": requested, "finished": len(store.records(repair=True))}
+        store.meta["counts"] = {"requested": requested, "finished": len(store._drop_damaged_frames())}
         store.meta["software"] = _software_versions()
         store.save_metadata()
         return store
@@ -109,21 +150,35 @@ class DatasetStore:
                 good_end += len(line) + 1
                 continue
             try:
-                if len(line) > MAX_RECORD_BYTES:
-                    raise ValueError("record too large")
-                record = json.loads(line)
-                index = int(record["index"])
-            except (ValueError, KeyError, TypeError) as exc:
+                record = parse_record(line)
+            except ValueError as exc:
                 if number == len(lines):  # last line without its newline: an interrupted append
                     log.warning("%s:%d: ignoring a truncated last record (%s)", path, number, exc)
                     break
                 raise UserError(f"{path}:{number}: corrupt frame record ({exc})") from None
-            by_index.setdefault(index, record)
+            by_index.setdefault(record["index"], record)
             good_end += len(line) + 1
         if repair and good_end < len(data):
             with open(path, "r+b") as f:
                 f.truncate(min(good_end, len(data)))
         return [by_index[i] for i in sorted(by_index)]
+
+    def frame_problem(self, record: dict, checksums: bool = True) -> str | None:
+        """What is wrong with a finished frame's files (None: nothing): a file its record names is
+        missing, or differs in size or (with ``checksums``) CRC-32 from what the record says."""
+        checks = record.get("checks", {})
+        for name, relative in record["files"].items():
+            path = self.root / relative
+            if not path.is_file():
+                return f"{relative} is missing"
+            expected = checks.get(name)
+            if expected is None:
+                continue
+            if path.stat().st_size != expected["bytes"]:
+                return f"{relative} has {path.stat().st_size} bytes, the record says {expected['bytes']}"
+            if checksums and file_check(path)["crc32"] != expected["crc32"]:
+                return f"{relative} is damaged (its CRC-32 differs from the record's)"
+        return None
 
     def path(self, record: dict, name: str) -> Path:
         """Absolute path of one of a frame's files (``rgb``, ``depth``, ..., ``scene``)."""
@@ -159,8 +214,10 @@ class DatasetStore:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def write_frame_files(self, index: int, passes: dict[str, np.ndarray], documents: dict[str, str]) -> dict[str, str]:
-        """Write a frame's passes and documents (each atomically); returns their relative paths.
+    def write_frame_files(self, index: int, passes: dict[str, np.ndarray],
+                          documents: dict[str, str]) -> tuple[dict[str, str], dict[str, dict]]:
+        """Write a frame's passes and documents (each atomically); returns their relative paths and
+        their checks (``{"bytes": size, "crc32": hex}`` by name), for the frame's record.
 
         ``passes`` maps names of ``STORED_PASSES`` to arrays of its dtype, ``documents`` names of
         ``DOCUMENTS`` to text. Any process that sees the store's folder may call this; only one
@@ -174,9 +231,10 @@ class DatasetStore:
                 _write_pass(self.root / files[name], STORED_PASSES[name].channels, array)
             for name, text in documents.items():
                 atomic_write(self.root / files[name], lambda tmp: tmp.write_text(text))
+            checks = {name: file_check(self.root / relative) for name, relative in files.items()}
         except OSError as exc:
             raise StorageError(f"{self.root}: cannot write frame {index} ({exc.strerror or exc})") from None
-        return files
+        return files, checks
 
     def storage_error(self, error: str) -> StorageError:
         """A StorageError saying what failed (``error``) and that the finished frames are intact."""
@@ -186,12 +244,12 @@ class DatasetStore:
 
     def save_metadata(self) -> None:
         """Rewrite dataset.json atomically."""
-        text = json.dumps(self.meta, indent=2)
+        text = json.dumps(self.meta, indent=2, allow_nan=False)
         atomic_write(self.root / "dataset.json", lambda tmp: tmp.write_text(text))
 
     def append_record(self, record: dict) -> None:
         """Mark a frame finished: its record becomes one line of frames.jsonl (one write)."""
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()  # strict JSON
         try:
             fd = os.open(self.root / "frames.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -213,9 +271,9 @@ class DatasetStore:
         frame's files, and ``meta`` to dataset.json; frames.jsonl is rewritten atomically."""
         records = self.records()
         for record in records:
-            record["files"][name] = f"{name}/{frame_name(record['index'])}.png"
-        text = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records)
-        atomic_write(self.root / "frames.jsonl", lambda tmp: tmp.write_text(text))
+            record["files"][name] = relative = f"{name}/{frame_name(record['index'])}.png"
+            record.setdefault("checks", {})[name] = file_check(self.root / relative)
+        self.rewrite_records(records)
         if name not in self.meta["passes"]:
             self.meta["passes"].append(name)
         self.meta.update(meta)
@@ -227,13 +285,37 @@ class DatasetStore:
         if not failures:
             path.unlink(missing_ok=True)
             return
-        text = "".join(json.dumps(f) + "\n" for f in failures)
+        text = "".join(json.dumps(f, allow_nan=False) + "\n" for f in failures)
         atomic_write(path, lambda tmp: tmp.write_text(text))
+
+    def _drop_damaged_frames(self) -> list[dict]:
+        """Keep only the records whose files are all there with their recorded sizes (frames.jsonl
+        rewritten atomically when some are not): the run renders the others again."""
+        records, intact = self.records(repair=True), []
+        for record in records:
+            if (problem := self.frame_problem(record, checksums=False)) is None:
+                intact.append(record)
+            else:
+                log.warning("%s: frame %d will be rendered again: %s", self.root, record["index"], problem)
+        if len(intact) < len(records):
+            self.rewrite_records(intact)
+        return intact
+
+    def rewrite_records(self, records: list[dict]) -> None:
+        """Replace frames.jsonl with these records (atomically)."""
+        text = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)
+        atomic_write(self.root / "frames.jsonl", lambda tmp: tmp.write_text(text))
 
     def _remove_partial_files(self) -> None:
         for folder in (*self.meta["passes"], "scenes"):
             for tmp in (self.root / folder).glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+
+
+def file_check(path: Path) -> dict:
+    """A file's size and CRC-32 (hex), as frame records keep them."""
+    data = path.read_bytes()
+    return {"bytes": len(data), "crc32": f"{zlib.crc32(data):08x}"}
 
 
 def _check_writable(root: Path) -> None:

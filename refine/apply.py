@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sceneforge.floor.errors import UserError
-from sceneforge.labels.store import DatasetStore, frame_name
+from sceneforge.labels.store import DatasetStore, frame_name, one_writer
 from sceneforge.labels.torch import image_tensor
 
 from .checkpoint import checkpoint_file, load_generator
@@ -112,7 +112,12 @@ def _ramp(starts: list[int], size: int, length: int, overlap: int) -> Tensor:
 def refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None = None) -> int:
     """Write ``rgb_refined/`` for every finished frame of ``store`` and record it; returns how
     many frames were refined now. Frames refined earlier with the same checkpoint are kept, so an
-    interrupted call resumes; another checkpoint redoes them all."""
+    interrupted call resumes; another checkpoint redoes them all. It is the store's one writer meanwhile."""
+    with one_writer(store.root):
+        return _refine_store(store, refiner, on_frame)
+
+
+def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None) -> int:
     records = store.records()
     folder = store.root / REFINED
     folder.mkdir(exist_ok=True)

@@ -17,6 +17,7 @@ import torch
 
 from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import instance_boundaries
+from sceneforge.floor.images import checked_image_size
 from sceneforge.labels.store import DatasetStore
 
 from .model import GBUFFER_CHANNELS
@@ -24,7 +25,6 @@ from .model import GBUFFER_CHANNELS
 log = logging.getLogger("sceneforge")
 
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-MAX_PHOTO_BYTES = 64 << 20
 MAX_PHOTOS = 20_000
 FRAME_CACHE_BYTES = 2 << 30
 SIGNED = (-1.0, 1.0)  # the networks see 8-bit images mapped onto [-1, 1] (image_tensor's value_range)
@@ -103,8 +103,10 @@ class RealPhotos:
 
 def _read_photo(path: Path) -> np.ndarray | None:
     """An RGB uint8 photo, or None with a warning when it is too large or unreadable."""
-    if path.stat().st_size > MAX_PHOTO_BYTES:
-        log.warning("%s: skipped, larger than %d MB", path, MAX_PHOTO_BYTES >> 20)
+    try:
+        checked_image_size(path)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: skipped: %s", path, exc)
         return None
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:

@@ -6,6 +6,7 @@ import logging
 import re
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -156,6 +157,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
     Rerunning the same command on the same OUT renders only the missing frames.
     """
     from sceneforge.labels.export import export as export_store
+    from sceneforge.labels.store import one_writer
     from sceneforge.scenes.recipe import load_recipe
 
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
@@ -166,10 +168,11 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         checkpoint = recipe.parent / loaded.refine.checkpoint
         if not checkpoint.exists():
             raise UserError(f"{loaded.where('refine', 'checkpoint')}: no refiner checkpoint at {checkpoint}")
-    report = _render(loaded, output, engine, usd, quiet, verbose)
-    if checkpoint is not None:
-        refine_frames(report.store, checkpoint, batch=loaded.refine.batch, device=loaded.refine.device, quiet=quiet)
-    export_store(report.store, "coco", output / "coco", overwrite=True, rgb="original" if checkpoint is None else "refined")
+    with one_writer(output):  # render, refine and export as one writer
+        report = _render(loaded, output, engine, usd, quiet, verbose)
+        if checkpoint is not None:
+            refine_frames(report.store, checkpoint, batch=loaded.refine.batch, device=loaded.refine.device, quiet=quiet)
+        export_store(report.store, "coco", output / "coco", overwrite=True, rgb="original" if checkpoint is None else "refined")
     typer.echo(f"Dataset: {output.resolve()}")
 
 
@@ -214,6 +217,29 @@ def export(
     dest = export_store(DatasetStore(store), format, output, overwrite=overwrite, partial=partial, rgb=rgb,
                         splits=parse_splits(split) if split else None, **options)
     typer.echo(f"Exported {format}: {dest.resolve()}")
+
+
+@app.command()
+def verify(
+    store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
+    repair: Annotated[bool, typer.Option("--repair", help="Drop damaged and duplicate records, remove orphaned and temporary files, fix the counts.")] = False,
+) -> None:
+    """Check a store: every record's files (size, CRC-32), duplicates, orphans, temporary files, counts.
+
+    Exits 0 when the store is sound (or was repaired), 1 when problems were found and not repaired.
+    After --repair, rerun the render command to render the dropped frames again.
+    """
+    from sceneforge.labels.store import DatasetStore
+    from sceneforge.labels.verify import verify_store
+
+    report = verify_store(DatasetStore(store), repair=repair)
+    for line in report.lines():
+        typer.echo(line)
+    if report.problems and not report.repaired:
+        typer.echo(f"{report.problems} problem(s) found; 'sceneforge verify {store} --repair' fixes them", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"repaired {report.problems} problem(s); rerun the render command to render what is missing"
+               if report.repaired else "the store is sound")
 
 
 @app.command()
@@ -350,3 +376,8 @@ def main() -> None:
     except _Terminated:
         stderr.print("terminated; rerun the same command to resume", markup=False)
         sys.exit(143)
+    except Exception:  # a bug in SceneForge, not a mistake of the user's: show where
+        traceback.print_exc()
+        stderr.print("internal error: this is a bug in SceneForge, not in your input; please report it with "
+                     "the command and the traceback above", markup=False, highlight=False)
+        sys.exit(1)

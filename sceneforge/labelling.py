@@ -31,8 +31,8 @@ class LabelAndStore:
             from sceneforge.labels.usd_scene import scene_usda  # pxr: only where USD is written
 
             documents["usd"] = scene_usda(spec)
-        files = _store(self.store_root).write_frame_files(spec.index, stored_passes(spec, passes), documents)
-        return frame_record(spec, passes, files, render_seconds)
+        files, checks = _store(self.store_root).write_frame_files(spec.index, stored_passes(spec, passes), documents)
+        return frame_record(spec, passes, files, checks, render_seconds)
 
 
 @lru_cache(maxsize=4)

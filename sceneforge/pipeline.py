@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sceneforge.executors import EventSink, ExecutorOptions, Failure, LocalExecutor, RayExecutor
 from sceneforge.labelling import LabelAndStore
-from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.store import DatasetStore, one_writer
 from sceneforge.scenes.recipe import Recipe
 from sceneforge.scenes.sampling import sample
 from sceneforge.scenes.spec import SceneSpec
 
 EXECUTORS = ("local", "ray")
+WORKER_MEMORY_MB = 600  # what one CPU render worker may need (resident ~300-400 MB on small scenes)
 
 
 @dataclass(frozen=True)
@@ -50,39 +52,41 @@ def render_dataset(
     on_event: EventSink | None = None,
     usd: bool = False,
 ) -> RenderReport:
-    """Render every frame of ``recipe`` that ``out`` does not hold yet.
+    """Render every frame of ``recipe`` that ``out`` does not hold yet, as its one writer.
 
     With ``usd``, each frame's scene is also written as ``scenes/NNNNNN.usda``.
     ``on_start(total, already_done)`` is called once, ``on_frame(record)`` after each frame,
     ``on_event(kind, message)`` on worker events (also logged to ``out/logs/run.jsonl``).
     """
     start = time.perf_counter()
-    store = DatasetStore.open_for_writing(
-        out,
-        recipe=recipe.model_dump(mode="json"),
-        recipe_hash=recipe.content_hash(),
-        categories=recipe.categories,
-        resolution=recipe.render.resolution,
-        requested=recipe.count,
-        albedo=recipe.render.albedo,
-    )
-    done = {record["index"] for record in store.records()}
-    todo = [i for i in range(recipe.count) if i not in done]
-    if on_start:
-        on_start(recipe.count, recipe.count - len(todo))
-    render_seconds, failures = 0.0, []
-    if todo:
-        first = sample(recipe, todo[0])  # a recipe that cannot be sampled fails before any worker starts
-        specs = itertools.chain([first], (sample(recipe, i) for i in todo[1:]))
-        render_seconds, failures = render_specs(
-            store, specs, executor=executor, address=address, options=options,
-            on_frame=on_frame, on_event=on_event, usd=usd,
+    with one_writer(out):
+        store = DatasetStore.open_for_writing(
+            out,
+            recipe=recipe.model_dump(mode="json"),
+            recipe_hash=recipe.content_hash(),
+            categories=recipe.categories,
+            resolution=recipe.render.resolution,
+            requested=recipe.count,
+            albedo=recipe.render.albedo,
         )
-    return RenderReport(
-        store=store, requested=recipe.count, already_done=recipe.count - len(todo),
-        rendered=len(todo) - len(failures), render_seconds=render_seconds,
-        wall_seconds=time.perf_counter() - start, failures=failures,
-    )
+        done = {record["index"] for record in store.records()}
+        todo = [i for i in range(recipe.count) if i not in done]
+        if on_start:
+            on_start(recipe.count, recipe.count - len(todo))
+        render_seconds, failures = 0.0, []
+        if todo:
+            first = sample(recipe, todo[0])  # a recipe that cannot be sampled fails before any worker starts
+            specs = itertools.chain([first], (sample(recipe, i) for i in todo[1:]))
+            options = _bounded_workers(options, len(todo), on_event)
+            render_seconds, failures = render_specs(
+                store, specs, executor=executor, address=address, options=options,
+                on_frame=on_frame, on_event=on_event, usd=usd,
+            )
+        return RenderReport(
+            store=store, requested=recipe.count, already_done=recipe.count - len(todo),
+            rendered=len(todo) - len(failures), render_seconds=render_seconds,
+            wall_seconds=time.perf_counter() - start, failures=failures,
+        )
 
 
 def render_specs(
@@ -101,6 +105,13 @@ def render_specs(
     Each frame is labeled and written by ``LabelAndStore`` where it was rendered (with ``usd``,
     its USD stage too). This run's failures replace ``failed.jsonl`` (removed when there are none).
     """
+    with one_writer(store.root):
+        return _render_specs(store, specs, executor, address, options, on_frame, on_event, usd)
+
+
+def _render_specs(store: DatasetStore, specs: Iterable[SceneSpec], executor: str, address: str | None,
+                  options: ExecutorOptions, on_frame: Callable[[dict], None] | None, on_event: EventSink | None,
+                  usd: bool) -> tuple[float, list[Failure]]:
     log = _RunLog(store.root / "logs" / "run.jsonl", on_event)
     finish = LabelAndStore(str(store.root.resolve()), usd)
     chosen = (RayExecutor(store, finish, options, address, log.event) if executor == "ray"
@@ -123,6 +134,31 @@ def render_specs(
         store.save_metadata()
         log.event("end", f"{len(failures)} failed")
     return render_seconds, failures
+
+
+def _bounded_workers(options: ExecutorOptions, frames: int, on_event: EventSink | None) -> ExecutorOptions:
+    """At most one CPU worker per frame to render, per core, and per WORKER_MEMORY_MB of available memory."""
+    limits = {"frames to render": frames, "CPU cores": os.cpu_count() or 1}
+    if (available := _available_memory_mb()) is not None:
+        limits["available memory"] = max(1, int(available // WORKER_MEMORY_MB))
+    reason, most = min(limits.items(), key=lambda item: item[1])
+    if options.workers <= most:
+        return options
+    if on_event:
+        on_event("notice", f"--workers {options.workers}: starting {most}, the most that the {reason} allow")
+    return replace(options, workers=most)
+
+
+def _available_memory_mb() -> float | None:
+    """MemAvailable of /proc/meminfo in MB (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 class _RunLog:

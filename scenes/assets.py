@@ -12,11 +12,13 @@ meshes are triangulated, metersPerUnit and upAxis applied, UsdPreviewSurface rea
 
 from __future__ import annotations
 
+import base64
 import glob
 import hashlib
 import io
 import json
 import math
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,10 +27,12 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from sceneforge.floor.images import MAX_IMAGE_PIXELS, checked_image_size
+
 from .spec import AssetRef
 
 MAX_ASSET_BYTES = 256 << 20  # one asset file; larger files are refused before they are read
-MAX_TEXTURE_PIXELS = 4096 * 4096
+MAX_COORDINATE = 1e6  # metres from the asset's origin: farther vertices are a broken or mis-scaled file
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
 ASSET_SUFFIXES = MESH_SUFFIXES + USD_SUFFIXES
@@ -177,6 +181,9 @@ def _normalised(
         corners = np.stack([corners[:, 0], -corners[:, 2], corners[:, 1]], axis=1)
     if not np.all(np.isfinite(corners)):
         raise AssetError("it has non-finite vertex positions")
+    if (farthest := float(np.abs(corners).max())) > MAX_COORDINATE:
+        raise AssetError(f"a vertex lies {farthest:g} m from the asset's origin, more than {MAX_COORDINATE:g} m "
+                         "(a damaged file, or one in other units: set scale or size)")
     low, high = corners.min(axis=0), corners.max(axis=0)
     if size is not None:
         longest = float(np.max(high - low))
@@ -210,7 +217,15 @@ def _normalised(
 
 
 def _read_mesh_file(path: Path) -> tuple[list[_Part], list[AssetMaterial]]:
-    """glTF, OBJ, PLY, STL through trimesh: each mesh of the scene, placed by its node transform."""
+    """glTF, OBJ, PLY, STL through trimesh: each mesh of the scene, placed by its node transform.
+
+    What trimesh would pass over in silence is checked first: glTF images (present, within the
+    image limits) and OBJ faces (three or more corners, each an existing vertex)."""
+    suffix = path.suffix.lower()
+    if suffix in (".gltf", ".glb"):
+        _check_gltf_images(path)
+    elif suffix == ".obj":
+        _check_obj_faces(path)
     scene = trimesh.load(str(path), force="scene", process=False)
     parts, materials = [], []
     for geometry in scene.dump():
@@ -235,6 +250,59 @@ def _read_mesh_file(path: Path) -> tuple[list[_Part], list[AssetMaterial]]:
     return parts, materials
 
 
+def _check_gltf_images(path: Path) -> None:
+    """Every image of a glTF file exists and declares a size within the limits (images[i] named)."""
+    data = path.read_bytes()
+    binary = b""
+    if path.suffix.lower() == ".glb":
+        if len(data) < 20 or data[:4] != b"glTF":
+            raise AssetError("not a binary glTF file (no glTF header)")
+        json_length = int.from_bytes(data[12:16], "little")
+        document = json.loads(data[20:20 + json_length])
+        rest = data[20 + json_length:]
+        binary = rest[8:8 + int.from_bytes(rest[:4], "little")] if len(rest) >= 8 else b""
+    else:
+        document = json.loads(data)
+    views = document.get("bufferViews", [])
+    for i, image in enumerate(document.get("images", [])):
+        uri = image.get("uri")
+        try:
+            if uri is None:
+                view = views[image["bufferView"]]
+                start = view.get("byteOffset", 0)
+                checked_image_size(binary[start:start + view["byteLength"]])
+            elif uri.startswith("data:"):
+                checked_image_size(base64.b64decode(uri.partition(",")[2]))
+            else:
+                file = path.parent / urllib.parse.unquote(uri)
+                if not file.is_file():
+                    raise ValueError(f"its file {file} is missing")
+                checked_image_size(file)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise AssetError(f"images[{i}] ({uri or 'embedded'}): {exc}") from None
+
+
+def _check_obj_faces(path: Path) -> None:
+    """Every face of an OBJ file has three or more corners, each naming an existing vertex."""
+    vertices = 0
+    with open(path, encoding="utf-8", errors="replace") as obj:
+        for number, line in enumerate(obj, start=1):
+            if line.startswith("v "):
+                vertices += 1
+            elif line.startswith("f "):
+                corners = line.split()[1:]
+                try:
+                    indices = [int(corner.split("/")[0]) for corner in corners]
+                except ValueError:
+                    raise AssetError(f"line {number}: a face corner is not a vertex number: {line.strip()!r}") from None
+                if len(indices) < 3:
+                    raise AssetError(f"line {number}: a face needs 3 or more corners, this one has "
+                                     f"{len(indices)} (a truncated file?)")
+                if any(i == 0 or abs(i) > vertices for i in indices):
+                    raise AssetError(f"line {number}: a face names vertex {indices}, but only {vertices} "
+                                     "vertices come before it")
+
+
 def _trimesh_material(material) -> AssetMaterial:
     """glTF PBR, or OBJ's MTL (diffuse colour and map, a dielectric), as an AssetMaterial."""
     if isinstance(material, trimesh.visual.material.PBRMaterial):
@@ -251,9 +319,9 @@ def _trimesh_material(material) -> AssetMaterial:
 
 
 def _image_array(image) -> np.ndarray:
-    """A PIL image as uint8 RGBA, refusing images beyond MAX_TEXTURE_PIXELS."""
-    if image.width * image.height > MAX_TEXTURE_PIXELS:
-        raise AssetError(f"a {image.width}x{image.height} texture is larger than {MAX_TEXTURE_PIXELS} pixels")
+    """A PIL image (opened, not decoded yet) as uint8 RGBA, refusing images beyond MAX_IMAGE_PIXELS."""
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise AssetError(f"a {image.width}x{image.height} texture is larger than {MAX_IMAGE_PIXELS} pixels")
     return np.asarray(image.convert("RGBA"), dtype=np.uint8)
 
 
@@ -278,8 +346,6 @@ def library_files(base: Path, pattern: str) -> list[Path]:
 def texture_files(folder: Path) -> tuple[str, ...]:
     """The images of a texture folder (absolute paths, sorted), each checked to open as an image
     within the size limits. Raises AssetError naming the folder or the image."""
-    from PIL import Image, UnidentifiedImageError
-
     if not folder.is_dir():
         raise AssetError(f"{folder}: no such folder")
     files = sorted(str(p.resolve()) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -287,12 +353,8 @@ def texture_files(folder: Path) -> tuple[str, ...]:
         raise AssetError(f"{folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
     for file in files:
         try:
-            if Path(file).stat().st_size > MAX_ASSET_BYTES:
-                raise AssetError(f"more than {MAX_ASSET_BYTES} bytes")
-            with Image.open(file) as image:  # reads the header only
-                if image.width * image.height > MAX_TEXTURE_PIXELS:
-                    raise AssetError(f"{image.width}x{image.height} is larger than {MAX_TEXTURE_PIXELS} pixels")
-        except (OSError, UnidentifiedImageError, AssetError) as exc:
+            checked_image_size(Path(file))
+        except (OSError, ValueError) as exc:
             raise AssetError(f"cannot read {file}: {exc}") from None
     return tuple(files)
 
@@ -304,10 +366,15 @@ def texture_image(path: str) -> np.ndarray:
 
 
 def read_texture(data: bytes) -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, TGA, ...) as uint8 RGBA, top row first."""
+    """Encoded image bytes (PNG, JPEG, TGA, ...) as uint8 RGBA, top row first; the declared size
+    is checked before the pixels decode."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:  # the size is checked before the pixels decode
+    try:
+        checked_image_size(data)
+    except ValueError as exc:
+        raise AssetError(f"a texture {exc}") from None
+    with Image.open(io.BytesIO(data)) as image:
         return _image_array(image)
 
 

@@ -25,7 +25,7 @@ import math
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 DISTRIBUTION_HELP = (
     "expected a number or a distribution: {uniform: [lo, hi]}, {loguniform: [lo, hi]}, "
@@ -35,7 +35,7 @@ INTEGER_HELP = "expected an integer, {randint: [lo, hi]} or {choice: [...], weig
 
 
 class _Distribution(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Uniform(_Distribution):
@@ -204,6 +204,22 @@ def check_within(value: Any, lo: float, hi: float) -> Any:
         hint = " (clip the normal)" if isinstance(value, Normal) and value.clip is None else ""
         raise ValueError(f"must lie in [{lo:g}, {hi:g}], this value can be {low:g} .. {high:g}{hint}")
     return value
+
+
+def check_positive(value: Any) -> Any:
+    """``value`` if every value it can take is > 0; a ValueError naming what it can take otherwise."""
+    low, high = bounds(value)
+    if not low > 0:
+        hint = " (clip the normal)" if isinstance(value, Normal) and value.clip is None else ""
+        raise ValueError(f"must be > 0, this value can be {low:g} .. {high:g}{hint}")
+    return value
+
+
+Positive = Annotated[Number, AfterValidator(check_positive)]
+"""A number field that every draw must keep > 0 (sizes, distances), checked when the recipe loads."""
+NonNegative = Annotated[Number, AfterValidator(lambda value: check_within(value, 0.0, math.inf))]
+UnitInterval = Annotated[Number, AfterValidator(lambda value: check_within(value, 0.0, 1.0))]
+Elevation = Annotated[Number, AfterValidator(lambda value: check_within(value, -90.0, 90.0))]
 
 
 VECTOR_HELP = (

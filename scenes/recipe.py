@@ -35,17 +35,29 @@ from ruamel.yaml.comments import CommentedBase, CommentedMap, CommentedSeq, Tagg
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from sceneforge.floor.devices import DEVICE_HELP, parse_device
-from sceneforge.floor.errors import SourcePosition, UserError
+from sceneforge.floor.errors import MAX_LISTED, SourcePosition, UserError
+from sceneforge.floor.images import checked_image_size
 
 from .assets import AssetError, file_asset, library_files, texture_files
-from .distributions import Integer, Number, Rotation, Vector, check_within
+from .distributions import (
+    Elevation,
+    Integer,
+    NonNegative,
+    Number,
+    Positive,
+    Rotation,
+    UnitInterval,
+    Vector,
+    bounds,
+    check_within,
+)
 from .spec import AssetRef
 
-MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_BYTES = 256 << 10  # ruamel.yaml (pure Python) parses about 50 KB/s here: validate stays within seconds
 MAX_VARIANT_COMBINATIONS = 1000
 MAX_RECIPE_NODES = 100_000
+MAX_RECIPE_DEPTH = 32  # nested mappings and lists; the deepest real recipe field is 7 levels down
 MAX_INSTANCES = 32_767  # Blender's object pass index is a 15-bit integer.
-MAX_IMAGE_BYTES = 1 << 30
 MAX_LIGHTS = 1000
 # The range of the Planckian-locus approximation used for colour temperatures (Kang et al. 2002).
 KELVIN_RANGE = (1667.0, 25000.0)
@@ -56,7 +68,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 class Section(BaseModel):
     """A recipe mapping: unknown keys are errors with a "did you mean" hint."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -72,16 +84,17 @@ class Section(BaseModel):
 
 
 Vec3 = tuple[Number, Number, Number]
+UnitVec3 = tuple[UnitInterval, UnitInterval, UnitInterval]
 
 
 class HSV(Section):
-    """A colour drawn in HSV (each component in [0, 1]); converted to linear RGB."""
+    """A colour drawn in HSV (each component in [0, 1]; the hue wraps around); converted to linear RGB."""
 
-    hsv: Vec3
+    hsv: tuple[Number, UnitInterval, UnitInterval]
 
 
 Color = Annotated[
-    Union[Annotated[Vec3, Tag("rgb")], Annotated[HSV, Tag("hsv")]],
+    Union[Annotated[UnitVec3, Tag("rgb")], Annotated[HSV, Tag("hsv")]],
     Discriminator(
         lambda v: "hsv" if isinstance(v, (Mapping, HSV)) else "rgb",
         custom_error_type="color",
@@ -94,9 +107,9 @@ class Material(Section):
     """Changes to an asset's own material; a field left out keeps the asset's value."""
 
     color: Color | None = Field(None, description="base colour; replaces the asset's colour, texture and vertex colours")
-    roughness: Number | None = Field(None, description="0..1")
-    metallic: Number | None = Field(None, description="0..1")
-    specular: Number | None = Field(None, description="0..1, Blender's Specular IOR Level (0.5: IOR 1.5)")
+    roughness: UnitInterval | None = Field(None, description="0..1")
+    metallic: UnitInterval | None = Field(None, description="0..1")
+    specular: UnitInterval | None = Field(None, description="0..1, Blender's Specular IOR Level (0.5: IOR 1.5)")
     texture_folder: str | None = Field(
         None, min_length=1,
         description="folder of images (relative to the recipe): each object takes one at random as base colour",
@@ -107,36 +120,36 @@ class Material(Section):
 
 class Box(Section):
     primitive: Literal["box"]
-    extents: Vec3 = (0.2, 0.2, 0.2)
+    extents: tuple[Positive, Positive, Positive] = (0.2, 0.2, 0.2)
 
 
 class Sphere(Section):
     primitive: Literal["sphere"]
-    radius: Number = 0.1
+    radius: Positive = 0.1
 
 
 class Cylinder(Section):
     primitive: Literal["cylinder"]
-    radius: Number = 0.1
-    height: Number = 0.2
+    radius: Positive = 0.1
+    height: Positive = 0.2
 
 
 class Cone(Section):
     primitive: Literal["cone"]
-    radius: Number = 0.1
-    height: Number = 0.2
+    radius: Positive = 0.1
+    height: Positive = 0.2
 
 
 class Capsule(Section):
     primitive: Literal["capsule"]
-    radius: Number = 0.05
-    height: Number = 0.2  # total height, caps included
+    radius: Positive = 0.05
+    height: Positive = 0.2  # total height, caps included
 
 
 class Torus(Section):
     primitive: Literal["torus"]
-    major_radius: Number = 0.1
-    minor_radius: Number = 0.03
+    major_radius: Positive = 0.1
+    minor_radius: Positive = 0.03
 
 
 Primitive = Annotated[Union[Box, Sphere, Cylinder, Cone, Capsule, Torus], Field(discriminator="primitive")]
@@ -278,14 +291,14 @@ class Light(Section):
 
     type: Literal["sun", "point", "spot", "area"]
     count: Integer = Field(1, description="how many such lights, each drawn on its own")
-    energy: Number = Field(description="W/m2 for sun, W for point, spot and area lights")
+    energy: NonNegative = Field(description="W/m2 for sun, W for point, spot and area lights")
     color: Color | None = Field(None, description="white unless kelvin is given")
     kelvin: Number | None = Field(None, description="colour temperature instead of color, 1667..25000 K")
     position: Vector | None = Field(None, description="where the light is; replaces elevation/azimuth/distance")
     target: Vector = Field((0.0, 0.0, 0.0), description="the point the light is aimed at")
-    elevation_deg: Number = 60.0
+    elevation_deg: Elevation = 60.0
     azimuth_deg: Number = 0.0
-    distance: Number = 3.0
+    distance: Positive = 3.0
     size: float = Field(0.5, gt=0, description="area lights: side length in metres")
     spot_size_deg: Number = Field(45.0, description="spot lights: full cone angle, 1..180 degrees")
     spot_blend: Number = Field(0.15, description="spot lights: softness of the cone edge, 0..1")
@@ -327,8 +340,10 @@ def _existing_file(value: str | None, info: ValidationInfo, suffixes: tuple[str,
         raise ValueError(f"expected a {' or '.join(suffixes)} file, got {value!r}")
     if not path.is_file():
         raise ValueError(f"file not found: {path}")
-    if path.stat().st_size > MAX_IMAGE_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_IMAGE_BYTES} bytes")
+    try:
+        checked_image_size(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return str(path)
 
 
@@ -415,9 +430,9 @@ class Camera(Section):
     intrinsics: Intrinsics | None = Field(None, description="fx, fy, cx, cy in pixels instead of fov_deg")
     look_at: LookAt = Field((0.0, 0.0, 0.0), description="a point (vector), scene_center, random_object or all_objects")
     target_jitter: Vector = Field((0.0, 0.0, 0.0), description="offset added to the look-at point")
-    distance: Number = Field(2.0, description="metres from the target (not used by look_at: all_objects)")
-    fit_margin: Number = Field(1.1, description="look_at: all_objects only: the distance that just fits them, times this")
-    elevation_deg: Number = 45.0
+    distance: Positive = Field(2.0, description="metres from the target (not used by look_at: all_objects)")
+    fit_margin: Positive = Field(1.1, description="look_at: all_objects only: the distance that just fits them, times this")
+    elevation_deg: Elevation = 45.0
     azimuth_deg: Number = 0.0
     roll_deg: Number = Field(0.0, description="turn about the optical axis")
     clip_start: float = Field(0.01, gt=0)
@@ -431,6 +446,8 @@ class Camera(Section):
     def _one_lens(self) -> Camera:
         if self.intrinsics is not None and "fov_deg" in self.model_fields_set:
             raise ValueError("give fov_deg or intrinsics, not both")
+        if not self.clip_start < self.clip_end:
+            raise ValueError(f"clip_start ({self.clip_start:g}) must be smaller than clip_end ({self.clip_end:g})")
         return self
 
 
@@ -504,6 +521,16 @@ class Recipe(Section):
         """``FILE:LINE:COL: field.path`` of a field of a loaded recipe (see ``source``)."""
         return _field_path(loc) if self._source is None else str(self.source(*loc))
 
+    def limit_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) when the groups can draw more objects per scene than the limit,
+        found before any placement work."""
+        most = [int(bounds(group.count)[1]) for group in self.objects]
+        if sum(most) <= MAX_INSTANCES:
+            return []
+        largest = max(range(len(most)), key=most.__getitem__)
+        return [(("objects", largest, "count"), f"the object groups can draw up to {sum(most)} objects in a "
+                                                f"scene, more than the {MAX_INSTANCES} a scene can hold")]
+
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(field location, message) of every ``on`` and name that refers to nothing or clashes."""
         problems = []
@@ -567,9 +594,25 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if len(value) > MAX_RECIPE_BYTES:
         raise UserError(f"--set {path}: the value is larger than {MAX_RECIPE_BYTES} bytes")
     try:
-        return path.strip(), YAML(typ="safe", pure=True).load(value)
+        parsed = YAML(typ="safe", pure=True).load(value)
     except YAMLError as exc:
         raise UserError(f"--set {path}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise UserError(f"--set {path}: the value is nested too deeply") from None
+    if not _all_finite(parsed):
+        raise UserError(f"--set {path}: {value.strip()!r} holds a number that is not finite (nan or inf)")
+    return path.strip(), parsed
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether every float inside a plain value (lists, mappings) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(_all_finite(v) for v in value.values())
+    return True
 
 
 def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Recipe:
@@ -585,9 +628,11 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     try:
         recipe = Recipe.model_validate(_plain(tree, path), context={"recipe_dir": path.parent})
     except ValidationError as exc:
-        raise UserError.listing([_describe(path, tree, error, overridden) for error in exc.errors()]) from None
+        errors = exc.errors()
+        raise UserError.listing([_describe(path, tree, error, overridden) for error in errors[:MAX_LISTED]],
+                                total=len(errors)) from None
     recipe._source = (path, tree, overridden)
-    if problems := _load_files(recipe, path.parent) + recipe.reference_problems():
+    if problems := recipe.limit_problems() or _load_files(recipe, path.parent) + recipe.reference_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
     return recipe
 
@@ -629,8 +674,12 @@ def _read_yaml(path: Path) -> CommentedMap:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if _flow_depth(text) > 4 * MAX_RECIPE_DEPTH:  # refused before the parser recurses that deep
+        raise UserError(f"{path}: the recipe is nested too deeply (more than {MAX_RECIPE_DEPTH} levels)")
     try:
         tree = YAML(typ="rt", pure=True).load(text)
+    except RecursionError:
+        raise UserError(f"{path}: the recipe is nested too deeply (more than {MAX_RECIPE_DEPTH} levels)") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = SourcePosition(str(path), mark.line + 1, mark.column + 1) if mark else SourcePosition(str(path))
@@ -644,25 +693,48 @@ def _read_yaml(path: Path) -> CommentedMap:
     return tree
 
 
+def _flow_depth(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in YAML text, quoted strings skipped (a cheap upper bound
+    for flow collections: brackets in plain scalars count too)."""
+    depth = deepest = 0
+    quote = None
+    for char in text:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _plain(tree: Any, path: Path) -> Any:
     """Plain Python data from the YAML tree, refusing explicit tags and alias bombs."""
     budget = [MAX_RECIPE_NODES]
 
-    def convert(node: Any, where: tuple[int, int]) -> Any:
+    def convert(node: Any, where: tuple[int, int], depth: int = 0) -> Any:
         budget[0] -= 1
         if budget[0] < 0:
             raise UserError(f"{path}: more than {MAX_RECIPE_NODES} values (an alias bomb?)")
+        if depth > MAX_RECIPE_DEPTH:
+            raise UserError(f"nested more than {MAX_RECIPE_DEPTH} levels deep", source=_at(path, where))
         tag = getattr(node, "tag", None)
         if isinstance(node, TaggedScalar) or (isinstance(node, CommentedBase) and getattr(tag, "value", tag)):
             raise UserError(f"YAML tags such as '{getattr(tag, 'value', tag)}' are not allowed", source=_at(path, where))
         if isinstance(node, CommentedMap):
-            return {key: convert(value, _value_pos(node, key, where)) for key, value in node.items()}
+            return {key: convert(value, _value_pos(node, key, where), depth + 1) for key, value in node.items()}
         if isinstance(node, CommentedSeq):
-            return [convert(value, _item_pos(node, i, where)) for i, value in enumerate(node)]
+            return [convert(value, _item_pos(node, i, where), depth + 1) for i, value in enumerate(node)]
         if isinstance(node, Mapping):  # an override value
-            return {key: convert(value, where) for key, value in node.items()}
+            return {key: convert(value, where, depth + 1) for key, value in node.items()}
         if isinstance(node, list):
-            return [convert(value, where) for value in node]
+            return [convert(value, where, depth + 1) for value in node]
+        if isinstance(node, float) and not math.isfinite(node):
+            raise UserError(f"{node} is not a finite number: every number in a recipe must be finite",
+                            source=_at(path, where))
         if node is None or isinstance(node, (str, int, float, bool)):
             return node
         raise UserError(f"unsupported YAML value {type(node).__name__} ({node!r})", source=_at(path, where))
@@ -722,7 +794,10 @@ def _describe(path: Path, tree: Any, error: Mapping[str, Any], overridden: set[t
     unknown_key = error["type"] == "unknown_key"
     if unknown_key:
         loc.append(error["ctx"]["key"])
-    return _locate(path, tree, overridden, loc, at_key=unknown_key), _message(error)
+    source = _locate(path, tree, overridden, loc, at_key=unknown_key)
+    if error["type"] == "missing" and isinstance(loc[-1], str):  # name the field that is not there
+        source = replace(source, field=f"{source.field}.{loc[-1]}" if source.field != "(top level)" else loc[-1])
+    return source, _message(error)
 
 
 def _field_path(loc: Any) -> str:

@@ -21,7 +21,7 @@ from .assets import asset_mesh
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
-from .recipe import HSV, MAX_INSTANCES, Bin, Ground, LibraryAsset, Light, LookAt, Material, ObjectGroup, Recipe, Support
+from .recipe import HSV, MAX_INSTANCES, Bin, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
 from .spec import (
     AssetRef,
     CameraSpec,
@@ -68,7 +68,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         camera=_sample_camera(recipe, objects, props, f"scene {scene_index} frame {index}", camera_rng),
         objects=objects,
         props=props,
-        lights=[spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(light, i, lights_rng)],
+        lights=[spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(recipe, i, lights_rng)],
         ground=ground,
         background_color=background_color,
         background_strength=strength,
@@ -153,9 +153,7 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
     target, fit_radius = _camera_target(cam.look_at, objects, rng)
     target = target + draw_vector(cam.target_jitter, rng)
     if fit_radius is None:
-        distance = float(draw(cam.distance, rng))
-        if distance <= 0:
-            raise UserError(f"camera.distance: drew {distance:g}; the camera distance must be > 0")
+        distance = float(draw(cam.distance, rng))  # > 0: checked when the recipe loads
     else:
         # The sphere fits when its angular radius is within the narrowest half-angle to an image edge.
         (fx, _, cx), (_, fy, cy) = K[:2]
@@ -163,7 +161,8 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
                          math.atan((cy + 0.5) / fy), math.atan((height - 0.5 - cy) / fy))
         distance = float(draw(cam.fit_margin, rng)) * fit_radius / math.sin(half_angle)
         if distance <= 0:
-            raise UserError(f"camera.fit_margin: drew a distance of {distance:g}; it must be > 0")
+            raise UserError(f"{recipe.where('camera', 'fit_margin')}: the objects to fit have no extent "
+                            f"(a distance of {distance:g})")
     eye = _on_sphere(target, distance, draw(cam.elevation_deg, rng), draw(cam.azimuth_deg, rng))
     pose = look_at(eye, target)
     pose[:3, :3] = pose[:3, :3] @ rotation_about_z(math.radians(draw(cam.roll_deg, rng)))
@@ -323,9 +322,7 @@ def _scatter(
     library = recipe.library
     placed = []
     for group_index, group in enumerate(recipe.objects):
-        count = int(draw(group.count, rng))
-        if count < 0:
-            raise UserError(f"{recipe.where('objects', group_index, 'count')}: drew {count}; counts must be >= 0")
+        count = int(draw(group.count, rng))  # >= 0: checked when the recipe loads
         options: list[Rect] | list[int] = surfaces.get(group.on) or by_category.get(group.on, [])
         if count and not options:
             raise UserError(
@@ -356,7 +353,7 @@ def _scatter(
             placed.append((group_index, body, asset, material))
             by_category.setdefault(group.category, []).append(body)
             if len(placed) > MAX_INSTANCES:
-                raise UserError(f"objects: more than {MAX_INSTANCES} objects in scene {scene_index}")
+                raise UserError(f"{recipe.where('objects')}: more than {MAX_INSTANCES} objects in scene {scene_index}")
     return placed
 
 
@@ -373,10 +370,8 @@ def _sample_asset(
     for name, value in group.asset:
         if name == "primitive":
             continue
-        drawn = tuple(float(draw(v, rng)) for v in value) if isinstance(value, tuple) else float(draw(value, rng))
-        if min(np.atleast_1d(drawn)) <= 0:
-            raise UserError(f"objects[{group_index}].asset.{name}: drew {drawn}; dimensions must be > 0")
-        params[name] = drawn
+        # Every dimension is > 0: checked when the recipe loads.
+        params[name] = tuple(float(draw(v, rng)) for v in value) if isinstance(value, tuple) else float(draw(value, rng))
     return AssetRef.primitive_asset(group.asset.primitive, params)
 
 
@@ -403,9 +398,9 @@ def _sample_material(material: Material, where: str, rng: np.random.Generator) -
     )
 
 
-def _sample_lights(light: Light, index: int, rng: np.random.Generator) -> list[LightSpec]:
-    """The ``count`` lights of one recipe entry, each drawn on its own."""
-    lights = []
+def _sample_lights(recipe: Recipe, index: int, rng: np.random.Generator) -> list[LightSpec]:
+    """The ``count`` lights of recipe entry ``lights[index]``, each drawn on its own."""
+    light, lights = recipe.lights[index], []
     for _ in range(int(draw(light.count, rng))):
         target = draw_vector(light.target, rng)
         if light.position is None:
@@ -415,7 +410,8 @@ def _sample_lights(light: Light, index: int, rng: np.random.Generator) -> list[L
         else:
             position = draw_vector(light.position, rng)
         if np.allclose(position, target):
-            raise UserError(f"lights[{index}]: drew the position {position.tolist()} on the target; it needs a direction")
+            raise UserError(f"{recipe.where('lights', index)}: drew the position {position.tolist()} on the target; "
+                            "it needs a direction")
         energy = max(0.0, float(draw(light.energy, rng)))
         if light.kelvin is not None:
             color = kelvin_to_rgb(float(draw(light.kelvin, rng)))

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+MAX_LISTED = 50  # problems printed by one error; the rest are counted
+
+
 @dataclass(frozen=True)
 class SourcePosition:
     """Where in a user's file a mistake is: 1-based line and column, and the field's dotted path."""
@@ -35,9 +38,15 @@ class UserError(Exception):
         self.sources: tuple[SourcePosition, ...] = () if source is None else (source,)
 
     @classmethod
-    def listing(cls, problems: Sequence[tuple[SourcePosition, str]]) -> UserError:
-        """One error for several located problems, a line each (``SOURCE: message``)."""
-        error = cls("\n".join(f"{source}: {message}" for source, message in problems))
+    def listing(cls, problems: Sequence[tuple[SourcePosition, str]], total: int | None = None) -> UserError:
+        """One error for several located problems, a line each (``SOURCE: message``): the first
+        ``MAX_LISTED`` of them, then how many more there are (of ``total``, when more were found
+        than are given)."""
+        total = len(problems) if total is None else total
+        lines = [f"{source}: {message}" for source, message in problems[:MAX_LISTED]]
+        if total > len(lines):
+            lines.append(f"... and {total - len(lines)} more problem(s)")
+        error = cls("\n".join(lines))
         error.sources = tuple(source for source, _ in problems)
         return error
 
