@@ -1,8 +1,11 @@
 """The dataset store: the on-disk contract between the stages and with users.
 
-Layout and meaning of every file are in docs/formats.md. Each file is written to a temporary
-name and renamed into place; a frame's record is appended to ``frames.jsonl`` only after all of
-its files exist, so an interrupted run leaves no half-written frame that counts as done.
+It only stores: it lays out, encodes and atomically writes what it is given, and reads it back
+(what goes into a frame is derived by ``labels.annotate``). Layout and meaning of every file are
+in docs/formats.md. Each file is written to a temporary name and renamed into place; a frame's
+record, with each file's size and CRC-32, is appended to ``frames.jsonl`` only after all of its
+files exist, so an interrupted run leaves no half-written frame that counts as done. One process
+at a time writes a store (``one_writer``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def one_writer(folder: str | Path) -> Iterator[None]:
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     lock = folder_lock(Path(folder), holder)
-    try:
+    try:  # taken here, not in a with-block: only taking it may become these errors, not the writing
         lock.__enter__()
     except OSError as exc:
         raise UserError(f"{folder}: output folder is not writable (its writer lock beside it: "
@@ -58,9 +61,10 @@ def one_writer(folder: str | Path) -> Iterator[None]:
                if other else "another process")
         raise UserError(f"{folder}: another SceneForge process is writing here ({who}); wait for it to finish "
                         "or stop it, then rerun") from None
-    with contextlib.ExitStack() as release:
-        release.push(lock)
+    try:
         yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def parse_record(line: bytes) -> dict:

@@ -49,12 +49,12 @@ def finish_frame(spec: SceneSpec, exr: Path, seconds: float, finish: FinishStep)
     try:
         return FrameDone(spec.index, finish(spec, decode(spec, exr), seconds), seconds)
     except Exception as exc:  # a damaged render or a failed write: reported with its frame
-        return frame_failed(spec.index, exc)
+        return _frame_failed(spec.index, exc)
     finally:
         exr.unlink(missing_ok=True)
 
 
-def frame_failed(index: int, exc: Exception) -> FrameFailed:
+def _frame_failed(index: int, exc: Exception) -> FrameFailed:
     """The message for frame ``index`` failing with ``exc`` (being handled)."""
     text = traceback.format_exc()
     return FrameFailed(index, text.strip().splitlines()[-1], text, storage=isinstance(exc, StorageError))
@@ -65,7 +65,7 @@ def render_frame(renderer: Renderer, spec: SceneSpec, finish: FinishStep) -> Fra
     try:
         exr, seconds = renderer.render_to_file(spec)
     except Exception as exc:
-        return frame_failed(spec.index, exc)
+        return _frame_failed(spec.index, exc)
     return finish_frame(spec, exr, seconds, finish)
 
 
@@ -96,7 +96,7 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
                 outbox.put((spec, *renderer.render_to_file(spec)))
             except Exception as exc:  # reported to the conductor with the frame it belongs to
                 print(traceback.format_exc(), flush=True)
-                outbox.put(frame_failed(spec.index, exc))
+                outbox.put(_frame_failed(spec.index, exc))
             rendered += 1
             if options.max_scenes and rendered >= options.max_scenes:
                 outbox.put(Recycling(f"rendered {rendered} frames"))

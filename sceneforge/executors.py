@@ -24,7 +24,7 @@ from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
 from sceneforge.render import server
 from sceneforge.render.blender_scene import Renderer
-from sceneforge.render.messages import FrameDone, FrameFailed, Ready, Recycling
+from sceneforge.render.messages import FrameDone, FrameFailed, Ready, Recycling, WorkerMessage
 from sceneforge.render.server import FinishStep, WorkerOptions
 from sceneforge.scenes.spec import SceneSpec
 
@@ -172,7 +172,7 @@ class LocalExecutor:
 
     def _receive(self, w: _Worker, dispatch: _Dispatch) -> dict | Failure | None:
         try:
-            message = w.conn.recv()
+            message: WorkerMessage = w.conn.recv()
         except (EOFError, OSError):
             w.process.join(timeout=5)
             self._replace(w)

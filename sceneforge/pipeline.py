@@ -106,34 +106,28 @@ def render_specs(
     its USD stage too). This run's failures replace ``failed.jsonl`` (removed when there are none).
     """
     with one_writer(store.root):
-        return _render_specs(store, specs, executor, address, options, on_frame, on_event, usd)
-
-
-def _render_specs(store: DatasetStore, specs: Iterable[SceneSpec], executor: str, address: str | None,
-                  options: ExecutorOptions, on_frame: Callable[[dict], None] | None, on_event: EventSink | None,
-                  usd: bool) -> tuple[float, list[Failure]]:
-    log = _RunLog(store.root / "logs" / "run.jsonl", on_event)
-    finish = LabelAndStore(str(store.root.resolve()), usd)
-    chosen = (RayExecutor(store, finish, options, address, log.event) if executor == "ray"
-              else LocalExecutor(store, finish, options, log.event))
-    render_seconds, failures = 0.0, []
-    log.event("start", f"{executor} executor, {options}")
-    try:
-        with chosen as running:
-            for outcome in running.run(specs):
-                if isinstance(outcome, Failure):
-                    failures.append(outcome)
-                    log.write({"event": "failed", **outcome.as_record()})
-                    continue
-                render_seconds += outcome["render_seconds"]
-                log.write({"event": "frame", "index": outcome["index"], "render_seconds": outcome["render_seconds"]})
-                if on_frame:
-                    on_frame(outcome)
-    finally:
-        store.write_failures([f.as_record() for f in failures])
-        store.save_metadata()
-        log.event("end", f"{len(failures)} failed")
-    return render_seconds, failures
+        log = _RunLog(store.root / "logs" / "run.jsonl", on_event)
+        finish = LabelAndStore(str(store.root.resolve()), usd)
+        chosen = (RayExecutor(store, finish, options, address, log.event) if executor == "ray"
+                  else LocalExecutor(store, finish, options, log.event))
+        render_seconds, failures = 0.0, []
+        log.event("start", f"{executor} executor, {options}")
+        try:
+            with chosen as running:
+                for outcome in running.run(specs):
+                    if isinstance(outcome, Failure):
+                        failures.append(outcome)
+                        log.write({"event": "failed", **outcome.as_record()})
+                        continue
+                    render_seconds += outcome["render_seconds"]
+                    log.write({"event": "frame", "index": outcome["index"], "render_seconds": outcome["render_seconds"]})
+                    if on_frame:
+                        on_frame(outcome)
+        finally:
+            store.write_failures([f.as_record() for f in failures])
+            store.save_metadata()
+            log.event("end", f"{len(failures)} failed")
+        return render_seconds, failures
 
 
 def _bounded_workers(options: ExecutorOptions, frames: int, on_event: EventSink | None) -> ExecutorOptions:

@@ -7,6 +7,7 @@ printed, and that the finished store it points at is unchanged, file by file.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from unittest import mock
 import pytest
 
 from sceneforge.cli import main
+from sceneforge.executors import ExecutorOptions
 from sceneforge.labels.store import DatasetStore
 from sceneforge.labels.verify import verify_store
 from sceneforge.pipeline import render_dataset
@@ -79,6 +81,16 @@ def files_of(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
+def assert_run_refused(capsys, store: DatasetStore, recipe: Path, expected: str) -> None:
+    """``run RECIPE -o STORE`` exits 2 with ``RECIPE`` then ``expected`` (a regex), no traceback,
+    and leaves the finished store exactly as it was."""
+    before = files_of(store.root)
+    code, err = cli(capsys, "run", recipe, "-o", store.root)
+    assert code == 2, err[:2000]
+    assert re.search(re.escape(str(recipe)) + expected, err), err[:2000]
+    assert "Traceback" not in err and files_of(store.root) == before
+
+
 def cli(capsys, *args) -> tuple[int, str]:
     """Run the ``sceneforge`` entry point in this process; returns its exit code and stderr."""
     capsys.readouterr()
@@ -108,7 +120,7 @@ def bad_files(tmp_path_factory) -> Path:
     (folder / "missing_texture.gltf").write_text(gltf_with_image("textures/gone.png"))
     (folder / "huge_texture.gltf").write_text(gltf_with_image("huge.png"))
     (folder / "bomb_embedded.gltf").write_text(gltf_with_image(
-        "data:image/png;base64," + __import__("base64").b64encode(png_header(40_000, 40_000)).decode()))
+        "data:image/png;base64," + base64.b64encode(png_header(40_000, 40_000)).decode()))
     (folder / "far.obj").write_text("v 0 0 0\nv 1e308 0 0\nv 0 1e308 0\nf 1 2 3\n")
     (folder / "truncated.obj").write_text(OBJ_TRIANGLE + "v 0.1 0.1 0\nf 2 4\n")
     (folder / "out_of_range.obj").write_text(OBJ_TRIANGLE + "f 1 2 9\n")
@@ -154,15 +166,10 @@ NAN_CASES = [  # every kind of number a recipe holds: constants, distribution pa
 
 @pytest.mark.parametrize("text", NAN_CASES)
 def test_every_non_finite_number_is_refused_at_its_position(capsys, tmp_path, store, text):
-    before = files_of(store.root)
-    path = write_recipe(tmp_path, text)
-    code, err = cli(capsys, "run", path, "-o", store.root)
     token = re.search(r"-?\.(nan|NaN|inf)", text)
     line = text[:token.start()].count("\n") + 1
     column = token.start() - (text.rfind("\n", 0, token.start()) + 1) + 1
-    assert code == 2, err
-    assert re.search(re.escape(f"{path}:{line}:{column}: ") + r"-?(nan|inf) is not a finite number", err), err
-    assert "Traceback" not in err and files_of(store.root) == before
+    assert_run_refused(capsys, store, write_recipe(tmp_path, text), f":{line}:{column}: " + r"-?(nan|inf) is not a finite number")
 
 
 @pytest.mark.parametrize("value", ["count=.nan", "camera.distance=.inf", "camera.target_jitter=[0, -.inf, 0]",
@@ -223,15 +230,10 @@ RANGE_CASES = [  # (recipe, expected after FILE:LINE:COL:)
 
 @pytest.mark.parametrize(("text", "expected"), RANGE_CASES)
 def test_values_out_of_range_are_refused_when_the_recipe_loads(capsys, tmp_path, store, text, expected):
-    before = files_of(store.root)
-    path = write_recipe(tmp_path, text)
-    code, err = cli(capsys, "run", path, "-o", store.root)
-    assert code == 2, err
-    assert re.search(re.escape(str(path)) + r":\d+:\d+: " + expected, err), err
-    assert "Traceback" not in err and files_of(store.root) == before
+    assert_run_refused(capsys, store, write_recipe(tmp_path, text), r":\d+:\d+: " + expected)
 
 
-LIMIT_CASES = [  # (recipe text, expected message, most seconds validate may take)
+LIMIT_CASES = [  # (recipe text, expected message after the recipe's path)
     ("objects:\n  - {category: a, count: 100000, asset: {primitive: box}}\n",
      r":2:26: objects\[0\]\.count: the object groups can draw up to 100000 objects in a scene, more than the 32767"),
     ("objects:\n" + "  - {category: a, count: {randint: [0, 20000]}, asset: {primitive: box}}\n" * 2,
@@ -252,12 +254,7 @@ LIMIT_CASES = [  # (recipe text, expected message, most seconds validate may tak
 
 @pytest.mark.parametrize(("text", "expected"), LIMIT_CASES)
 def test_limits_are_checked_before_the_work(capsys, tmp_path, store, text, expected):
-    before = files_of(store.root)
-    path = write_recipe(tmp_path, text)
-    code, err = cli(capsys, "run", path, "-o", store.root)
-    assert code == 2, err
-    assert re.search(re.escape(str(path)) + expected, err), err[:2000]
-    assert "Traceback" not in err and files_of(store.root) == before
+    assert_run_refused(capsys, store, write_recipe(tmp_path, text), expected)
 
 
 def test_thousands_of_errors_print_the_first_50_naming_the_missing_field(capsys, tmp_path):
@@ -297,13 +294,9 @@ ASSET_CASES = [  # (recipe text, expected message after the recipe position)
 
 @pytest.mark.parametrize(("text", "expected"), ASSET_CASES)
 def test_bad_assets_and_images_are_refused_naming_the_file(capsys, bad_files, store, text, expected):
-    before = files_of(store.root)
     path = bad_files / "recipe.yaml"
     path.write_text(text)
-    code, err = cli(capsys, "run", path, "-o", store.root)
-    assert code == 2, err
-    assert re.search(re.escape(str(path)) + r":\d+:\d+: " + expected, err), err
-    assert "Traceback" not in err and files_of(store.root) == before
+    assert_run_refused(capsys, store, path, r":\d+:\d+: " + expected)
 
 
 def test_bad_options_are_refused_naming_the_option(capsys, tmp_path, store):
@@ -423,8 +416,6 @@ def test_records_are_strict_json(tmp_path, store):
 def test_workers_are_capped_by_the_frames_to_render(tmp_path):
     events = []
     recipe = load_recipe(write_recipe(tmp_path, STORE_RECIPE))
-    from sceneforge.executors import ExecutorOptions
-
     render_dataset(recipe, tmp_path / "out", options=ExecutorOptions(device="cpu", workers=50, threads=1),
                    on_event=lambda kind, message: events.append((kind, message)))
     assert ("notice", "--workers 50: starting 2, the most that the frames to render allow") in events

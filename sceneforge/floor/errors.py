@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 MAX_LISTED = 50  # problems printed by one error; the rest are counted
 
 
