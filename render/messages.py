@@ -30,7 +30,7 @@ class FrameFailed:
     which stops the run instead of being retried."""
 
     index: int
-    error: str  # the exception's last line
+    error: str  # the traceback's last line (a storage failure: its message alone)
     traceback: str
     storage: bool = False
 

@@ -56,8 +56,8 @@ def finish_frame(spec: SceneSpec, exr: Path, seconds: float, finish: FinishStep)
 
 def _frame_failed(index: int, exc: Exception) -> FrameFailed:
     """The message for frame ``index`` failing with ``exc`` (being handled)."""
-    text = traceback.format_exc()
-    return FrameFailed(index, text.strip().splitlines()[-1], text, storage=isinstance(exc, StorageError))
+    text, storage = traceback.format_exc(), isinstance(exc, StorageError)
+    return FrameFailed(index, str(exc) if storage else text.strip().splitlines()[-1], text, storage)
 
 
 def render_frame(renderer: Renderer, spec: SceneSpec, finish: FinishStep) -> FrameDone | FrameFailed:

@@ -109,7 +109,7 @@ def test_an_unwritable_store_mid_run_is_a_clear_error_and_finished_frames_stay_v
         shutil.rmtree(out / "depth")
         (out / "depth").write_text("not a folder any more")
 
-    with pytest.raises(StorageError, match=r"cannot write frame \d+ .*the 1 frame\(s\) already finished are intact"):
+    with pytest.raises(StorageError, match=r"^\S+/out: cannot write frame \d+ .*; the 1 frame\(s\) already finished are intact"):
         render_dataset(load_recipe(tiny_recipe), out, options=CPU, on_frame=break_the_disk)
     (finished,) = DatasetStore(out).records()
     assert all(DatasetStore(out).path(finished, name).is_file() for name in ("rgb", "instance", "semantic"))
