@@ -52,7 +52,8 @@ def folder_lock(folder: Path, holder: dict) -> Iterator[None]:
     kill -9. ``holder`` (JSON) is written into the lock file for whoever finds it held; the same
     process may nest blocks on one folder. Raises LockHeld if another process holds it.
     """
-    path = (folder.parent / f".{folder.name}.lock").resolve()
+    folder = folder.resolve()  # "." and "out/../out" name their real folder
+    path = folder.parent / f".{folder.name}.lock"
     if path in _held:
         _held[path] += 1
         try:
