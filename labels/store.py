@@ -82,6 +82,11 @@ def frame_name(index: int) -> str:
     return f"{index:06d}"
 
 
+def pass_file(name: str, index: int) -> str:
+    """Where pass ``name`` of frame ``index`` is kept, relative to the store (``depth/000042.exr``)."""
+    return f"{name}/{frame_name(index)}{STORED_PASSES[name].suffix}"
+
+
 class DatasetStore:
     """A SceneForge dataset folder: ``dataset.json``, ``frames.jsonl`` and one folder per pass.
 
@@ -178,8 +183,8 @@ class DatasetStore:
             expected = checks.get(name)
             if expected is None:
                 continue
-            if path.stat().st_size != expected["bytes"]:
-                return f"{relative} has {path.stat().st_size} bytes, the record says {expected['bytes']}"
+            if (size := path.stat().st_size) != expected["bytes"]:
+                return f"{relative} has {size} bytes, the record says {expected['bytes']}"
             if checksums and file_check(path)["crc32"] != expected["crc32"]:
                 return f"{relative} is damaged (its CRC-32 differs from the record's)"
         return None
@@ -227,9 +232,8 @@ class DatasetStore:
         ``DOCUMENTS`` to text. Any process that sees the store's folder may call this; only one
         appends the records. A failed write raises StorageError.
         """
-        stem = frame_name(index)
-        files = {name: f"{name}/{stem}{STORED_PASSES[name].suffix}" for name in passes}
-        files.update({name: DOCUMENTS[name].format(stem=stem) for name in documents})
+        files = {name: pass_file(name, index) for name in passes}
+        files.update({name: DOCUMENTS[name].format(stem=frame_name(index)) for name in documents})
         try:
             for name, array in passes.items():
                 _write_pass(self.root / files[name], STORED_PASSES[name].channels, array)
@@ -267,15 +271,15 @@ class DatasetStore:
         self.meta["counts"]["finished"] += 1
 
     def write_colour(self, name: str, index: int, rgb: np.ndarray) -> None:
-        """Write frame ``index``'s 8-bit RGB image of pass ``name`` to ``name/NNNNNN.png`` (atomically)."""
-        _write_pass(self.root / name / f"{frame_name(index)}{STORED_PASSES[name].suffix}", "RGB", rgb)
+        """Write frame ``index``'s 8-bit RGB image of pass ``name`` to ``pass_file(name, index)`` (atomically)."""
+        _write_pass(self.root / pass_file(name, index), "RGB", rgb)
 
     def record_pass(self, name: str, meta: dict) -> None:
-        """Add pass ``name`` (``name/NNNNNN.png``, written by ``write_colour``) to every finished
+        """Add pass ``name`` (``pass_file(name, index)``, written by ``write_colour``) to every finished
         frame's files, and ``meta`` to dataset.json; frames.jsonl is rewritten atomically."""
         records = self.records()
         for record in records:
-            record["files"][name] = relative = f"{name}/{frame_name(record['index'])}.png"
+            record["files"][name] = relative = pass_file(name, record["index"])
             record.setdefault("checks", {})[name] = file_check(self.root / relative)
         self.rewrite_records(records)
         if name not in self.meta["passes"]:

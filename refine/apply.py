@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sceneforge.floor.errors import UserError
-from sceneforge.labels.store import DatasetStore, frame_name, one_writer
+from sceneforge.labels.store import DatasetStore, one_writer, pass_file
 from sceneforge.labels.torch import image_tensor
 
 from .checkpoint import checkpoint_file, load_generator
@@ -124,7 +124,7 @@ def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], 
     marker = folder / ".checkpoint"
     done = marker.exists() and marker.read_text().strip() == refiner.sha256
     marker.write_text(refiner.sha256 + "\n")
-    todo = [r for r in records if not (done and (folder / f"{frame_name(r['index'])}.png").exists())]
+    todo = [r for r in records if not (done and (store.root / pass_file(REFINED, r["index"])).exists())]
     def finish(writes: list[Future]) -> None:
         for write in writes:
             write.result()
