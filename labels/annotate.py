@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from sceneforge.floor.frame import Passes
+from sceneforge.labels.motion import flow_passes
 from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.raycast import first_hit_depth, pixel_rays
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
@@ -30,15 +31,19 @@ def stored_passes(spec: SceneSpec, passes: Passes) -> dict[str, np.ndarray]:
         "instance": passes.instance,
         "semantic": semantic_map(spec, passes.instance),
     }
-    return stored if passes.albedo is None else {**stored, "albedo": passes.albedo}
+    if passes.albedo is not None:
+        stored["albedo"] = passes.albedo
+    if spec.sequence is not None and spec.sequence.flow:
+        stored.update(flow_passes(spec, passes.depth, passes.instance))
+    return stored
 
 
 def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], checks: dict[str, dict],
                  render_seconds: float) -> dict:
     """The frame's line of frames.jsonl (docs/formats.md): seed, files and their checks, camera
     and object records."""
-    camera = spec.camera
-    return {
+    camera, sequence = spec.camera, spec.sequence
+    record = {
         "index": spec.index,
         "seed": spec.seed,
         "files": files,
@@ -48,6 +53,10 @@ def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], checks:
         "objects": object_records(spec, passes),
         "render_seconds": round(render_seconds, 4),
     }
+    if sequence is not None:
+        record["sequence"] = {"scene_index": spec.scene_index, "frame": sequence.frame, "frames": sequence.frames,
+                              "fps": sequence.fps, "time_s": sequence.time_s}
+    return record
 
 
 def semantic_map(spec: SceneSpec, instance: np.ndarray) -> np.ndarray:

@@ -16,10 +16,10 @@ from typing import Literal
 
 from sceneforge.floor.errors import UserError
 
-from . import coco, shards, yolo
+from . import coco, mot, shards, yolo
 from .store import DatasetStore, one_writer
 
-WRITERS = {"coco": coco.write, "yolo": yolo.write, "webdataset": shards.write}
+WRITERS = {"coco": coco.write, "yolo": yolo.write, "webdataset": shards.write, "mot": mot.write}
 RgbSource = Literal["original", "refined"]
 
 
@@ -36,9 +36,10 @@ def parse_splits(text: str) -> dict[str, float]:
     return splits
 
 
-def split_of(seed: int, index: int, splits: dict[str, float]) -> str:
-    """The split of frame ``index``: a hash of (seed, index) placed on the cumulative fractions."""
-    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8, person=b"sf-split").digest()
+def split_of(seed: int, index: int, splits: dict[str, float], unit: str = "") -> str:
+    """The split of frame ``index`` (with ``unit="sequence"``: of sequence ``index``, all its
+    frames together): a hash of (seed, index) placed on the cumulative fractions."""
+    digest = hashlib.blake2b(f"{seed}/{unit}{index}".encode(), digest_size=8, person=b"sf-split").digest()
     point, edge = int.from_bytes(digest, "little") / 2**64, 0.0
     for name, fraction in splits.items():
         edge += fraction
@@ -95,7 +96,10 @@ def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial:
         seed = store.meta.get("recipe", {}).get("seed", 0)
         groups = {name: [] for name in splits}
         for record in records:
-            groups[split_of(seed, record["index"], splits)].append(record)
+            if "sequence" in record:  # a sequence's frames stay together
+                groups[split_of(seed, record["sequence"]["scene_index"], splits, "sequence")].append(record)
+            else:
+                groups[split_of(seed, record["index"], splits)].append(record)
     staging = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -1,5 +1,6 @@
-"""Contact sheets: one row per frame with RGB, depth, normals, instances (boxes and class names)
-and the refined RGB when there is one; and the refiner's before/after sheet."""
+"""Contact sheets: one row per frame with RGB, depth, normals, instances (boxes and class names),
+forward flow (colour wheel) in sequences and the refined RGB when there is one; the refiner's
+before/after sheet; and a sequence's animation, boxes and track ids drawn on each frame."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 
 from sceneforge.floor.errors import UserError
-from sceneforge.floor.frame import instance_boundaries
+from sceneforge.floor.frame import FORWARD_VALID, instance_boundaries
 
 from .store import DatasetStore
 
@@ -71,11 +72,50 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
              ("normals", _normal_colours(store.read_normals(record)))]
     tiles = [(name, enlarge(image)) for name, image in tiles]
     tiles.append(("instances", _instance_overlay(enlarge(rgb), enlarge(store.read_instance(record)), record, scale)))
+    if "flow_forward" in record["files"]:
+        valid = store.read_flow_valid(record) & FORWARD_VALID > 0
+        tiles.append(("flow", enlarge(flow_colours(store.read_flow(record, "flow_forward"), valid))))
     if "rgb_refined" in record["files"]:
         tiles.append(("refined", enlarge(store.read_rgb(record, "rgb_refined"))))
     for name, tile in tiles:
         cv2.putText(tile, f"{record['index']:06d} {name}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate([tile for _, tile in tiles], axis=1)
+
+
+def flow_colours(flow: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The usual flow colour wheel: hue = direction (+x right is red), saturation = speed relative
+    to the fastest valid pixel; invalid pixels black."""
+    speed = np.linalg.norm(flow, axis=-1)
+    fastest = max(float(speed[valid].max()) if valid.any() else 0.0, 1e-6)
+    angle = (np.degrees(np.arctan2(flow[..., 1], flow[..., 0])) % 360) / 2  # OpenCV hue: 0..180
+    hsv = np.stack([angle, np.clip(speed / fastest, 0, 1) * 255, np.full(speed.shape, 255.0)], axis=-1).astype(np.uint8)
+    return np.where(valid[..., None], cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), 0).astype(np.uint8)
+
+
+def sequence_frames(store: DatasetStore, scene_index: int) -> list[np.ndarray]:
+    """The frames of sequence ``scene_index`` in time order, each with its objects' boxes and track
+    (instance) ids drawn, for an animation."""
+    records = sorted((r for r in store.records() if r.get("sequence", {}).get("scene_index") == scene_index),
+                     key=lambda r: r["sequence"]["frame"])
+    if not records:
+        raise UserError(f"--sequence: {store.root} has no finished frames of sequence {scene_index}")
+    frames = []
+    for record in records:
+        rgb = store.read_rgb(record)
+        scale = max(1, -(-MIN_TILE_WIDTH // rgb.shape[1]))
+        image = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        for obj in record["objects"]:
+            if not obj["visible_pixels"]:
+                continue
+            x, y, w, h = (v * scale for v in obj["bbox_xywh"])
+            colour = instance_colour(obj["instance_id"])
+            cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), colour, 1)
+            cv2.putText(image, str(obj["instance_id"]), (x + 2, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1,
+                        cv2.LINE_AA)
+        cv2.putText(image, f"sequence {scene_index} frame {record['sequence']['frame']}", (4, 14),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        frames.append(image)
+    return frames
 
 
 def _depth_colours(depth: np.ndarray) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Each sample holds the store's files as they are (``KEY.rgb.png``, ``KEY.depth.exr``,
 ``KEY.distance.exr``, ``KEY.normals.exr``, ``KEY.instance.png``, ``KEY.semantic.png``, and
-``KEY.albedo.png`` when rendered) plus ``KEY.json``, the frame record. ``dataset.json`` beside the
+``KEY.albedo.png`` when rendered, ``KEY.flow_forward.exr``, ``KEY.flow_backward.exr`` and
+``KEY.flow_valid.png`` for sequences) plus ``KEY.json``, the frame record. A sequence's frames
+are keyed ``SEQUENCE_FRAME`` (both six digits); their records carry ``sequence``. ``dataset.json`` beside the
 shards carries the categories. Shards are plain tar files written with the standard library:
 the ``webdataset`` package reads them, but importing its writer would import torch.
 """
@@ -50,7 +52,10 @@ def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path,
 
 
 def _sample(store: DatasetStore, record: dict, rgb_pass: str) -> list[tuple[str, bytes]]:
-    key = Path(record["files"]["rgb"]).stem
+    sequence = record.get("sequence")
+    # A sequence's frame: SEQUENCE_FRAME, so that its frames sort together and in time order.
+    key = Path(record["files"]["rgb"]).stem if sequence is None else \
+        f"{sequence['scene_index']:06d}_{sequence['frame']:06d}"
     public = {k: v for k, v in record.items() if k != "files"}
     members = [(f"{key}.rgb.png", store.path(record, rgb_pass).read_bytes())]
     for name, relative in record["files"].items():

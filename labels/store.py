@@ -29,13 +29,16 @@ import OpenEXR
 
 from sceneforge.floor.errors import StorageError, UserError
 from sceneforge.floor.files import LockHeld, atomic_write, folder_lock
-from sceneforge.floor.frame import FRAME_PASSES, STORED_PASSES
+from sceneforge.floor.frame import FLOW_PASSES, FRAME_PASSES, STORED_PASSES
 
 STORE_FORMAT = "sceneforge.store/1"
 # Text documents of a frame, beside its passes: the SceneSpec and, optionally, its USD stage.
 DOCUMENTS = {"scene": "scenes/{stem}.json", "usd": "scenes/{stem}.usda"}
 MAX_METADATA_BYTES = 64 << 20
 MAX_RECORD_BYTES = 64 << 20
+MAX_TRACKS_BYTES = 1 << 30
+# Arrays of a sequence's point-track file (docs/formats.md) and their dtypes.
+TRACK_ARRAYS = {"query_points": "float32", "tracks": "float32", "occluded": "bool", "instance_id": "int32"}
 
 log = logging.getLogger("sceneforge")
 
@@ -82,6 +85,11 @@ def frame_name(index: int) -> str:
     return f"{index:06d}"
 
 
+def tracks_file(scene_index: int) -> str:
+    """Where a sequence's point tracks lie in a store (relative)."""
+    return f"tracks/{frame_name(scene_index)}.npz"
+
+
 def pass_file(name: str, index: int) -> str:
     """Where pass ``name`` of frame ``index`` is kept, relative to the store (``depth/000042.exr``)."""
     return f"{name}/{frame_name(index)}{STORED_PASSES[name].suffix}"
@@ -105,9 +113,10 @@ class DatasetStore:
     @classmethod
     def open_for_writing(
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
-        resolution: tuple[int, int], requested: int, albedo: bool = False,
+        resolution: tuple[int, int], requested: int, albedo: bool = False, flow: bool = False,
     ) -> DatasetStore:
-        """Create a store, or reopen one made from the same recipe to resume it."""
+        """Create a store, or reopen one made from the same recipe to resume it (``albedo``,
+        ``flow``: frames also hold those passes)."""
         root = Path(root)
         _check_writable(root)
         meta_path = root / "dataset.json"
@@ -117,13 +126,15 @@ class DatasetStore:
                 "recipe": recipe,
                 "recipe_hash": recipe_hash,
                 "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
-                "passes": [*FRAME_PASSES, *(["albedo"] if albedo else [])],
+                "passes": [*FRAME_PASSES, *(["albedo"] if albedo else []), *(FLOW_PASSES if flow else ())],
                 "resolution": list(resolution),
                 "conventions": {
                     "camera": "opencv: +x right, +y down, +z forward; K pixel centres at integers",
                     "depth": "planar z along the camera axis, metres, inf = no hit",
                     "distance": "euclidean distance from the camera centre, metres, inf = no hit",
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
+                    "flow": "pixels (dx, dy) to the point's position in the next/previous frame; "
+                            "flow_valid bit 1 forward, bit 2 backward",
                 },
             }
             atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, allow_nan=False)))
@@ -133,7 +144,7 @@ class DatasetStore:
                 f"{root}: holds frames of another recipe (recipe hash {store.meta.get('recipe_hash')}, "
                 f"this one is {recipe_hash}); choose another output folder"
             )
-        for folder in (*store.meta["passes"], "scenes"):
+        for folder in (*store.meta["passes"], "scenes", "tracks"):
             (root / folder).mkdir(exist_ok=True)
         store._remove_partial_files()
         store.meta["recipe"] = recipe  # the same hash: only the frame count can differ
@@ -221,6 +232,54 @@ class DatasetStore:
         channels = OpenEXR.File(str(self.path(record, "normals")), separate_channels=True).channels()
         return np.stack([channels[c].pixels for c in "XYZ"], axis=-1)
 
+    def read_flow(self, record: dict, name: str) -> np.ndarray:
+        """H x W x 2 float32 flow of ``flow_forward`` or ``flow_backward`` (pixels, dx and dy)."""
+        channels = OpenEXR.File(str(self.path(record, name)), separate_channels=True).channels()
+        return np.stack([channels[c].pixels for c in "XY"], axis=-1)
+
+    def read_flow_valid(self, record: dict) -> np.ndarray:
+        """H x W uint8 flow validity bits (1 forward, 2 backward)."""
+        return _imread(self.path(record, "flow_valid"), cv2.IMREAD_UNCHANGED)
+
+    def sequence_records(self) -> list[dict]:
+        """Records of the sequences whose point tracks are written, by scene index."""
+        path = self.root / "sequences.jsonl"
+        if not path.exists():
+            return []
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise UserError(f"{path}: larger than {MAX_RECORD_BYTES} bytes")
+        records = {}
+        lines = path.read_bytes().split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("scene_index"), int) \
+                        or not isinstance(record.get("files"), dict):
+                    raise ValueError("not a sequence record (scene_index and files)")
+            except ValueError as exc:
+                if number == len(lines):  # an interrupted append: that sequence's tracks are written again
+                    break
+                raise UserError(f"{path}:{number}: corrupt sequence record ({exc})") from None
+            records.setdefault(record["scene_index"], record)
+        return [records[k] for k in sorted(records)]
+
+    def read_tracks(self, record: dict) -> dict[str, np.ndarray]:
+        """A sequence's point tracks (``TRACK_ARRAYS``; docs/formats.md), read without pickle."""
+        path = self.root / record["files"]["tracks"]
+        if path.stat().st_size > MAX_TRACKS_BYTES:
+            raise UserError(f"{path}: larger than {MAX_TRACKS_BYTES} bytes")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in TRACK_ARRAYS}
+        except (OSError, KeyError, ValueError) as exc:
+            raise UserError(f"{path}: not a point-track file ({exc})") from None
+        for name, dtype in TRACK_ARRAYS.items():
+            if arrays[name].dtype != np.dtype(dtype):
+                raise UserError(f"{path}: {name} is {arrays[name].dtype}, expected {dtype}")
+        return arrays
+
     # --- writing -----------------------------------------------------------------------------
 
     def write_frame_files(self, index: int, passes: dict[str, np.ndarray],
@@ -286,6 +345,36 @@ class DatasetStore:
             self.meta["passes"].append(name)
         self.meta.update(meta)
         self.save_metadata()
+
+    def write_sequence(self, scene_index: int, frames: list[int], fps: float, tracks: dict[str, np.ndarray]) -> dict:
+        """Write a sequence's point tracks (atomically) and append its record to sequences.jsonl."""
+        relative = tracks_file(scene_index)
+        path = self.root / relative
+        arrays = {name: np.asarray(tracks[name], dtype=dtype) for name, dtype in TRACK_ARRAYS.items()}
+        record = {"scene_index": scene_index, "frames": frames, "fps": fps, "files": {"tracks": relative}}
+        try:
+            path.parent.mkdir(exist_ok=True)
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as out:
+                    np.savez_compressed(out, **arrays)
+
+            atomic_write(path, write)
+            record["checks"] = {"tracks": file_check(path)}
+            with open(self.root / "sequences.jsonl", "a") as out:
+                out.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+        except OSError as exc:
+            raise self.storage_error(f"{self.root}: cannot write the tracks of sequence {scene_index} "
+                                     f"({exc.strerror or exc})") from None
+        return record
+
+    def rewrite_sequence_records(self, records: list[dict]) -> None:
+        """Replace sequences.jsonl with these records (atomically; removed when there are none)."""
+        path = self.root / "sequences.jsonl"
+        if not records:
+            path.unlink(missing_ok=True)
+            return
+        text = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
     def write_failures(self, failures: list[dict]) -> None:
         """Replace failed.jsonl with this run's failures (removed when there are none)."""
@@ -353,7 +442,7 @@ def _imread(path: Path, flags: int) -> np.ndarray:
 
 
 def _write_pass(path: Path, channels: str, array: np.ndarray) -> None:
-    """Encode one pass: 8-bit colour and 16-bit id PNGs, float32 EXRs of channels Z or XYZ."""
+    """Encode one pass: 8-bit colour, 8- and 16-bit id PNGs, float32 EXRs of channels Z, XY or XYZ."""
     if path.suffix == ".exr":
         _write_exr(path, {"Z": array} if channels == "Z" else {c: array[..., i] for i, c in enumerate(channels)})
     else:

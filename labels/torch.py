@@ -10,7 +10,10 @@ A sample is a dict: ``image`` (3 x H x W float in [0, 1]), ``index``, ``target``
 targets of the visible objects: ``boxes`` N x 4 float xyxy in pixels, ``labels`` category ids,
 ``masks`` N x H x W uint8, ``instance_ids``, ``visibility``) and one tensor per requested pass:
 ``depth``, ``distance`` (1 x H x W metres, inf = no hit), ``normals`` (3 x H x W), ``instance``,
-``semantic`` (H x W int64), ``albedo`` (3 x H x W). No torchvision is needed.
+``semantic`` (H x W int64), ``albedo`` (3 x H x W), and in sequences ``flow_forward``,
+``flow_backward`` (2 x H x W pixels) and ``flow_valid`` (H x W uint8 bits). Frames of a sequence
+also carry ``sequence`` (scene index, frame); ``point_tracks(scene_index)`` gives a sequence's
+point tracks. No torchvision is needed.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from sceneforge.floor.errors import UserError
 
 from .store import DatasetStore
 
-DENSE_PASSES = ("depth", "distance", "normals", "instance", "semantic", "albedo")
+DENSE_PASSES = ("depth", "distance", "normals", "instance", "semantic", "albedo", "flow_forward", "flow_backward",
+                "flow_valid")
 
 
 class SceneForgeDataset(Dataset):
@@ -77,10 +81,24 @@ class SceneForgeDataset(Dataset):
             "instance": lambda: torch.from_numpy(instance.astype(np.int64)),
             "semantic": lambda: torch.from_numpy(store.read_semantic(record).astype(np.int64)),
             "albedo": lambda: image_tensor(store.read_rgb(record, "albedo")),
+            "flow_forward": lambda: image_tensor(store.read_flow(record, "flow_forward")),
+            "flow_backward": lambda: image_tensor(store.read_flow(record, "flow_backward")),
+            "flow_valid": lambda: torch.from_numpy(store.read_flow_valid(record)),
         }
         for name in self.passes:
             sample[name] = readers[name]()
+        if "sequence" in record:
+            sample["sequence"] = torch.tensor([record["sequence"]["scene_index"], record["sequence"]["frame"]])
         return self.transforms(sample) if self.transforms else sample
+
+
+    def point_tracks(self, scene_index: int) -> dict[str, torch.Tensor]:
+        """The point tracks of sequence ``scene_index`` (docs/formats.md): ``query_points`` N x 3
+        (frame, y, x), ``tracks`` N x T x 2 (x, y pixels), ``occluded`` N x T bool, ``instance_id`` N."""
+        for record in self.store.sequence_records():
+            if record["scene_index"] == scene_index:
+                return {name: torch.from_numpy(array) for name, array in self.store.read_tracks(record).items()}
+        raise UserError(f"{self.store.root}: no point tracks of sequence {scene_index}")
 
 
 def collate(batch: list[dict]) -> dict:

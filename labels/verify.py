@@ -1,7 +1,8 @@
 """``sceneforge verify``: check a whole store against its records, and repair it.
 
-A frame is intact when every file its record names exists with the size and CRC-32 the record
-holds (records written before checks were recorded: the files exist). Repair keeps the intact
+A frame (and a sequence's point tracks) is intact when every file its record names exists with
+the size and CRC-32 the record holds (records written before checks were recorded: the files
+exist). Repair keeps the intact
 records (the first of duplicates), removes the files of damaged frames, the files no record
 names (orphans) and temporary files, and rewrites the counts; the next run renders what is missing.
 """
@@ -82,7 +83,15 @@ def _verify(store: DatasetStore, repair: bool) -> VerifyReport:
     intact.sort(key=lambda r: r["index"])
     report.intact = len(intact)
     kept = {path for record in intact for path in record["files"].values()}
-    for folder in (*store.meta["passes"], DOCUMENTS["scene"].split("/")[0]):
+    sequences = []  # intact sequence records (point tracks)
+    for record in store.sequence_records():
+        named.update(record["files"].values())
+        if (problem := store.frame_problem(record)) is not None:
+            report.damaged.append(f"sequence {record['scene_index']}: {problem}")
+        else:
+            sequences.append(record)
+            kept.update(record["files"].values())
+    for folder in (*store.meta["passes"], DOCUMENTS["scene"].split("/")[0], "tracks"):
         for path in sorted((store.root / folder).glob("*")) if (store.root / folder).is_dir() else ():
             relative = path.relative_to(store.root).as_posix()
             if path.name.endswith(".tmp"):
@@ -94,6 +103,7 @@ def _verify(store: DatasetStore, repair: bool) -> VerifyReport:
         report.count_mismatch = f"dataset.json says {finished} finished frame(s), {report.intact} are intact"
     if repair and report.problems:
         store.rewrite_records(intact)
+        store.rewrite_sequence_records(sequences)
         for relative in (*report.orphans, *report.temporary, *(named - kept)):
             (store.root / relative).unlink(missing_ok=True)
         store.meta.setdefault("counts", {})["finished"] = report.intact

@@ -2,11 +2,13 @@
 
 ONE Cycles render per frame writes every pass (RGB, depth, normals, object index) into one
 multilayer EXR in a private scratch folder; label passes never cost a second render. Frames of
-one scene reuse the built Blender scene: only the camera moves.
+one scene reuse the built Blender scene: only the camera moves, and in a sequence the objects.
 
-With motion blur the camera is keyed linearly from ``pose - velocity * exposure / 2`` to
-``pose + velocity * exposure / 2`` around the rendered frame; the label passes come from each
-pixel's first camera ray, cast at one time within that interval (docs/recipes.md, camera).
+With motion blur the camera of a still is keyed linearly from ``pose - velocity * exposure / 2``
+to ``pose + velocity * exposure / 2`` around the rendered frame; in a sequence the camera and
+every body are keyed at the shutter's opening, middle and closing, on their real motion towards
+the neighbouring frames. The label passes come from each pixel's first camera ray, cast at one
+time within that interval (docs/recipes.md, camera).
 
 Axes: the SceneSpec poses cameras and lights in OpenCV axes; Blender's look and shine along -Z
 with +Y up, so every pose is converted with ``sceneforge.floor.axes.opengl_pose``.
@@ -26,6 +28,7 @@ import numpy as np
 from sceneforge.floor.axes import opengl_pose
 from sceneforge.floor.frame import Passes
 from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, ground_model, texture_image
+from sceneforge.scenes.motion import interpolate
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
 
 from .decode import decode
@@ -116,6 +119,10 @@ class Renderer:
             self._scene_key = key
         else:
             self._place_camera(spec)
+            self._place_bodies(spec)
+        # A sequence's frames reuse the synced Cycles scene, re-syncing only what moved (a still
+        # scene rarely renders twice, and keeping its data costs a fresh scene about 9 %).
+        self._scene.render.use_persistent_data = spec.sequence is not None
         self._scene.cycles.seed = spec.render.noise_seed
         path = self._scratch / f"{spec.index}.exr"
         self._scene.render.filepath = str(path)
@@ -151,13 +158,13 @@ class Renderer:
         self._set_world(spec)
 
         for obj in spec.objects:
-            self._add_mesh(f"object_{obj.instance_id}", asset_model(obj.asset), obj.asset.hash,
-                           obj.world_from_object, obj.material, obj.instance_id)
+            self._add_mesh(f"object_{obj.instance_id}", asset_model(obj.asset), obj.asset.hash, obj.material,
+                           obj.instance_id)
         for i, prop in enumerate(spec.props):  # pass index 0: they hide objects but are never labeled
-            self._add_mesh(f"prop_{i}", asset_model(prop.asset), prop.asset.hash, prop.world_from_object, prop.material,
-                           pass_index=0)
+            self._add_mesh(f"prop_{i}", asset_model(prop.asset), prop.asset.hash, prop.material, pass_index=0)
         if spec.ground is not None:
-            self._add_mesh("ground", ground_model(spec.ground.size), "ground", np.eye(4), spec.ground.material, pass_index=0)
+            self._add_mesh("ground", ground_model(spec.ground.size), "ground", spec.ground.material, pass_index=0)
+            self._set_pose(self._bpy.data.objects["ground"], np.eye(4))
         for i, light in enumerate(spec.lights):
             data = self._bpy.data.lights.new(f"light_{i}", type=light.type.upper())
             data.energy = light.energy
@@ -168,7 +175,8 @@ class Renderer:
                 data.spot_size = math.radians(light.spot_size_deg)
                 data.spot_blend = light.spot_blend
             self._link(self._bpy.data.objects.new(f"light_{i}", data), opengl_pose(light.world_from_light))
-        self._add_camera(spec)
+        self._add_camera(spec)  # before the bodies: it sets the shutter their motion is keyed in
+        self._place_bodies(spec)
 
     def _set_world(self, spec: SceneSpec) -> None:
         """A colour or an HDRI (turned about +Z by a Mapping node); a backdrop image needs a
@@ -226,31 +234,73 @@ class Renderer:
 
     def _place_camera(self, spec: SceneSpec) -> None:
         """Pose, focus and motion of this frame's camera."""
-        cam, obj, bpy = spec.camera, self._scene.camera, self._bpy
+        cam, obj = spec.camera, self._scene.camera
         dof = obj.data.dof
         dof.use_dof = cam.fstop is not None
         if cam.fstop is not None:
             dof.focus_distance, dof.aperture_fstop = cam.focus_distance, cam.fstop
-        if obj.animation_data and obj.animation_data.action:
-            bpy.data.actions.remove(obj.animation_data.action)
-        obj.animation_data_clear()
-        pose = opengl_pose(spec.camera.world_from_camera)
         render = self._scene.render
         render.use_motion_blur = cam.exposure_s > 0
         if cam.exposure_s > 0:
-            fps = render.fps / render.fps_base
-            render.motion_blur_shutter = cam.exposure_s * fps  # in frames
+            render.motion_blur_shutter = cam.exposure_s * render.fps / render.fps_base  # in frames
             render.motion_blur_position = "CENTER"
-            frame = self._scene.frame_current
-            for sign in (-1.0, 1.0):
-                moved = pose.copy()
-                moved[:3, 3] += sign * np.asarray(cam.velocity) * cam.exposure_s / 2
-                self._set_pose(obj, moved)
-                obj.keyframe_insert("location", frame=frame + sign * cam.exposure_s * fps / 2)
+        pose = np.asarray(cam.world_from_camera)
+        if spec.sequence is not None:
+            previous, following = (None if state is None else np.asarray(state.world_from_camera)
+                                   for state in (spec.sequence.previous, spec.sequence.next))
+            self._place(obj, pose, previous, following, spec, opengl_pose)
+            return
+        # A still's camera moves at its velocity during the exposure.
+        shift = np.eye(4)
+        shift[:3, 3] = np.asarray(cam.velocity) * cam.exposure_s / 2
+        self._keyed(obj, [(-1.0, opengl_pose(np.linalg.inv(shift) @ pose)), (1.0, opengl_pose(shift @ pose))]
+                    if cam.exposure_s > 0 else [], opengl_pose(pose))
+
+    def _place_bodies(self, spec: SceneSpec) -> None:
+        """Poses (and in a sequence with motion blur, motions) of the objects and props."""
+        objects = self._bpy.data.objects
+        sequence = spec.sequence
+        for k, obj in enumerate(spec.objects):
+            neighbours = [None if sequence is None or state is None else np.asarray(state.objects[k])
+                          for state in ((sequence.previous, sequence.next) if sequence else (None, None))]
+            self._place(objects[f"object_{obj.instance_id}"], np.asarray(obj.world_from_object), *neighbours, spec)
+        for k, prop in enumerate(spec.props):
+            neighbours = [None if sequence is None or state is None else np.asarray(state.props[k])
+                          for state in ((sequence.previous, sequence.next) if sequence else (None, None))]
+            self._place(objects[f"prop_{k}"], np.asarray(prop.world_from_object), *neighbours, spec)
+
+    def _place(self, obj, pose: np.ndarray, previous: np.ndarray | None, following: np.ndarray | None,
+               spec: SceneSpec, convert=lambda pose: pose) -> None:
+        """Pose an object for this frame; with motion blur in a sequence, also where it is when the
+        shutter opens and closes, on its way from the previous frame's pose and to the next's
+        (``convert``: the spec's axes to Blender's)."""
+        exposure = spec.camera.exposure_s
+        keys = []
+        if exposure > 0 and spec.sequence is not None:
+            fraction = min(1.0, exposure / 2 * spec.sequence.fps)  # of a frame interval
+            for sign, neighbour in ((-1.0, previous), (1.0, following)):
+                keys.append((sign, convert(pose if neighbour is None else interpolate(pose, neighbour, fraction))))
+        self._keyed(obj, keys, convert(pose))
+
+    def _keyed(self, obj, keys: list[tuple[float, np.ndarray]], pose: np.ndarray) -> None:
+        """Set ``obj`` to ``pose`` (Blender axes); with ``keys`` ((-1 shutter opening / +1 closing,
+        pose)) keyed linearly at those instants and the frame's own."""
+        if obj.animation_data and obj.animation_data.action:
+            self._bpy.data.actions.remove(obj.animation_data.action)
+        obj.animation_data_clear()
+        if not keys:
+            self._set_pose(obj, pose)
+            return
+        render, frame = self._scene.render, self._scene.frame_current
+        half = render.motion_blur_shutter / 2
+        obj.rotation_mode = "QUATERNION"
+        for sign, key in [*keys, (0.0, pose)]:
+            self._set_pose(obj, key)
+            obj.keyframe_insert("location", frame=frame + sign * half)
+            obj.keyframe_insert("rotation_quaternion", frame=frame + sign * half)
         self._set_pose(obj, pose)
 
-    def _add_mesh(self, name: str, model: AssetModel, asset_key: str, pose, override: MaterialSpec,
-                  pass_index: int) -> None:
+    def _add_mesh(self, name: str, model: AssetModel, asset_key: str, override: MaterialSpec, pass_index: int) -> None:
         """A Blender mesh object of exactly the asset's mesh, with UVs, vertex colours and materials;
         ``asset_key`` names the asset's own textures, shared by all its objects."""
         bpy = self._bpy
@@ -275,7 +325,7 @@ class Renderer:
             mesh.materials.append(self._material(f"{name}_{i}", own, f"{asset_key}/{i}", override, model))
         obj = bpy.data.objects.new(name, mesh)
         obj.pass_index = pass_index
-        self._link(obj, pose)
+        self._scene.collection.objects.link(obj)
 
     def _material(self, name: str, own: AssetMaterial, own_key: str, override: MaterialSpec, model: AssetModel):
         """Principled BSDF of the asset's material with the spec's changes (see MaterialSpec).

@@ -196,7 +196,7 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
 def export(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DEST", help="Folder to write the export into.", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="coco, yolo or webdataset.")] = "coco",
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="coco, yolo, webdataset or mot (sequences).")] = "coco",
     rgb: Annotated[str, typer.Option("--rgb", metavar="SOURCE", help="original or refined (after 'sceneforge refine apply').")] = "original",
     split: Annotated[Optional[str], typer.Option("--split", metavar="SPLITS", help="e.g. train=0.8,val=0.2; deterministic per frame.")] = None,
     coco_masks: Annotated[str, typer.Option("--coco-masks", metavar="ENCODING", help="coco: polygon (read by Detectron2 and MMDetection by default) or rle.")] = "polygon",
@@ -248,13 +248,26 @@ def preview(
     output: Annotated[Path, typer.Option("--output", "-o", metavar="SHEET.png", help="Contact sheet to write.", show_default=False)],
     frames: Annotated[Optional[str], typer.Option("--frames", metavar="I,J,...", help="Frame indices to show.")] = None,
     count: Annotated[int, typer.Option("--count", "-n", metavar="N", min=1, help="Frames to show when --frames is not given.")] = 6,
+    sequence: Annotated[Optional[int], typer.Option("--sequence", metavar="S", min=0,
+                                                    help="Write sequence S as an animation (OUTPUT.gif) instead.")] = None,
 ) -> None:
-    """Write a contact sheet: RGB, depth, normals, instances with boxes and class names, refined RGB."""
+    """Write a contact sheet: RGB, depth, normals, instances with boxes and class names, flow, refined RGB."""
     import cv2
 
     from sceneforge.floor.files import atomic_write
-    from sceneforge.labels.preview import contact_sheet
+    from sceneforge.labels.preview import contact_sheet, sequence_frames
     from sceneforge.labels.store import DatasetStore
+
+    if sequence is not None:
+        import imageio.v3 as iio
+        import numpy as np
+
+        frames = sequence_frames(DatasetStore(store), sequence)
+        fps = DatasetStore(store).meta["recipe"]["sequence"]["fps"]
+        data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+        atomic_write(output, lambda tmp: tmp.write_bytes(data))
+        typer.echo(f"Preview: {output.resolve()}")
+        return
 
     indices = None
     if frames is not None:

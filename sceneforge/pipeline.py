@@ -11,8 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from sceneforge.executors import EventSink, ExecutorOptions, Failure, LocalExecutor, RayExecutor
 from sceneforge.labelling import LabelAndStore
+from sceneforge.labels.motion import point_tracks
 from sceneforge.labels.store import DatasetStore, one_writer
 from sceneforge.scenes.recipe import Recipe
 from sceneforge.scenes.sampling import sample
@@ -68,6 +71,7 @@ def render_dataset(
             resolution=recipe.render.resolution,
             requested=recipe.count,
             albedo=recipe.render.albedo,
+            flow=recipe.sequence is not None and recipe.sequence.flow,
         )
         done = {record["index"] for record in store.records()}
         todo = [i for i in range(recipe.count) if i not in done]
@@ -82,6 +86,8 @@ def render_dataset(
                 store, specs, executor=executor, address=address, options=options,
                 on_frame=on_frame, on_event=on_event, usd=usd,
             )
+        if recipe.sequence is not None:
+            write_point_tracks(recipe, store)
         return RenderReport(
             store=store, requested=recipe.count, already_done=recipe.count - len(todo),
             rendered=len(todo) - len(failures), render_seconds=render_seconds,
@@ -128,6 +134,26 @@ def render_specs(
             store.save_metadata()
             log.event("end", f"{len(failures)} failed")
         return render_seconds, failures
+
+
+def write_point_tracks(recipe: Recipe, store: DatasetStore) -> int:
+    """Write the point tracks of every sequence whose frames are all finished and whose tracks
+    are not written yet; returns how many were written. Each is a pure function of the recipe
+    and the scene (its query points are drawn from the scene seed)."""
+    frames = recipe.frames_per_scene
+    done = {record["index"] for record in store.records()}
+    written = {record["scene_index"] for record in store.sequence_records()}
+    count = 0
+    for scene_index in range(-(-recipe.count // frames)):
+        indices = list(range(scene_index * frames, min((scene_index + 1) * frames, recipe.count)))
+        if scene_index in written or not done.issuperset(indices):
+            continue
+        specs = [sample(recipe, i) for i in indices]
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(specs[0].seed, spawn_key=(9,))))
+        tracks = point_tracks(specs, recipe.sequence.point_tracks, rng)
+        store.write_sequence(scene_index, indices, recipe.sequence.fps, tracks)
+        count += 1
+    return count
 
 
 def _bounded_workers(options: ExecutorOptions, frames: int, on_event: EventSink | None) -> ExecutorOptions:

@@ -18,6 +18,8 @@ import fcl
 import numpy as np
 import trimesh
 
+from .motion import interpolate
+
 # Objects stacked on another object stand this far above the contact found by vertical rays, so
 # that a contact between two edges (which the rays cannot see) never counts as a collision.
 STACK_LIFT = 1e-4
@@ -25,6 +27,7 @@ SIM_STEP = 1 / 240  # seconds; Bullet's default step
 SIM_CHECK = 24  # steps between two checks for rest
 AT_REST = (0.005, 0.05)  # m/s, rad/s: below both, a body is at rest
 DENSITY = 500.0  # kg/m^3, for masses in the simulation (only their ratios matter)
+MAX_TRAVEL = 1000.0  # metres from the origin: a body beyond has left the scene (the simulation blew up)
 
 
 @dataclass(frozen=True)
@@ -155,20 +158,69 @@ class Layout:
         """Simulate the loose bodies falling to rest (supports and the ground z = 0 hold still)
         and move them to where they stop. Returns (a body's index, why the scene did not settle)
         or None when every loose body rests, on its support if it was placed on one."""
-        pybullet = _pybullet()
-        client = pybullet.connect(pybullet.DIRECT)
-        try:
-            return self._simulate(pybullet, client, seconds)
-        finally:
-            pybullet.disconnect(client)
+        with _World(self.bodies) as world:
+            moving = world.loose
+            for _ in range(math.ceil(seconds / SIM_STEP / SIM_CHECK)):
+                world.step(SIM_CHECK)
+                moving = [entry for entry in world.loose if not _at_rest(*world.velocity(entry[0]))]
+                if not moving:
+                    break
+            for sim_id, index, centre in world.loose:
+                self.bodies[index].move(world.pose(sim_id, centre))
+        if moving:
+            return moving[0][1], f"was still moving after {seconds:g} s"
+        for index, body in enumerate(self.bodies):
+            if body.region is not None and not body.region.holds(body.bounds.mean(axis=0)):
+                return index, "fell off its support"
+        return None
 
-    def _simulate(self, pybullet: ModuleType, client: int, seconds: float) -> tuple[int, str] | None:
-        sim = {"physicsClientId": client}
+    def simulate(self, times: np.ndarray, velocities: dict[int, tuple[np.ndarray, np.ndarray]]
+                 ) -> tuple[dict[int, np.ndarray], tuple[int, str] | None]:
+        """Simulate the loose bodies from their poses, thrown with ``velocities`` (body index ->
+        (m/s, rad/s), world frame), and sample them at ``times`` (seconds from 0, ascending).
+
+        The simulation steps at SIM_STEP; a sample between two steps is interpolated (straight
+        translation, shortest-arc rotation). Returns (body index -> poses (T, 4, 4), None), or a
+        problem (body index, what went wrong) when a state stops being finite or flies apart.
+        """
+        samples: dict[int, list[np.ndarray]] = {}
+        with _World(self.bodies) as world:
+            for sim_id, index, centre in world.loose:
+                linear, angular = velocities.get(index, (np.zeros(3), np.zeros(3)))
+                world.throw(sim_id, centre, self.bodies[index], linear, angular)
+            step = 0
+            before = after = {sim_id: world.pose(sim_id, centre) for sim_id, _, centre in world.loose}
+            for time in times:
+                while step < math.ceil(time / SIM_STEP - 1e-9):
+                    world.step(1)
+                    step += 1
+                    before, after = after, {sim_id: world.pose(sim_id, centre) for sim_id, _, centre in world.loose}
+                    for sim_id, index, _ in world.loose:
+                        if not np.all(np.isfinite(after[sim_id])) or np.abs(after[sim_id][:3, 3]).max() > MAX_TRAVEL:
+                            return {}, (index, f"left the simulation {step * SIM_STEP:.3f} s in (at "
+                                               f"{np.round(after[sim_id][:3, 3], 3).tolist()})")
+                fraction = 1.0 if step == 0 else float(np.clip(time / SIM_STEP - (step - 1), 0.0, 1.0))
+                for sim_id, index, _ in world.loose:
+                    samples.setdefault(index, []).append(interpolate(before[sim_id], after[sim_id], fraction))
+        return {index: np.array(poses) for index, poses in samples.items()}, None
+
+
+class _World:
+    """A pybullet world of a layout's bodies: the ground plane z = 0, fixed supports (mass 0) and
+    loose bodies, each collided as its convex hull; use as a context manager."""
+
+    def __init__(self, bodies: list[Body]) -> None:
+        self._bodies = bodies
+        self.loose: list[tuple[int, int, np.ndarray]] = []  # (simulation id, body index, centre of mass in the object frame)
+
+    def __enter__(self) -> _World:
+        pybullet = self._pybullet = _pybullet()
+        self._client = pybullet.connect(pybullet.DIRECT)
+        sim = self._sim = {"physicsClientId": self._client}
         pybullet.setPhysicsEngineParameter(fixedTimeStep=SIM_STEP, deterministicOverlappingPairs=1, **sim)
         pybullet.setGravity(0.0, 0.0, -9.81, **sim)
         pybullet.createMultiBody(0, pybullet.createCollisionShape(pybullet.GEOM_PLANE, **sim), **sim)
-        loose: list[tuple[int, int, np.ndarray]] = []  # (simulation id, body index, centre of mass in the object frame)
-        for index, body in enumerate(self.bodies):
+        for index, body in enumerate(self._bodies):
             # Bullet collides moving meshes as their convex hull: a hull holds its mesh, so hulls
             # that do not overlap keep the meshes apart too.
             hull = body.mesh.convex_hull
@@ -181,26 +233,33 @@ class Layout:
             )
             pybullet.changeDynamics(sim_id, -1, lateralFriction=0.6, rollingFriction=1e-3, spinningFriction=1e-3, collisionMargin=2e-4, **sim)
             if not body.fixed:
-                loose.append((sim_id, index, centre))
-        moving = loose
-        for _ in range(math.ceil(seconds / SIM_STEP / SIM_CHECK)):
-            for _ in range(SIM_CHECK):
-                pybullet.stepSimulation(**sim)
-            moving = [entry for entry in loose if not _at_rest(*pybullet.getBaseVelocity(entry[0], **sim))]
-            if not moving:
-                break
-        for sim_id, index, centre in loose:
-            position, quaternion = pybullet.getBasePositionAndOrientation(sim_id, **sim)
-            pose = np.eye(4)
-            pose[:3, :3] = np.reshape(pybullet.getMatrixFromQuaternion(quaternion), (3, 3))
-            pose[:3, 3] = position
-            self.bodies[index].move(pose @ _translation(-centre))
-        if moving:
-            return moving[0][1], f"was still moving after {seconds:g} s"
-        for index, body in enumerate(self.bodies):
-            if body.region is not None and not body.region.holds(body.bounds.mean(axis=0)):
-                return index, "fell off its support"
-        return None
+                self.loose.append((sim_id, index, centre))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pybullet.disconnect(self._client)
+
+    def step(self, steps: int) -> None:
+        for _ in range(steps):
+            self._pybullet.stepSimulation(**self._sim)
+
+    def velocity(self, sim_id: int) -> tuple[tuple, tuple]:
+        return self._pybullet.getBaseVelocity(sim_id, **self._sim)
+
+    def throw(self, sim_id: int, centre: np.ndarray, body: Body, linear: np.ndarray, angular: np.ndarray) -> None:
+        """Start a body at ``linear`` m/s (the velocity of its box's centre) and ``angular`` rad/s."""
+        # Bullet's linear velocity is the centre of mass's: add the spin's share between the two.
+        rotation = body.pose[:3, :3]
+        at_mass = np.asarray(linear) + np.cross(angular, rotation @ (centre - body.mesh.bounds.mean(axis=0)))
+        self._pybullet.resetBaseVelocity(sim_id, at_mass.tolist(), [float(w) for w in angular], **self._sim)
+
+    def pose(self, sim_id: int, centre: np.ndarray) -> np.ndarray:
+        """world_from_object of a body (from its centre of mass's pose)."""
+        position, quaternion = self._pybullet.getBasePositionAndOrientation(sim_id, **self._sim)
+        pose = np.eye(4)
+        pose[:3, :3] = np.reshape(self._pybullet.getMatrixFromQuaternion(quaternion), (3, 3))
+        pose[:3, 3] = position
+        return pose @ _translation(-centre)
 
 
 def _intersect(a: Body, b: Body) -> bool:

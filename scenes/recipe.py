@@ -214,6 +214,7 @@ class ObjectGroup(Section):
         description="what the objects stand on: ground, the name of a support, or the category of an earlier group",
     )
     distractor: bool = Field(False, description="drawn (and occluding) but never labeled")
+    motion: Motion | None = Field(None, description="how the objects move in a sequence (needs `sequence`)")
 
     @field_validator("count")
     @classmethod
@@ -222,6 +223,29 @@ class ObjectGroup(Section):
         if smallest < 0:
             raise ValueError("counts must be >= 0")
         return count
+
+
+class Motion(Section):
+    """How the objects of a group move during a sequence: a velocity (and a spin), or a keyed path.
+
+    With ``sequence.physics`` the velocities are where the simulation starts (objects are thrown);
+    without it the motion is exactly this: straight at constant speed, spinning about the centre
+    of the object's box, or smoothly through the path's points.
+    """
+
+    velocity: Vector = Field((0.0, 0.0, 0.0), description="m/s, world frame")
+    angular_velocity_deg: Vector = Field((0.0, 0.0, 0.0), description="deg/s about the world axes through the object's centre")
+    path: list[tuple[float, float, float]] | None = Field(
+        None, min_length=2, max_length=1000,
+        description="offsets (metres, world) from the placed position, passed through at evenly spaced times "
+                    "from the first to the last frame; replaces velocity",
+    )
+
+    @model_validator(mode="after")
+    def _one_motion(self) -> Motion:
+        if self.path is not None and "velocity" in self.model_fields_set:
+            raise ValueError("give velocity or path, not both")
+        return self
 
 
 class Physics(Section):
@@ -416,6 +440,40 @@ class MotionBlur(Section):
     velocity: Vector = Field((0.0, 0.0, 0.0), description="camera velocity in m/s, world frame")
 
 
+class Shake(Section):
+    """Handheld shake: smooth seeded wobble of the camera's orientation and position."""
+
+    amplitude_deg: NonNegative = Field(0.5, description="largest turn off the trajectory's orientation")
+    amplitude_m: NonNegative = Field(0.0, description="largest offset from the trajectory's position")
+    frequency_hz: Positive = Field(2.0, description="main frequency of the wobble")
+
+
+class Trajectory(Section):
+    """How the camera moves during a sequence, starting from the pose drawn as for a still.
+
+    orbit: around the look-at target at ``degrees_per_second`` of azimuth (and elevation drift);
+    line: straight at ``velocity`` (a dolly or a flyover); spline: smoothly through ``keys`` poses,
+    each drawn like the first, reached at evenly spaced times. The camera looks at the start's
+    target, or follows (looks at) an object, or with ``look: fixed`` keeps its start orientation.
+    """
+
+    type: Literal["orbit", "line", "spline"]
+    degrees_per_second: Number = Field(30.0, description="orbit: azimuth speed")
+    elevation_deg_per_second: Number = Field(0.0, description="orbit: elevation drift")
+    velocity: Vector = Field((0.0, 0.0, 0.0), description="line: m/s, world frame")
+    keys: int = Field(4, ge=2, le=100, description="spline: key poses, the first being the start pose")
+    look: Literal["target", "fixed"] = Field("target", description="target: at the start's look-at point; fixed: "
+                                                                     "keep the start orientation")
+    follow: str | None = Field(None, min_length=1, description="category whose first object the camera looks at")
+    shake: Shake | None = None
+
+    @model_validator(mode="after")
+    def _follow_or_fixed(self) -> Trajectory:
+        if self.follow is not None and self.look == "fixed":
+            raise ValueError("follow an object or keep a fixed orientation, not both")
+        return self
+
+
 LookAtMode = Literal["scene_center", "random_object", "all_objects"]
 LookAt = Annotated[
     Union[Annotated[LookAtMode, Tag("mode")], Annotated[Vector, Tag("point")]],
@@ -441,6 +499,7 @@ class Camera(Section):
     visibility: Visibility | None = None
     dof: DepthOfField | None = Field(None, description="depth of field; none = everything sharp")
     motion_blur: MotionBlur | None = None
+    trajectory: Trajectory | None = Field(None, description="how the camera moves in a sequence (needs `sequence`)")
 
     @model_validator(mode="after")
     def _one_lens(self) -> Camera:
@@ -452,6 +511,17 @@ class Camera(Section):
 
 
 Dimension = Annotated[int, Field(ge=1, le=16384)]
+
+
+class Sequence(Section):
+    """Each scene is a video: ``frames`` frames at ``fps``, camera and objects moving."""
+
+    frames: int = Field(ge=2, le=10_000, description="frames per sequence")
+    fps: float = Field(24.0, gt=0, le=1000, description="frames per second")
+    physics: bool = Field(False, description="simulate the objects over time (dropped from placement.physics."
+                                             "drop_height, thrown with their motion's velocities)")
+    flow: bool = Field(True, description="write forward and backward optical flow")
+    point_tracks: int = Field(256, ge=0, le=100_000, description="query points tracked through each sequence (0: none)")
 
 
 class RenderSettings(Section):
@@ -503,6 +573,7 @@ class Recipe(Section):
     ground: Ground | None = Ground()
     lights: list[Light] = [Light(type="sun", energy=3.0)]
     background: Background = Background()
+    sequence: Sequence | None = Field(None, description="optional: make each scene a video sequence")
     refine: RefineSettings | None = Field(None, description="optional: refine the RGB before export (sceneforge run)")
     _source: _Source | None = PrivateAttr(None)
 
@@ -510,6 +581,11 @@ class Recipe(Section):
     def categories(self) -> list[str]:
         """Labeled category names in order of first appearance; category id = position + 1."""
         return list(dict.fromkeys(group.category for group in self.objects if not group.distractor))
+
+    @property
+    def frames_per_scene(self) -> int:
+        """Frames that show one scene: a sequence's frames, or the camera's poses of a still scene."""
+        return self.camera.frames_per_scene if self.sequence is None else self.sequence.frames
 
     def source(self, *loc: str | int) -> SourcePosition:
         """Where a field of a loaded recipe is (file, line, column, field path), for errors found later."""
@@ -548,6 +624,37 @@ class Recipe(Section):
             if group.on != "ground" and group.on not in support_names and group.on not in earlier:
                 choices = ", ".join(dict.fromkeys(["ground", *support_names, *earlier]))
                 problems.append((("objects", i, "on"), f"'{group.on}' is not ground, a support or an earlier group's category; expected one of: {choices}"))
+        return problems + self._motion_problems()
+
+    def _motion_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) of motion fields that do not fit together."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        moving = [(("camera", "trajectory"), self.camera.trajectory)]
+        moving += [(("objects", i, "motion"), group.motion) for i, group in enumerate(self.objects)]
+        if self.sequence is None:
+            return [(loc, "moves only in a sequence; add a `sequence:` section with frames and fps")
+                    for loc, value in moving if value is not None]
+        if self.camera.frames_per_scene != 1:
+            problems.append((("camera", "frames_per_scene"), "a sequence's frames are sequence.frames; leave "
+                                                             "camera.frames_per_scene out"))
+        blur = self.camera.motion_blur
+        if blur is not None and "velocity" in blur.model_fields_set:
+            problems.append((("camera", "motion_blur", "velocity"), "in a sequence the blur follows the real motion; "
+                                                                    "leave the velocity out"))
+        if blur is not None and blur.exposure_s > 1 / self.sequence.fps:
+            problems.append((("camera", "motion_blur", "exposure_s"), f"{blur.exposure_s:g} s is longer than a frame "
+                                                                      f"(1 / fps = {1 / self.sequence.fps:g} s)"))
+        trajectory = self.camera.trajectory
+        if trajectory is not None and trajectory.follow is not None:
+            categories = [group.category for group in self.objects]
+            if trajectory.follow not in categories:
+                problems.append((("camera", "trajectory", "follow"),
+                                 f"no object group has the category '{trajectory.follow}'; expected one of: "
+                                 f"{', '.join(dict.fromkeys(categories)) or '(no objects)'}"))
+        if self.sequence.physics:
+            problems += [(("objects", i, "motion", "path"), "a keyed path cannot be simulated; with sequence.physics "
+                                                             "give a velocity")
+                         for i, group in enumerate(self.objects) if group.motion is not None and group.motion.path is not None]
         return problems
 
     @property

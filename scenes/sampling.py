@@ -10,7 +10,9 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from sceneforge.floor.errors import UserError
 
 from .assets import asset_mesh
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
+from .motion import camera_track, catmull_rom, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
 from .recipe import HSV, MAX_INSTANCES, Bin, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
@@ -29,10 +32,12 @@ from .spec import (
     HdriSpec,
     LightSpec,
     MaterialSpec,
+    MotionState,
     ObjectSpec,
     PropSpec,
     RenderSpec,
     SceneSpec,
+    SequenceSpec,
 )
 
 DEFAULT_BACKGROUND = (0.05, 0.05, 0.05)  # linear RGB, when neither a colour nor an HDRI is given
@@ -47,45 +52,226 @@ def scene_seed(recipe_seed: int, index: int) -> int:
 def sample(recipe: Recipe, index: int) -> SceneSpec:
     """Frame ``index``: the same recipe and index always give the same spec.
 
-    With ``camera.frames_per_scene = n``, frames ``k*n .. k*n+n-1`` show scene ``k`` from
-    ``n`` camera poses: they share objects, lights and world, and differ in camera and noise.
+    With ``n = recipe.frames_per_scene``, frames ``k*n .. k*n+n-1`` show scene ``k``: they share
+    objects, lights and world. Frames of a still scene differ in camera pose and noise; frames of
+    a sequence are its instants in time order, with the poses of that instant.
     """
-    scene_index, frame_in_scene = divmod(index, recipe.camera.frames_per_scene)
+    scene_index, frame = divmod(index, recipe.frames_per_scene)
+    scene = _scene(recipe, scene_index)
+    camera_rng = _stream(scene.seed, (3, frame) if scene.motion is None else (8, frame))
+    objects, props, sequence = scene.objects, scene.props, None
+    if scene.motion is None:
+        camera = _sample_camera(recipe, objects, props, f"scene {scene_index} frame {index}", camera_rng)[0]
+    else:
+        motion = scene.motion
+        camera, objects, props = motion.camera(frame), motion.objects(frame), motion.props(frame)
+        sequence = SequenceSpec(frame=frame, frames=motion.frames, fps=motion.fps, time_s=float(motion.times[frame]),
+                                previous=motion.state(frame - 1), next=motion.state(frame + 1),
+                                flow=recipe.sequence.flow)
+    return SceneSpec(
+        index=index,
+        scene_index=scene_index,
+        seed=scene.seed,
+        camera=camera,
+        objects=objects,
+        props=props,
+        lights=scene.lights,
+        ground=scene.ground,
+        background_color=scene.background_color,
+        background_strength=scene.background_strength,
+        hdri=scene.hdri,
+        background_image=recipe.background.image,
+        render=RenderSpec(
+            **recipe.render.model_dump(exclude={"resolution"}),
+            noise_seed=int(camera_rng.integers(0, 2**31)),
+        ),
+        sequence=sequence,
+    )
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What all frames of one scene share; a sequence's motion too."""
+
+    seed: int
+    objects: list[ObjectSpec]  # a sequence's at time 0
+    props: list[PropSpec]
+    lights: list[LightSpec]
+    ground: GroundSpec | None
+    background_color: tuple[float, float, float]
+    background_strength: float
+    hdri: HdriSpec | None
+    motion: SequenceMotion | None
+
+
+@dataclass(frozen=True)
+class SequenceMotion:
+    """The poses of a sequence at each frame time: camera, objects, props (T, 4, 4 each)."""
+
+    fps: float
+    times: np.ndarray
+    start_camera: CameraSpec
+    cameras: np.ndarray
+    start_objects: list[ObjectSpec]
+    object_poses: list[np.ndarray]
+    start_props: list[PropSpec]
+    prop_poses: list[np.ndarray]
+
+    @property
+    def frames(self) -> int:
+        return len(self.times)
+
+    def camera(self, frame: int) -> CameraSpec:
+        return self.start_camera.model_copy(update={"world_from_camera": _matrix(self.cameras[frame])})
+
+    def objects(self, frame: int) -> list[ObjectSpec]:
+        return [o.model_copy(update={"world_from_object": _matrix(p[frame])}) for o, p in zip(self.start_objects, self.object_poses)]
+
+    def props(self, frame: int) -> list[PropSpec]:
+        return [o.model_copy(update={"world_from_object": _matrix(p[frame])}) for o, p in zip(self.start_props, self.prop_poses)]
+
+    def state(self, frame: int) -> MotionState | None:
+        """The poses at ``frame``; None outside the sequence."""
+        if not 0 <= frame < self.frames:
+            return None
+        return MotionState(time_s=float(self.times[frame]), world_from_camera=_matrix(self.cameras[frame]),
+                           objects=[_matrix(p[frame]) for p in self.object_poses],
+                           props=[_matrix(p[frame]) for p in self.prop_poses])
+
+
+_SCENES: OrderedDict[tuple[int, int], tuple[Recipe, _Scene]] = OrderedDict()
+_SCENES_KEPT = 8  # scenes whose frames are being sampled now (a few per worker in flight)
+
+
+def _scene(recipe: Recipe, scene_index: int) -> _Scene:
+    """The shared part of a scene, sampled once for all its frames (kept for the latest few scenes)."""
+    key = (id(recipe), scene_index)
+    if key in _SCENES and _SCENES[key][0] is recipe:  # the same recipe object, not one with a reused id
+        _SCENES.move_to_end(key)
+        return _SCENES[key][1]
+    scene = _sample_scene(recipe, scene_index)
+    _SCENES[key] = (recipe, scene)
+    while len(_SCENES) > _SCENES_KEPT:
+        _SCENES.popitem(last=False)
+    return scene
+
+
+def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     seed = scene_seed(recipe.seed, scene_index)
     objects_rng, lights_rng, world_rng, supports_rng = (_stream(seed, key) for key in ((0,), (1,), (2,), (4,)))
-    camera_rng = _stream(seed, (3, frame_in_scene))
-    objects, props = _sample_objects(recipe, scene_index, objects_rng, supports_rng)
+    objects, props, layout, movers = _sample_objects(recipe, scene_index, objects_rng, supports_rng)
     ground = None if recipe.ground is None else GroundSpec(
         size=recipe.ground.size, material=_sample_material(recipe.ground.material, "ground.material", world_rng)
     )
     background = recipe.background
     background_color = _sample_color(background.color or DEFAULT_BACKGROUND, world_rng)
     strength = max(0.0, float(draw(background.strength, world_rng)))
-    return SceneSpec(
-        index=index,
-        scene_index=scene_index,
-        seed=seed,
-        camera=_sample_camera(recipe, objects, props, f"scene {scene_index} frame {index}", camera_rng),
-        objects=objects,
-        props=props,
-        lights=[spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(recipe, i, lights_rng)],
-        ground=ground,
-        background_color=background_color,
-        background_strength=strength,
-        hdri=None if background.hdri is None else HdriSpec(
-            path=background.hdri, rotation_deg=float(draw(background.rotation_deg, world_rng)), strength=strength,
-        ),
-        background_image=background.image,
-        render=RenderSpec(
-            **recipe.render.model_dump(exclude={"resolution"}),
-            noise_seed=int(camera_rng.integers(0, 2**31)),
-        ),
+    hdri = None if background.hdri is None else HdriSpec(
+        path=background.hdri, rotation_deg=float(draw(background.rotation_deg, world_rng)), strength=strength,
     )
+    motion = None if recipe.sequence is None else _sample_motion(recipe, scene_index, seed, objects, props, layout, movers)
+    lights = [spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(recipe, i, lights_rng)]
+    return _Scene(seed, objects, props, lights, ground, background_color, strength, hdri, motion)
+
+
+def _sample_motion(recipe: Recipe, scene_index: int, seed: int, objects: list[ObjectSpec], props: list[PropSpec],
+                   layout: Layout, movers: list[_Mover]) -> SequenceMotion:
+    """Every pose of a sequence: objects by their groups' motion (or the simulation), then the camera."""
+    sequence = recipe.sequence
+    times = np.arange(sequence.frames) / sequence.fps
+    span = float(times[-1])
+    motion_rng, trajectory_rng, shake_rng = (_stream(seed, key) for key in ((5,), (6,), (7,)))
+    body_poses: dict[int, np.ndarray] = {}
+    throws: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for mover in movers:
+        motion, body = recipe.objects[mover.group].motion, layout.bodies[mover.body]
+        if motion is None:
+            continue
+        if motion.path is not None:
+            body_poses[mover.body] = path_poses(body.pose, np.array(motion.path), times, span)
+            continue
+        velocity = draw_vector(motion.velocity, motion_rng)
+        angular = draw_vector(motion.angular_velocity_deg, motion_rng)
+        if sequence.physics:
+            throws[mover.body] = (velocity, np.radians(angular))
+        else:
+            centre = body.pose[:3, :3] @ body.mesh.bounds.mean(axis=0) + body.pose[:3, 3]
+            body_poses[mover.body] = kinematic_poses(body.pose, centre, times, velocity, angular)
+    if sequence.physics:
+        simulated, problem = layout.simulate(times, throws)
+        if problem is not None:
+            group = next(m.group for m in movers if m.body == problem[0])
+            raise UserError(f"{recipe.where('sequence', 'physics')}: scene {scene_index}: a "
+                            f"'{recipe.objects[group].category}' {problem[1]}; the simulation is unstable: "
+                            "lower the objects' velocities or drop heights")
+        body_poses.update(simulated)
+    def track(kind: str, bodies: list[ObjectSpec] | list[PropSpec]) -> list[np.ndarray]:
+        """Poses (T, 4, 4) of each object or prop: its motion's, or where it stands throughout."""
+        body_of = {m.index: m.body for m in movers if m.kind == kind}
+        return [body_poses[body_of[i]] if body_of.get(i) in body_poses
+                else np.repeat(np.asarray(b.world_from_object, float)[None], len(times), axis=0)
+                for i, b in enumerate(bodies)]
+
+    object_poses, prop_poses = track("object", objects), track("prop", props)
+    start, target = _sample_camera(recipe, objects, props, f"scene {scene_index} frame 0", _stream(seed, (3, 0)))
+    cameras = _camera_trajectory(recipe, scene_index, start, target, objects, object_poses, times, trajectory_rng, shake_rng)
+    return SequenceMotion(sequence.fps, times, start, cameras, objects, object_poses, props, prop_poses)
+
+
+def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, target: np.ndarray,
+                       objects: list[ObjectSpec], object_poses: list[np.ndarray], times: np.ndarray,
+                       rng: np.random.Generator, shake_rng: np.random.Generator) -> np.ndarray:
+    """world_from_camera (T, 4, 4) along the recipe's trajectory from the start pose; still without one."""
+    trajectory, pose = recipe.camera.trajectory, np.asarray(start.world_from_camera)
+    if trajectory is None:
+        return np.repeat(pose[None], len(times), axis=0)
+    eye, span = pose[:3, 3], float(times[-1])
+    roll = look_at(eye, target)[:3, :3].T @ pose[:3, :3]
+    if trajectory.type == "orbit":
+        eyes, elevation = orbit_eyes(target, eye, times, float(draw(trajectory.degrees_per_second, rng)),
+                                     float(draw(trajectory.elevation_deg_per_second, rng)))
+        if np.abs(elevation).max() >= 90:
+            frame = int(np.argmax(np.abs(elevation) >= 90))
+            raise UserError(f"{recipe.where('camera', 'trajectory', 'elevation_deg_per_second')}: scene {scene_index}: "
+                            f"the orbit passes over the pole (elevation {elevation[frame]:.1f} deg) at frame {frame}; "
+                            "lower the drift")
+    elif trajectory.type == "line":
+        eyes = eye + times[:, None] * draw_vector(trajectory.velocity, rng)
+    else:
+        keys = [eye] + [np.asarray(_sample_camera_pose(recipe, objects, rng)[0].world_from_camera)[:3, 3]
+                        for _ in range(trajectory.keys - 1)]
+        eyes = catmull_rom(np.array(keys), times, span)
+    if trajectory.follow is not None:
+        followed = next((i for i, o in enumerate(objects) if o.category == trajectory.follow), None)
+        if followed is None:
+            raise UserError(f"{recipe.where('camera', 'trajectory', 'follow')}: scene {scene_index}: there is no "
+                            f"'{trajectory.follow}' object to follow (its group drew a count of 0)")
+        centre = asset_mesh(objects[followed].asset).bounds.mean(axis=0)
+        looks = object_poses[followed][:, :3, :3] @ centre + object_poses[followed][:, :3, 3]
+    else:
+        looks = None if trajectory.look == "fixed" else np.repeat(target[None], len(times), axis=0)
+    poses = camera_track(eyes, looks, pose[:3, :3], roll, look_at)
+    if trajectory.shake is not None:
+        wobble = trajectory.shake
+        poses = shaken(poses, shake(times, wobble.amplitude_deg, wobble.frequency_hz, shake_rng),
+                       shake(times, wobble.amplitude_m, wobble.frequency_hz, shake_rng))
+    if looks is None:
+        return poses
+    # How far ahead (along the optical axis) the looked-at point is, at each frame.
+    ranges = np.einsum("kij,ki->kj", poses[:, :3, :3], looks - poses[:, :3, 3])[:, 2]
+    outside = (ranges <= start.clip_start) | (ranges >= start.clip_end)
+    if outside.any():
+        frame = int(np.argmax(outside))
+        raise UserError(f"{recipe.where('camera', 'trajectory')}: scene {scene_index}: at frame {frame} what the camera "
+                        f"looks at is {ranges[frame]:.3g} m ahead, outside the clip range [{start.clip_start:g}, "
+                        f"{start.clip_end:g}] m; shorten the trajectory or widen camera.clip_start/clip_end")
+    return poses
 
 
 def _stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
-    frame f (3, f), supports (4)."""
+    frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
+    noise of frame f (8, f)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -123,8 +309,9 @@ def _intrinsics(recipe: Recipe) -> np.ndarray:
 
 
 def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSpec], where: str,
-                   rng: np.random.Generator) -> CameraSpec:
-    """A camera pose, redrawn (up to ``visibility.max_tries`` times) until enough objects show."""
+                   rng: np.random.Generator) -> tuple[CameraSpec, np.ndarray]:
+    """A camera pose and the point it looks at, redrawn (up to ``visibility.max_tries`` times)
+    until enough objects show."""
     rule = recipe.camera.visibility
     if rule is None:
         return _sample_camera_pose(recipe, objects, rng)
@@ -134,11 +321,11 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSp
         )
     best = 0
     for _ in range(rule.max_tries):
-        camera = _sample_camera_pose(recipe, objects, rng)
+        camera, target = _sample_camera_pose(recipe, objects, rng)
         fractions = visible_fractions(camera, objects, props)
         enough = sum(f is not None and f >= rule.min_fraction for f in fractions)
         if enough >= rule.min_objects:
-            return camera
+            return camera, target
         best = max(best, enough)
     raise UserError(
         f"{recipe.where('camera', 'visibility')}: {where}: no camera pose out of {rule.max_tries} shows {rule.min_objects} object(s) "
@@ -147,7 +334,7 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSp
     )
 
 
-def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator) -> CameraSpec:
+def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[CameraSpec, np.ndarray]:
     cam, (width, height) = recipe.camera, recipe.render.resolution
     K = _intrinsics(recipe)
     target, fit_radius = _camera_target(cam.look_at, objects, rng)
@@ -168,7 +355,7 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
     pose[:3, :3] = pose[:3, :3] @ rotation_about_z(math.radians(draw(cam.roll_deg, rng)))
     dof, blur = cam.dof, cam.motion_blur
     focus = None if dof is None else (distance if dof.focus == "target" else float(draw(dof.focus, rng)))
-    return CameraSpec(
+    camera = CameraSpec(
         K=_matrix(K), world_from_camera=_matrix(pose), width=width, height=height,
         clip_start=cam.clip_start, clip_end=cam.clip_end,
         fstop=None if dof is None else float(draw(dof.fstop, rng)),
@@ -176,6 +363,7 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
         exposure_s=0.0 if blur is None else blur.exposure_s,
         velocity=(0.0, 0.0, 0.0) if blur is None else tuple(map(float, draw_vector(blur.velocity, rng))),
     )
+    return camera, target
 
 
 def _camera_target(look: LookAt, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
@@ -199,18 +387,31 @@ def _camera_target(look: LookAt, objects: list[ObjectSpec], rng: np.random.Gener
     return centre, radius
 
 
+@dataclass(frozen=True)
+class _Mover:
+    """A placed object's body in the layout: its group, and where it is in the spec's objects or props."""
+
+    kind: Literal["object", "prop"]
+    index: int
+    group: int
+    body: int
+
+
 def _sample_objects(
     recipe: Recipe, scene_index: int, rng: np.random.Generator, supports_rng: np.random.Generator
-) -> tuple[list[ObjectSpec], list[PropSpec]]:
-    """The scene's labeled objects and its props (support parts, then distractors), at rest."""
+) -> tuple[list[ObjectSpec], list[PropSpec], Layout, list[_Mover]]:
+    """The scene's labeled objects and its props (support parts, then distractors), at rest, or
+    where a simulated sequence starts (dropped from up to drop_height, not settled); the layout
+    holding them, and which body each placed object is."""
     layout = Layout(recipe.placement.min_gap)
     props, surfaces = _build_supports(recipe, scene_index, layout, supports_rng)
     physics = recipe.placement.physics
-    attempts = physics.attempts if physics else 1
+    settle = physics is not None and not (recipe.sequence is not None and recipe.sequence.physics)
+    attempts = physics.attempts if settle else 1
     for _ in range(attempts):
         layout.clear_loose()
         placed = _scatter(recipe, scene_index, layout, surfaces, rng)
-        if physics is None or (problem := layout.settle(physics.seconds)) is None:
+        if not settle or (problem := layout.settle(physics.seconds)) is None:
             break
     else:
         group_index = next(g for g, body, _, _ in placed if body == problem[0])
@@ -220,17 +421,19 @@ def _sample_objects(
             f"{problem[1]}); raise placement.physics.seconds, lower drop_height or place fewer objects"
         )
     category_ids = {name: i + 1 for i, name in enumerate(recipe.categories)}
-    objects = []
+    objects, movers = [], []
     for group_index, body, asset, material in placed:
         group, pose = recipe.objects[group_index], _matrix(layout.bodies[body].pose)
         if group.distractor:
+            movers.append(_Mover("prop", len(props), group_index, body))
             props.append(PropSpec(name=group.category, asset=asset, world_from_object=pose, material=material))
         else:
+            movers.append(_Mover("object", len(objects), group_index, body))
             objects.append(ObjectSpec(
                 instance_id=len(objects) + 1, category_id=category_ids[group.category], category=group.category,
                 asset=asset, world_from_object=pose, material=material,
             ))
-    return objects, props
+    return objects, props, layout, movers
 
 
 def _build_supports(

@@ -15,9 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SPEC_FORMAT = "sceneforge.scenespec/2"
-# Format 1 posed lights in Blender's axes (shining along -Z) and named the noise seed cycles_seed.
+SPEC_FORMAT = "sceneforge.scenespec/3"
+# Format 1 posed lights in Blender's axes (shining along -Z) and named the noise seed cycles_seed;
+# format 2 had no sequences.
 _FORMAT_1 = "sceneforge.scenespec/1"
+_FORMAT_2 = "sceneforge.scenespec/2"
 
 Vector3 = tuple[float, float, float]
 Matrix3 = tuple[Vector3, Vector3, Vector3]
@@ -139,13 +141,35 @@ class RenderSpec(_Spec):
     noise_seed: int  # seed of the sampling pattern: the image noise of this frame
 
 
+class MotionState(_Spec):
+    """Where everything that moves is at one instant of a sequence."""
+
+    time_s: float
+    world_from_camera: Matrix4
+    objects: list[Matrix4]  # world_from_object of the spec's objects, in their order
+    props: list[Matrix4]  # the same of its props
+
+
+class SequenceSpec(_Spec):
+    """A frame's place in its sequence, and the neighbouring frames' poses (for flow and motion blur)."""
+
+    frame: int  # 0-based position in the sequence
+    frames: int
+    fps: float
+    time_s: float  # frame / fps
+    previous: MotionState | None  # the frame before (None on the first)
+    next: MotionState | None  # the frame after (None on the last)
+    flow: bool = True  # label the frame with optical flow
+
+
 class SceneSpec(_Spec):
     """One frame of one scene, regenerable alone from (recipe, index).
 
-    Frames of the same scene (``scene_index``) share everything but the camera and the noise.
+    Frames of the same scene (``scene_index``) share everything but the camera and the noise, and
+    in a sequence (``sequence``) the poses of what moves.
     """
 
-    format: Literal["sceneforge.scenespec/2"] = SPEC_FORMAT
+    format: Literal["sceneforge.scenespec/3"] = SPEC_FORMAT
     index: int
     scene_index: int
     seed: int  # the scene's seed
@@ -159,6 +183,7 @@ class SceneSpec(_Spec):
     hdri: HdriSpec | None = None  # replaces the background colour
     background_image: str | None = None  # absolute path; shown behind the scene, not lighting it
     render: RenderSpec
+    sequence: SequenceSpec | None = None  # None: a still
 
     def to_json(self) -> str:
         """Canonical JSON text (the same scene always gives the same bytes)."""
@@ -174,14 +199,19 @@ class SceneSpec(_Spec):
         found = data.get("format") if isinstance(data, dict) else None
         if found == _FORMAT_1:
             data = _upgrade_format_1(data)
+        elif found == _FORMAT_2:
+            data = {**data, "format": SPEC_FORMAT}
         elif found != SPEC_FORMAT:
-            raise ValueError(f"unsupported SceneSpec format {found!r}; this SceneForge reads {SPEC_FORMAT!r} "
-                             f"and {_FORMAT_1!r}")
+            raise ValueError(f"unsupported SceneSpec format {found!r}; this SceneForge reads {SPEC_FORMAT!r}, "
+                             f"{_FORMAT_2!r} and {_FORMAT_1!r}")
         return cls.model_validate(data)
 
     def content_key(self) -> str:
-        """Identity of the scene without the camera: equal keys can reuse one built scene."""
-        content = self.model_dump(mode="json", exclude={"index", "camera", "render"})
+        """Identity of the scene without the camera and the poses of what moves in a sequence:
+        equal keys can reuse one built scene."""
+        moving = {"objects": {"__all__": {"world_from_object"}}, "props": {"__all__": {"world_from_object"}}}
+        exclude = {"index": True, "camera": True, "render": True, "sequence": True, **(moving if self.sequence else {})}
+        content = self.model_dump(mode="json", exclude=exclude)
         content["render"] = self.render.model_dump(mode="json", exclude={"noise_seed"})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 

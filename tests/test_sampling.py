@@ -13,7 +13,7 @@ from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.distributions import Choice, LogUniform, Normal, RandInt, Uniform
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import look_at, sample, scene_seed
-from sceneforge.scenes.spec import SceneSpec
+from sceneforge.scenes.spec import SPEC_FORMAT, SceneSpec
 
 from .helpers import ROOT
 
@@ -51,7 +51,17 @@ def test_a_format_1_spec_is_read_with_its_lights_in_the_one_axis_convention(reci
     np.testing.assert_array_equal(pose[:3, 2], [0, 0, -1])  # +Z, where it shines, is straight down
     np.testing.assert_array_equal(pose[:3, 3], [0.5, 0, 3])
     assert np.linalg.det(pose[:3, :3]) == pytest.approx(1.0)
-    assert spec.format == "sceneforge.scenespec/2" and spec.render.noise_seed == document["render"]["cycles_seed"]
+    assert spec.format == SPEC_FORMAT and spec.render.noise_seed == document["render"]["cycles_seed"]
+
+
+def test_a_format_2_spec_is_read_as_a_still(recipe):
+    """Format 2 had no sequences: its specs read unchanged, as stills."""
+    document = json.loads(sample(recipe, 0).to_json())
+    del document["sequence"]
+    document["format"] = "sceneforge.scenespec/2"
+    spec = SceneSpec.from_json(json.dumps(document))
+    assert spec.format == SPEC_FORMAT and spec.sequence is None
+    assert spec == sample(recipe, 0)
 
 
 @pytest.mark.parametrize("found", ["sceneforge.scenespec/9", None])

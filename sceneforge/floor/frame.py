@@ -10,6 +10,11 @@ What each pixel means is written once here and in docs/formats.md:
 - ``semantic``: uint16 category id of the object seen (0 = background).
 - ``albedo`` (optional): 8-bit sRGB of the surface base colour, averaged over samples.
 - ``rgb_refined`` (after ``refine apply``): the refiner's 8-bit sRGB image of the frame.
+- ``flow_forward``, ``flow_backward`` (sequences): float32 (dx, dy) in pixels from each pixel
+  centre to where the surface point seen there is in the next / previous frame (+x right, +y
+  down); 0 where that frame does not exist.
+- ``flow_valid`` (sequences): uint8 bits, 1 = the forward flow's point is seen in the next frame
+  (in front of its camera, inside its image, not hidden), 2 = the same for backward flow.
 
 Depth and instance come from one camera ray per pixel (Cycles writes data passes on the first
 sample), so they are never blends of two surfaces; normals are averaged over all samples and
@@ -53,9 +58,15 @@ STORED_PASSES: dict[str, StoredPass] = {
     "semantic": StoredPass(".png", "uint16", ""),
     "albedo": StoredPass(".png", "uint8", "RGB"),
     "rgb_refined": StoredPass(".png", "uint8", "RGB"),
+    "flow_forward": StoredPass(".exr", "float32", "XY"),
+    "flow_backward": StoredPass(".exr", "float32", "XY"),
+    "flow_valid": StoredPass(".png", "uint8", ""),
 }
-# Written for every frame; albedo only when the recipe asks for it, rgb_refined by the refiner.
+# Written for every frame; albedo only when the recipe asks for it, the flow passes for sequences
+# with flow, rgb_refined by the refiner.
 FRAME_PASSES = ("rgb", "depth", "distance", "normals", "instance", "semantic")
+FLOW_PASSES = ("flow_forward", "flow_backward", "flow_valid")
+FORWARD_VALID, BACKWARD_VALID = 1, 2  # the bits of flow_valid
 
 
 def instance_boundaries(instance: np.ndarray) -> np.ndarray:
