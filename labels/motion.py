@@ -120,13 +120,13 @@ def optical_flow(spec: SceneSpec, depth: np.ndarray, instance: np.ndarray, towar
     object_of_id[[o.instance_id for o in spec.objects]] = np.arange(len(spec.objects))
     labeled &= ids < len(object_of_id)
     body[labeled] = object_of_id[ids[labeled]]
-    points = world_from_camera[:3, :3] @ (rays * np.where(surface, depth, 0.0)[:, None]).T + world_from_camera[:3, 3:4]
-    points = points.T
+    points = (rays * np.where(surface, depth, 0.0)[:, None]) @ world_from_camera[:3, :3].T + world_from_camera[:3, 3]
     unlabeled = surface & (ids == 0)
     moving = [b for b in range(len(spec.objects), len(meshes)) if not np.allclose(moves[b], np.eye(4))]
     if moving and unlabeled.any():  # which prop an unlabeled pixel shows, by a ray cast at this time
-        along, hit = posed_scene(meshes, now).first_hits(world_from_camera[:3, 3], (world_from_camera[:3, :3] @ rays[unlabeled].T).T)
-        body[np.flatnonzero(unlabeled)] = np.where(np.abs(along - depth[unlabeled]) <= HIDDEN_TOLERANCE * depth[unlabeled], hit, -1)
+        along, hit = posed_scene(meshes, now).first_hits(world_from_camera[:3, 3], rays[unlabeled] @ world_from_camera[:3, :3].T)
+        agrees = np.abs(along - depth[unlabeled]) <= HIDDEN_TOLERANCE * depth[unlabeled]
+        body[np.flatnonzero(unlabeled)] = np.where(agrees, hit, -1)
     moved = points.copy()
     for b in np.unique(body[body >= 0]):
         at = body == b
