@@ -139,8 +139,7 @@ def optical_flow(spec: SceneSpec, depth: np.ndarray, instance: np.ndarray, towar
     ahead = np.where(surface, z > camera.clip_start, z > 0)
     projected = (in_camera @ K.T)[:, :2] / np.where(ahead, z, 1.0)[:, None]
     flow = np.where(ahead[:, None], projected - np.stack([us.ravel(), vs.ravel()], axis=-1), 0.0)
-    inside = ahead & (projected[:, 0] >= -0.5) & (projected[:, 0] < width - 0.5) \
-        & (projected[:, 1] >= -0.5) & (projected[:, 1] < height - 0.5)
+    inside = ahead & _in_image(projected, width, height)
     valid = inside.copy()
     candidates = np.flatnonzero(inside)
     if len(candidates):
@@ -154,6 +153,11 @@ def optical_flow(spec: SceneSpec, depth: np.ndarray, instance: np.ndarray, towar
         seen = (along >= 1.0 - HIDDEN_TOLERANCE) | (own & (along >= 1.0 - self_tolerance))
         valid[candidates] = np.where(surface[candidates], seen, ~np.isfinite(along))
     return flow.reshape(height, width, 2).astype(np.float32), valid.reshape(height, width)
+
+
+def _in_image(uv: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Whether pixel positions (N x 2, OpenCV pixel centres) fall inside a width x height image."""
+    return (uv[:, 0] >= -0.5) & (uv[:, 0] < width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < height - 0.5)
 
 
 def flow_passes(spec: SceneSpec, depth: np.ndarray, instance: np.ndarray) -> dict[str, np.ndarray]:
@@ -214,7 +218,7 @@ def point_tracks(specs: list[SceneSpec], count: int, rng: np.random.Generator) -
         ahead = z > spec.camera.clip_start
         uv = (in_camera @ np.asarray(spec.camera.K).T)[:, :2] / np.where(ahead, z, 1.0)[:, None]
         tracks[:, t] = uv
-        inside = ahead & (uv[:, 0] >= -0.5) & (uv[:, 0] < width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < height - 0.5)
+        inside = ahead & _in_image(uv, width, height)
         along, _ = posed[t].first_hits(camera[:3, 3], world - camera[:3, 3])
         occluded[:, t] = ~(inside & (along >= 1.0 - HIDDEN_TOLERANCE))
     ids = np.array([o.instance_id for o in first.objects] + [0] * (len(meshes) - len(first.objects)), dtype=np.int32)

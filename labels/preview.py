@@ -5,6 +5,7 @@ before/after sheet; and a sequence's animation, boxes and track ids drawn on eac
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -104,14 +105,7 @@ def sequence_frames(store: DatasetStore, scene_index: int) -> list[np.ndarray]:
         rgb = store.read_rgb(record)
         scale = max(1, -(-MIN_TILE_WIDTH // rgb.shape[1]))
         image = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-        for obj in record["objects"]:
-            if not obj["visible_pixels"]:
-                continue
-            x, y, w, h = (v * scale for v in obj["bbox_xywh"])
-            colour = instance_colour(obj["instance_id"])
-            cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), colour, 1)
-            cv2.putText(image, str(obj["instance_id"]), (x + 2, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1,
-                        cv2.LINE_AA)
+        _draw_boxes(image, record, scale, lambda obj: str(obj["instance_id"]), 0.4)
         cv2.putText(image, f"sequence {scene_index} frame {record['sequence']['frame']}", (4, 14),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         frames.append(image)
@@ -136,11 +130,18 @@ def _normal_colours(normals: np.ndarray) -> np.ndarray:
 def _instance_overlay(rgb: np.ndarray, instance: np.ndarray, record: dict, scale: int) -> np.ndarray:
     palette = np.array([(0, 0, 0)] + [instance_colour(i) for i in range(1, int(instance.max()) + 1)], np.uint8)
     overlay = np.where(instance[..., None] > 0, (0.45 * rgb + 0.55 * palette[instance]), 0.35 * rgb).astype(np.uint8)
+    _draw_boxes(overlay, record, scale, lambda obj: obj["category"], 0.35)
+    return overlay
+
+
+def _draw_boxes(image: np.ndarray, record: dict, scale: int, caption: Callable[[dict], str], font_scale: float) -> None:
+    """Draw each visible object's box (enlarged ``scale`` times) and ``caption(obj)`` above it, in
+    the object's colour."""
     for obj in record["objects"]:
         if not obj["visible_pixels"]:
             continue
         x, y, w, h = (v * scale for v in obj["bbox_xywh"])
         colour = instance_colour(obj["instance_id"])
-        cv2.rectangle(overlay, (x, y), (x + w - 1, y + h - 1), colour, 1)
-        cv2.putText(overlay, obj["category"], (x + 2, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
-    return overlay
+        cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), colour, 1)
+        cv2.putText(image, caption(obj), (x + 2, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, 1,
+                    cv2.LINE_AA)

@@ -229,13 +229,16 @@ class DatasetStore:
 
     def read_normals(self, record: dict) -> np.ndarray:
         """H x W x 3 float32 camera-frame (OpenCV) unit normals."""
-        channels = OpenEXR.File(str(self.path(record, "normals")), separate_channels=True).channels()
-        return np.stack([channels[c].pixels for c in "XYZ"], axis=-1)
+        return self._read_vectors(record, "normals")
+
+    def _read_vectors(self, record: dict, name: str) -> np.ndarray:
+        """H x W x C float32 of a vector pass, its channels (``STORED_PASSES``) stacked in order."""
+        channels = OpenEXR.File(str(self.path(record, name)), separate_channels=True).channels()
+        return np.stack([channels[c].pixels for c in STORED_PASSES[name].channels], axis=-1)
 
     def read_flow(self, record: dict, name: str) -> np.ndarray:
         """H x W x 2 float32 flow of ``flow_forward`` or ``flow_backward`` (pixels, dx and dy)."""
-        channels = OpenEXR.File(str(self.path(record, name)), separate_channels=True).channels()
-        return np.stack([channels[c].pixels for c in "XY"], axis=-1)
+        return self._read_vectors(record, name)
 
     def read_flow_valid(self, record: dict) -> np.ndarray:
         """H x W uint8 flow validity bits (1 forward, 2 backward)."""
@@ -316,15 +319,8 @@ class DatasetStore:
 
     def append_record(self, record: dict) -> None:
         """Mark a frame finished: its record becomes one line of frames.jsonl (one write)."""
-        line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()  # strict JSON
         try:
-            fd = os.open(self.root / "frames.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                view = memoryview(line)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
+            _append_line(self.root / "frames.jsonl", record)
         except OSError as exc:
             raise self.storage_error(f"{self.root}: cannot write frame {record['index']} ({exc.strerror or exc})") from None
         self.meta["counts"]["finished"] += 1
@@ -352,16 +348,14 @@ class DatasetStore:
         path = self.root / relative
         arrays = {name: np.asarray(tracks[name], dtype=dtype) for name, dtype in TRACK_ARRAYS.items()}
         record = {"scene_index": scene_index, "frames": frames, "fps": fps, "files": {"tracks": relative}}
-        try:
-            path.parent.mkdir(exist_ok=True)
-            def write(tmp: Path) -> None:
-                with open(tmp, "wb") as out:
-                    np.savez_compressed(out, **arrays)
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as out:
+                np.savez_compressed(out, **arrays)
 
+        try:
             atomic_write(path, write)
             record["checks"] = {"tracks": file_check(path)}
-            with open(self.root / "sequences.jsonl", "a") as out:
-                out.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+            _append_line(self.root / "sequences.jsonl", record)
         except OSError as exc:
             raise self.storage_error(f"{self.root}: cannot write the tracks of sequence {scene_index} "
                                      f"({exc.strerror or exc})") from None
@@ -373,8 +367,7 @@ class DatasetStore:
         if not records:
             path.unlink(missing_ok=True)
             return
-        text = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)
-        atomic_write(path, lambda tmp: tmp.write_text(text))
+        atomic_write(path, lambda tmp: tmp.write_text(_json_lines(records)))
 
     def write_failures(self, failures: list[dict]) -> None:
         """Replace failed.jsonl with this run's failures (removed when there are none)."""
@@ -400,13 +393,28 @@ class DatasetStore:
 
     def rewrite_records(self, records: list[dict]) -> None:
         """Replace frames.jsonl with these records (atomically)."""
-        text = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)
-        atomic_write(self.root / "frames.jsonl", lambda tmp: tmp.write_text(text))
+        atomic_write(self.root / "frames.jsonl", lambda tmp: tmp.write_text(_json_lines(records)))
 
     def _remove_partial_files(self) -> None:
         for folder in (*self.meta["passes"], "scenes"):
             for tmp in (self.root / folder).glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+
+
+def _json_lines(records: list[dict]) -> str:
+    """Records as JSON lines, compact and strict (no NaN or infinity)."""
+    return "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)
+
+
+def _append_line(path: Path, record: dict) -> None:
+    """Append one record as a JSON line in one append-mode write (retried until all bytes are out)."""
+    view = memoryview(_json_lines([record]).encode())
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def file_check(path: Path) -> dict:

@@ -258,16 +258,13 @@ class Renderer:
 
     def _place_bodies(self, spec: SceneSpec) -> None:
         """Poses (and in a sequence with motion blur, motions) of the objects and props."""
-        objects = self._bpy.data.objects
-        sequence = spec.sequence
-        for k, obj in enumerate(spec.objects):
-            neighbours = [None if sequence is None or state is None else np.asarray(state.objects[k])
-                          for state in ((sequence.previous, sequence.next) if sequence else (None, None))]
-            self._place(objects[f"object_{obj.instance_id}"], np.asarray(obj.world_from_object), *neighbours, spec)
-        for k, prop in enumerate(spec.props):
-            neighbours = [None if sequence is None or state is None else np.asarray(state.props[k])
-                          for state in ((sequence.previous, sequence.next) if sequence else (None, None))]
-            self._place(objects[f"prop_{k}"], np.asarray(prop.world_from_object), *neighbours, spec)
+        names = [f"object_{o.instance_id}" for o in spec.objects] + [f"prop_{k}" for k in range(len(spec.props))]
+        poses = [o.world_from_object for o in spec.objects] + [p.world_from_object for p in spec.props]
+        states = (None, None) if spec.sequence is None else (spec.sequence.previous, spec.sequence.next)
+        for k, (name, pose) in enumerate(zip(names, poses)):
+            # The previous and next frames' pose of the same body (objects then props, as above).
+            neighbours = [None if state is None else np.asarray([*state.objects, *state.props][k]) for state in states]
+            self._place(self._bpy.data.objects[name], np.asarray(pose), *neighbours, spec)
 
     def _place(self, obj, pose: np.ndarray, previous: np.ndarray | None, following: np.ndarray | None,
                spec: SceneSpec, convert=lambda pose: pose) -> None:

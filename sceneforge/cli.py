@@ -262,8 +262,9 @@ def preview(
         import imageio.v3 as iio
         import numpy as np
 
-        frames = sequence_frames(DatasetStore(store), sequence)
-        fps = DatasetStore(store).meta["recipe"]["sequence"]["fps"]
+        loaded = DatasetStore(store)
+        frames = sequence_frames(loaded, sequence)
+        fps = loaded.meta["recipe"]["sequence"]["fps"]
         data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
         atomic_write(output, lambda tmp: tmp.write_bytes(data))
         typer.echo(f"Preview: {output.resolve()}")

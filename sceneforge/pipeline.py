@@ -11,14 +11,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from sceneforge.executors import EventSink, ExecutorOptions, Failure, LocalExecutor, RayExecutor
 from sceneforge.labelling import LabelAndStore
 from sceneforge.labels.motion import point_tracks
 from sceneforge.labels.store import DatasetStore, one_writer
 from sceneforge.scenes.recipe import Recipe
-from sceneforge.scenes.sampling import sample
+from sceneforge.scenes.sampling import sample, scene_stream
 from sceneforge.scenes.spec import SceneSpec
 
 EXECUTORS = ("local", "ray")
@@ -149,8 +147,7 @@ def write_point_tracks(recipe: Recipe, store: DatasetStore) -> int:
         if scene_index in written or not done.issuperset(indices):
             continue
         specs = [sample(recipe, i) for i in indices]
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(specs[0].seed, spawn_key=(9,))))
-        tracks = point_tracks(specs, recipe.sequence.point_tracks, rng)
+        tracks = point_tracks(specs, recipe.sequence.point_tracks, scene_stream(specs[0].seed, (9,)))
         store.write_sequence(scene_index, indices, recipe.sequence.fps, tracks)
         count += 1
     return count

@@ -15,6 +15,11 @@ from scipy.spatial.transform import Rotation
 Poses = np.ndarray  # (T, 4, 4) world_from_* at each time
 
 
+def held(pose: np.ndarray, times: np.ndarray) -> Poses:
+    """A pose (4x4) kept at every one of ``times``."""
+    return np.repeat(np.asarray(pose, float)[None], len(times), axis=0)
+
+
 def catmull_rom(points: np.ndarray, times: np.ndarray, span: float) -> np.ndarray:
     """Positions (T, 3) on the uniform Catmull-Rom spline through ``points`` (n >= 2), the first
     reached at time 0 and the last at ``span``, evenly spaced; it passes through every point."""
@@ -33,7 +38,7 @@ def kinematic_poses(start: np.ndarray, centre: np.ndarray, times: np.ndarray, ve
     """A body moving straight at ``velocity`` (m/s) while spinning at ``angular_velocity_deg``
     (deg/s, world axes) about its point ``centre`` (world, at time 0)."""
     turns = Rotation.from_rotvec(np.radians(angular_velocity_deg)[None, :] * np.asarray(times)[:, None]).as_matrix()
-    poses = np.repeat(start[None], len(times), axis=0)
+    poses = held(start, times)
     poses[:, :3, :3] = turns @ start[:3, :3]
     poses[:, :3, 3] = centre + np.asarray(times)[:, None] * velocity + (turns @ (start[:3, 3] - centre))
     return poses
@@ -41,7 +46,7 @@ def kinematic_poses(start: np.ndarray, centre: np.ndarray, times: np.ndarray, ve
 
 def path_poses(start: np.ndarray, offsets: np.ndarray, times: np.ndarray, span: float) -> Poses:
     """A body translated smoothly through ``offsets`` (world, from its start position) over ``span`` seconds."""
-    poses = np.repeat(start[None], len(times), axis=0)
+    poses = held(start, times)
     poses[:, :3, 3] += catmull_rom(offsets, times, span)
     return poses
 

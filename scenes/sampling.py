@@ -21,7 +21,7 @@ from sceneforge.floor.errors import UserError
 
 from .assets import asset_mesh
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
-from .motion import camera_track, catmull_rom, kinematic_poses, orbit_eyes, path_poses, shake, shaken
+from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
 from .recipe import HSV, MAX_INSTANCES, Bin, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
@@ -58,7 +58,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
     """
     scene_index, frame = divmod(index, recipe.frames_per_scene)
     scene = _scene(recipe, scene_index)
-    camera_rng = _stream(scene.seed, (3, frame) if scene.motion is None else (8, frame))
+    camera_rng = scene_stream(scene.seed, (3, frame) if scene.motion is None else (8, frame))
     objects, props, sequence = scene.objects, scene.props, None
     if scene.motion is None:
         camera = _sample_camera(recipe, objects, props, f"scene {scene_index} frame {index}", camera_rng)[0]
@@ -158,7 +158,7 @@ def _scene(recipe: Recipe, scene_index: int) -> _Scene:
 
 def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     seed = scene_seed(recipe.seed, scene_index)
-    objects_rng, lights_rng, world_rng, supports_rng = (_stream(seed, key) for key in ((0,), (1,), (2,), (4,)))
+    objects_rng, lights_rng, world_rng, supports_rng = (scene_stream(seed, key) for key in ((0,), (1,), (2,), (4,)))
     objects, props, layout, movers = _sample_objects(recipe, scene_index, objects_rng, supports_rng)
     ground = None if recipe.ground is None else GroundSpec(
         size=recipe.ground.size, material=_sample_material(recipe.ground.material, "ground.material", world_rng)
@@ -180,7 +180,7 @@ def _sample_motion(recipe: Recipe, scene_index: int, seed: int, objects: list[Ob
     sequence = recipe.sequence
     times = np.arange(sequence.frames) / sequence.fps
     span = float(times[-1])
-    motion_rng, trajectory_rng, shake_rng = (_stream(seed, key) for key in ((5,), (6,), (7,)))
+    motion_rng, trajectory_rng, shake_rng = (scene_stream(seed, key) for key in ((5,), (6,), (7,)))
     body_poses: dict[int, np.ndarray] = {}
     throws: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for mover in movers:
@@ -208,12 +208,11 @@ def _sample_motion(recipe: Recipe, scene_index: int, seed: int, objects: list[Ob
     def track(kind: str, bodies: list[ObjectSpec] | list[PropSpec]) -> list[np.ndarray]:
         """Poses (T, 4, 4) of each object or prop: its motion's, or where it stands throughout."""
         body_of = {m.index: m.body for m in movers if m.kind == kind}
-        return [body_poses[body_of[i]] if body_of.get(i) in body_poses
-                else np.repeat(np.asarray(b.world_from_object, float)[None], len(times), axis=0)
+        return [body_poses[body_of[i]] if body_of.get(i) in body_poses else held(b.world_from_object, times)
                 for i, b in enumerate(bodies)]
 
     object_poses, prop_poses = track("object", objects), track("prop", props)
-    start, target = _sample_camera(recipe, objects, props, f"scene {scene_index} frame 0", _stream(seed, (3, 0)))
+    start, target = _sample_camera(recipe, objects, props, f"scene {scene_index} frame 0", scene_stream(seed, (3, 0)))
     cameras = _camera_trajectory(recipe, scene_index, start, target, objects, object_poses, times, trajectory_rng, shake_rng)
     return SequenceMotion(sequence.fps, times, start, cameras, objects, object_poses, props, prop_poses)
 
@@ -224,7 +223,7 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
     """world_from_camera (T, 4, 4) along the recipe's trajectory from the start pose; still without one."""
     trajectory, pose = recipe.camera.trajectory, np.asarray(start.world_from_camera)
     if trajectory is None:
-        return np.repeat(pose[None], len(times), axis=0)
+        return held(pose, times)
     eye, span = pose[:3, 3], float(times[-1])
     roll = look_at(eye, target)[:3, :3].T @ pose[:3, :3]
     if trajectory.type == "orbit":
@@ -249,7 +248,7 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
         centre = asset_mesh(objects[followed].asset).bounds.mean(axis=0)
         looks = object_poses[followed][:, :3, :3] @ centre + object_poses[followed][:, :3, 3]
     else:
-        looks = None if trajectory.look == "fixed" else np.repeat(target[None], len(times), axis=0)
+        looks = None if trajectory.look == "fixed" else np.repeat(target[None], len(times), axis=0)  # (T, 3)
     poses = camera_track(eyes, looks, pose[:3, :3], roll, look_at)
     if trajectory.shake is not None:
         wobble = trajectory.shake
@@ -268,10 +267,10 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
     return poses
 
 
-def _stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
+def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
-    noise of frame f (8, f)."""
+    noise of frame f (8, f), point-track queries (9)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
