@@ -3,8 +3,9 @@ derived passes (distance, semantic) and the frame record (camera, objects, boxes
 
 Visibility without a re-render: each object's mesh is ray-cast *alone* (scenes/raycast.py)
 along the same pixel-centre rays that Cycles uses for its data passes. The pixels it covers
-alone are its unoccluded pixels; those it covers in the instance map are its visible pixels.
-Rays cast past the image border (on a canvas three times the image size) measure truncation.
+alone are its unoccluded pixels, kept as its amodal mask; those it covers in the instance map
+are its visible pixels. Rays cast past the image border (on a canvas three times the image size)
+measure truncation.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from sceneforge.floor.frame import Passes
 from sceneforge.labels.motion import flow_passes
+from sceneforge.labels.rle import encode_masks
 from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.raycast import first_hit_depth, pixel_rays
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
@@ -75,10 +77,13 @@ def euclidean_distance(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
-    """One record per object: identity, poses, 2D and 3D boxes, visibility and truncation.
+    """One record per object: identity, poses, 2D and 3D boxes, visibility, truncation and the
+    amodal mask.
 
     ``bbox_xywh`` is ``[x_min, y_min, width, height]`` of the visible mask in whole pixels
     (COCO's convention: pixel ``x`` covers ``[x, x + 1)``), ``None`` when nothing is visible.
+    ``amodal_mask`` is the COCO RLE of the in-image pixels whose ray hits the object's mesh,
+    whatever is in front; ``unoccluded_pixels`` is its area.
     """
     instance, depth = passes.instance, passes.depth
     size = max((o.instance_id for o in spec.objects), default=0) + 1
@@ -100,7 +105,8 @@ def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
         i = obj.instance_id
         visible = int(counts[i])
         camera_from_object = camera_from_world @ np.asarray(obj.world_from_object)
-        unoccluded, truncation = _coverage(obj, camera, camera_from_object)
+        amodal, truncation = _coverage(obj, camera, camera_from_object)
+        unoccluded = int(amodal.sum())
         records.append({
             "instance_id": i,
             "category_id": obj.category_id,
@@ -115,6 +121,7 @@ def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
             "unoccluded_pixels": unoccluded,
             "visibility": None if unoccluded == 0 else min(1.0, visible / unoccluded),
             "truncation": truncation,
+            "amodal_mask": encode_masks(amodal[None])[0],
             "depth_range": None if visible == 0 else [float(near[i]), float(far[i])],
             **_box3d(obj, camera, camera_from_object),
         })
@@ -155,8 +162,9 @@ def _box_corners(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return np.where(BOX_CORNER_BITS, high, low)
 
 
-def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray) -> tuple[int, float]:
-    """Unoccluded pixels in the image, and the fraction of the unoccluded silhouette outside it."""
+def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray) -> tuple[np.ndarray, float]:
+    """The amodal mask (H x W bool: the pixels whose ray hits the object's mesh alone), and the
+    fraction of the unoccluded silhouette outside the image."""
     mesh = asset_mesh(obj.asset)
     width, height = camera.width, camera.height
     corners_camera = _apply(camera_from_object, _box_corners(*mesh.bounds)).T
@@ -167,13 +175,15 @@ def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarra
         v0, v1 = int(np.ceil(uv[1].min())), int(np.floor(uv[1].max()))
         canvas = (max(u0, canvas[0]), min(u1, canvas[1]), max(v0, canvas[2]), min(v1, canvas[3]))
     if canvas[0] > canvas[1] or canvas[2] > canvas[3]:
-        return 0, 1.0
+        return np.zeros((height, width), bool), 1.0
     us, vs = np.meshgrid(np.arange(canvas[0], canvas[1] + 1), np.arange(canvas[2], canvas[3] + 1))
     us, vs = us.ravel(), vs.ravel()
     hit = np.isfinite(first_hit_depth(mesh, camera_from_object, pixel_rays(np.asarray(camera.K), us, vs)))
     inside = (us >= 0) & (us < width) & (vs >= 0) & (vs < height)
-    total, in_image = int(hit.sum()), int((hit & inside).sum())
-    return in_image, (1.0 - in_image / total) if total else 1.0
+    amodal = np.zeros((height, width), bool)
+    amodal[vs[hit & inside], us[hit & inside]] = True
+    total, in_image = int(hit.sum()), int(amodal.sum())
+    return amodal, (1.0 - in_image / total) if total else 1.0
 
 
 def _rows(m: np.ndarray) -> list[list[float]]:

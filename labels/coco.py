@@ -5,6 +5,10 @@ pixel edges, holes bridged in, which pycocotools rasterises back to exactly the 
 That is the encoding both Detectron2 (default ``INPUT.MASK_FORMAT: polygon``) and MMDetection
 (either ``poly2mask`` setting) read for non-crowd objects. ``masks="rle"`` writes pycocotools'
 compressed RLE instead (Detectron2 then needs ``INPUT.MASK_FORMAT: bitmask``).
+
+Each annotation also carries the object's amodal mask (its whole silhouette, hidden parts
+included) in the extra fields of KINS' 2020 annotations: ``a_segm`` (in the same encoding as
+``segmentation``), ``a_bbox`` and ``a_area``.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from sceneforge.floor.errors import UserError
 from sceneforge.floor.files import atomic_write, link_or_copy
 
 from .polygons import mask_polygons
+from .rle import decode_mask, encode_masks, rle_area, rle_bbox
 from .store import DatasetStore
 
 MaskEncoding = Literal["rle", "polygon"]
@@ -47,19 +51,14 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
         if not visible:
             continue
         instance = store.read_instance(record)
-        stacked = np.asfortranarray(np.stack([instance == o["instance_id"] for o in visible], axis=-1).astype(np.uint8))
-        for obj, rle in zip(visible, mask_utils.encode(stacked)):
-            if masks == "rle":
-                segmentation = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-            else:
-                outlines = mask_polygons(instance == obj["instance_id"], "edges")
-                segmentation = [[round(float(v), 2) for v in p.ravel()] for p in outlines]
+        for obj, rle in zip(visible, encode_masks(np.stack([instance == o["instance_id"] for o in visible]))):
+            amodal = obj.get("amodal_mask")  # stores written before amodal masks have none
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": record["index"],
                 "category_id": obj["category_id"],
-                "segmentation": segmentation,
-                "area": float(mask_utils.area(rle)),
+                "segmentation": rle if masks == "rle" else _polygons(instance == obj["instance_id"]),
+                "area": float(rle_area(rle)),
                 "bbox": [float(v) for v in obj["bbox_xywh"]],
                 "iscrowd": 0,
                 "instance_id": obj["instance_id"],
@@ -67,6 +66,11 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
                 "visibility": obj["visibility"],
                 "truncation": obj["truncation"],
                 "depth_range": obj["depth_range"],
+                **({} if amodal is None else {
+                    "a_segm": amodal if masks == "rle" else _polygons(decode_mask(amodal)),
+                    "a_bbox": rle_bbox(amodal),
+                    "a_area": float(rle_area(amodal)),
+                }),
             })
     document = {
         "info": {"description": "SceneForge synthetic dataset", "recipe_hash": store.meta["recipe_hash"]},
@@ -76,3 +80,8 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
     }
     text = json.dumps(document, allow_nan=False)
     atomic_write(folder / "annotations.json", lambda tmp: tmp.write_text(text))
+
+
+def _polygons(mask: np.ndarray) -> list[list[float]]:
+    """COCO polygons of a mask, along its pixel edges (pycocotools fills them back exactly)."""
+    return [[round(float(v), 2) for v in p.ravel()] for p in mask_polygons(mask, "edges")]

@@ -1,6 +1,7 @@
-"""Contact sheets: one row per frame with RGB, depth, normals, instances (boxes and class names),
-forward flow (colour wheel) in sequences and the refined RGB when there is one; the refiner's
-before/after sheet; and a sequence's animation, boxes and track ids drawn on each frame."""
+"""Contact sheets: one row per frame with RGB, depth, normals, instances (boxes, class names and
+dashed amodal outlines), forward flow (colour wheel) in sequences and the refined RGB when there
+is one; the refiner's before/after sheet; and a sequence's animation, boxes and track ids drawn on
+each frame."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import numpy as np
 from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import FORWARD_VALID, instance_boundaries
 
+from .rle import decode_mask
 from .store import DatasetStore
 
 MIN_TILE_WIDTH = 256  # small renders are enlarged (nearest) so that class names stay legible
+AMODAL_DASH = 4  # pixels on, then off, along the dashed amodal outlines
 
 
 def contact_sheet(store: DatasetStore, indices: list[int] | None = None, max_frames: int = 6) -> np.ndarray:
@@ -130,8 +133,21 @@ def _normal_colours(normals: np.ndarray) -> np.ndarray:
 def _instance_overlay(rgb: np.ndarray, instance: np.ndarray, record: dict, scale: int) -> np.ndarray:
     palette = np.array([(0, 0, 0)] + [instance_colour(i) for i in range(1, int(instance.max()) + 1)], np.uint8)
     overlay = np.where(instance[..., None] > 0, (0.45 * rgb + 0.55 * palette[instance]), 0.35 * rgb).astype(np.uint8)
+    _draw_amodal_outlines(overlay, record, scale)
     _draw_boxes(overlay, record, scale, lambda obj: obj["category"], 0.35)
     return overlay
+
+
+def _draw_amodal_outlines(image: np.ndarray, record: dict, scale: int) -> None:
+    """Dash each object's amodal outline (its whole silhouette, enlarged ``scale`` times) in the
+    object's colour: where it leaves the filled visible mask, the object is hidden."""
+    ys, xs = np.indices(image.shape[:2])
+    dashes = (xs + ys) // AMODAL_DASH % 2 == 0
+    for obj in record["objects"]:
+        if "amodal_mask" not in obj:  # stores written before amodal masks have none
+            continue
+        amodal = np.kron(decode_mask(obj["amodal_mask"]), np.ones((scale, scale), bool))
+        image[amodal & instance_boundaries(amodal) & dashes] = instance_colour(obj["instance_id"])
 
 
 def _draw_boxes(image: np.ndarray, record: dict, scale: int, caption: Callable[[dict], str], font_scale: float) -> None:

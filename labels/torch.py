@@ -8,7 +8,8 @@
 
 A sample is a dict: ``image`` (3 x H x W float in [0, 1]), ``index``, ``target`` (detection
 targets of the visible objects: ``boxes`` N x 4 float xyxy in pixels, ``labels`` category ids,
-``masks`` N x H x W uint8, ``instance_ids``, ``visibility``) and one tensor per requested pass:
+``masks`` N x H x W uint8, ``amodal_masks`` N x H x W uint8 (each object's whole silhouette,
+hidden parts included), ``instance_ids``, ``visibility``) and one tensor per requested pass:
 ``depth``, ``distance`` (1 x H x W metres, inf = no hit), ``normals`` (3 x H x W), ``instance``,
 ``semantic`` (H x W int64), ``albedo`` (3 x H x W), and in sequences ``flow_forward``,
 ``flow_backward`` (2 x H x W pixels) and ``flow_valid`` (H x W uint8 bits). Frames of a sequence
@@ -27,6 +28,7 @@ from torch.utils.data import Dataset
 
 from sceneforge.floor.errors import UserError
 
+from .rle import decode_mask
 from .store import DatasetStore
 
 DENSE_PASSES = ("depth", "distance", "normals", "instance", "semantic", "albedo", "flow_forward", "flow_backward",
@@ -68,12 +70,13 @@ class SceneForgeDataset(Dataset):
             "target": {
                 "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                 "labels": torch.tensor([o["category_id"] for o in visible], dtype=torch.int64),
-                "masks": torch.from_numpy(np.stack([instance == o["instance_id"] for o in visible])
-                                          if visible else np.zeros((0, *instance.shape), bool)).to(torch.uint8),
+                "masks": _masks([instance == o["instance_id"] for o in visible], instance.shape),
                 "instance_ids": torch.tensor([o["instance_id"] for o in visible], dtype=torch.int64),
                 "visibility": torch.tensor([o["visibility"] or 0.0 for o in visible], dtype=torch.float32),
             },
         }
+        if all("amodal_mask" in o for o in record["objects"]):  # stores written before amodal masks have none
+            sample["target"]["amodal_masks"] = _masks([decode_mask(o["amodal_mask"]) for o in visible], instance.shape)
         readers = {
             "depth": lambda: torch.from_numpy(store.read_depth(record)).unsqueeze(0),
             "distance": lambda: torch.from_numpy(store.read_distance(record)).unsqueeze(0),
@@ -99,6 +102,11 @@ class SceneForgeDataset(Dataset):
             if record["scene_index"] == scene_index:
                 return {name: torch.from_numpy(array) for name, array in self.store.read_tracks(record).items()}
         raise UserError(f"{self.store.root}: no point tracks of sequence {scene_index}")
+
+
+def _masks(masks: list[np.ndarray], shape: tuple[int, int]) -> torch.Tensor:
+    """N x H x W uint8 of N boolean masks (0 x H x W for none)."""
+    return torch.from_numpy(np.stack(masks) if masks else np.zeros((0, *shape), bool)).to(torch.uint8)
 
 
 def collate(batch: list[dict]) -> dict:
