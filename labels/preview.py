@@ -1,5 +1,6 @@
 """Contact sheets: one row per frame with RGB, depth, normals, instances (boxes and class names),
-forward flow (colour wheel) in sequences and the refined RGB when there is one; the refiner's
+forward flow (colour wheel) in sequences, the clean RGB and the depth sensor's depth (holes black)
+with a sensor model, and the refined RGB when there is one; the refiner's
 before/after sheet; and a sequence's animation, boxes and track ids drawn on each frame."""
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
     if "flow_forward" in record["files"]:
         valid = store.read_flow_valid(record) & FORWARD_VALID > 0
         tiles.append(("flow", enlarge(flow_colours(store.read_flow(record, "flow_forward"), valid))))
+    if "rgb_clean" in record["files"]:
+        tiles.append(("clean", enlarge(store.read_rgb(record, "rgb_clean"))))
+    if "depth_sensor" in record["files"]:
+        sensed = store.read_depth_sensor(record)
+        tiles.append(("depth sensor", enlarge(_depth_colours(np.where(sensed > 0, sensed, np.inf)))))
     if "rgb_refined" in record["files"]:
         tiles.append(("refined", enlarge(store.read_rgb(record, "rgb_refined"))))
     for name, tile in tiles:
