@@ -16,6 +16,8 @@ import numpy as np
 from sceneforge.scenes.raycast import pixel_rays
 from sceneforge.scenes.spec import CameraSpec, SensorSpec
 
+_BRIGHTEST = 1e6  # linear values above this (a million times white) count as this much light
+
 
 def sensed_image(linear_rgb: np.ndarray, camera: CameraSpec,
                  tone: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -80,7 +82,10 @@ def sensor_noise(image: np.ndarray, sensor: SensorSpec, rng: np.random.Generator
     if sensor.full_well is None:  # no electrons to count: a noiseless sensor
         return image
     per_electron = sensor.gain / sensor.full_well  # linear units per electron
-    electrons = rng.poisson(np.clip(image, 0.0, None).astype(np.float64) / per_electron).astype(np.float64)
+    # The well does not saturate at white: the tone curve decides what is white (a view transform
+    # may keep highlights above 1). The cap only keeps Poisson means finite and in range.
+    light = np.clip(image, 0.0, _BRIGHTEST).astype(np.float64)
+    electrons = rng.poisson(light / per_electron).astype(np.float64)
     if sensor.read_noise > 0:
         electrons += rng.normal(0.0, sensor.read_noise, image.shape)
     return (electrons * per_electron).astype(np.float32)
