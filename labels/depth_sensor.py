@@ -39,12 +39,13 @@ def depth_sensor_pass(spec: SceneSpec, depth: np.ndarray, normals: np.ndarray, c
 def hole_mask(depth: np.ndarray, K: np.ndarray, sensor: DepthSensorSpec, *, normals: np.ndarray | None = None,
               luminance: np.ndarray | None = None, specular: np.ndarray | None = None) -> np.ndarray:
     """Where the sensor measures nothing (bool H x W): no hit; within ``edge_band_px`` pixels of
-    a depth jump larger than ``edge_threshold_m`` between 4-neighbours (the pixels on both sides
-    of the jump are at distance 1); linear ``luminance`` below ``dark_threshold``; the angle
+    a discontinuity, 4-neighbours whose disparities ``fx * baseline_m / depth`` differ by more
+    than ``edge_threshold_px`` (the pixels on both sides of the jump are at distance 1); linear ``luminance`` below ``dark_threshold``; the angle
     between the view ray and the ``normals`` above ``grazing_deg``; ``specular`` pixels."""
     holes = ~np.isfinite(depth)
     if sensor.edge_band_px > 0:
-        holes |= _near_jumps(depth, sensor.edge_threshold_m, sensor.edge_band_px)
+        disparity = float(K[0][0]) * sensor.baseline_m / depth  # 0 where nothing is hit
+        holes |= _near_jumps(disparity, sensor.edge_threshold_px, sensor.edge_band_px)
     if luminance is not None and sensor.dark_threshold > 0:
         holes |= luminance < sensor.dark_threshold
     if normals is not None and sensor.grazing_deg is not None:
@@ -58,13 +59,18 @@ def hole_mask(depth: np.ndarray, K: np.ndarray, sensor: DepthSensorSpec, *, norm
     return holes
 
 
-def _near_jumps(depth: np.ndarray, threshold: float, band: int) -> np.ndarray:
-    """Pixels within ``band`` pixels (Chebyshev) of a 4-neighbour pair whose depths differ by more
-    than ``threshold`` (a hit beside a miss counts as a jump)."""
-    with np.errstate(invalid="ignore"):  # inf - inf: two misses are no jump
-        dx = np.abs(np.diff(depth, axis=1)) > threshold
-        dy = np.abs(np.diff(depth, axis=0)) > threshold
-    jump = np.zeros(depth.shape, bool)
+def _near_jumps(disparity: np.ndarray, threshold: float, band: int) -> np.ndarray:
+    """Pixels within ``band`` pixels (Chebyshev) of a 4-neighbour pair whose disparities differ by
+    more than ``threshold``.
+
+    Disparity, not depth: on a plane disparity is affine in the pixel coordinates, changing by at
+    most ``baseline / (the plane's distance from the camera)`` pixels per pixel whatever the
+    resolution, so slanted planes (a ground seen at a low angle) make no false edges, while an
+    object's silhouette jumps by ``fx * baseline * (1/z_near - 1/z_far)``.
+    """
+    dx = np.abs(np.diff(disparity, axis=1)) > threshold
+    dy = np.abs(np.diff(disparity, axis=0)) > threshold
+    jump = np.zeros(disparity.shape, bool)
     jump[:, 1:] |= dx
     jump[:, :-1] |= dx
     jump[1:, :] |= dy

@@ -136,6 +136,7 @@ class DatasetStore:
                     "distance": "euclidean distance from the camera centre, metres, inf = no hit",
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
                     "depth_sensor": "planar z a depth sensor measures (noise, quantisation), metres, 0 = hole",
+                    "rgb_clean": "the render without the sensor model; rgb is what the sensor saw",
                     "flow": "pixels (dx, dy) to the point's position in the next/previous frame; "
                             "flow_valid bit 1 forward, bit 2 backward",
                 },

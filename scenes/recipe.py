@@ -551,8 +551,9 @@ class DepthSensor(Section):
     disparity_step_px: Number | None = Field(
         0.125, description="disparity quantum in pixels, 0.001..100 (0.125: 1/8-pixel subpixel matching); "
                            "null: no quantisation")
-    edge_threshold_m: Number = Field(0.05, description="a depth jump between neighbouring pixels larger than this "
-                                                       "(metres, > 0) is a discontinuity")
+    edge_threshold_px: Number = Field(
+        1.0, description="a discontinuity: neighbouring pixels whose disparities (fx * baseline_m / depth) differ by "
+                         "more than this many pixels, 0.001..1000 (a plane farther than baseline_m never has one)")
     edge_band_px: Integer = Field(1, description="holes within this many pixels of a discontinuity, 0..100 "
                                                  "(1: the pixels on both sides of the jump; 0: no edge holes)")
     dark_threshold: Number = Field(0.01, description="holes where the clean image's linear luminance is below this, "
@@ -582,10 +583,10 @@ class DepthSensor(Section):
     def _step(cls, value: Any) -> Any:
         return _within(value, 1e-3, 100.0)
 
-    @field_validator("edge_threshold_m")
+    @field_validator("edge_threshold_px")
     @classmethod
     def _edge(cls, value: Any) -> Any:
-        return check_within(value, 1e-6, 1e4)
+        return check_within(value, 1e-3, 1e3)
 
     @field_validator("edge_band_px")
     @classmethod

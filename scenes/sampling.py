@@ -312,7 +312,7 @@ def _with_sensors(recipe_camera: Camera, camera: CameraSpec, rng: np.random.Gene
             noise=float(draw(depth.noise, rng)),
             baseline_m=float(draw(depth.baseline_m, rng)),
             disparity_step_px=None if depth.disparity_step_px is None else float(draw(depth.disparity_step_px, rng)),
-            edge_threshold_m=float(draw(depth.edge_threshold_m, rng)),
+            edge_threshold_px=float(draw(depth.edge_threshold_px, rng)),
             edge_band_px=int(draw(depth.edge_band_px, rng)),
             dark_threshold=float(draw(depth.dark_threshold, rng)),
             grazing_deg=None if depth.grazing_deg is None else float(draw(depth.grazing_deg, rng)),

@@ -115,7 +115,7 @@ class DepthSensorSpec(_Spec):
     noise: float  # 1/m: standard deviation of the depth noise is noise * z^2
     baseline_m: float  # projector-camera (or stereo) baseline of the disparity quantisation
     disparity_step_px: float | None  # disparity quantum in pixels; None: no quantisation
-    edge_threshold_m: float  # a depth jump between 4-neighbours larger than this is a discontinuity
+    edge_threshold_px: float  # a disparity jump between 4-neighbours larger than this (pixels) is a discontinuity
     edge_band_px: int  # holes within this many pixels of a discontinuity (0: none)
     dark_threshold: float  # holes where the clean image's linear luminance is below this (0: none)
     grazing_deg: float | None  # holes where the view ray meets the surface more than this off its normal

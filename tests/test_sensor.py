@@ -27,7 +27,7 @@ from .helpers import run_cli, write_recipe
 CLEAN = SensorSpec(full_well=None, read_noise=0.0, gain=1.0, blur_sigma_px=0.0, vignetting=0.0,
                    chromatic_aberration_px=0.0, jpeg_quality=None, seed=1)
 EXACT_DEPTH = DepthSensorSpec(min_m=0.01, max_m=100.0, noise=0.0, baseline_m=0.075, disparity_step_px=None,
-                              edge_threshold_m=0.05, edge_band_px=0, dark_threshold=0.0, grazing_deg=None,
+                              edge_threshold_px=0.5, edge_band_px=0, dark_threshold=0.0, grazing_deg=None,
                               specular_metallic=None, seed=1)
 
 
@@ -156,8 +156,8 @@ def test_depth_noise_grows_with_depth_squared():
 
 def test_holes_at_a_step_edge_and_on_a_dark_patch():
     depth = np.full((40, 60), 1.0, np.float32)
-    depth[:, 30:] = 1.3  # a step of 0.3 m between columns 29 and 30
-    depth[:, 45:] = 1.32  # a 2 cm slope step: below the threshold
+    depth[:, 30:] = 1.3  # 0.3 m between columns 29 and 30: fx B (1/1 - 1/1.3) = 0.87 px of disparity
+    depth[:, 45:] = 1.32  # 2 cm more: 0.04 px, below the 0.5 px threshold
     depth[:3, :] = np.inf  # no hit at the top
     K = intrinsics(60, 40, 50)
     for band, columns in ((1, [29, 30]), (3, [27, 28, 29, 30, 31, 32])):
@@ -166,6 +166,16 @@ def test_holes_at_a_step_edge_and_on_a_dark_patch():
         assert rows[:, columns].all()
         assert not np.delete(rows, columns, axis=1).any()
         assert holes[:3].all(), "a ray that hits nothing measures nothing"
+    # A plane 0.4 m from the camera centre, slanted 80 degrees: depth changes by up to 9 % per
+    # pixel, its disparity by at most baseline / 0.4 m = 0.19 px per pixel: no edge.
+    n = np.array([math.sin(math.radians(80)), 0.0, -math.cos(math.radians(80))])
+    us, vs = np.meshgrid(np.arange(60), np.arange(40))
+    rays = np.stack([us, vs, np.ones(us.shape)], axis=-1) @ np.linalg.inv(K).T
+    slanted = (-0.4 / (rays @ n)).astype(np.float32)
+    slanted[slanted <= 0] = np.inf
+    with np.errstate(invalid="ignore"):  # inf - inf beyond the horizon
+        assert np.nanmax(np.abs(np.diff(slanted, axis=1)) / slanted[:, 1:]) > 0.05
+    assert not hole_mask(slanted, K, EXACT_DEPTH.model_copy(update={"edge_band_px": 3}))[np.isfinite(slanted)].any()
     luminance = np.full(depth.shape, 0.3)
     luminance[15:25, 5:15] = 0.004
     holes = hole_mask(depth, K, EXACT_DEPTH.model_copy(update={"dark_threshold": 0.01}), luminance=luminance)
