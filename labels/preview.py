@@ -70,7 +70,7 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
     def enlarge(image: np.ndarray) -> np.ndarray:
         return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
 
-    tiles = [("rgb", rgb), ("depth", _depth_colours(store.read_depth(record))),
+    tiles = [("rgb", rgb), ("depth", depth_colours(store.read_depth(record))),
              ("normals", _normal_colours(store.read_normals(record)))]
     tiles = [(name, enlarge(image)) for name, image in tiles]
     tiles.append(("instances", _instance_overlay(enlarge(rgb), enlarge(store.read_instance(record)), record, scale)))
@@ -81,7 +81,7 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
         tiles.append(("clean", enlarge(store.read_rgb(record, "rgb_clean"))))
     if "depth_sensor" in record["files"]:
         sensed = store.read_depth_sensor(record)
-        tiles.append(("depth sensor", enlarge(_depth_colours(np.where(sensed > 0, sensed, np.inf)))))
+        tiles.append(("depth sensor", enlarge(depth_colours(np.where(sensed > 0, sensed, np.inf)))))
     if "rgb_refined" in record["files"]:
         tiles.append(("refined", enlarge(store.read_rgb(record, "rgb_refined"))))
     for name, tile in tiles:
@@ -118,7 +118,8 @@ def sequence_frames(store: DatasetStore, scene_index: int) -> list[np.ndarray]:
     return frames
 
 
-def _depth_colours(depth: np.ndarray) -> np.ndarray:
+def depth_colours(depth: np.ndarray) -> np.ndarray:
+    """Turbo colours of a depth map, near = red, scaled to its 1st..99th percentile; inf black."""
     finite = np.isfinite(depth)
     if not finite.any():
         return np.zeros((*depth.shape, 3), np.uint8)
