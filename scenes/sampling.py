@@ -24,19 +24,7 @@ from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
-from .recipe import (
-    HSV,
-    MAX_INSTANCES,
-    Bin,
-    Camera,
-    Ground,
-    LibraryAsset,
-    LookAt,
-    Material,
-    ObjectGroup,
-    Recipe,
-    Support,
-)
+from .recipe import HSV, MAX_INSTANCES, Bin, Camera, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
 from .spec import (
     AssetRef,
     CameraSpec,
