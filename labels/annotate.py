@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from sceneforge.floor.frame import Passes
+from sceneforge.labels.depth_sensor import depth_sensor_pass
 from sceneforge.labels.motion import flow_passes
 from sceneforge.labels.rle import encode_masks
 from sceneforge.scenes.assets import asset_mesh
@@ -35,6 +36,11 @@ def stored_passes(spec: SceneSpec, passes: Passes) -> dict[str, np.ndarray]:
     }
     if passes.albedo is not None:
         stored["albedo"] = passes.albedo
+    clean = passes.rgb if passes.rgb_clean is None else passes.rgb_clean
+    if passes.rgb_clean is not None:
+        stored["rgb_clean"] = clean
+    if spec.camera.depth_sensor is not None:
+        stored["depth_sensor"] = depth_sensor_pass(spec, passes.depth, passes.normals, clean, passes.instance)
     if spec.sequence is not None and spec.sequence.flow:
         stored.update(flow_passes(spec, passes.depth, passes.instance))
     return stored

@@ -20,7 +20,7 @@ from . import coco, mot, shards, yolo
 from .store import DatasetStore, one_writer
 
 WRITERS = {"coco": coco.write, "yolo": yolo.write, "webdataset": shards.write, "mot": mot.write}
-RgbSource = Literal["original", "refined"]
+RgbSource = Literal["original", "refined", "clean"]
 
 
 def parse_splits(text: str) -> dict[str, float]:
@@ -80,10 +80,12 @@ def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial:
             f"{store.root}: only {len(records)} of {requested} frames are finished; rerun the render "
             "command to complete it, or pass --partial to export what is there"
         )
-    rgb_pass = "rgb" if rgb == "original" else "rgb_refined"
+    rgb_pass = {"original": "rgb", "refined": "rgb_refined", "clean": "rgb_clean"}[rgb]
     missing = [r["index"] for r in records if rgb_pass not in r["files"]]
     if missing:
-        raise UserError(f"{store.root}: frame {missing[0]} has no {rgb_pass}; run 'sceneforge refine apply' first")
+        how = ("run 'sceneforge refine apply' first" if rgb == "refined"
+               else "it was rendered without camera.sensor, so its rgb is the clean image")
+        raise UserError(f"{store.root}: frame {missing[0]} has no {rgb_pass}; {how}")
     damaged = [(r["index"], problem) for r in records if (problem := store.frame_problem(r, checksums=False))]
     if damaged:
         index, problem = damaged[0]

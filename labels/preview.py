@@ -1,7 +1,7 @@
 """Contact sheets: one row per frame with RGB, depth, normals, instances (boxes, class names and
-dashed amodal outlines), forward flow (colour wheel) in sequences and the refined RGB when there
-is one; the refiner's before/after sheet; and a sequence's animation, boxes and track ids drawn on
-each frame."""
+dashed amodal outlines), forward flow (colour wheel) in sequences, the clean RGB and the depth
+sensor's depth (holes black) with a sensor model, and the refined RGB when there is one; the
+refiner's before/after sheet; and a sequence's animation, boxes and track ids drawn on each frame."""
 
 from __future__ import annotations
 
@@ -72,13 +72,18 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
     def enlarge(image: np.ndarray) -> np.ndarray:
         return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
 
-    tiles = [("rgb", rgb), ("depth", _depth_colours(store.read_depth(record))),
+    tiles = [("rgb", rgb), ("depth", depth_colours(store.read_depth(record))),
              ("normals", _normal_colours(store.read_normals(record)))]
     tiles = [(name, enlarge(image)) for name, image in tiles]
     tiles.append(("instances", _instance_overlay(enlarge(rgb), enlarge(store.read_instance(record)), record, scale)))
     if "flow_forward" in record["files"]:
         valid = store.read_flow_valid(record) & FORWARD_VALID > 0
         tiles.append(("flow", enlarge(flow_colours(store.read_flow(record, "flow_forward"), valid))))
+    if "rgb_clean" in record["files"]:
+        tiles.append(("clean", enlarge(store.read_rgb(record, "rgb_clean"))))
+    if "depth_sensor" in record["files"]:
+        sensed = store.read_depth_sensor(record)
+        tiles.append(("depth sensor", enlarge(depth_colours(np.where(sensed > 0, sensed, np.inf)))))
     if "rgb_refined" in record["files"]:
         tiles.append(("refined", enlarge(store.read_rgb(record, "rgb_refined"))))
     for name, tile in tiles:
@@ -115,7 +120,8 @@ def sequence_frames(store: DatasetStore, scene_index: int) -> list[np.ndarray]:
     return frames
 
 
-def _depth_colours(depth: np.ndarray) -> np.ndarray:
+def depth_colours(depth: np.ndarray) -> np.ndarray:
+    """Turbo colours of a depth map, near = red, scaled to its 1st..99th percentile; inf black."""
     finite = np.isfinite(depth)
     if not finite.any():
         return np.zeros((*depth.shape, 3), np.uint8)

@@ -3,7 +3,8 @@
 Each sample holds the store's files as they are (``KEY.rgb.png``, ``KEY.depth.exr``,
 ``KEY.distance.exr``, ``KEY.normals.exr``, ``KEY.instance.png``, ``KEY.semantic.png``, and
 ``KEY.albedo.png`` when rendered, ``KEY.flow_forward.exr``, ``KEY.flow_backward.exr`` and
-``KEY.flow_valid.png`` for sequences) plus ``KEY.json``, the frame record. A sequence's frames
+``KEY.flow_valid.png`` for sequences, ``KEY.rgb_clean.png`` and ``KEY.depth_sensor.exr`` with
+sensor models) plus ``KEY.json``, the frame record. A sequence's frames
 are keyed ``SEQUENCE_FRAME`` (both six digits); their records carry ``sequence``. ``dataset.json`` beside the
 shards carries the categories. Shards are plain tar files written with the standard library:
 the ``webdataset`` package reads them, but importing its writer would import torch.

@@ -114,9 +114,10 @@ class DatasetStore:
     def open_for_writing(
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
         resolution: tuple[int, int], requested: int, albedo: bool = False, flow: bool = False,
+        sensor: bool = False, depth_sensor: bool = False,
     ) -> DatasetStore:
         """Create a store, or reopen one made from the same recipe to resume it (``albedo``,
-        ``flow``: frames also hold those passes)."""
+        ``flow``: frames also hold those passes; ``sensor``: ``rgb_clean``, ``depth_sensor``: that pass)."""
         root = Path(root)
         _check_writable(root)
         meta_path = root / "dataset.json"
@@ -126,13 +127,16 @@ class DatasetStore:
                 "recipe": recipe,
                 "recipe_hash": recipe_hash,
                 "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
-                "passes": [*FRAME_PASSES, *(["albedo"] if albedo else []), *(FLOW_PASSES if flow else ())],
+                "passes": [*FRAME_PASSES, *(["albedo"] if albedo else []), *(FLOW_PASSES if flow else ()),
+                           *(["rgb_clean"] if sensor else []), *(["depth_sensor"] if depth_sensor else [])],
                 "resolution": list(resolution),
                 "conventions": {
                     "camera": "opencv: +x right, +y down, +z forward; K pixel centres at integers",
                     "depth": "planar z along the camera axis, metres, inf = no hit",
                     "distance": "euclidean distance from the camera centre, metres, inf = no hit",
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
+                    "depth_sensor": "planar z a depth sensor measures (noise, quantisation), metres, 0 = hole",
+                    "rgb_clean": "the render without the sensor model; rgb is what the sensor saw",
                     "flow": "pixels (dx, dy) to the point's position in the next/previous frame; "
                             "flow_valid bit 1 forward, bit 2 backward",
                 },
@@ -205,7 +209,7 @@ class DatasetStore:
         return self.root / record["files"][name]
 
     def read_rgb(self, record: dict, name: str = "rgb") -> np.ndarray:
-        """H x W x 3 uint8 RGB of a colour pass (``rgb``, ``albedo``, ``rgb_refined``)."""
+        """H x W x 3 uint8 RGB of a colour pass (``rgb``, ``albedo``, ``rgb_refined``, ``rgb_clean``)."""
         return cv2.cvtColor(_imread(self.path(record, name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
     def read_instance(self, record: dict) -> np.ndarray:
@@ -223,6 +227,10 @@ class DatasetStore:
     def read_distance(self, record: dict) -> np.ndarray:
         """H x W float32 Euclidean distance from the camera centre in metres (inf = no hit)."""
         return self._read_z(record, "distance")
+
+    def read_depth_sensor(self, record: dict) -> np.ndarray:
+        """H x W float32 depth the depth sensor model measured, metres (0 = hole)."""
+        return self._read_z(record, "depth_sensor")
 
     def _read_z(self, record: dict, name: str) -> np.ndarray:
         return OpenEXR.File(str(self.path(record, name))).channels()["Z"].pixels

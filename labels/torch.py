@@ -11,7 +11,8 @@ targets of the visible objects: ``boxes`` N x 4 float xyxy in pixels, ``labels``
 ``masks`` N x H x W uint8, ``amodal_masks`` N x H x W uint8 (each object's whole silhouette,
 hidden parts included), ``instance_ids``, ``visibility``) and one tensor per requested pass:
 ``depth``, ``distance`` (1 x H x W metres, inf = no hit), ``normals`` (3 x H x W), ``instance``,
-``semantic`` (H x W int64), ``albedo`` (3 x H x W), and in sequences ``flow_forward``,
+``semantic`` (H x W int64), ``albedo`` and ``rgb_clean`` (3 x H x W), ``depth_sensor`` (1 x H x W
+metres, 0 = hole), and in sequences ``flow_forward``,
 ``flow_backward`` (2 x H x W pixels) and ``flow_valid`` (H x W uint8 bits). Frames of a sequence
 also carry ``sequence`` (scene index, frame); ``point_tracks(scene_index)`` gives a sequence's
 point tracks. No torchvision is needed.
@@ -32,7 +33,7 @@ from .rle import decode_mask
 from .store import DatasetStore
 
 DENSE_PASSES = ("depth", "distance", "normals", "instance", "semantic", "albedo", "flow_forward", "flow_backward",
-                "flow_valid")
+                "flow_valid", "rgb_clean", "depth_sensor")
 
 
 class SceneForgeDataset(Dataset):
@@ -52,7 +53,8 @@ class SceneForgeDataset(Dataset):
                             f"{', '.join(p for p in self.store.meta['passes'] if p in DENSE_PASSES)}")
         self.passes = tuple(passes)
         self.transforms = transforms
-        self.rgb_pass = {"original": "rgb", "refined": "rgb_refined"}[rgb]
+        # "clean": the image without the sensor model, in stores rendered with one
+        self.rgb_pass = {"original": "rgb", "refined": "rgb_refined", "clean": "rgb_clean"}[rgb]
         self.records = self.store.records()
 
     def __len__(self) -> int:
@@ -87,6 +89,8 @@ class SceneForgeDataset(Dataset):
             "flow_forward": lambda: image_tensor(store.read_flow(record, "flow_forward")),
             "flow_backward": lambda: image_tensor(store.read_flow(record, "flow_backward")),
             "flow_valid": lambda: torch.from_numpy(store.read_flow_valid(record)),
+            "rgb_clean": lambda: image_tensor(store.read_rgb(record, "rgb_clean")),
+            "depth_sensor": lambda: torch.from_numpy(store.read_depth_sensor(record)).unsqueeze(0),
         }
         for name in self.passes:
             sample[name] = readers[name]()

@@ -14,7 +14,9 @@ import OpenEXR
 
 from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
 from sceneforge.floor.frame import Passes
-from sceneforge.scenes.spec import SceneSpec
+from sceneforge.scenes.spec import CameraSpec, SceneSpec
+
+from .sensor import sensed_image
 
 # Cycles writes this depth where a camera ray escapes to the background.
 _NO_HIT_DEPTH = 1e9
@@ -24,11 +26,12 @@ def decode(spec: SceneSpec, path: Path) -> Passes:
     """The passes of ``spec``'s frame from the EXR that rendering it wrote (with its backdrop, if any)."""
     camera = spec.camera
     backdrop = None if spec.background_image is None else load_backdrop(spec.background_image, camera.width, camera.height)
-    return read_multilayer_exr(path, np.asarray(camera.world_from_camera), backdrop)
+    return read_multilayer_exr(path, camera, backdrop)
 
 
-def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.ndarray | None = None) -> Passes:
-    """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered).
+def read_multilayer_exr(path: Path, camera: CameraSpec, backdrop: np.ndarray | None = None) -> Passes:
+    """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered)
+    of a frame seen by ``camera`` (its pose turns the normals, its sensor model makes the image).
 
     ``backdrop`` (linear RGB, H x W x 3) goes behind a render with a transparent film.
     """
@@ -43,12 +46,14 @@ def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.
         depth = np.where(depth >= _NO_HIT_DEPTH, np.inf, depth).astype(np.float32)
     if "Normal.X" in by_pass:
         world_normals = np.stack([by_pass[f"Normal.{c}"] for c in "XYZ"], axis=-1)
-        normals = world_to_camera_normals(world_normals, world_from_camera)
+        normals = world_to_camera_normals(world_normals, np.asarray(camera.world_from_camera))
     if "IndexOB.X" in by_pass:
         instance = np.rint(by_pass["IndexOB.X"]).astype(np.uint16)
     if "albedo.R" in by_pass:
         albedo = linear_to_srgb8(np.stack([by_pass[f"albedo.{c}"] for c in "RGB"], axis=-1))
-    return Passes(rgb=linear_to_srgb8(rgb), depth=depth, normals=normals, instance=instance, albedo=albedo)
+    # The one place the linear image becomes the stored 8-bit one (the clean and the sensed image).
+    image, clean = sensed_image(rgb, camera, linear_to_srgb8)
+    return Passes(rgb=image, depth=depth, normals=normals, instance=instance, albedo=albedo, rgb_clean=clean)
 
 
 def world_to_camera_normals(world_normals: np.ndarray, world_from_camera: np.ndarray) -> np.ndarray:

@@ -197,7 +197,7 @@ def export(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DEST", help="Folder to write the export into.", show_default=False)],
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="coco, yolo, webdataset or mot (sequences).")] = "coco",
-    rgb: Annotated[str, typer.Option("--rgb", metavar="SOURCE", help="original or refined (after 'sceneforge refine apply').")] = "original",
+    rgb: Annotated[str, typer.Option("--rgb", metavar="SOURCE", help="original, refined (after 'sceneforge refine apply') or clean (without the sensor model).")] = "original",
     split: Annotated[Optional[str], typer.Option("--split", metavar="SPLITS", help="e.g. train=0.8,val=0.2; deterministic per frame.")] = None,
     coco_masks: Annotated[str, typer.Option("--coco-masks", metavar="ENCODING", help="coco: polygon (read by Detectron2 and MMDetection by default) or rle.")] = "polygon",
     yolo_task: Annotated[str, typer.Option("--yolo-task", metavar="TASK", help="yolo: detect (boxes) or segment (polygons).")] = "detect",
@@ -210,8 +210,8 @@ def export(
     from sceneforge.labels.export import parse_splits
     from sceneforge.labels.store import DatasetStore
 
-    if rgb not in ("original", "refined"):
-        raise typer.BadParameter(f"expected original or refined, got {rgb!r}", param_hint="--rgb")
+    if rgb not in ("original", "refined", "clean"):
+        raise typer.BadParameter(f"expected original, refined or clean, got {rgb!r}", param_hint="--rgb")
     options = {"coco": {"masks": coco_masks}, "yolo": {"task": yolo_task},
                "webdataset": {"shard_bytes": shard_size << 20}}.get(format, {})
     dest = export_store(DatasetStore(store), format, output, overwrite=overwrite, partial=partial, rgb=rgb,

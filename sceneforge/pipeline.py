@@ -70,6 +70,8 @@ def render_dataset(
             requested=recipe.count,
             albedo=recipe.render.albedo,
             flow=recipe.sequence is not None and recipe.sequence.flow,
+            sensor=recipe.camera.sensor is not None,
+            depth_sensor=recipe.camera.depth_sensor is not None,
         )
         done = {record["index"] for record in store.records()}
         todo = [i for i in range(recipe.count) if i not in done]

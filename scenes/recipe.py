@@ -474,6 +474,143 @@ class Trajectory(Section):
         return self
 
 
+def _within(value: Any, lo: float, hi: float) -> Any:
+    """``check_within`` for optional fields: None passes."""
+    return None if value is None else check_within(value, lo, hi)
+
+
+class Sensor(Section):
+    """The image sensor applied after the render (docs/cameras.md, "Sensor model"): optical blur,
+    vignetting and lateral chromatic aberration on the linear image, then Poisson-Gaussian shot
+    and read noise, then the tone curve to 8 bits, then JPEG. The clean image is kept as
+    ``rgb_clean``. Each number is drawn per frame."""
+
+    full_well: Number | None = Field(
+        10000.0, description="electrons collected at white (linear 1.0) at gain 1, 1..1e7; null: no noise (shot or read)")
+    read_noise: Number = Field(2.0, description="read noise, electrons RMS (added before the gain), 0..1e4")
+    gain: Number = Field(1.0, description="analog gain (ISO over base ISO), 0.01..1000: white collects "
+                                          "full_well / gain electrons, so noise variance grows with the gain")
+    blur_sigma_px: Number = Field(0.0, description="optical blur: Gaussian standard deviation in pixels, 0..50")
+    vignetting: Number = Field(0.0, description="0..1: weight of the cos^4 falloff of each pixel's ray angle "
+                                                "(1 = the full natural vignetting of the camera's field of view)")
+    chromatic_aberration_px: Number = Field(
+        0.0, description="lateral chromatic aberration: red moves out and blue in by this many pixels at the "
+                         "image corner farthest from the principal point (radially, proportional to the radius), "
+                         "-50..50")
+    jpeg_quality: Integer | None = Field(None, description="JPEG-compress the 8-bit image at this quality, 1..100; "
+                                                           "null: no JPEG")
+
+    @field_validator("full_well")
+    @classmethod
+    def _full_well(cls, value: Any) -> Any:
+        return _within(value, 1.0, 1e7)
+
+    @field_validator("read_noise")
+    @classmethod
+    def _read_noise(cls, value: Any) -> Any:
+        return check_within(value, 0.0, 1e4)
+
+    @field_validator("gain")
+    @classmethod
+    def _gain(cls, value: Any) -> Any:
+        return check_within(value, 0.01, 1000.0)
+
+    @field_validator("blur_sigma_px")
+    @classmethod
+    def _blur(cls, value: Any) -> Any:
+        return check_within(value, 0.0, 50.0)
+
+    @field_validator("vignetting")
+    @classmethod
+    def _vignetting(cls, value: Any) -> Any:
+        return check_within(value, 0.0, 1.0)
+
+    @field_validator("chromatic_aberration_px")
+    @classmethod
+    def _aberration(cls, value: Any) -> Any:
+        return check_within(value, -50.0, 50.0)
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _jpeg(cls, value: Any) -> Any:
+        return _within(value, 1, 100)
+
+
+class DepthSensor(Section):
+    """A depth sensor's model (docs/cameras.md, "Depth sensor"), written as the ``depth_sensor``
+    pass beside the exact depth: holes (0) at depth discontinuities, on dark surfaces, at grazing
+    incidence, on metallic objects and outside [min_m, max_m]; noise of standard deviation
+    ``noise * z^2``; quantisation in disparity (``fx * baseline_m / z``) steps. Drawn per frame."""
+
+    min_m: Number = Field(0.2, description="nearest depth measured, metres (> 0); nearer: a hole")
+    max_m: Number = Field(10.0, description="farthest depth measured, metres; farther: a hole")
+    noise: Number = Field(0.0015, description="1/m, 0..1: the depth noise's standard deviation is noise * z^2 "
+                                              "(0.0015: 1.5 mm at 1 m, 6 mm at 2 m)")
+    baseline_m: Number = Field(0.075, description="projector-camera (stereo) baseline in metres, 0.001..10, for the "
+                                                   "disparity quantisation")
+    disparity_step_px: Number | None = Field(
+        0.125, description="disparity quantum in pixels, 0.001..100 (0.125: 1/8-pixel subpixel matching); "
+                           "null: no quantisation")
+    edge_threshold_px: Number = Field(
+        1.0, description="a discontinuity: neighbouring pixels whose disparities (fx * baseline_m / depth) differ by "
+                         "more than this many pixels, 0.001..1000 (a plane farther than baseline_m never has one)")
+    edge_band_px: Integer = Field(1, description="holes within this many pixels of a discontinuity, 0..100 "
+                                                 "(1: the pixels on both sides of the jump; 0: no edge holes)")
+    dark_threshold: Number = Field(0.01, description="holes where the clean image's linear luminance is below this, "
+                                                     "0..1 (0: none)")
+    grazing_deg: Number | None = Field(80.0, description="holes where the view ray meets the surface more than this "
+                                                         "many degrees off its normal, 0..90; null: none")
+    specular_metallic: Number | None = Field(
+        0.9, description="holes on labeled objects whose drawn material has metallic >= this, 0..1; null: none")
+
+    @field_validator("min_m", "max_m")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        return check_within(value, 1e-3, 1e4)
+
+    @field_validator("noise", "dark_threshold")
+    @classmethod
+    def _unit(cls, value: Any) -> Any:
+        return check_within(value, 0.0, 1.0)
+
+    @field_validator("baseline_m")
+    @classmethod
+    def _baseline(cls, value: Any) -> Any:
+        return check_within(value, 1e-3, 10.0)
+
+    @field_validator("disparity_step_px")
+    @classmethod
+    def _step(cls, value: Any) -> Any:
+        return _within(value, 1e-3, 100.0)
+
+    @field_validator("edge_threshold_px")
+    @classmethod
+    def _edge(cls, value: Any) -> Any:
+        return check_within(value, 1e-3, 1e3)
+
+    @field_validator("edge_band_px")
+    @classmethod
+    def _band(cls, value: Any) -> Any:
+        return check_within(value, 0, 100)
+
+    @field_validator("grazing_deg")
+    @classmethod
+    def _grazing(cls, value: Any) -> Any:
+        return _within(value, 0.0, 90.0)
+
+    @field_validator("specular_metallic")
+    @classmethod
+    def _metallic(cls, value: Any) -> Any:
+        return _within(value, 0.0, 1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DepthSensor:
+        if not bounds(self.min_m)[1] < bounds(self.max_m)[0]:
+            raise ValueError(f"min_m (up to {bounds(self.min_m)[1]:g}) must stay below max_m (from "
+                             f"{bounds(self.max_m)[0]:g})")
+        return self
+
+
 LookAtMode = Literal["scene_center", "random_object", "all_objects"]
 LookAt = Annotated[
     Union[Annotated[LookAtMode, Tag("mode")], Annotated[Vector, Tag("point")]],
@@ -500,6 +637,9 @@ class Camera(Section):
     dof: DepthOfField | None = Field(None, description="depth of field; none = everything sharp")
     motion_blur: MotionBlur | None = None
     trajectory: Trajectory | None = Field(None, description="how the camera moves in a sequence (needs `sequence`)")
+    sensor: Sensor | None = Field(None, description="image sensor model (noise, blur, vignetting, chromatic "
+                                                    "aberration, JPEG); none = the ideal image")
+    depth_sensor: DepthSensor | None = Field(None, description="depth sensor model: also write the depth_sensor pass")
 
     @model_validator(mode="after")
     def _one_lens(self) -> Camera:

@@ -24,10 +24,11 @@ from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
-from .recipe import HSV, MAX_INSTANCES, Bin, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
+from .recipe import HSV, MAX_INSTANCES, Bin, Camera, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
 from .spec import (
     AssetRef,
     CameraSpec,
+    DepthSensorSpec,
     GroundSpec,
     HdriSpec,
     LightSpec,
@@ -37,6 +38,7 @@ from .spec import (
     PropSpec,
     RenderSpec,
     SceneSpec,
+    SensorSpec,
     SequenceSpec,
 )
 
@@ -68,6 +70,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         sequence = SequenceSpec(frame=frame, frames=motion.frames, fps=motion.fps, time_s=float(motion.times[frame]),
                                 previous=motion.state(frame - 1), next=motion.state(frame + 1),
                                 flow=recipe.sequence.flow)
+    camera = _with_sensors(recipe.camera, camera, scene_stream(scene.seed, (10, frame)))
     return SceneSpec(
         index=index,
         scene_index=scene_index,
@@ -270,8 +273,41 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
 def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
-    noise of frame f (8, f), point-track queries (9)."""
+    noise of frame f (8, f), point-track queries (9); image and depth sensors of frame f (10, f)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
+
+
+def _with_sensors(recipe_camera: Camera, camera: CameraSpec, rng: np.random.Generator) -> CameraSpec:
+    """The frame's camera with its image and depth sensor models drawn (each with its own noise seed,
+    so a frame rendered alone gets the same noise)."""
+    sensor, depth = recipe_camera.sensor, recipe_camera.depth_sensor
+    update: dict = {}
+    if sensor is not None:
+        update["sensor"] = SensorSpec(
+            full_well=None if sensor.full_well is None else float(draw(sensor.full_well, rng)),
+            read_noise=float(draw(sensor.read_noise, rng)),
+            gain=float(draw(sensor.gain, rng)),
+            blur_sigma_px=float(draw(sensor.blur_sigma_px, rng)),
+            vignetting=float(draw(sensor.vignetting, rng)),
+            chromatic_aberration_px=float(draw(sensor.chromatic_aberration_px, rng)),
+            jpeg_quality=None if sensor.jpeg_quality is None else int(draw(sensor.jpeg_quality, rng)),
+            seed=int(rng.integers(0, 2**63)),
+        )
+    if depth is not None:
+        update["depth_sensor"] = DepthSensorSpec(
+            min_m=float(draw(depth.min_m, rng)),
+            max_m=float(draw(depth.max_m, rng)),
+            noise=float(draw(depth.noise, rng)),
+            baseline_m=float(draw(depth.baseline_m, rng)),
+            disparity_step_px=None if depth.disparity_step_px is None else float(draw(depth.disparity_step_px, rng)),
+            edge_threshold_px=float(draw(depth.edge_threshold_px, rng)),
+            edge_band_px=int(draw(depth.edge_band_px, rng)),
+            dark_threshold=float(draw(depth.dark_threshold, rng)),
+            grazing_deg=None if depth.grazing_deg is None else float(draw(depth.grazing_deg, rng)),
+            specular_metallic=None if depth.specular_metallic is None else float(draw(depth.specular_metallic, rng)),
+            seed=int(rng.integers(0, 2**63)),
+        )
+    return camera.model_copy(update=update) if update else camera
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -89,6 +89,40 @@ class PropSpec(_Spec):
     material: MaterialSpec
 
 
+class SensorSpec(_Spec):
+    """The image sensor of one view, drawn values (docs/cameras.md, "Sensor model"), applied to the
+    linear render in this order: blur, vignetting, chromatic aberration, shot and read noise; then
+    the tone curve to 8 bits, then JPEG. Zero (or None) turns an effect off."""
+
+    full_well: float | None  # electrons collected at white (linear 1.0) at gain 1; None: no noise at all
+    read_noise: float  # electrons RMS, added before the gain
+    gain: float  # analog gain (ISO over base ISO): white then collects full_well / gain electrons
+    blur_sigma_px: float  # Gaussian optical blur, standard deviation in pixels
+    vignetting: float  # 0..1: weight of the cos^4 law of the pixel's ray angle (1 = the full law)
+    chromatic_aberration_px: float  # lateral CA: red moves outwards, blue inwards by this at the farthest corner
+    jpeg_quality: int | None  # JPEG encode/decode of the 8-bit image at this quality (1..100); None: none
+    seed: int  # seed of this frame's noise realisation
+
+
+class DepthSensorSpec(_Spec):
+    """A depth sensor's model of one view, drawn values (docs/cameras.md, "Depth sensor"): holes
+    (value 0) at depth discontinuities, on dark surfaces, at grazing incidence, on metallic
+    objects and outside the range; noise of standard deviation ``noise * z^2``; quantisation
+    in disparity steps ``fx * baseline_m / z``."""
+
+    min_m: float  # nearest and farthest depth measured; outside: a hole
+    max_m: float
+    noise: float  # 1/m: standard deviation of the depth noise is noise * z^2
+    baseline_m: float  # projector-camera (or stereo) baseline of the disparity quantisation
+    disparity_step_px: float | None  # disparity quantum in pixels; None: no quantisation
+    edge_threshold_px: float  # a disparity jump between 4-neighbours larger than this (pixels) is a discontinuity
+    edge_band_px: int  # holes within this many pixels of a discontinuity (0: none)
+    dark_threshold: float  # holes where the clean image's linear luminance is below this (0: none)
+    grazing_deg: float | None  # holes where the view ray meets the surface more than this off its normal
+    specular_metallic: float | None  # holes on labeled objects whose drawn metallic is at least this
+    seed: int  # seed of this frame's noise realisation
+
+
 class CameraSpec(_Spec):
     K: Matrix3
     world_from_camera: Matrix4
@@ -100,6 +134,8 @@ class CameraSpec(_Spec):
     focus_distance: float | None = None  # metres along the optical axis
     exposure_s: float = 0.0  # motion blur when > 0: the camera moves at ``velocity`` (m/s) meanwhile
     velocity: Vector3 = (0.0, 0.0, 0.0)
+    sensor: SensorSpec | None = None  # None: the ideal image (rgb is the clean render)
+    depth_sensor: DepthSensorSpec | None = None  # None: no depth_sensor pass
 
 
 class LightSpec(_Spec):

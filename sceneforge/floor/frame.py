@@ -2,7 +2,12 @@
 
 What each pixel means is written once here and in docs/formats.md:
 
-- ``rgb``: 8-bit sRGB of the linear render, clipped to [0, 1] (Blender's "Standard" view).
+- ``rgb``: 8-bit sRGB of the linear render, clipped to [0, 1] (Blender's "Standard" view); with a
+  sensor model (``camera.sensor``) the image that sensor saw (blur, vignetting, chromatic
+  aberration, noise, JPEG).
+- ``rgb_clean`` (with a sensor model): the same frame's 8-bit sRGB without the sensor model.
+- ``depth_sensor`` (with a depth sensor model): float32 metres, what a depth sensor measures:
+  planar depth with noise and quantisation, ``0`` = a hole (no measurement).
 - ``depth``: float32 planar Z in metres along the camera axis; ``inf`` where the ray hit nothing.
 - ``distance``: float32 Euclidean distance from the camera centre in metres; ``inf`` = no hit.
 - ``normals``: float32 unit surface normals in the OpenCV camera frame; (0, 0, 0) = no hit.
@@ -37,6 +42,7 @@ class Passes:
     normals: np.ndarray | None  # float32 H x W x 3, camera frame (OpenCV)
     instance: np.ndarray | None  # uint16
     albedo: np.ndarray | None = None  # uint8, H x W x 3, sRGB
+    rgb_clean: np.ndarray | None = None  # uint8, H x W x 3, sRGB without the sensor model (when rgb has one)
 
 
 @dataclass(frozen=True)
@@ -58,12 +64,15 @@ STORED_PASSES: dict[str, StoredPass] = {
     "semantic": StoredPass(".png", "uint16", ""),
     "albedo": StoredPass(".png", "uint8", "RGB"),
     "rgb_refined": StoredPass(".png", "uint8", "RGB"),
+    "rgb_clean": StoredPass(".png", "uint8", "RGB"),
+    "depth_sensor": StoredPass(".exr", "float32", "Z"),
     "flow_forward": StoredPass(".exr", "float32", "XY"),
     "flow_backward": StoredPass(".exr", "float32", "XY"),
     "flow_valid": StoredPass(".png", "uint8", ""),
 }
 # Written for every frame; albedo only when the recipe asks for it, the flow passes for sequences
-# with flow, rgb_refined by the refiner.
+# with flow, rgb_clean with a sensor model, depth_sensor with a depth sensor model, rgb_refined by
+# the refiner.
 FRAME_PASSES = ("rgb", "depth", "distance", "normals", "instance", "semantic")
 FLOW_PASSES = ("flow_forward", "flow_backward", "flow_valid")
 FORWARD_VALID, BACKWARD_VALID = 1, 2  # the bits of flow_valid
