@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from sceneforge.floor.frame import Passes
+from sceneforge.labels.keypoints import object_keypoints
 from sceneforge.labels.motion import flow_passes
 from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.raycast import first_hit_depth, pixel_rays
@@ -75,7 +76,7 @@ def euclidean_distance(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
-    """One record per object: identity, poses, 2D and 3D boxes, visibility and truncation.
+    """One record per object: identity, poses, 2D and 3D boxes, visibility and truncation, keypoints.
 
     ``bbox_xywh`` is ``[x_min, y_min, width, height]`` of the visible mask in whole pixels
     (COCO's convention: pixel ``x`` covers ``[x, x + 1)``), ``None`` when nothing is visible.
@@ -117,6 +118,7 @@ def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
             "truncation": truncation,
             "depth_range": None if visible == 0 else [float(near[i]), float(far[i])],
             **_box3d(obj, camera, camera_from_object),
+            "keypoints": object_keypoints(obj, camera, camera_from_object, depth),
         })
     return records
 

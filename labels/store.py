@@ -18,7 +18,7 @@ import platform
 import socket
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -114,9 +114,11 @@ class DatasetStore:
     def open_for_writing(
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
         resolution: tuple[int, int], requested: int, albedo: bool = False, flow: bool = False,
+        keypoints: Mapping[str, tuple[Sequence[str], Sequence[tuple[str, str]]]] | None = None,
     ) -> DatasetStore:
         """Create a store, or reopen one made from the same recipe to resume it (``albedo``,
-        ``flow``: frames also hold those passes)."""
+        ``flow``: frames also hold those passes; ``keypoints``: each category's keypoint names and
+        skeleton, as name pairs)."""
         root = Path(root)
         _check_writable(root)
         meta_path = root / "dataset.json"
@@ -125,7 +127,8 @@ class DatasetStore:
                 "format": STORE_FORMAT,
                 "recipe": recipe,
                 "recipe_hash": recipe_hash,
-                "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
+                "categories": [{"id": i + 1, "name": name, **_keypoint_fields(*(keypoints or {}).get(name, ((), ())))}
+                               for i, name in enumerate(categories)],
                 "passes": [*FRAME_PASSES, *(["albedo"] if albedo else []), *(FLOW_PASSES if flow else ())],
                 "resolution": list(resolution),
                 "conventions": {
@@ -135,6 +138,9 @@ class DatasetStore:
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
                     "flow": "pixels (dx, dy) to the point's position in the next/previous frame; "
                             "flow_valid bit 1 forward, bit 2 backward",
+                    "keypoints": "objects[].keypoints: [u, v, visibility] in the category's keypoint order, pixel "
+                                 "centres at integers; 0 outside the image or behind the camera, 1 occluded, 2 visible; "
+                                 "categories[].skeleton: 0-based pairs of keypoint indices",
                 },
             }
             atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, allow_nan=False)))
@@ -421,6 +427,12 @@ def file_check(path: Path) -> dict:
     """A file's size and CRC-32 (hex), as frame records keep them."""
     data = path.read_bytes()
     return {"bytes": len(data), "crc32": f"{zlib.crc32(data):08x}"}
+
+
+def _keypoint_fields(names: Sequence[str], skeleton: Sequence[tuple[str, str]]) -> dict:
+    """A category's ``keypoints`` (names, in order) and ``skeleton`` (0-based index pairs)."""
+    order = {name: i for i, name in enumerate(names)}
+    return {"keypoints": list(names), "skeleton": [[order[a], order[b]] for a, b in skeleton]}
 
 
 def _check_writable(root: Path) -> None:

@@ -8,7 +8,9 @@
 
 A sample is a dict: ``image`` (3 x H x W float in [0, 1]), ``index``, ``target`` (detection
 targets of the visible objects: ``boxes`` N x 4 float xyxy in pixels, ``labels`` category ids,
-``masks`` N x H x W uint8, ``instance_ids``, ``visibility``) and one tensor per requested pass:
+``masks`` N x H x W uint8, ``instance_ids``, ``visibility``, ``keypoints`` N x K x 3 float: x, y in
+the boxes' frame (a pixel centre u is at u + 0.5) and COCO's visibility 0/1/2, K the most
+keypoints of any category, the rest zero) and one tensor per requested pass:
 ``depth``, ``distance`` (1 x H x W metres, inf = no hit), ``normals`` (3 x H x W), ``instance``,
 ``semantic`` (H x W int64), ``albedo`` (3 x H x W), and in sequences ``flow_forward``,
 ``flow_backward`` (2 x H x W pixels) and ``flow_valid`` (H x W uint8 bits). Frames of a sequence
@@ -52,6 +54,7 @@ class SceneForgeDataset(Dataset):
         self.transforms = transforms
         self.rgb_pass = {"original": "rgb", "refined": "rgb_refined"}[rgb]
         self.records = self.store.records()
+        self.keypoint_slots = max((len(c.get("keypoints", ())) for c in self.store.meta["categories"]), default=0)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -72,6 +75,7 @@ class SceneForgeDataset(Dataset):
                                           if visible else np.zeros((0, *instance.shape), bool)).to(torch.uint8),
                 "instance_ids": torch.tensor([o["instance_id"] for o in visible], dtype=torch.int64),
                 "visibility": torch.tensor([o["visibility"] or 0.0 for o in visible], dtype=torch.float32),
+                "keypoints": self._keypoints(visible),
             },
         }
         readers = {
@@ -91,6 +95,13 @@ class SceneForgeDataset(Dataset):
             sample["sequence"] = torch.tensor([record["sequence"]["scene_index"], record["sequence"]["frame"]])
         return self.transforms(sample) if self.transforms else sample
 
+    def _keypoints(self, visible: list[dict]) -> torch.Tensor:
+        """N x K x 3 (x, y, visibility) of the objects, x and y moved into the boxes' frame."""
+        keypoints = torch.zeros((len(visible), self.keypoint_slots, 3), dtype=torch.float32)
+        for i, obj in enumerate(visible):
+            for k, (u, v, flag) in enumerate(obj.get("keypoints", [])):
+                keypoints[i, k] = torch.tensor([u + 0.5, v + 0.5, flag] if flag else [0.0, 0.0, 0.0])
+        return keypoints
 
     def point_tracks(self, scene_index: int) -> dict[str, torch.Tensor]:
         """The point tracks of sequence ``scene_index`` (docs/formats.md): ``query_points`` N x 3
