@@ -158,7 +158,7 @@ def test_visibility_is_coco_s_against_an_analytic_ray_cast(tmp_path):
     (record,) = store.records()
     boxes = [(extents, box_pose(centre, yaw)) for extents, centre, yaw in BOXES]
     camera_from_world = np.linalg.inv(WORLD_FROM_CAMERA)
-    seen = {0: 0, 1: 0, 2: 0}
+    seen, behind_another = {0: 0, 1: 0, 2: 0}, 0
     for i, obj in enumerate(record["objects"]):
         extents, pose = boxes[i]
         others = boxes[:i] + boxes[i + 1:]
@@ -169,6 +169,7 @@ def test_visibility_is_coco_s_against_an_analytic_ray_cast(tmp_path):
             expected = 0 if not inside else 1 if hidden_by(corner, boxes) else 2
             assert flag == expected, (i, corner, flag, expected)
             seen[expected] += 1
+            behind_another += expected == 1 and hidden_by(corner, others)
             if inside:
                 # The depth pass samples the pixel centre, up to 0.71 px beside the keypoint: the scene
                 # keeps every keypoint 1.5 px clear of the other boxes' outlines, where the two agree.
@@ -176,7 +177,9 @@ def test_visibility_is_coco_s_against_an_analytic_ray_cast(tmp_path):
                     ray = np.linalg.inv(K) @ [truth_uv[0] + du, truth_uv[1] + dv, 1.0]
                     near = np.linalg.inv(camera_from_world) @ np.append(ray * z, 1.0)
                     assert hidden_by(near[:3], others) == hidden_by(corner, others), (i, corner)
-    assert min(seen.values()) >= 2, seen  # the scene has outside, occluded and visible keypoints
+    # The scene has keypoints outside the image, visible ones, and hidden ones: by the box in front
+    # and by their own box (its far corners).
+    assert min(seen.values()) >= 2 and behind_another >= 2 and seen[1] > behind_another, seen
 
 
 # --- declared and USD keypoints -------------------------------------------------------------
