@@ -409,3 +409,30 @@ def test_pose_export_needs_keypoints(tmp_path):
     assert store.meta["categories"][0]["keypoints"] == []
     with pytest.raises(UserError, match="has no keypoints"):
         export(store, "yolo", tmp_path / "yolo", task="pose")
+
+
+def test_preview_draws_the_labeled_keypoints_and_the_skeleton(primitives_store):
+    from sceneforge.labels.preview import _draw_keypoints, instance_colour
+
+    skeletons = {c["id"]: c["skeleton"] for c in primitives_store.meta["categories"]}
+    scale, drawn, edges = 4, 0, 0
+    for record in primitives_store.records():
+        width, height = record["camera"]["width"], record["camera"]["height"]
+        for obj in record["objects"]:
+            if not obj["visible_pixels"]:
+                continue
+            canvas = np.zeros((height * scale, width * scale, 3), np.uint8)  # one object alone: nothing drawn over
+            _draw_keypoints(canvas, {**record, "objects": [obj]}, scale, skeletons)
+            colour = instance_colour(obj["instance_id"])
+            for u, v, flag in obj["keypoints"]:
+                x, y = round((u + 0.5) * scale - 0.5), round((v + 0.5) * scale - 0.5)
+                if flag == 2:  # a filled dot at the keypoint's pixel centre, enlarged
+                    assert tuple(canvas[y, x]) == colour
+                    drawn += 1
+            for a, b in skeletons[obj["category_id"]]:
+                (ua, va, fa), (ub, vb, fb) = obj["keypoints"][a], obj["keypoints"][b]
+                if fa and fb and math.hypot(ua - ub, va - vb) * scale > 10:  # an edge's middle, clear of the dots
+                    x, y = round((ua + ub + 1) / 2 * scale - 0.5), round((va + vb + 1) / 2 * scale - 0.5)
+                    assert canvas[y - 1:y + 2, x - 1:x + 2].any()
+                    edges += 1
+    assert drawn >= 10 and edges >= 5
