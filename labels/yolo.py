@@ -77,5 +77,6 @@ def _label_lines(store: DatasetStore, record: dict, task: Task, slots: int) -> l
         else:
             polygon = joined_polygon(mask_polygons(instance == obj["instance_id"], "centres"))
             values = np.clip(polygon / [width, height], 0.0, 1.0).ravel().tolist()
-        lines.append(f"{obj['category_id'] - 1} " + " ".join(f"{v:.6f}" for v in values) + "\n")
+        # Coordinates with 6 decimals; the pose visibility flags (and "0 0 0" of unlabeled keypoints) as integers.
+        lines.append(f"{obj['category_id'] - 1} " + " ".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in values) + "\n")
     return lines
