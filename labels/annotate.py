@@ -14,6 +14,7 @@ import numpy as np
 
 from sceneforge.floor.frame import Passes
 from sceneforge.labels.depth_sensor import depth_sensor_pass
+from sceneforge.labels.keypoints import object_keypoints
 from sceneforge.labels.motion import flow_passes
 from sceneforge.labels.rle import encode_masks
 from sceneforge.scenes.assets import asset_mesh
@@ -83,8 +84,8 @@ def euclidean_distance(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
-    """One record per object: identity, poses, 2D and 3D boxes, visibility, truncation and the
-    amodal mask.
+    """One record per object: identity, poses, 2D and 3D boxes, visibility, truncation, the
+    amodal mask and keypoints.
 
     ``bbox_xywh`` is ``[x_min, y_min, width, height]`` of the visible mask in whole pixels
     (COCO's convention: pixel ``x`` covers ``[x, x + 1)``), ``None`` when nothing is visible.
@@ -130,6 +131,7 @@ def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
             "amodal_mask": encode_masks(amodal[None])[0],
             "depth_range": None if visible == 0 else [float(near[i]), float(far[i])],
             **_box3d(obj, camera, camera_from_object),
+            "keypoints": object_keypoints(obj, camera, camera_from_object, depth),
         })
     return records
 

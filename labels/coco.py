@@ -9,6 +9,12 @@ compressed RLE instead (Detectron2 then needs ``INPUT.MASK_FORMAT: bitmask``).
 Each annotation also carries the object's amodal mask (its whole silhouette, hidden parts
 included) in the extra fields of KINS' 2020 annotations: ``a_segm`` (in the same encoding as
 ``segmentation``), ``a_bbox`` and ``a_area``.
+Keypoints (categories that have them): ``keypoints`` ``[x1, y1, v1, ...]`` and ``num_keypoints``
+(those with v > 0), categories with ``keypoints`` (names) and ``skeleton`` (1-based index pairs).
+COCO's keypoints are pixel indices, ``[0, W - 1]`` with a pixel's centre at its integer (readers
+such as Detectron2 add 0.5 to put them in the boxes' frame, where pixel ``x`` covers
+``[x, x + 1)``), which is SceneForge's own convention: x = u, y = v, unshifted. A keypoint with
+v = 0 is written 0, 0, 0, as COCO writes unlabeled keypoints.
 """
 
 from __future__ import annotations
@@ -71,12 +77,13 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
                     "a_bbox": rle_bbox(amodal),
                     "a_area": float(rle_area(amodal)),
                 }),
+                **(_keypoints(obj["keypoints"]) if obj.get("keypoints") else {}),
             })
     document = {
         "info": {"description": "SceneForge synthetic dataset", "recipe_hash": store.meta["recipe_hash"]},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": c["id"], "name": c["name"], "supercategory": "object"} for c in store.meta["categories"]],
+        "categories": [_category(c) for c in store.meta["categories"]],
     }
     text = json.dumps(document, allow_nan=False)
     atomic_write(folder / "annotations.json", lambda tmp: tmp.write_text(text))
@@ -85,3 +92,18 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
 def _polygons(mask: np.ndarray) -> list[list[float]]:
     """COCO polygons of a mask, along its pixel edges (pycocotools fills them back exactly)."""
     return [[round(float(v), 2) for v in p.ravel()] for p in mask_polygons(mask, "edges")]
+def _category(category: dict) -> dict:
+    """A COCO category; with keypoints, their names and the skeleton's 1-based index pairs."""
+    coco = {"id": category["id"], "name": category["name"], "supercategory": "object"}
+    if category.get("keypoints"):
+        coco["keypoints"] = category["keypoints"]
+        coco["skeleton"] = [[a + 1, b + 1] for a, b in category["skeleton"]]
+    return coco
+
+
+def _keypoints(keypoints: list[list[float]]) -> dict:
+    """COCO's flat ``keypoints`` (pixel indices, 0, 0, 0 where v = 0) and ``num_keypoints``."""
+    flat = []
+    for u, v, flag in keypoints:
+        flat += [round(u, 3), round(v, 3), flag] if flag else [0, 0, 0]
+    return {"keypoints": flat, "num_keypoints": sum(1 for *_, flag in keypoints if flag)}

@@ -1,7 +1,8 @@
-"""Contact sheets: one row per frame with RGB, depth, normals, instances (boxes, class names and
-dashed amodal outlines), forward flow (colour wheel) in sequences, the clean RGB and the depth
-sensor's depth (holes black) with a sensor model, and the refined RGB when there is one; the
-refiner's before/after sheet; and a sequence's animation, boxes and track ids drawn on each frame."""
+"""Contact sheets: one row per frame with RGB, depth, normals, instances (boxes, class names,
+keypoints and skeletons, dashed amodal outlines), forward flow (colour wheel) in sequences, the
+clean RGB and the depth sensor's depth (holes black) with a sensor model, and the refined RGB when
+there is one; the refiner's before/after sheet; and a sequence's animation, boxes and track ids
+drawn on each frame."""
 
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
     tiles = [("rgb", rgb), ("depth", depth_colours(store.read_depth(record))),
              ("normals", _normal_colours(store.read_normals(record)))]
     tiles = [(name, enlarge(image)) for name, image in tiles]
-    tiles.append(("instances", _instance_overlay(enlarge(rgb), enlarge(store.read_instance(record)), record, scale)))
+    overlay = _instance_overlay(enlarge(rgb), enlarge(store.read_instance(record)), record, scale)
+    _draw_keypoints(overlay, record, scale, {c["id"]: c.get("skeleton", []) for c in store.meta["categories"]})
+    tiles.append(("instances", overlay))
     if "flow_forward" in record["files"]:
         valid = store.read_flow_valid(record) & FORWARD_VALID > 0
         tiles.append(("flow", enlarge(flow_colours(store.read_flow(record, "flow_forward"), valid))))
@@ -167,3 +170,21 @@ def _draw_boxes(image: np.ndarray, record: dict, scale: int, caption: Callable[[
         cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), colour, 1)
         cv2.putText(image, caption(obj), (x + 2, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, 1,
                     cv2.LINE_AA)
+
+
+def _draw_keypoints(image: np.ndarray, record: dict, scale: int, skeletons: dict[int, list[list[int]]]) -> None:
+    """Draw each visible object's keypoints (enlarged ``scale`` times) in its colour: a filled dot
+    when visible, a ring when occluded, skeleton edges between labeled keypoints."""
+    for obj in record["objects"]:
+        keypoints = obj.get("keypoints") or []
+        if not obj["visible_pixels"] or not keypoints:
+            continue
+        colour = instance_colour(obj["instance_id"])
+        # A pixel centre u is at (u + 0.5) * scale - 0.5 in the enlarged image.
+        at = [(round((u + 0.5) * scale - 0.5), round((v + 0.5) * scale - 0.5)) for u, v, _ in keypoints]
+        for a, b in skeletons.get(obj["category_id"], []):
+            if keypoints[a][2] and keypoints[b][2]:
+                cv2.line(image, at[a], at[b], colour, 1, cv2.LINE_AA)
+        for point, (_, _, flag) in zip(at, keypoints):
+            if flag:
+                cv2.circle(image, point, 3, colour, -1 if flag == 2 else 1, cv2.LINE_AA)

@@ -18,7 +18,7 @@ import platform
 import socket
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -115,9 +115,11 @@ class DatasetStore:
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
         resolution: tuple[int, int], requested: int, albedo: bool = False, flow: bool = False,
         sensor: bool = False, depth_sensor: bool = False,
+        keypoints: Mapping[str, tuple[Sequence[str], Sequence[tuple[str, str]]]] | None = None,
     ) -> DatasetStore:
         """Create a store, or reopen one made from the same recipe to resume it (``albedo``,
-        ``flow``: frames also hold those passes; ``sensor``: ``rgb_clean``, ``depth_sensor``: that pass)."""
+        ``flow``: frames also hold those passes; ``sensor``: ``rgb_clean``, ``depth_sensor``: that
+        pass; ``keypoints``: each category's keypoint names and skeleton, as name pairs)."""
         root = Path(root)
         _check_writable(root)
         meta_path = root / "dataset.json"
@@ -126,7 +128,8 @@ class DatasetStore:
                 "format": STORE_FORMAT,
                 "recipe": recipe,
                 "recipe_hash": recipe_hash,
-                "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
+                "categories": [{"id": i + 1, "name": name, **_keypoint_fields(*(keypoints or {}).get(name, ((), ())))}
+                               for i, name in enumerate(categories)],
                 "passes": [*FRAME_PASSES, *(["albedo"] if albedo else []), *(FLOW_PASSES if flow else ()),
                            *(["rgb_clean"] if sensor else []), *(["depth_sensor"] if depth_sensor else [])],
                 "resolution": list(resolution),
@@ -139,6 +142,9 @@ class DatasetStore:
                     "rgb_clean": "the render without the sensor model; rgb is what the sensor saw",
                     "flow": "pixels (dx, dy) to the point's position in the next/previous frame; "
                             "flow_valid bit 1 forward, bit 2 backward",
+                    "keypoints": "objects[].keypoints: [u, v, visibility] in the category's keypoint order, pixel "
+                                 "centres at integers; 0 outside the image or behind the camera, 1 occluded, 2 visible; "
+                                 "categories[].skeleton: 0-based pairs of keypoint indices",
                 },
             }
             atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, allow_nan=False)))
@@ -429,6 +435,12 @@ def file_check(path: Path) -> dict:
     """A file's size and CRC-32 (hex), as frame records keep them."""
     data = path.read_bytes()
     return {"bytes": len(data), "crc32": f"{zlib.crc32(data):08x}"}
+
+
+def _keypoint_fields(names: Sequence[str], skeleton: Sequence[tuple[str, str]]) -> dict:
+    """A category's ``keypoints`` (names, in order) and ``skeleton`` (0-based index pairs)."""
+    order = {name: i for i, name in enumerate(names)}
+    return {"keypoints": list(names), "skeleton": [[order[a], order[b]] for a, b in skeleton]}
 
 
 def _check_writable(root: Path) -> None:

@@ -9,7 +9,9 @@
 A sample is a dict: ``image`` (3 x H x W float in [0, 1]), ``index``, ``target`` (detection
 targets of the visible objects: ``boxes`` N x 4 float xyxy in pixels, ``labels`` category ids,
 ``masks`` N x H x W uint8, ``amodal_masks`` N x H x W uint8 (each object's whole silhouette,
-hidden parts included), ``instance_ids``, ``visibility``) and one tensor per requested pass:
+hidden parts included), ``instance_ids``, ``visibility``, ``keypoints`` N x K x 3 float: x, y in
+the boxes' frame (a pixel centre u is at u + 0.5) and COCO's visibility 0/1/2, K the most
+keypoints of any category, the rest zero) and one tensor per requested pass:
 ``depth``, ``distance`` (1 x H x W metres, inf = no hit), ``normals`` (3 x H x W), ``instance``,
 ``semantic`` (H x W int64), ``albedo`` and ``rgb_clean`` (3 x H x W), ``depth_sensor`` (1 x H x W
 metres, 0 = hole), and in sequences ``flow_forward``,
@@ -56,6 +58,7 @@ class SceneForgeDataset(Dataset):
         # "clean": the image without the sensor model, in stores rendered with one
         self.rgb_pass = {"original": "rgb", "refined": "rgb_refined", "clean": "rgb_clean"}[rgb]
         self.records = self.store.records()
+        self.keypoint_slots = max((len(c.get("keypoints", ())) for c in self.store.meta["categories"]), default=0)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -75,6 +78,7 @@ class SceneForgeDataset(Dataset):
                 "masks": _masks([instance == o["instance_id"] for o in visible], instance.shape),
                 "instance_ids": torch.tensor([o["instance_id"] for o in visible], dtype=torch.int64),
                 "visibility": torch.tensor([o["visibility"] or 0.0 for o in visible], dtype=torch.float32),
+                "keypoints": self._keypoints(visible),
             },
         }
         if all("amodal_mask" in o for o in record["objects"]):  # stores written before amodal masks have none
@@ -98,6 +102,13 @@ class SceneForgeDataset(Dataset):
             sample["sequence"] = torch.tensor([record["sequence"]["scene_index"], record["sequence"]["frame"]])
         return self.transforms(sample) if self.transforms else sample
 
+    def _keypoints(self, visible: list[dict]) -> torch.Tensor:
+        """N x K x 3 (x, y, visibility) of the objects, x and y moved into the boxes' frame."""
+        keypoints = torch.zeros((len(visible), self.keypoint_slots, 3), dtype=torch.float32)
+        for i, obj in enumerate(visible):
+            for k, (u, v, flag) in enumerate(obj.get("keypoints", [])):
+                keypoints[i, k] = torch.tensor([u + 0.5, v + 0.5, flag] if flag else [0.0, 0.0, 0.0])
+        return keypoints
 
     def point_tracks(self, scene_index: int) -> dict[str, torch.Tensor]:
         """The point tracks of sequence ``scene_index`` (docs/formats.md): ``query_points`` N x 3

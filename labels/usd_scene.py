@@ -42,6 +42,9 @@ def scene_stage(spec: SceneSpec) -> Usd.Stage:
         for key, value in (("instance_id", obj.instance_id), ("category_id", obj.category_id),
                            ("category", obj.category), ("asset", obj.asset.hash)):
             prim.SetCustomDataByKey(f"sceneforge:{key}", value)
+        if obj.keypoints:  # in the object's own frame, like the mesh's points
+            prim.SetCustomDataByKey("sceneforge:keypoint_names", Vt.StringArray(list(obj.keypoints)))
+            prim.SetCustomDataByKey("sceneforge:keypoints", Vt.Vec3dArray([Gf.Vec3d(*p) for p in obj.keypoints.values()]))
     for i, prop in enumerate(spec.props):  # distractors and supports: drawn, never labeled
         model = asset_model(prop.asset)
         prim = _add_mesh(stage, f"prop_{i}", model.mesh.vertices, model.mesh.faces, prop.world_from_object,

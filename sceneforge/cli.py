@@ -200,7 +200,7 @@ def export(
     rgb: Annotated[str, typer.Option("--rgb", metavar="SOURCE", help="original, refined (after 'sceneforge refine apply') or clean (without the sensor model).")] = "original",
     split: Annotated[Optional[str], typer.Option("--split", metavar="SPLITS", help="e.g. train=0.8,val=0.2; deterministic per frame.")] = None,
     coco_masks: Annotated[str, typer.Option("--coco-masks", metavar="ENCODING", help="coco: polygon (read by Detectron2 and MMDetection by default) or rle.")] = "polygon",
-    yolo_task: Annotated[str, typer.Option("--yolo-task", metavar="TASK", help="yolo: detect (boxes) or segment (polygons).")] = "detect",
+    yolo_task: Annotated[str, typer.Option("--yolo-task", metavar="TASK", help="yolo: detect (boxes), segment (polygons) or pose (boxes and keypoints).")] = "detect",
     shard_size: Annotated[int, typer.Option("--shard-size", metavar="MB", min=1, help="webdataset: largest shard in MB.")] = 1024,
     partial: Annotated[bool, typer.Option("--partial", help="Export a store whose render has not finished.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,

@@ -66,6 +66,7 @@ def render_dataset(
             recipe=recipe.model_dump(mode="json"),
             recipe_hash=recipe.content_hash(),
             categories=recipe.categories,
+            keypoints=recipe.category_keypoints(),
             resolution=recipe.render.resolution,
             requested=recipe.count,
             albedo=recipe.render.albedo,

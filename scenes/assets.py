@@ -8,6 +8,12 @@ geometry that labels are computed from. Files are parsed once per process (bound
 Formats: glTF/GLB, OBJ (+MTL), PLY and STL through trimesh; USD (.usd, .usda, .usdc, .usdz)
 through usd-core: the stage is composed (references, payloads, sublayers, variant selections),
 meshes are triangulated, metersPerUnit and upAxis applied, UsdPreviewSurface read.
+
+Keypoints: named 3D points of an asset in its own frame (after the normalisation above, so in
+metres, +Z up, origin at the centre of the base). Primitives have canonical ones
+(``PRIMITIVE_KEYPOINTS``); a USD file declares them as prims under a ``keypoints`` child of its
+default prim, one per keypoint, named by it, at the origin of the prim's transform, in the
+order they are authored.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import json
 import math
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,6 +62,38 @@ class AssetMaterial:
 
 
 @dataclass(frozen=True, eq=False)
+class Keypoints:
+    """Named points of an asset in its own frame (metres), and the pairs of names a skeleton joins."""
+
+    names: tuple[str, ...] = ()
+    positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (K, 3), in ``names`` order
+    skeleton: tuple[tuple[str, str], ...] = ()
+
+    def as_dict(self) -> dict[str, tuple[float, float, float]]:
+        """Name -> position, in order (the form ``ObjectSpec.keypoints`` holds)."""
+        return {name: tuple(float(v) for v in p) for name, p in zip(self.names, self.positions)}
+
+
+def _box_corner_name(i: int) -> str:
+    """Corner i takes the max along x, y, z where bit 0, 1, 2 of i is set (the bbox3d order)."""
+    return "".join(f"{axis}{'+' if (i >> bit) & 1 else '-'}" for bit, axis in enumerate("xyz"))
+
+
+_BOX_CORNERS = tuple(_box_corner_name(i) for i in range(8))
+# Names and skeleton of every primitive's canonical keypoints: box corners (joined by the 12
+# edges), the ends of the round primitives' axis, four points on a torus' outer equator.
+PRIMITIVE_KEYPOINTS: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {
+    "box": (_BOX_CORNERS, tuple((_BOX_CORNERS[i], _BOX_CORNERS[i | 1 << bit])
+                                for bit in range(3) for i in range(8) if not i >> bit & 1)),
+    "sphere": (("bottom", "top"), (("bottom", "top"),)),
+    "cylinder": (("bottom", "top"), (("bottom", "top"),)),
+    "cone": (("base", "apex"), (("base", "apex"),)),
+    "capsule": (("bottom", "top"), (("bottom", "top"),)),
+    "torus": (("x+", "y+", "x-", "y-"), (("x+", "y+"), ("y+", "x-"), ("x-", "y-"), ("y-", "x+"))),
+}
+
+
+@dataclass(frozen=True, eq=False)
 class AssetModel:
     """An asset ready to build: one read-only mesh, per-vertex UVs and colours, per-face materials."""
 
@@ -64,6 +102,7 @@ class AssetModel:
     face_materials: np.ndarray  # (F,) index into ``materials``
     uv: np.ndarray | None  # (V, 2), v up (OpenGL convention)
     colors: np.ndarray | None  # (V, 4) uint8 sRGB vertex colours, multiplying the base colour
+    keypoints: Keypoints = Keypoints()  # a primitive's canonical ones, or a USD file's
 
 
 def asset_mesh(asset: AssetRef) -> trimesh.Trimesh:
@@ -134,9 +173,32 @@ def _primitive_model(primitive: str, params: tuple) -> AssetModel:
         mesh = trimesh.creation.torus(p["major_radius"], p["minor_radius"], major_sections=48, minor_sections=24)
     else:
         raise ValueError(f"unknown primitive {primitive!r}")
-    mesh.apply_translation([0.0, 0.0, -mesh.bounds[0][2]])
+    lift = np.array([0.0, 0.0, -mesh.bounds[0][2]])
+    mesh.apply_translation(lift)
     mesh.vertices.flags.writeable = False
-    return AssetModel(mesh, (AssetMaterial(),), np.zeros(len(mesh.faces), dtype=np.int32), None, None)
+    names, skeleton = PRIMITIVE_KEYPOINTS[primitive]
+    keypoints = Keypoints(names, _primitive_keypoints(primitive, p) + lift, skeleton)
+    return AssetModel(mesh, (AssetMaterial(),), np.zeros(len(mesh.faces), dtype=np.int32), None, None, keypoints)
+
+
+def _primitive_keypoints(primitive: str, p: dict) -> np.ndarray:
+    """The canonical keypoints of a primitive as trimesh builds it (centred on the origin; the cone
+    with its base at z = 0), in ``PRIMITIVE_KEYPOINTS`` order: each is a vertex of the mesh."""
+    if primitive == "box":
+        half = np.asarray(p["extents"]) / 2
+        return np.array([[half[a] if (i >> a) & 1 else -half[a] for a in range(3)] for i in range(8)])
+    if primitive == "torus":
+        outer = p["major_radius"] + p["minor_radius"]
+        return np.array([[outer, 0.0, 0.0], [0.0, outer, 0.0], [-outer, 0.0, 0.0], [0.0, -outer, 0.0]])
+    if primitive == "cone":
+        return np.array([[0.0, 0.0, 0.0], [0.0, 0.0, p["height"]]])
+    if primitive == "sphere":
+        half = p["radius"]
+    elif primitive == "cylinder":
+        half = p["height"] / 2
+    else:  # capsule: the straight part, max(height - 2 radius, 0), between two hemispheres
+        half = max(p["height"] / 2, p["radius"])
+    return np.array([[0.0, 0.0, -half], [0.0, 0.0, half]])
 
 
 @dataclass
@@ -154,14 +216,15 @@ def _file_model(ref_json: str) -> AssetModel:
     ref = AssetRef.model_validate_json(ref_json)
     path = Path(ref.path)
     try:
+        keypoints = Keypoints()
         if path.suffix.lower() in USD_SUFFIXES:
-            parts, materials, meters_per_unit, file_up = _read_usd(path, ref.variants)
+            parts, materials, meters_per_unit, file_up, keypoints = _read_usd(path, ref.variants)
         else:
             if ref.variants:
                 raise AssetError("variants are a USD feature; this file has none")
             parts, materials = _read_mesh_file(path)
             meters_per_unit, file_up = 1.0, "Y"  # glTF's convention, and most exporters' for OBJ, PLY, STL
-        return _normalised(parts, materials, meters_per_unit, ref.up_axis or file_up, ref.scale, ref.size)
+        return _normalised(parts, materials, meters_per_unit, ref.up_axis or file_up, ref.scale, ref.size, keypoints)
     except AssetError as exc:
         raise AssetError(f"cannot read {path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - parsers fail in many ways on damaged files
@@ -170,15 +233,18 @@ def _file_model(ref_json: str) -> AssetModel:
 
 def _normalised(
     parts: list[_Part], materials: list[AssetMaterial], meters_per_unit: float, up_axis: str,
-    scale: float, size: float | None,
+    scale: float, size: float | None, keypoints: Keypoints,
 ) -> AssetModel:
-    """Parts welded into one mesh in metres, +Z up, scaled, standing on z = 0 on the Z axis."""
+    """Parts welded into one mesh in metres, +Z up, scaled, standing on z = 0 on the Z axis; the
+    keypoints (file units and axes) moved with it."""
     parts = [p for p in parts if len(p.corners)]
     if not parts:
         raise AssetError("it holds no triangles")
-    corners = np.concatenate([p.corners for p in parts]).astype(np.float64) * meters_per_unit
+    n = sum(len(p.corners) for p in parts)
+    points = np.concatenate([*(p.corners for p in parts), keypoints.positions]).astype(np.float64) * meters_per_unit
     if up_axis == "Y":  # +90 degrees about X: +Y up becomes +Z up
-        corners = np.stack([corners[:, 0], -corners[:, 2], corners[:, 1]], axis=1)
+        points = np.stack([points[:, 0], -points[:, 2], points[:, 1]], axis=1)
+    corners, marks = points[:n], points[n:]
     if not np.all(np.isfinite(corners)):
         raise AssetError("it has non-finite vertex positions")
     if (farthest := float(np.abs(corners).max())) > MAX_COORDINATE:
@@ -190,7 +256,9 @@ def _normalised(
         if longest <= 0:
             raise AssetError("it has no extent to normalise to a size")
         scale = size / longest
-    corners = (corners - [(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, low[2]]) * scale
+    origin = [(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, low[2]]
+    corners = (corners - origin) * scale
+    keypoints = Keypoints(keypoints.names, (marks - origin) * scale, keypoints.skeleton)
     has_uv = any(p.uv is not None for p in parts)
     has_colors = any(p.colors is not None for p in parts)
     columns = [corners]
@@ -213,6 +281,7 @@ def _normalised(
         face_materials=face_materials,
         uv=table[:, 3:5].copy() if has_uv else None,
         colors=table[:, -4:].astype(np.uint8) if has_colors else None,
+        keypoints=keypoints,
     )
 
 
@@ -378,8 +447,11 @@ def read_texture(data: bytes) -> np.ndarray:
         return _image_array(image)
 
 
-def _read_usd(path: Path, variants: Mapping[str, str]) -> tuple[list[_Part], list[AssetMaterial], float, str]:
-    """Compose a USD stage and gather its visible render meshes and their bound materials."""
+def _read_usd(
+    path: Path, variants: Mapping[str, str],
+) -> tuple[list[_Part], list[AssetMaterial], float, str, Keypoints]:
+    """Compose a USD stage and gather its visible render meshes and their bound materials, and
+    its keypoints (stage units and axes; see the module's docstring)."""
     from pxr import Usd, UsdGeom
 
     stage = Usd.Stage.Open(str(path), Usd.Stage.LoadAll)
@@ -415,7 +487,13 @@ def _read_usd(path: Path, variants: Mapping[str, str]) -> tuple[list[_Part], lis
         part = _usd_mesh(UsdGeom.Mesh(prim), world, materials, material_list)
         if part is not None:
             parts.append(part)
-    return parts, material_list, UsdGeom.GetStageMetersPerUnit(stage), UsdGeom.GetStageUpAxis(stage)
+    marks = root.GetChild("keypoints")
+    named = [child for child in marks.GetChildren() if child.IsA(UsdGeom.Xformable)] if marks else []
+    keypoints = Keypoints(
+        tuple(child.GetName() for child in named),
+        np.array([np.asarray(xforms.GetLocalToWorldTransform(child))[3, :3] for child in named]).reshape(-1, 3),
+    )
+    return parts, material_list, UsdGeom.GetStageMetersPerUnit(stage), UsdGeom.GetStageUpAxis(stage), keypoints
 
 
 def _usd_mesh(mesh, world: np.ndarray, materials: dict[str, int], material_list: list[AssetMaterial]) -> _Part | None:

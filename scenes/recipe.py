@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,7 +39,7 @@ from sceneforge.floor.devices import DEVICE_HELP, parse_device
 from sceneforge.floor.errors import MAX_LISTED, SourcePosition, UserError
 from sceneforge.floor.images import checked_image_size
 
-from .assets import AssetError, file_asset, library_files, texture_files
+from .assets import PRIMITIVE_KEYPOINTS, AssetError, Keypoints, asset_model, file_asset, library_files, texture_files
 from .distributions import (
     Elevation,
     Integer,
@@ -171,6 +172,9 @@ AssetChoice = Annotated[
 ]
 
 
+KeypointName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class AssetEntry(Section):
     """Asset files of one library category, with how to load them."""
 
@@ -185,7 +189,15 @@ class AssetEntry(Section):
     up_axis: Literal["Y", "Z"] | None = Field(None, description="the files' up axis; default: USD's upAxis, else Y")
     scale: float = Field(1.0, gt=0, description="multiplies the size in metres (after USD's metersPerUnit)")
     size: float | None = Field(None, gt=0, description="scale each asset so that its longest side is this many metres")
+    keypoints: dict[KeypointName, tuple[float, float, float]] | None = Field(
+        None, description="named 3D keypoints {name: [x, y, z]} in metres in the asset's own frame after scale/size "
+                          "(+Z up, origin at the centre of its base); replace those a USD file declares",
+    )
+    skeleton: list[tuple[KeypointName, KeypointName]] = Field(
+        [], description="pairs of keypoint names joined by a skeleton edge: [[name_a, name_b], ...]",
+    )
     _refs: tuple[AssetRef, ...] = PrivateAttr(())  # loaded by load_recipe
+    _keypoints: tuple[Keypoints, ...] = PrivateAttr(())  # of each of _refs: the declared ones, or the file's
 
     @model_validator(mode="after")
     def _bounded(self) -> AssetEntry:
@@ -805,6 +817,62 @@ class Recipe(Section):
             library[entry.category] = library.get(entry.category, ()) + entry._refs
         return library
 
+    @property
+    def library_keypoints(self) -> dict[str, tuple[Keypoints, ...]]:
+        """The keypoints of each asset of ``library``, in the same order (empty before ``load_recipe``)."""
+        keypoints: dict[str, tuple[Keypoints, ...]] = {}
+        for entry in self.assets:
+            keypoints[entry.category] = keypoints.get(entry.category, ()) + entry._keypoints
+        return keypoints
+
+    def _group_keypoint_lists(self) -> list[tuple[tuple, str, tuple[str, ...], tuple[tuple[str, str], ...]]]:
+        """(field location, labeled category, keypoint names, skeleton) of every kind of asset each
+        labeled group can draw: its primitive's canonical keypoints, or each library asset's."""
+        found = []
+        for i, group in enumerate(self.objects):
+            if group.distractor:
+                continue
+            if isinstance(group.asset, LibraryAsset):
+                for j, entry in enumerate(self.assets):
+                    if entry.category == group.asset.library:
+                        found += [(("assets", j, "keypoints" if entry.keypoints is not None else "path"), group.category,
+                                   k.names, k.skeleton) for k in entry._keypoints]
+            else:
+                found.append((("objects", i, "asset", "primitive"), group.category,
+                              *PRIMITIVE_KEYPOINTS[group.asset.primitive]))
+        return found
+
+    def category_keypoints(self) -> dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]]:
+        """Keypoint names and skeleton (name pairs) of each labeled category, in ``categories`` order
+        (one list per category: ``keypoint_problems`` refuses a category mixing lists)."""
+        first: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
+        for _, category, names, skeleton in self._group_keypoint_lists():
+            first.setdefault(category, (names, skeleton))
+        return {category: first.get(category, ((), ())) for category in self.categories}
+
+    def keypoint_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) of skeletons naming unknown keypoints and of categories whose
+        assets have different keypoint lists (call after ``load_recipe`` has read the assets)."""
+        problems = []
+        for i, entry in enumerate(self.assets):
+            for names in dict.fromkeys(k.names for k in entry._keypoints):
+                for j, pair in enumerate(entry.skeleton):
+                    if unknown := [name for name in pair if name not in names]:
+                        known = ", ".join(names) or "none"
+                        problems.append((("assets", i, "skeleton", j), f"no keypoint {unknown[0]!r}; the asset's "
+                                                                       f"keypoints are: {known}"))
+        first: dict[str, tuple[tuple, tuple[str, ...], tuple]] = {}
+        for loc, category, names, skeleton in self._group_keypoint_lists():
+            where, known, known_skeleton = first.setdefault(category, (loc, names, skeleton))
+            if (names, skeleton) != (known, known_skeleton):
+                what = "keypoints" if names != known else "skeleton"
+                problems.append((loc, f"category '{category}' mixes assets with different {what}: "
+                                      f"{list(names if what == 'keypoints' else skeleton)} here, "
+                                      f"{list(known if what == 'keypoints' else known_skeleton)} at {_field_path(where)}; "
+                                      "a category's objects must share one keypoint list"))
+                first[category] = (loc, names, skeleton)  # report each change once
+        return list(dict.fromkeys(problems))
+
     def materials(self) -> list[tuple[tuple, Material]]:
         """(field location, material) of every material of the recipe."""
         found = [(("objects", i, "material"), group.material) for i, group in enumerate(self.objects)]
@@ -881,6 +949,8 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     recipe._source = (path, tree, overridden)
     if problems := recipe.limit_problems() or _load_files(recipe, path.parent) + recipe.reference_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
+    if problems := recipe.keypoint_problems():
+        raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
     return recipe
 
 
@@ -897,6 +967,8 @@ def _load_files(recipe: Recipe, base: Path) -> list[tuple[tuple, str]]:
             )
         except AssetError as exc:
             problems.append((("assets", i, "path"), str(exc)))
+            continue
+        entry._keypoints = tuple(_entry_keypoints(entry, ref) for ref in entry._refs)
     declared = list(dict.fromkeys(entry.category for entry in recipe.assets))
     for i, group in enumerate(recipe.objects):
         if isinstance(group.asset, LibraryAsset) and group.asset.library not in declared:
@@ -910,6 +982,15 @@ def _load_files(recipe: Recipe, base: Path) -> list[tuple[tuple, str]]:
             except AssetError as exc:
                 problems.append(((*loc, "texture_folder"), str(exc)))
     return problems
+
+
+def _entry_keypoints(entry: AssetEntry, ref: AssetRef) -> Keypoints:
+    """An asset's keypoints: those its library entry declares, else the file's own, with the entry's skeleton."""
+    if entry.keypoints is None:
+        own = asset_model(ref).keypoints
+        return Keypoints(own.names, own.positions, tuple(entry.skeleton))
+    return Keypoints(tuple(entry.keypoints), np.array(list(entry.keypoints.values()), dtype=np.float64).reshape(-1, 3),
+                     tuple(entry.skeleton))
 
 
 def _read_yaml(path: Path) -> CommentedMap:

@@ -19,7 +19,7 @@ import numpy as np
 from sceneforge.floor.colour import srgb_to_linear
 from sceneforge.floor.errors import UserError
 
-from .assets import asset_mesh
+from .assets import Keypoints, asset_mesh, asset_model
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
@@ -449,7 +449,7 @@ def _sample_objects(
         if not settle or (problem := layout.settle(physics.seconds)) is None:
             break
     else:
-        group_index = next(g for g, body, _, _ in placed if body == problem[0])
+        group_index = next(g for g, body, *_ in placed if body == problem[0])
         raise UserError(
             f"{recipe.where('placement', 'physics')}: scene {scene_index}: in each of {attempts} drops an "
             f"object did not come to rest on its support (last: a '{recipe.objects[group_index].category}' "
@@ -457,7 +457,7 @@ def _sample_objects(
         )
     category_ids = {name: i + 1 for i, name in enumerate(recipe.categories)}
     objects, movers = [], []
-    for group_index, body, asset, material in placed:
+    for group_index, body, asset, material, keypoints in placed:
         group, pose = recipe.objects[group_index], _matrix(layout.bodies[body].pose)
         if group.distractor:
             movers.append(_Mover("prop", len(props), group_index, body))
@@ -466,7 +466,7 @@ def _sample_objects(
             movers.append(_Mover("object", len(objects), group_index, body))
             objects.append(ObjectSpec(
                 instance_id=len(objects) + 1, category_id=category_ids[group.category], category=group.category,
-                asset=asset, world_from_object=pose, material=material,
+                asset=asset, world_from_object=pose, material=material, keypoints=keypoints.as_dict(),
             ))
     return objects, props, layout, movers
 
@@ -552,12 +552,12 @@ def _support_parts(support: Support, size: np.ndarray) -> tuple[list | None, lis
 
 def _scatter(
     recipe: Recipe, scene_index: int, layout: Layout, surfaces: dict[str, list[Rect]], rng: np.random.Generator
-) -> list[tuple[int, int, AssetRef, MaterialSpec]]:
-    """Stand every object on its surface; returns (group index, body index, asset, material) of each."""
+) -> list[tuple[int, int, AssetRef, MaterialSpec, Keypoints]]:
+    """Stand every object on its surface; returns (group index, body index, asset, material, keypoints) of each."""
     placement = recipe.placement
     drop_height = placement.physics.drop_height if placement.physics else 0.0
     by_category: dict[str, list[int]] = {}  # body indices of the objects placed so far, per category
-    library = recipe.library
+    library, library_keypoints = recipe.library, recipe.library_keypoints
     placed = []
     for group_index, group in enumerate(recipe.objects):
         count = int(draw(group.count, rng))  # >= 0: checked when the recipe loads
@@ -568,7 +568,7 @@ def _scatter(
                 "object to stand on (its group drew a count of 0)"
             )
         for k in range(count):
-            asset = _sample_asset(group, group_index, library, rng)
+            asset, keypoints = _sample_asset(group, group_index, library, library_keypoints, rng)
             mesh = asset_mesh(asset)
             material = _sample_material(group.material, f"objects[{group_index}].material", rng)
             candidate = Body(mesh, np.eye(4), fixed=False)
@@ -588,7 +588,7 @@ def _scatter(
                     f"the object is {extent[0]:.3g} x {extent[1]:.3g} x {extent[2]:.3g} m. Place fewer or smaller "
                     "objects, or give them a larger surface or a smaller placement.min_gap"
                 )
-            placed.append((group_index, body, asset, material))
+            placed.append((group_index, body, asset, material, keypoints))
             by_category.setdefault(group.category, []).append(body)
             if len(placed) > MAX_INSTANCES:
                 raise UserError(f"{recipe.where('objects')}: more than {MAX_INSTANCES} objects in scene {scene_index}")
@@ -596,21 +596,25 @@ def _scatter(
 
 
 def _sample_asset(
-    group: ObjectGroup, group_index: int, library: dict[str, tuple[AssetRef, ...]], rng: np.random.Generator,
-) -> AssetRef:
+    group: ObjectGroup, group_index: int, library: dict[str, tuple[AssetRef, ...]],
+    library_keypoints: dict[str, tuple[Keypoints, ...]], rng: np.random.Generator,
+) -> tuple[AssetRef, Keypoints]:
+    """An asset of the group, and its keypoints (a library entry's, or a primitive's canonical ones)."""
     if isinstance(group.asset, LibraryAsset):
         choices = library.get(group.asset.library)
         if not choices:
             raise UserError(f"objects[{group_index}].asset.library: no loaded assets of category "
                             f"{group.asset.library!r} (a recipe with assets must come from load_recipe)")
-        return choices[int(rng.integers(len(choices)))]
+        chosen = int(rng.integers(len(choices)))
+        return choices[chosen], library_keypoints[group.asset.library][chosen]
     params: dict = {}
     for name, value in group.asset:
         if name == "primitive":
             continue
         # Every dimension is > 0: checked when the recipe loads.
         params[name] = tuple(float(draw(v, rng)) for v in value) if isinstance(value, tuple) else float(draw(value, rng))
-    return AssetRef.primitive_asset(group.asset.primitive, params)
+    asset = AssetRef.primitive_asset(group.asset.primitive, params)
+    return asset, asset_model(asset).keypoints
 
 
 def _pose(rotation: np.ndarray, translation) -> np.ndarray:

@@ -78,6 +78,8 @@ class ObjectSpec(_Spec):
     asset: AssetRef
     world_from_object: Matrix4
     material: MaterialSpec
+    # Named points in the object's own frame (metres), in its category's keypoint order.
+    keypoints: dict[str, Vector3] = {}
 
 
 class PropSpec(_Spec):

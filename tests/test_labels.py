@@ -17,7 +17,8 @@ from sceneforge.scenes.spec import SceneSpec
 def test_store_metadata(tiny_store):
     meta = tiny_store.meta
     assert meta["format"] == "sceneforge.store/1"
-    assert meta["categories"] == [{"id": 1, "name": "box"}, {"id": 2, "name": "ball"}, {"id": 3, "name": "ring"}]
+    assert [(c["id"], c["name"]) for c in meta["categories"]] == [(1, "box"), (2, "ball"), (3, "ring")]
+    assert [len(c["keypoints"]) for c in meta["categories"]] == [8, 2, 4]  # the primitives' canonical ones
     assert meta["counts"] == {"requested": 3, "finished": 3}
     assert meta["resolution"] == [96, 72]
     assert {"rgb", "depth", "normals", "instance", "semantic"} <= set(meta["passes"])
