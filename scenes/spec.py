@@ -90,6 +90,8 @@ class PropSpec(_Spec):
 
 
 class CameraSpec(_Spec):
+    """One camera of a frame: a plain recipe's single camera (``name`` ""), or one of a rig's."""
+
     K: Matrix3
     world_from_camera: Matrix4
     width: int
@@ -100,6 +102,8 @@ class CameraSpec(_Spec):
     focus_distance: float | None = None  # metres along the optical axis
     exposure_s: float = 0.0  # motion blur when > 0: the camera moves at ``velocity`` (m/s) meanwhile
     velocity: Vector3 = (0.0, 0.0, 0.0)
+    name: str = ""  # the rig camera's name ("" for a plain recipe's one camera); files are NNNNNN_NAME.*
+    stereo_baseline: float | None = None  # metres to the stereo partner (rectified pair); disparity = fx * B / depth
 
 
 class LightSpec(_Spec):
