@@ -5,6 +5,10 @@ pixel edges, holes bridged in, which pycocotools rasterises back to exactly the 
 That is the encoding both Detectron2 (default ``INPUT.MASK_FORMAT: polygon``) and MMDetection
 (either ``poly2mask`` setting) read for non-crowd objects. ``masks="rle"`` writes pycocotools'
 compressed RLE instead (Detectron2 then needs ``INPUT.MASK_FORMAT: bitmask``).
+
+Each view is one image: a rig's views are ``NNNNNN_CAMERA.png`` with image id
+``index * cameras + camera position`` (``DatasetStore.image_id``) and ``frame`` and ``camera``
+fields; a single camera's image id is the frame index.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from sceneforge.floor.errors import UserError
 from sceneforge.floor.files import atomic_write, link_or_copy
 
 from .polygons import mask_polygons
-from .store import DatasetStore
+from .store import DatasetStore, view_name
 
 MaskEncoding = Literal["rle", "polygon"]
 
@@ -42,7 +46,9 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
         name = Path(record["files"][rgb_pass]).name
         link_or_copy(store.path(record, rgb_pass), folder / "images" / name)
         height, width = record["camera"]["height"], record["camera"]["width"]
-        images.append({"id": record["index"], "file_name": name, "width": width, "height": height})
+        image_id, camera = store.image_id(record), view_name(record)
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height,
+                       **({"frame": record["index"], "camera": camera} if camera else {})})
         visible = [obj for obj in record["objects"] if obj["visible_pixels"] > 0]
         if not visible:
             continue
@@ -56,7 +62,7 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
                 segmentation = [[round(float(v), 2) for v in p.ravel()] for p in outlines]
             annotations.append({
                 "id": len(annotations) + 1,
-                "image_id": record["index"],
+                "image_id": image_id,
                 "category_id": obj["category_id"],
                 "segmentation": segmentation,
                 "area": float(mask_utils.area(rle)),

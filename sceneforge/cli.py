@@ -298,7 +298,8 @@ def stats(
 
     numbers = dataset_stats(DatasetStore(store))
     stdout = Console(soft_wrap=True)
-    table = Table(title=f"{store}: {numbers['frames']} frames")
+    views = "".join(f", {n} {name} views" for name, n in numbers.get("views", {}).items())
+    table = Table(title=f"{store}: {numbers['frames']} frames{views}")
     for column in ("class", "objects", "visible", "mean visibility"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for c in numbers["categories"]:
@@ -320,10 +321,10 @@ def stats(
 def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Check a recipe and report every problem as FILE:LINE:COL: field.path: message."""
     from sceneforge.scenes.recipe import load_recipe
-    from sceneforge.scenes.sampling import sample
+    from sceneforge.scenes.sampling import sample_views
 
     loaded = load_recipe(recipe, _overrides(None, None, None, None, set_))
-    sample(loaded, 0)
+    sample_views(loaded, 0)
     width, height = loaded.render.resolution
     typer.echo(
         f"{recipe}: OK: {loaded.count} frame(s) at {width}x{height}, {loaded.render.samples} samples; "

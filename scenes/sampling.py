@@ -92,7 +92,9 @@ def sample_views(recipe: Recipe, index: int) -> list[SceneSpec]:
     frame = _rig_frame(recipe, index)
     if recipe.camera_names == [""]:
         return [frame]
-    return [_view(frame, view) for view in _rig_views(recipe, frame.seed, frame.scene_index)]
+    views = [_view(frame, view) for view in _rig_views(recipe, frame.seed, frame.scene_index)]
+    rig = [view.camera for view in views]
+    return [view.model_copy(update={"rig": rig}) for view in views]
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,7 @@ class SceneSpec(_Spec):
     background_image: str | None = None  # absolute path; shown behind the scene, not lighting it
     render: RenderSpec
     sequence: SequenceSpec | None = None  # None: a still
+    rig: list[CameraSpec] = []  # a rig's view: every camera of the frame (this one too), in rig order
 
     def to_json(self) -> str:
         """Canonical JSON text (the same scene always gives the same bytes)."""
@@ -214,7 +215,8 @@ class SceneSpec(_Spec):
         """Identity of the scene without the camera and the poses of what moves in a sequence:
         equal keys can reuse one built scene."""
         moving = {"objects": {"__all__": {"world_from_object"}}, "props": {"__all__": {"world_from_object"}}}
-        exclude = {"index": True, "camera": True, "render": True, "sequence": True, **(moving if self.sequence else {})}
+        exclude = {"index": True, "camera": True, "rig": True, "render": True, "sequence": True,
+                   **(moving if self.sequence else {})}
         content = self.model_dump(mode="json", exclude=exclude)
         content["render"] = self.render.model_dump(mode="json", exclude={"noise_seed"})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
