@@ -72,7 +72,7 @@ objects:
 def stereo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stereo")
     recipe = load_recipe(write_recipe(folder, STEREO_RECIPE))
-    return recipe, render_dataset(recipe, folder / "out").store
+    return recipe, render_dataset(recipe, folder / "out", usd=True).store
 
 
 def _pixels(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +105,8 @@ def test_stereo_views_have_their_own_records_files_and_rectified_poses(stereo):
     for left, right in zip(records[::2], records[1::2]):
         assert left["files"]["rgb"] == "rgb/%06d_left.png" % left["index"] == pass_file("rgb", left["index"], "left")
         assert right["files"]["disparity"] == "disparity/%06d_right.exr" % right["index"]
+        assert (left["files"]["scene"], right["files"]["usd"]) == ("scenes/%06d_left.json" % left["index"],
+                                                                    "scenes/%06d_right.usda" % right["index"])
         baseline = left["camera"]["stereo_baseline"]
         assert 0.06 <= baseline <= 0.12 and right["camera"]["stereo_baseline"] == baseline
         assert left["camera"]["K"] == right["camera"]["K"]
@@ -223,6 +225,20 @@ def test_resume_renders_only_the_view_whose_file_was_deleted(stereo, tmp_path):
     assert len(store.records()) == 4 and store.frame_problem(store.records()[3]) is None
 
 
+def test_verify_checks_each_view(stereo, tmp_path):
+    from sceneforge.labels.verify import verify_store
+
+    out = tmp_path / "out"
+    shutil.copytree(stereo[1].root, out)
+    path = out / "depth" / "000000_right.exr"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    path.write_bytes(bytes(data))
+    report = verify_store(DatasetStore(out))
+    assert report.damaged == ["frame 0 camera right: depth/000000_right.exr is damaged (its CRC-32 differs from the record's)"]
+    assert report.intact == 3
+
+
 def test_exports_hold_one_image_per_view(stereo, tmp_path):
     _, store = stereo
     export(store, "coco", tmp_path / "coco")
@@ -300,6 +316,29 @@ def test_usd_stage_holds_every_rig_camera(stereo):
     np.testing.assert_allclose(
         np.asarray(UsdGeom.Xformable(stage.GetPrimAtPath("/World/rig/right")).ComputeLocalToWorldTransform(0)).T,
         np.asarray(UsdGeom.Xformable(stage.GetPrimAtPath("/World/camera")).ComputeLocalToWorldTransform(0)).T)
+
+
+def test_a_stereo_sequence_has_flow_tracks_and_mot_sequences_per_camera(tmp_path):
+    text = STEREO_RECIPE.replace("count: 2", "count: 2\nsequence: {frames: 2, fps: 10, point_tracks: 16}").replace(
+        "  stereo:", "  trajectory: {type: orbit, degrees_per_second: 40}\n  stereo:")
+    store = render_dataset(load_recipe(write_recipe(tmp_path, text)), tmp_path / "out").store
+    records = store.records()
+    assert [(r["index"], r["camera"]["name"]) for r in records] == [(0, "left"), (0, "right"), (1, "left"), (1, "right")]
+    # Each view's forward flow is its own depth carried to its own camera's next pose (a still scene).
+    for now, later in ((records[0], records[2]), (records[1], records[3])):
+        assert now["camera"]["name"] == later["camera"]["name"]
+        depth = store.read_depth(now)
+        flow, valid = store.read_flow(now, "flow_forward"), (store.read_flow_valid(now) & 1) > 0
+        uv, _ = _to_image(later, _to_world(now, depth))
+        us, vs = _pixels(64, 48)
+        expected = np.stack([uv[..., 0] - us, uv[..., 1] - vs], axis=-1)
+        assert valid.sum() > 1000
+        np.testing.assert_allclose(flow[valid], expected[valid], atol=0.01)
+    tracks = {(r["scene_index"], r["camera"]) for r in store.sequence_records()}
+    assert tracks == {(0, "left"), (0, "right")}
+    assert store.read_tracks(store.sequence_records()[1])["tracks"].shape == (16, 2, 2)
+    export(store, "mot", tmp_path / "mot")
+    assert sorted(p.name for p in (tmp_path / "mot").iterdir()) == ["sequence-000000_left", "sequence-000000_right"]
 
 
 def test_sequence_views_carry_their_own_camera_in_the_neighbouring_states(tmp_path):
