@@ -1,4 +1,5 @@
-"""Scene sampling: ``sample(recipe, index) -> SceneSpec``, pure and order-independent.
+"""Scene sampling: ``sample_views(recipe, index) -> [SceneSpec]`` (one per camera of a rig) and
+``sample(recipe, index, camera) -> SceneSpec``, pure and order-independent.
 
 The seed of scene *i* is a hash of (recipe seed, i). Objects, camera, lights and world each draw
 from their own child stream of that seed, so changing how the camera is sampled never moves the
@@ -377,7 +378,7 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
 def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
-    noise of frame f (8, f), point-track queries (9); the rig's cameras (13, 1)."""
+    noise of frame f (8, f), point-track queries (9; a rig's camera k: (9, k)); the rig's cameras (13, 1)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
