@@ -44,7 +44,17 @@ def stored_passes(spec: SceneSpec, passes: Passes) -> dict[str, np.ndarray]:
         stored["depth_sensor"] = depth_sensor_pass(spec, passes.depth, passes.normals, clean, passes.instance)
     if spec.sequence is not None and spec.sequence.flow:
         stored.update(flow_passes(spec, passes.depth, passes.instance))
+    if spec.camera.stereo_baseline is not None:
+        stored["disparity"] = disparity_map(passes.depth, spec.camera.K, spec.camera.stereo_baseline)
     return stored
+
+
+def disparity_map(depth: np.ndarray, K: np.ndarray, baseline: float) -> np.ndarray:
+    """Stereo disparity in pixels, ``fx * baseline / depth`` (0 where depth is inf: no hit)."""
+    fx = float(np.asarray(K)[0, 0])
+    with np.errstate(divide="ignore"):
+        disparity = np.where(np.isfinite(depth) & (depth > 0), fx * baseline / depth, 0.0)
+    return disparity.astype(np.float32)
 
 
 def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], checks: dict[str, dict],
@@ -58,7 +68,9 @@ def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], checks:
         "files": files,
         "checks": checks,
         "camera": {"K": camera.K, "world_from_camera": camera.world_from_camera,
-                   "width": camera.width, "height": camera.height},
+                   "width": camera.width, "height": camera.height,
+                   **({"name": camera.name} if camera.name else {}),
+                   **({"stereo_baseline": camera.stereo_baseline} if camera.stereo_baseline is not None else {})},
         "objects": object_records(spec, passes),
         "render_seconds": round(render_seconds, 4),
     }

@@ -6,6 +6,10 @@ That is the encoding both Detectron2 (default ``INPUT.MASK_FORMAT: polygon``) an
 (either ``poly2mask`` setting) read for non-crowd objects. ``masks="rle"`` writes pycocotools'
 compressed RLE instead (Detectron2 then needs ``INPUT.MASK_FORMAT: bitmask``).
 
+Each view is one image: a rig's views are ``NNNNNN_CAMERA.png`` with image id
+``index * cameras + camera position`` (``DatasetStore.image_id``) and ``frame`` and ``camera``
+fields; a single camera's image id is the frame index.
+
 Each annotation also carries the object's amodal mask (its whole silhouette, hidden parts
 included) in the extra fields of KINS' 2020 annotations: ``a_segm`` (in the same encoding as
 ``segmentation``), ``a_bbox`` and ``a_area``.
@@ -30,7 +34,7 @@ from sceneforge.floor.files import atomic_write, link_or_copy
 
 from .polygons import mask_polygons
 from .rle import decode_mask, encode_masks, rle_area, rle_bbox
-from .store import DatasetStore
+from .store import DatasetStore, view_name
 
 MaskEncoding = Literal["rle", "polygon"]
 
@@ -52,7 +56,9 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
         name = Path(record["files"][rgb_pass]).name
         link_or_copy(store.path(record, rgb_pass), folder / "images" / name)
         height, width = record["camera"]["height"], record["camera"]["width"]
-        images.append({"id": record["index"], "file_name": name, "width": width, "height": height})
+        image_id, camera = store.image_id(record), view_name(record)
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height,
+                       **({"frame": record["index"], "camera": camera} if camera else {})})
         visible = [obj for obj in record["objects"] if obj["visible_pixels"] > 0]
         if not visible:
             continue
@@ -61,7 +67,7 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
             amodal = obj.get("amodal_mask")  # stores written before amodal masks have none
             annotations.append({
                 "id": len(annotations) + 1,
-                "image_id": record["index"],
+                "image_id": image_id,
                 "category_id": obj["category_id"],
                 "segmentation": rle if masks == "rle" else _polygons(instance == obj["instance_id"]),
                 "area": float(rle_area(rle)),

@@ -4,7 +4,8 @@
 ``gt.txt`` has one line per visible object per frame, the MOT16/17 ground-truth columns:
 ``frame, id, bb_left, bb_top, bb_width, bb_height, consider, class, visibility`` with frames
 numbered from 1, 1-based pixel coordinates of the visible box, ``consider`` = 1, class = the
-category id and visibility = visible / unoccluded pixels.
+category id and visibility = visible / unoccluded pixels. Each camera of a rig is a sequence of
+its own: ``sequence-NNNNNN_CAMERA/``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,20 @@ from pathlib import Path
 from sceneforge.floor.errors import UserError
 from sceneforge.floor.files import atomic_write, link_or_copy
 
-from .store import DatasetStore
+from .store import DatasetStore, view_name, view_stem
 
 
 def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path, rgb_pass: str) -> None:
     """Write every sequence of every split (``dest/SPLIT/SEQUENCE/``, or ``dest/SEQUENCE/``)."""
     for split, records in groups.items():
-        sequences: dict[int, list[dict]] = {}
+        sequences: dict[tuple[int, str], list[dict]] = {}  # by (scene index, camera name)
         for record in records:
             if "sequence" not in record:
                 raise UserError(f"{store.root}: frame {record['index']} is not part of a sequence; the mot format "
                                 "exports sequences (a recipe with `sequence:`)")
-            sequences.setdefault(record["sequence"]["scene_index"], []).append(record)
-        for scene_index, frames in sorted(sequences.items()):
-            folder = (dest / split if split else dest) / f"sequence-{scene_index:06d}"
+            sequences.setdefault((record["sequence"]["scene_index"], view_name(record)), []).append(record)
+        for (scene_index, camera), frames in sorted(sequences.items()):
+            folder = (dest / split if split else dest) / f"sequence-{view_stem(scene_index, camera)}"
             _write_sequence(store, sorted(frames, key=lambda r: r["sequence"]["frame"]), folder, rgb_pass)
 
 

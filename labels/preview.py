@@ -1,8 +1,8 @@
-"""Contact sheets: one row per frame with RGB, depth, normals, instances (boxes, class names,
-keypoints and skeletons, dashed amodal outlines), forward flow (colour wheel) in sequences, the
-clean RGB and the depth sensor's depth (holes black) with a sensor model, and the refined RGB when
-there is one; the refiner's before/after sheet; and a sequence's animation, boxes and track ids
-drawn on each frame."""
+"""Contact sheets: one row per view (a frame's, or each rig camera's of it) with RGB, depth,
+normals, instances (boxes, class names, keypoints and skeletons, dashed amodal outlines), forward
+flow (colour wheel) in sequences, disparity in stereo views, the clean RGB and the depth sensor's
+depth (holes black) with a sensor model, and the refined RGB when there is one; the refiner's
+before/after sheet; and a sequence's animation, boxes and track ids drawn on each frame."""
 
 from __future__ import annotations
 
@@ -16,23 +16,24 @@ from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import FORWARD_VALID, instance_boundaries
 
 from .rle import decode_mask
-from .store import DatasetStore
+from .store import DatasetStore, frames_of, view_name, view_stem
 
 MIN_TILE_WIDTH = 256  # small renders are enlarged (nearest) so that class names stay legible
 AMODAL_DASH = 4  # pixels on, then off, along the dashed amodal outlines
 
 
 def contact_sheet(store: DatasetStore, indices: list[int] | None = None, max_frames: int = 6) -> np.ndarray:
-    """An RGB image of the chosen frames (the first ``max_frames`` by default)."""
-    records = store.records()
+    """An RGB image of the chosen frames (the first ``max_frames`` by default), a row per view."""
+    frames = frames_of(store.records())
     if indices is None:
-        records = records[:max_frames]
+        frames = frames[:max_frames]
     else:
-        by_index = {r["index"]: r for r in records}
+        by_index = {views[0]["index"]: views for views in frames}
         if unknown := [i for i in indices if i not in by_index]:
             raise UserError(f"--frames: {store.root} has no finished frame {unknown[0]} "
                             f"(its frames are {min(by_index)} .. {max(by_index)}, {len(by_index)} finished)")
-        records = [by_index[i] for i in indices]
+        frames = [by_index[i] for i in indices]
+    records = [record for views in frames for record in views]
     rows = [_row(store, record) for record in records]
     width = max(row.shape[1] for row in rows)
     return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
@@ -82,6 +83,9 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
     if "flow_forward" in record["files"]:
         valid = store.read_flow_valid(record) & FORWARD_VALID > 0
         tiles.append(("flow", enlarge(flow_colours(store.read_flow(record, "flow_forward"), valid))))
+    if "disparity" in record["files"]:
+        disparity = store.read_disparity(record)
+        tiles.append(("disparity", enlarge(depth_colours(np.where(disparity > 0, 1 / disparity, np.inf)))))
     if "rgb_clean" in record["files"]:
         tiles.append(("clean", enlarge(store.read_rgb(record, "rgb_clean"))))
     if "depth_sensor" in record["files"]:
@@ -89,8 +93,9 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
         tiles.append(("depth sensor", enlarge(depth_colours(np.where(sensed > 0, sensed, np.inf)))))
     if "rgb_refined" in record["files"]:
         tiles.append(("refined", enlarge(store.read_rgb(record, "rgb_refined"))))
+    title = view_stem(record["index"], view_name(record))
     for name, tile in tiles:
-        cv2.putText(tile, f"{record['index']:06d} {name}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(tile, f"{title} {name}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate([tile for _, tile in tiles], axis=1)
 
 
@@ -104,10 +109,13 @@ def flow_colours(flow: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid[..., None], cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), 0).astype(np.uint8)
 
 
-def sequence_frames(store: DatasetStore, scene_index: int) -> list[np.ndarray]:
-    """The frames of sequence ``scene_index`` in time order, each with its objects' boxes and track
-    (instance) ids drawn, for an animation."""
-    records = sorted((r for r in store.records() if r.get("sequence", {}).get("scene_index") == scene_index),
+def sequence_frames(store: DatasetStore, scene_index: int, camera: str | None = None) -> list[np.ndarray]:
+    """The frames of sequence ``scene_index`` in time order as ``camera`` saw them (None: the
+    first of the store's cameras), each with its objects' boxes and track (instance) ids drawn,
+    for an animation."""
+    camera = store.cameras[0] if camera is None else camera
+    records = sorted((r for r in store.records()
+                      if r.get("sequence", {}).get("scene_index") == scene_index and view_name(r) == camera),
                      key=lambda r: r["sequence"]["frame"])
     if not records:
         raise UserError(f"--sequence: {store.root} has no finished frames of sequence {scene_index}")

@@ -1,4 +1,4 @@
-"""WebDataset export: tar shards of bounded size, one sample per frame.
+"""WebDataset export: tar shards of bounded size, one sample per frame (all views of a rig's frame in it).
 
 Each sample holds the store's files as they are (``KEY.rgb.png``, ``KEY.depth.exr``,
 ``KEY.distance.exr``, ``KEY.normals.exr``, ``KEY.instance.png``, ``KEY.semantic.png``, and
@@ -6,7 +6,9 @@ Each sample holds the store's files as they are (``KEY.rgb.png``, ``KEY.depth.ex
 ``KEY.flow_valid.png`` for sequences, ``KEY.rgb_clean.png`` and ``KEY.depth_sensor.exr`` with
 sensor models) plus ``KEY.json``, the frame record. A sequence's frames
 are keyed ``SEQUENCE_FRAME`` (both six digits); their records carry ``sequence``. ``dataset.json`` beside the
-shards carries the categories. Shards are plain tar files written with the standard library:
+shards carries the categories. A rig's frame is one sample whose members carry the camera's name
+after the key (``KEY.left.rgb.png``, ``KEY.left.json``, ``KEY.right.rgb.png``, ...), so a
+frame's views always travel together. Shards are plain tar files written with the standard library:
 the ``webdataset`` package reads them, but importing its writer would import torch.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from sceneforge.floor.files import atomic_write
 
-from .store import DatasetStore
+from .store import DatasetStore, frame_name, frames_of, view_name
 
 _TAR_OVERHEAD = 1024  # a member's header and padding, at most
 
@@ -32,8 +34,8 @@ def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path,
         folder.mkdir(parents=True, exist_ok=True)
         shard, size, count = None, 0, 0
         try:
-            for record in records:
-                members = _sample(store, record, rgb_pass)
+            for views in frames_of(records):
+                members = [member for record in views for member in _sample(store, record, rgb_pass)]
                 sample_bytes = sum(len(data) + _TAR_OVERHEAD for _, data in members)
                 if shard is None or (size and size + sample_bytes > shard_bytes):
                     if shard is not None:
@@ -55,8 +57,9 @@ def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path,
 def _sample(store: DatasetStore, record: dict, rgb_pass: str) -> list[tuple[str, bytes]]:
     sequence = record.get("sequence")
     # A sequence's frame: SEQUENCE_FRAME, so that its frames sort together and in time order.
-    key = Path(record["files"]["rgb"]).stem if sequence is None else \
-        f"{sequence['scene_index']:06d}_{sequence['frame']:06d}"
+    key = frame_name(record["index"]) if sequence is None else f"{sequence['scene_index']:06d}_{sequence['frame']:06d}"
+    if view_name(record):
+        key = f"{key}.{view_name(record)}"
     public = {k: v for k, v in record.items() if k != "files"}
     members = [(f"{key}.rgb.png", store.path(record, rgb_pass).read_bytes())]
     for name, relative in record["files"].items():

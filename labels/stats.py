@@ -1,4 +1,4 @@
-"""Dataset statistics: class balance, objects per image, visibility and depth distributions.
+"""Dataset statistics: class balance, objects per image (per view of a rig), visibility and depth distributions.
 
 Everything comes from ``frames.jsonl`` (no image is read), so it is fast on large stores. An
 object's depth is the middle of its visible depth range.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import DatasetStore
+from .store import DatasetStore, view_name
 
 VISIBILITY_BINS = np.linspace(0.0, 1.0, 11)
 
@@ -27,7 +27,9 @@ def dataset_stats(store: DatasetStore) -> dict:
     visibility = [o["visibility"] for o in visible if o.get("visibility") is not None]
     depth_edges = np.linspace(min(depths), max(depths) + 1e-9, 11) if depths else np.linspace(0, 1, 11)
     return {
-        "frames": len(records),
+        "frames": len({r["index"] for r in records}),
+        **({"views": {name: sum(view_name(r) == name for r in records) for name in store.cameras}}
+           if store.cameras != [""] else {}),
         "categories": [
             {
                 "name": names[cid],

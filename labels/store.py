@@ -29,7 +29,7 @@ import OpenEXR
 
 from sceneforge.floor.errors import StorageError, UserError
 from sceneforge.floor.files import LockHeld, atomic_write, folder_lock
-from sceneforge.floor.frame import FLOW_PASSES, FRAME_PASSES, STORED_PASSES
+from sceneforge.floor.frame import FLOW_PASSES, FRAME_PASSES, STEREO_PASSES, STORED_PASSES
 
 STORE_FORMAT = "sceneforge.store/1"
 # Text documents of a frame, beside its passes: the SceneSpec and, optionally, its USD stage.
@@ -85,14 +85,38 @@ def frame_name(index: int) -> str:
     return f"{index:06d}"
 
 
-def tracks_file(scene_index: int) -> str:
-    """Where a sequence's point tracks lie in a store (relative)."""
-    return f"tracks/{frame_name(scene_index)}.npz"
+def tracks_file(scene_index: int, camera: str = "") -> str:
+    """Where a sequence's point tracks (seen by rig camera ``camera``) lie in a store (relative)."""
+    return f"tracks/{view_stem(scene_index, camera)}.npz"
 
 
-def pass_file(name: str, index: int) -> str:
-    """Where pass ``name`` of frame ``index`` is kept, relative to the store (``depth/000042.exr``)."""
-    return f"{name}/{frame_name(index)}{STORED_PASSES[name].suffix}"
+def view_stem(index: int, camera: str = "") -> str:
+    """The file stem of one view of frame ``index``: ``000042``, or ``000042_left`` for rig camera ``left``."""
+    return f"{frame_name(index)}_{camera}" if camera else frame_name(index)
+
+
+def pass_file(name: str, index: int, camera: str = "") -> str:
+    """Where pass ``name`` of frame ``index`` (as rig camera ``camera`` saw it; "" for a single
+    camera) is kept, relative to the store: ``depth/000042.exr``, ``depth/000042_left.exr``."""
+    return f"{name}/{view_stem(index, camera)}{STORED_PASSES[name].suffix}"
+
+
+def view_name(record: dict) -> str:
+    """The camera name of a frame record ("" for a single camera, and in stores made before rigs)."""
+    return record["camera"].get("name", "") if isinstance(record.get("camera"), dict) else ""
+
+
+def view_key(record: dict) -> tuple[int, str]:
+    """What identifies a record in frames.jsonl: (frame index, camera name)."""
+    return record["index"], view_name(record)
+
+
+def frames_of(records: list[dict]) -> list[list[dict]]:
+    """Records grouped by frame (the views of one index together), in the order given."""
+    frames: dict[int, list[dict]] = {}
+    for record in records:
+        frames.setdefault(record["index"], []).append(record)
+    return list(frames.values())
 
 
 class DatasetStore:
@@ -110,16 +134,30 @@ class DatasetStore:
         if self.meta.get("format") != STORE_FORMAT:
             raise UserError(f"{meta_path}: unsupported store format {self.meta.get('format')!r}, expected {STORE_FORMAT!r}")
 
+    @property
+    def cameras(self) -> list[str]:
+        """The names of each frame's views in rig order ([""]: one unnamed camera)."""
+        return [c["name"] for c in self.meta.get("cameras", [])] or [""]
+
+    def image_id(self, record: dict) -> int:
+        """A unique integer id of a view: ``index * cameras + camera position`` (the index itself
+        for a single camera), as COCO's image ids."""
+        cameras = self.cameras
+        return record["index"] * len(cameras) + cameras.index(view_name(record))
+
     @classmethod
     def open_for_writing(
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
         resolution: tuple[int, int], requested: int, albedo: bool = False, flow: bool = False,
         sensor: bool = False, depth_sensor: bool = False,
         keypoints: Mapping[str, tuple[Sequence[str], Sequence[tuple[str, str]]]] | None = None,
+        cameras: tuple[str, ...] = ("",), stereo_pairs: tuple[tuple[str, str], ...] = (),
     ) -> DatasetStore:
         """Create a store, or reopen one made from the same recipe to resume it (``albedo``,
         ``flow``: frames also hold those passes; ``sensor``: ``rgb_clean``, ``depth_sensor``: that
-        pass; ``keypoints``: each category's keypoint names and skeleton, as name pairs)."""
+        pass; ``keypoints``: each category's keypoint names and skeleton, as name pairs;
+        ``cameras``: the names of a rig's views, with ``stereo_pairs`` (left, right) of them;
+        ``requested`` counts views)."""
         root = Path(root)
         _check_writable(root)
         meta_path = root / "dataset.json"
@@ -131,6 +169,7 @@ class DatasetStore:
                 "categories": [{"id": i + 1, "name": name, **_keypoint_fields(*(keypoints or {}).get(name, ((), ())))}
                                for i, name in enumerate(categories)],
                 "passes": [*FRAME_PASSES, *(["albedo"] if albedo else []), *(FLOW_PASSES if flow else ()),
+                           *(STEREO_PASSES if stereo_pairs else ()),
                            *(["rgb_clean"] if sensor else []), *(["depth_sensor"] if depth_sensor else [])],
                 "resolution": list(resolution),
                 "conventions": {
@@ -147,6 +186,12 @@ class DatasetStore:
                                  "categories[].skeleton: 0-based pairs of keypoint indices",
                 },
             }
+            if tuple(cameras) != ("",):
+                meta["cameras"] = [{"name": name} for name in cameras]
+                meta["stereo_pairs"] = [{"left": left, "right": right} for left, right in stereo_pairs]
+                meta["conventions"]["disparity"] = ("fx * baseline / depth in pixels, 0 = no hit; the left view's "
+                                                    "(u, v) is at (u - d, v) in the right view, the right's at (u + d, v) "
+                                                    "in the left")
             atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, allow_nan=False)))
         store = cls(root)
         if store.meta.get("recipe_hash") != recipe_hash:
@@ -166,14 +211,15 @@ class DatasetStore:
     # --- reading -----------------------------------------------------------------------------
 
     def records(self, repair: bool = False) -> list[dict]:
-        """Finished frame records, by index. A truncated last line (a crash mid-append) is
-        skipped with a warning, and cut off the file when ``repair`` is set."""
+        """Finished view records (one per frame and camera), by index then rig camera order. A
+        truncated last line (a crash mid-append) is skipped with a warning, and cut off the file
+        when ``repair`` is set."""
         path = self.root / "frames.jsonl"
         if not path.exists():
             return []
         data = path.read_bytes()
         lines = data.split(b"\n")
-        by_index: dict[int, dict] = {}
+        by_view: dict[tuple[int, str], dict] = {}
         good_end = 0
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -186,12 +232,13 @@ class DatasetStore:
                     log.warning("%s:%d: ignoring a truncated last record (%s)", path, number, exc)
                     break
                 raise UserError(f"{path}:{number}: corrupt frame record ({exc})") from None
-            by_index.setdefault(record["index"], record)
+            by_view.setdefault(view_key(record), record)
             good_end += len(line) + 1
         if repair and good_end < len(data):
             with open(path, "r+b") as f:
                 f.truncate(min(good_end, len(data)))
-        return [by_index[i] for i in sorted(by_index)]
+        order = {name: k for k, name in enumerate(self.cameras)}
+        return [by_view[key] for key in sorted(by_view, key=lambda key: (key[0], order.get(key[1], len(order)), key[1]))]
 
     def frame_problem(self, record: dict, checksums: bool = True) -> str | None:
         """What is wrong with a finished frame's files (None: nothing): a file its record names is
@@ -237,6 +284,9 @@ class DatasetStore:
     def read_depth_sensor(self, record: dict) -> np.ndarray:
         """H x W float32 depth the depth sensor model measured, metres (0 = hole)."""
         return self._read_z(record, "depth_sensor")
+    def read_disparity(self, record: dict) -> np.ndarray:
+        """H x W float32 stereo disparity in pixels of a stereo view (0 = no hit; docs/formats.md)."""
+        return self._read_z(record, "disparity")
 
     def _read_z(self, record: dict, name: str) -> np.ndarray:
         return OpenEXR.File(str(self.path(record, name))).channels()["Z"].pixels
@@ -259,7 +309,8 @@ class DatasetStore:
         return _imread(self.path(record, "flow_valid"), cv2.IMREAD_UNCHANGED)
 
     def sequence_records(self) -> list[dict]:
-        """Records of the sequences whose point tracks are written, by scene index."""
+        """Records of the sequences whose point tracks are written, by scene index (and rig camera:
+        a rig's records carry ``camera``, the camera's name)."""
         path = self.root / "sequences.jsonl"
         if not path.exists():
             return []
@@ -279,7 +330,7 @@ class DatasetStore:
                 if number == len(lines):  # an interrupted append: that sequence's tracks are written again
                     break
                 raise UserError(f"{path}:{number}: corrupt sequence record ({exc})") from None
-            records.setdefault(record["scene_index"], record)
+            records.setdefault((record["scene_index"], record.get("camera", "")), record)
         return [records[k] for k in sorted(records)]
 
     def read_tracks(self, record: dict) -> dict[str, np.ndarray]:
@@ -299,17 +350,18 @@ class DatasetStore:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def write_frame_files(self, index: int, passes: dict[str, np.ndarray],
-                          documents: dict[str, str]) -> tuple[dict[str, str], dict[str, dict]]:
-        """Write a frame's passes and documents (each atomically); returns their relative paths and
-        their checks (``{"bytes": size, "crc32": hex}`` by name), for the frame's record.
+    def write_frame_files(self, index: int, passes: dict[str, np.ndarray], documents: dict[str, str],
+                          camera: str = "") -> tuple[dict[str, str], dict[str, dict]]:
+        """Write a view's passes and documents (each atomically; ``camera``: the rig camera's name,
+        "" for a single camera); returns their relative paths and their checks (``{"bytes": size,
+        "crc32": hex}`` by name), for the view's record.
 
         ``passes`` maps names of ``STORED_PASSES`` to arrays of its dtype, ``documents`` names of
         ``DOCUMENTS`` to text. Any process that sees the store's folder may call this; only one
         appends the records. A failed write raises StorageError.
         """
-        files = {name: pass_file(name, index) for name in passes}
-        files.update({name: DOCUMENTS[name].format(stem=frame_name(index)) for name in documents})
+        files = {name: pass_file(name, index, camera) for name in passes}
+        files.update({name: DOCUMENTS[name].format(stem=view_stem(index, camera)) for name in documents})
         try:
             for name, array in passes.items():
                 _write_pass(self.root / files[name], STORED_PASSES[name].channels, array)
@@ -336,19 +388,21 @@ class DatasetStore:
         try:
             _append_line(self.root / "frames.jsonl", record)
         except OSError as exc:
-            raise self.storage_error(f"{self.root}: cannot write frame {record['index']} ({exc.strerror or exc})") from None
+            raise self.storage_error(f"{self.root}: cannot write frame {record['index']}"
+                                     f"{' camera ' + view_name(record) if view_name(record) else ''} "
+                                     f"({exc.strerror or exc})") from None
         self.meta["counts"]["finished"] += 1
 
-    def write_colour(self, name: str, index: int, rgb: np.ndarray) -> None:
-        """Write frame ``index``'s 8-bit RGB image of pass ``name`` to ``pass_file(name, index)`` (atomically)."""
-        _write_pass(self.root / pass_file(name, index), "RGB", rgb)
+    def write_colour(self, name: str, index: int, rgb: np.ndarray, camera: str = "") -> None:
+        """Write a view's 8-bit RGB image of pass ``name`` to ``pass_file(name, index, camera)`` (atomically)."""
+        _write_pass(self.root / pass_file(name, index, camera), "RGB", rgb)
 
     def record_pass(self, name: str, meta: dict) -> None:
-        """Add pass ``name`` (``pass_file(name, index)``, written by ``write_colour``) to every finished
-        frame's files, and ``meta`` to dataset.json; frames.jsonl is rewritten atomically."""
+        """Add pass ``name`` (``pass_file(name, index, camera)``, written by ``write_colour``) to every
+        finished view's files, and ``meta`` to dataset.json; frames.jsonl is rewritten atomically."""
         records = self.records()
         for record in records:
-            record["files"][name] = relative = pass_file(name, record["index"])
+            record["files"][name] = relative = pass_file(name, record["index"], view_name(record))
             record.setdefault("checks", {})[name] = file_check(self.root / relative)
         self.rewrite_records(records)
         if name not in self.meta["passes"]:
@@ -356,12 +410,15 @@ class DatasetStore:
         self.meta.update(meta)
         self.save_metadata()
 
-    def write_sequence(self, scene_index: int, frames: list[int], fps: float, tracks: dict[str, np.ndarray]) -> dict:
-        """Write a sequence's point tracks (atomically) and append its record to sequences.jsonl."""
-        relative = tracks_file(scene_index)
+    def write_sequence(self, scene_index: int, frames: list[int], fps: float, tracks: dict[str, np.ndarray],
+                       camera: str = "") -> dict:
+        """Write a sequence's point tracks as rig camera ``camera`` sees them ("" for a single
+        camera; atomically) and append its record to sequences.jsonl."""
+        relative = tracks_file(scene_index, camera)
         path = self.root / relative
         arrays = {name: np.asarray(tracks[name], dtype=dtype) for name, dtype in TRACK_ARRAYS.items()}
-        record = {"scene_index": scene_index, "frames": frames, "fps": fps, "files": {"tracks": relative}}
+        record = {"scene_index": scene_index, **({"camera": camera} if camera else {}), "frames": frames, "fps": fps,
+                  "files": {"tracks": relative}}
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as out:
                 np.savez_compressed(out, **arrays)
@@ -400,7 +457,8 @@ class DatasetStore:
             if (problem := self.frame_problem(record, checksums=False)) is None:
                 intact.append(record)
             else:
-                log.warning("%s: frame %d will be rendered again: %s", self.root, record["index"], problem)
+                log.warning("%s: frame %d%s will be rendered again: %s", self.root, record["index"],
+                            f" camera {view_name(record)}" if view_name(record) else "", problem)
         if len(intact) < len(records):
             self.rewrite_records(intact)
         return intact

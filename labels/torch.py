@@ -15,9 +15,20 @@ keypoints of any category, the rest zero) and one tensor per requested pass:
 ``depth``, ``distance`` (1 x H x W metres, inf = no hit), ``normals`` (3 x H x W), ``instance``,
 ``semantic`` (H x W int64), ``albedo`` and ``rgb_clean`` (3 x H x W), ``depth_sensor`` (1 x H x W
 metres, 0 = hole), and in sequences ``flow_forward``,
-``flow_backward`` (2 x H x W pixels) and ``flow_valid`` (H x W uint8 bits). Frames of a sequence
+``flow_backward`` (2 x H x W pixels) and ``flow_valid`` (H x W uint8 bits), in stereo views
+``disparity`` (1 x H x W pixels). Frames of a sequence
 also carry ``sequence`` (scene index, frame); ``point_tracks(scene_index)`` gives a sequence's
 point tracks. No torchvision is needed.
+
+A rig's store holds one record per view. By default each view is a sample of its own (with
+``camera``, its name); ``cameras=("left", "right")`` makes one sample per frame instead, holding
+those views' samples by name (frames missing one of them are left out):
+
+    pairs = SceneForgeDataset("out/stereo", passes=("depth", "disparity"), cameras=("left", "right"))
+    sample = pairs[0]   # {"index": 0, "views": {"left": {...}, "right": {...}}}
+    left = sample["views"]["left"]["image"]
+
+``collate`` batches such samples view by view (``batch["views"]["left"]["image"]`` is N x 3 x H x W).
 """
 
 from __future__ import annotations
@@ -32,14 +43,15 @@ from torch.utils.data import Dataset
 from sceneforge.floor.errors import UserError
 
 from .rle import decode_mask
-from .store import DatasetStore
+from .store import DatasetStore, frames_of, view_name
 
 DENSE_PASSES = ("depth", "distance", "normals", "instance", "semantic", "albedo", "flow_forward", "flow_backward",
-                "flow_valid", "rgb_clean", "depth_sensor")
+                "flow_valid", "disparity", "rgb_clean", "depth_sensor")
 
 
 class SceneForgeDataset(Dataset):
-    """The finished frames of a store, in index order; picklable for ``DataLoader(num_workers>0)``."""
+    """The finished views of a store, in index order (or with ``cameras``, its frames with those
+    views together); picklable for ``DataLoader(num_workers>0)``."""
 
     def __init__(
         self,
@@ -47,6 +59,7 @@ class SceneForgeDataset(Dataset):
         passes: Sequence[str] = (),
         transforms: Callable[[dict], dict] | None = None,
         rgb: str = "original",
+        cameras: Sequence[str] | None = None,
     ) -> None:
         self.store = store if isinstance(store, DatasetStore) else DatasetStore(store)
         unknown = [p for p in passes if p not in DENSE_PASSES or p not in self.store.meta["passes"]]
@@ -59,12 +72,30 @@ class SceneForgeDataset(Dataset):
         self.rgb_pass = {"original": "rgb", "refined": "rgb_refined", "clean": "rgb_clean"}[rgb]
         self.records = self.store.records()
         self.keypoint_slots = max((len(c.get("keypoints", ())) for c in self.store.meta["categories"]), default=0)
+        self.cameras = None if cameras is None else tuple(cameras)
+        self.frames: list[dict[str, dict]] = []  # with cameras: each frame's records by camera name
+        if self.cameras is not None:
+            if unknown := [c for c in self.cameras if c not in self.store.cameras]:
+                raise UserError(f"{self.store.root}: no camera {unknown[0]!r} here; its cameras: "
+                                f"{', '.join(repr(c) for c in self.store.cameras)}")
+            for views in frames_of(self.records):
+                by_name = {view_name(r): r for r in views}
+                if all(c in by_name for c in self.cameras):
+                    self.frames.append({c: by_name[c] for c in self.cameras})
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) if self.cameras is None else len(self.frames)
 
     def __getitem__(self, item: int) -> dict:
-        record = self.records[item]
+        if self.cameras is None:
+            sample = self._view(self.records[item])
+            return self.transforms(sample) if self.transforms else sample
+        views = self.frames[item]
+        sample = {"index": views[self.cameras[0]]["index"], "views": {c: self._view(r) for c, r in views.items()}}
+        return self.transforms(sample) if self.transforms else sample
+
+    def _view(self, record: dict) -> dict:
+        """One view's sample: image, targets and the requested passes."""
         store = self.store
         instance = store.read_instance(record)
         visible = [o for o in record["objects"] if o["visible_pixels"] > 0]
@@ -95,12 +126,15 @@ class SceneForgeDataset(Dataset):
             "flow_valid": lambda: torch.from_numpy(store.read_flow_valid(record)),
             "rgb_clean": lambda: image_tensor(store.read_rgb(record, "rgb_clean")),
             "depth_sensor": lambda: torch.from_numpy(store.read_depth_sensor(record)).unsqueeze(0),
+            "disparity": lambda: torch.from_numpy(store.read_disparity(record)).unsqueeze(0),
         }
         for name in self.passes:
             sample[name] = readers[name]()
         if "sequence" in record:
             sample["sequence"] = torch.tensor([record["sequence"]["scene_index"], record["sequence"]["frame"]])
-        return self.transforms(sample) if self.transforms else sample
+        if view_name(record):
+            sample["camera"] = view_name(record)
+        return sample
 
     def _keypoints(self, visible: list[dict]) -> torch.Tensor:
         """N x K x 3 (x, y, visibility) of the objects, x and y moved into the boxes' frame."""
@@ -110,11 +144,12 @@ class SceneForgeDataset(Dataset):
                 keypoints[i, k] = torch.tensor([u + 0.5, v + 0.5, flag] if flag else [0.0, 0.0, 0.0])
         return keypoints
 
-    def point_tracks(self, scene_index: int) -> dict[str, torch.Tensor]:
-        """The point tracks of sequence ``scene_index`` (docs/formats.md): ``query_points`` N x 3
-        (frame, y, x), ``tracks`` N x T x 2 (x, y pixels), ``occluded`` N x T bool, ``instance_id`` N."""
+    def point_tracks(self, scene_index: int, camera: str = "") -> dict[str, torch.Tensor]:
+        """The point tracks of sequence ``scene_index`` as ``camera`` sees them ("" for a single
+        camera; docs/formats.md): ``query_points`` N x 3 (frame, y, x), ``tracks`` N x T x 2 (x, y
+        pixels), ``occluded`` N x T bool, ``instance_id`` N."""
         for record in self.store.sequence_records():
-            if record["scene_index"] == scene_index:
+            if record["scene_index"] == scene_index and record.get("camera", "") == camera:
                 return {name: torch.from_numpy(array) for name, array in self.store.read_tracks(record).items()}
         raise UserError(f"{self.store.root}: no point tracks of sequence {scene_index}")
 
@@ -125,10 +160,12 @@ def _masks(masks: list[np.ndarray], shape: tuple[int, int]) -> torch.Tensor:
 
 
 def collate(batch: list[dict]) -> dict:
-    """Stack images and dense passes into batches; targets stay a list (one dict per image)."""
+    """Stack images and dense passes into batches; targets and camera names stay lists (one per
+    image); a frame's ``views`` are batched view by view."""
     first = batch[0]
     return {
-        key: [s[key] for s in batch] if key == "target"
+        key: {name: collate([s[key][name] for s in batch]) for name in first[key]} if key == "views"
+        else [s[key] for s in batch] if key in ("target", "camera")
         else torch.stack([s[key] for s in batch]) if isinstance(first[key], torch.Tensor)
         else torch.tensor([s[key] for s in batch])
         for key in first

@@ -29,7 +29,8 @@ def scene_usda(spec: SceneSpec) -> str:
 
 
 def scene_stage(spec: SceneSpec) -> Usd.Stage:
-    """The USD stage of one frame (in memory): /World with objects, ground, lights and camera."""
+    """The USD stage of one frame (in memory): /World with objects, ground, lights and camera (the
+    view's own); a rig's view also holds every rig camera as /World/rig/NAME."""
     stage = Usd.Stage.CreateInMemory()
     UsdGeom.SetStageMetersPerUnit(stage, 1.0)
     UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
@@ -66,6 +67,12 @@ def scene_stage(spec: SceneSpec) -> Usd.Stage:
         dome.CreateIntensityAttr(spec.hdri.strength)
         dome.AddRotateZOp().Set(spec.hdri.rotation_deg)
     _add_camera(stage, "/World/camera", spec.camera)
+    for camera in spec.rig:  # every camera of the frame's rig, this view's too, by name
+        _add_camera(stage, f"/World/rig/{camera.name}", camera)
+        prim = stage.GetPrimAtPath(f"/World/rig/{camera.name}")
+        prim.SetCustomDataByKey("sceneforge:camera", camera.name)
+        if camera.stereo_baseline is not None:
+            prim.SetCustomDataByKey("sceneforge:stereo_baseline", camera.stereo_baseline)
     return stage
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .store import DOCUMENTS, DatasetStore, one_writer, parse_record
+from .store import DOCUMENTS, DatasetStore, one_writer, parse_record, view_key, view_name
 
 
 @dataclass
@@ -20,7 +20,7 @@ class VerifyReport:
 
     intact: int = 0
     damaged: list[str] = field(default_factory=list)  # "frame N: what is wrong"
-    duplicates: list[int] = field(default_factory=list)  # indices recorded more than once
+    duplicates: list[int] = field(default_factory=list)  # indices of views recorded more than once
     unreadable_lines: list[int] = field(default_factory=list)  # frames.jsonl line numbers
     orphans: list[str] = field(default_factory=list)  # files no record names, relative to the store
     temporary: list[str] = field(default_factory=list)
@@ -58,7 +58,7 @@ def verify_store(store: DatasetStore, repair: bool = False) -> VerifyReport:
 
 def _verify(store: DatasetStore, repair: bool) -> VerifyReport:
     report = VerifyReport()
-    seen: set[int] = set()
+    seen: set[tuple[int, str]] = set()  # (frame index, camera name): one record per view
     intact: list[dict] = []
     named: set[str] = set()  # every file any record names, damaged frames' too
     path = store.root / "frames.jsonl"
@@ -71,23 +71,26 @@ def _verify(store: DatasetStore, repair: bool) -> VerifyReport:
         except ValueError:
             report.unreadable_lines.append(number)
             continue
-        if record["index"] in seen:
+        name = f"frame {record['index']}" + (f" camera {view_name(record)}" if view_name(record) else "")
+        if view_key(record) in seen:
             report.duplicates.append(record["index"])
             continue
-        seen.add(record["index"])
+        seen.add(view_key(record))
         named.update(record["files"].values())
         if (problem := store.frame_problem(record)) is not None:
-            report.damaged.append(f"frame {record['index']}: {problem}")
+            report.damaged.append(f"{name}: {problem}")
         else:
             intact.append(record)
-    intact.sort(key=lambda r: r["index"])
+    order = {camera: k for k, camera in enumerate(store.cameras)}
+    intact.sort(key=lambda r: (r["index"], order.get(view_name(r), len(order))))
     report.intact = len(intact)
     kept = {path for record in intact for path in record["files"].values()}
     sequences = []  # intact sequence records (point tracks)
     for record in store.sequence_records():
         named.update(record["files"].values())
         if (problem := store.frame_problem(record)) is not None:
-            report.damaged.append(f"sequence {record['scene_index']}: {problem}")
+            camera = f" camera {record['camera']}" if record.get("camera") else ""
+            report.damaged.append(f"sequence {record['scene_index']}{camera}: {problem}")
         else:
             sequences.append(record)
             kept.update(record["files"].values())

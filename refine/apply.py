@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sceneforge.floor.errors import UserError
-from sceneforge.labels.store import DatasetStore, one_writer, pass_file
+from sceneforge.labels.store import DatasetStore, one_writer, pass_file, view_name
 from sceneforge.labels.torch import image_tensor
 
 from .checkpoint import checkpoint_file, load_generator
@@ -110,8 +110,8 @@ def _ramp(starts: list[int], size: int, length: int, overlap: int) -> Tensor:
 
 
 def refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None = None) -> int:
-    """Write ``rgb_refined/`` for every finished frame of ``store`` and record it; returns how
-    many frames were refined now. Frames refined earlier with the same checkpoint are kept, so an
+    """Write ``rgb_refined/`` for every finished view of ``store`` (each rig camera's image on its
+    own) and record it; returns how many views were refined now. Frames refined earlier with the same checkpoint are kept, so an
     interrupted call resumes; another checkpoint redoes them all. It is the store's one writer meanwhile."""
     with one_writer(store.root):
         return _refine_store(store, refiner, on_frame)
@@ -124,7 +124,7 @@ def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], 
     marker = folder / ".checkpoint"
     done = marker.exists() and marker.read_text().strip() == refiner.sha256
     marker.write_text(refiner.sha256 + "\n")
-    todo = [r for r in records if not (done and (store.root / pass_file(REFINED, r["index"])).exists())]
+    todo = [r for r in records if not (done and (store.root / pass_file(REFINED, r["index"], view_name(r))).exists())]
     def finish(writes: list[Future]) -> None:
         for write in writes:
             write.result()
@@ -136,7 +136,7 @@ def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], 
         for batch, (rgb, aux) in _read_batches(store, todo, refiner.batch):
             refined = refiner(rgb, aux)
             finish(pending)  # the previous batch's PNGs, encoded while this batch was refined
-            pending = [writers.submit(store.write_colour, REFINED, r["index"], image) for r, image in zip(batch, refined)]
+            pending = [writers.submit(store.write_colour, REFINED, r["index"], image, view_name(r)) for r, image in zip(batch, refined)]
         finish(pending)
     store.record_pass(REFINED, {"refiner": refiner.identity()})
     return len(todo)

@@ -60,8 +60,8 @@ class SyntheticFrames:
         self.records = store.records()
         if not self.records:
             raise UserError(f"{store.root}: the store has no finished frames to train on")
-        width, height = self.records[0]["camera"]["width"], self.records[0]["camera"]["height"]
-        frame_bytes = width * height * (3 + 2 * GBUFFER_CHANNELS)
+        largest = max(r["camera"]["width"] * r["camera"]["height"] for r in self.records)  # a rig's views may differ
+        frame_bytes = largest * (3 + 2 * GBUFFER_CHANNELS)
         self.frame = lru_cache(maxsize=max(1, FRAME_CACHE_BYTES // frame_bytes))(self._decode)
 
     def __len__(self) -> int:
@@ -73,8 +73,8 @@ class SyntheticFrames:
 
     @property
     def shortest_side(self) -> int:
-        """The smaller image dimension of the first frame (photos are scaled to match it)."""
-        return min(self.records[0]["camera"]["width"], self.records[0]["camera"]["height"])
+        """The smallest image dimension of the frames (every view of a rig; photos are scaled to match it)."""
+        return min(min(r["camera"]["width"], r["camera"]["height"]) for r in self.records)
 
 
 class RealPhotos:

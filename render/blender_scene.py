@@ -2,7 +2,8 @@
 
 ONE Cycles render per frame writes every pass (RGB, depth, normals, object index) into one
 multilayer EXR in a private scratch folder; label passes never cost a second render. Frames of
-one scene reuse the built Blender scene: only the camera moves, and in a sequence the objects.
+one scene, and the views of one frame (rig cameras), reuse the built Blender scene: only the
+camera moves (and changes intrinsics and image size), and in a sequence the objects.
 
 With motion blur the camera of a still is keyed linearly from ``pose - velocity * exposure / 2``
 to ``pose + velocity * exposure / 2`` around the rendered frame; in a sequence the camera and
@@ -124,7 +125,7 @@ class Renderer:
         # scene rarely renders twice, and keeping its data costs a fresh scene about 9 %).
         self._scene.render.use_persistent_data = spec.sequence is not None
         self._scene.cycles.seed = spec.render.noise_seed
-        path = self._scratch / f"{spec.index}.exr"
+        path = self._scratch / f"{spec.index}{'_' + spec.camera.name if spec.camera.name else ''}.exr"
         self._scene.render.filepath = str(path)
         start = time.perf_counter()
         self._bpy.ops.render.render(write_still=True)
@@ -140,7 +141,6 @@ class Renderer:
 
     def _build(self, spec: SceneSpec, label_passes: bool) -> None:
         scene = self._scene
-        scene.render.resolution_x, scene.render.resolution_y = spec.camera.width, spec.camera.height
         settings = spec.render
         scene.cycles.samples = settings.samples
         scene.cycles.use_adaptive_sampling = settings.adaptive_threshold > 0
@@ -214,27 +214,28 @@ class Renderer:
             aovs.remove(aovs[0])
 
     def _add_camera(self, spec: SceneSpec) -> None:
-        cam = spec.camera
-        (fx, _, cx), (_, fy, cy), _ = cam.K
         data = self._bpy.data.cameras.new("camera")
-        # Blender's view plane with a horizontal sensor fit: fx = lens / sensor width * W;
-        # fy = fx * pixel_aspect_x / pixel_aspect_y; the principal point moves with the lens shift,
-        # both shifts in units of the image width.
         data.sensor_fit = "HORIZONTAL"
-        data.lens = fx * data.sensor_width / cam.width
-        data.clip_start, data.clip_end = cam.clip_start, cam.clip_end
-        render = self._scene.render
-        render.pixel_aspect_x, render.pixel_aspect_y = (fy / fx, 1.0) if fy >= fx else (1.0, fx / fy)
-        data.shift_x = ((cam.width - 1) / 2 - cx) / cam.width
-        data.shift_y = (cy - (cam.height - 1) / 2) * (fx / fy) / cam.width
         obj = self._bpy.data.objects.new("camera", data)
         self._scene.collection.objects.link(obj)
         self._scene.camera = obj
         self._place_camera(spec)
 
     def _place_camera(self, spec: SceneSpec) -> None:
-        """Pose, focus and motion of this frame's camera."""
+        """Intrinsics, image size, pose, focus and motion of this frame's camera (each view of a
+        rig has its own, in the same built scene)."""
         cam, obj = spec.camera, self._scene.camera
+        (fx, _, cx), (_, fy, cy), _ = cam.K
+        data, render = obj.data, self._scene.render
+        # Blender's view plane with a horizontal sensor fit: fx = lens / sensor width * W;
+        # fy = fx * pixel_aspect_x / pixel_aspect_y; the principal point moves with the lens shift,
+        # both shifts in units of the image width.
+        render.resolution_x, render.resolution_y = cam.width, cam.height
+        data.lens = fx * data.sensor_width / cam.width
+        data.clip_start, data.clip_end = cam.clip_start, cam.clip_end
+        render.pixel_aspect_x, render.pixel_aspect_y = (fy / fx, 1.0) if fy >= fx else (1.0, fx / fy)
+        data.shift_x = ((cam.width - 1) / 2 - cx) / cam.width
+        data.shift_y = (cy - (cam.height - 1) / 2) * (fx / fy) / cam.width
         dof = obj.data.dof
         dof.use_dof = cam.fstop is not None
         if cam.fstop is not None:

@@ -132,14 +132,16 @@ def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose:
         report = render_dataset(recipe, output, executor=executor, address=address,
                                 options=ExecutorOptions(**engine), on_start=on_start,
                                 on_frame=lambda _: progress.advance(task), on_event=on_event, usd=usd)
+    views = "frame(s)" if recipe.camera_names == [""] else "view(s)"  # a rig renders a view per camera
     if not quiet:
         stderr.print(
-            f"Rendered {report.rendered} frame(s), {report.already_done} already done, in "
+            f"Rendered {report.rendered} {views}, {report.already_done} already done, in "
             f"{report.wall_seconds:.1f} s; Blender render time {report.render_seconds:.1f} s"
         )
     if report.failures:
-        failed = ", ".join(str(f.spec.index) for f in report.failures[:10])
-        raise RenderFailure(f"{len(report.failures)} frame(s) failed ({failed}); errors in "
+        failed = ", ".join(f"{f.spec.index}{' ' + f.spec.camera.name if f.spec.camera.name else ''}"
+                           for f in report.failures[:10])
+        raise RenderFailure(f"{len(report.failures)} {views} failed ({failed}); errors in "
                             f"{output / 'failed.jsonl'}; rerun the same command to retry them")
     return report
 
@@ -298,7 +300,8 @@ def stats(
 
     numbers = dataset_stats(DatasetStore(store))
     stdout = Console(soft_wrap=True)
-    table = Table(title=f"{store}: {numbers['frames']} frames")
+    views = "".join(f", {n} {name} views" for name, n in numbers.get("views", {}).items())
+    table = Table(title=f"{store}: {numbers['frames']} frames{views}")
     for column in ("class", "objects", "visible", "mean visibility"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for c in numbers["categories"]:
@@ -320,10 +323,10 @@ def stats(
 def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Check a recipe and report every problem as FILE:LINE:COL: field.path: message."""
     from sceneforge.scenes.recipe import load_recipe
-    from sceneforge.scenes.sampling import sample
+    from sceneforge.scenes.sampling import sample_views
 
     loaded = load_recipe(recipe, _overrides(None, None, None, None, set_))
-    sample(loaded, 0)
+    sample_views(loaded, 0)
     width, height = loaded.render.resolution
     typer.echo(
         f"{recipe}: OK: {loaded.count} frame(s) at {width}x{height}, {loaded.render.samples} samples; "

@@ -57,7 +57,8 @@ class Failure:
     attempts: int
 
     def as_record(self) -> dict:
-        return {"index": self.spec.index, "error": self.error, "attempts": self.attempts}
+        camera = {"camera": self.spec.camera.name} if self.spec.camera.name else {}
+        return {"index": self.spec.index, **camera, "error": self.error, "attempts": self.attempts}
 
 
 EventSink = Callable[[str, str], None]  # (kind, message): worker, notice, retry, restart
@@ -69,7 +70,7 @@ class _Dispatch:
     def __init__(self, specs: Iterable[SceneSpec], retries: int) -> None:
         self._fresh = iter(specs)
         self._again: deque[SceneSpec] = deque()
-        self._attempts: dict[int, int] = {}
+        self._attempts: dict[tuple[int, str], int] = {}  # by view: (frame index, camera name)
         self._retries = retries
 
     def take(self) -> SceneSpec | None:
@@ -81,7 +82,8 @@ class _Dispatch:
 
     def failed(self, spec: SceneSpec, error: str) -> Failure | None:
         """Count a failed attempt: the frame goes again, or the Failure to report is returned."""
-        self._attempts[spec.index] = attempts = self._attempts.get(spec.index, 0) + 1
+        view = (spec.index, spec.camera.name)
+        self._attempts[view] = attempts = self._attempts.get(view, 0) + 1
         if attempts > self._retries:
             return Failure(spec, error, attempts)
         self._again.appendleft(spec)

@@ -18,7 +18,8 @@ from sceneforge.scenes.spec import SceneSpec
 class LabelAndStore:
     """Label one rendered frame and write its files into the store at ``store_root`` (picklable).
 
-    With ``usd``, the frame's scene is also written as a USD stage (``scenes/NNNNNN.usda``).
+    With ``usd``, the frame's scene is also written as a USD stage (``scenes/NNNNNN.usda``; a rig
+    camera's view: ``scenes/NNNNNN_NAME.usda``).
     """
 
     store_root: str
@@ -31,7 +32,8 @@ class LabelAndStore:
             from sceneforge.labels.usd_scene import scene_usda  # pxr: only where USD is written
 
             documents["usd"] = scene_usda(spec)
-        files, checks = _store(self.store_root).write_frame_files(spec.index, stored_passes(spec, passes), documents)
+        files, checks = _store(self.store_root).write_frame_files(spec.index, stored_passes(spec, passes), documents,
+                                                                    spec.camera.name)
         return frame_record(spec, passes, files, checks, render_seconds)
 
 

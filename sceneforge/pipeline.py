@@ -14,9 +14,9 @@ from pathlib import Path
 from sceneforge.executors import EventSink, ExecutorOptions, Failure, LocalExecutor, RayExecutor
 from sceneforge.labelling import LabelAndStore
 from sceneforge.labels.motion import point_tracks
-from sceneforge.labels.store import DatasetStore, one_writer
+from sceneforge.labels.store import DatasetStore, one_writer, view_key
 from sceneforge.scenes.recipe import Recipe
-from sceneforge.scenes.sampling import sample, scene_stream
+from sceneforge.scenes.sampling import sample, sample_views, scene_stream
 from sceneforge.scenes.spec import SceneSpec
 
 EXECUTORS = ("local", "ray")
@@ -53,13 +53,15 @@ def render_dataset(
     on_event: EventSink | None = None,
     usd: bool = False,
 ) -> RenderReport:
-    """Render every frame of ``recipe`` that ``out`` does not hold yet, as its one writer.
+    """Render every view of every frame of ``recipe`` that ``out`` does not hold yet, as its one writer
+    (counts are of views: one per frame, or one per rig camera and frame).
 
     With ``usd``, each frame's scene is also written as ``scenes/NNNNNN.usda``.
     ``on_start(total, already_done)`` is called once, ``on_frame(record)`` after each frame,
     ``on_event(kind, message)`` on worker events (also logged to ``out/logs/run.jsonl``).
     """
     start = time.perf_counter()
+    cameras = recipe.camera_names
     with one_writer(out):
         store = DatasetStore.open_for_writing(
             out,
@@ -68,20 +70,28 @@ def render_dataset(
             categories=recipe.categories,
             keypoints=recipe.category_keypoints(),
             resolution=recipe.render.resolution,
-            requested=recipe.count,
+            requested=recipe.count * len(cameras),
             albedo=recipe.render.albedo,
             flow=recipe.sequence is not None and recipe.sequence.flow,
             sensor=recipe.camera.sensor is not None,
             depth_sensor=recipe.camera.depth_sensor is not None,
+            cameras=tuple(cameras),
+            stereo_pairs=tuple(recipe.stereo_pairs),
         )
-        done = {record["index"] for record in store.records()}
-        todo = [i for i in range(recipe.count) if i not in done]
+        # One render per view; resuming renders exactly the views that are missing or damaged.
+        done = {view_key(record) for record in store.records()}
+        todo = [(i, name) for i in range(recipe.count) for name in cameras if (i, name) not in done]
+        requested = recipe.count * len(cameras)
         if on_start:
-            on_start(recipe.count, recipe.count - len(todo))
+            on_start(requested, requested - len(todo))
         render_seconds, failures = 0.0, []
         if todo:
-            first = sample(recipe, todo[0])  # a recipe that cannot be sampled fails before any worker starts
-            specs = itertools.chain([first], (sample(recipe, i) for i in todo[1:]))
+            missing: dict[int, set[str]] = {}
+            for i, name in todo:
+                missing.setdefault(i, set()).add(name)
+            views = (spec for i, names in missing.items() for spec in sample_views(recipe, i) if spec.camera.name in names)
+            first = next(views)  # a recipe that cannot be sampled fails before any worker starts
+            specs = itertools.chain([first], views)
             options = _bounded_workers(options, len(todo), on_event)
             render_seconds, failures = render_specs(
                 store, specs, executor=executor, address=address, options=options,
@@ -90,7 +100,7 @@ def render_dataset(
         if recipe.sequence is not None:
             write_point_tracks(recipe, store)
         return RenderReport(
-            store=store, requested=recipe.count, already_done=recipe.count - len(todo),
+            store=store, requested=requested, already_done=requested - len(todo),
             rendered=len(todo) - len(failures), render_seconds=render_seconds,
             wall_seconds=time.perf_counter() - start, failures=failures,
         )
@@ -138,21 +148,24 @@ def render_specs(
 
 
 def write_point_tracks(recipe: Recipe, store: DatasetStore) -> int:
-    """Write the point tracks of every sequence whose frames are all finished and whose tracks
-    are not written yet; returns how many were written. Each is a pure function of the recipe
-    and the scene (its query points are drawn from the scene seed)."""
+    """Write the point tracks of every (sequence, camera) whose frames are all finished and whose
+    tracks are not written yet; returns how many were written. Each is a pure function of the
+    recipe and the scene (its query points are drawn from the scene seed; every camera of a rig
+    gets its own queries, from its own stream)."""
     frames = recipe.frames_per_scene
-    done = {record["index"] for record in store.records()}
-    written = {record["scene_index"] for record in store.sequence_records()}
+    done = {view_key(record) for record in store.records()}
+    written = {(record["scene_index"], record.get("camera", "")) for record in store.sequence_records()}
     count = 0
     for scene_index in range(-(-recipe.count // frames)):
         indices = list(range(scene_index * frames, min((scene_index + 1) * frames, recipe.count)))
-        if scene_index in written or not done.issuperset(indices):
-            continue
-        specs = [sample(recipe, i) for i in indices]
-        tracks = point_tracks(specs, recipe.sequence.point_tracks, scene_stream(specs[0].seed, (9,)))
-        store.write_sequence(scene_index, indices, recipe.sequence.fps, tracks)
-        count += 1
+        for position, name in enumerate(recipe.camera_names):
+            if (scene_index, name) in written or not done.issuperset((i, name) for i in indices):
+                continue
+            specs = [sample(recipe, i, name or None) for i in indices]
+            key = (9,) if not name else (9, position)
+            tracks = point_tracks(specs, recipe.sequence.point_tracks, scene_stream(specs[0].seed, key))
+            store.write_sequence(scene_index, indices, recipe.sequence.fps, tracks, name)
+            count += 1
     return count
 
 

@@ -410,6 +410,9 @@ class Background(Section):
         return self
 
 
+Dimension = Annotated[int, Field(ge=1, le=16384)]
+
+
 class Intrinsics(Section):
     """Pinhole intrinsics in pixels, OpenCV convention (integer coordinates at pixel centres)."""
 
@@ -623,6 +626,37 @@ class DepthSensor(Section):
         return self
 
 
+MIN_CAMERA_SEPARATION = 1e-3  # metres: rig cameras closer than this are "inside each other"
+CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64,
+                                  description="file-name safe: letters, digits, _ and -")]
+
+
+class RigCamera(Section):
+    """One camera of a rig: a fixed pose relative to the rig (the rig's OpenCV axes: +x right,
+    +y down, +z forward) and optionally its own intrinsics and resolution (default: the recipe's)."""
+
+    name: CameraName
+    position: Vec3 = Field((0.0, 0.0, 0.0), description="metres from the rig origin, rig axes")
+    rotation_deg: Vec3 = Field((0.0, 0.0, 0.0), description="turns about the rig's +x, +y, +z (fixed axes, x first)")
+    fov_deg: float | None = Field(None, gt=0, lt=180, description="horizontal field of view (default: the recipe's)")
+    intrinsics: Intrinsics | None = Field(None, description="fx, fy, cx, cy in pixels instead of fov_deg")
+    resolution: tuple[Dimension, Dimension] | None = Field(None, description="width, height (default: render.resolution)")
+
+    @model_validator(mode="after")
+    def _one_lens(self) -> RigCamera:
+        if self.intrinsics is not None and self.fov_deg is not None:
+            raise ValueError("give fov_deg or intrinsics, not both")
+        return self
+
+
+class Stereo(Section):
+    """A rectified stereo pair (OpenCV convention): two cameras with the rig's intrinsics and
+    resolution, the left at the rig origin, the right ``baseline`` metres along the left's +x."""
+
+    baseline: Positive = Field(description="metres between the two optical centres, > 0")
+    names: tuple[CameraName, CameraName] = Field(("left", "right"), description="left, right")
+
+
 LookAtMode = Literal["scene_center", "random_object", "all_objects"]
 LookAt = Annotated[
     Union[Annotated[LookAtMode, Tag("mode")], Annotated[Vector, Tag("point")]],
@@ -652,6 +686,9 @@ class Camera(Section):
     sensor: Sensor | None = Field(None, description="image sensor model (noise, blur, vignetting, chromatic "
                                                     "aberration, JPEG); none = the ideal image")
     depth_sensor: DepthSensor | None = Field(None, description="depth sensor model: also write the depth_sensor pass")
+    rig: list[RigCamera] | None = Field(None, min_length=1, description="named cameras posed relative to the rig; "
+                                                                        "the rig is posed like a single camera")
+    stereo: Stereo | None = Field(None, description="shorthand for a rectified two-camera rig")
 
     @model_validator(mode="after")
     def _one_lens(self) -> Camera:
@@ -660,9 +697,6 @@ class Camera(Section):
         if not self.clip_start < self.clip_end:
             raise ValueError(f"clip_start ({self.clip_start:g}) must be smaller than clip_end ({self.clip_end:g})")
         return self
-
-
-Dimension = Annotated[int, Field(ge=1, le=16384)]
 
 
 class Sequence(Section):
@@ -776,7 +810,43 @@ class Recipe(Section):
             if group.on != "ground" and group.on not in support_names and group.on not in earlier:
                 choices = ", ".join(dict.fromkeys(["ground", *support_names, *earlier]))
                 problems.append((("objects", i, "on"), f"'{group.on}' is not ground, a support or an earlier group's category; expected one of: {choices}"))
-        return problems + self._motion_problems()
+        return problems + self._motion_problems() + self._rig_problems()
+
+    def _rig_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) of rig cameras that clash: both forms, names, positions, lenses."""
+        camera = self.camera
+        if camera.stereo is not None:
+            if camera.rig is not None:
+                return [(("camera", "stereo"), "give rig or stereo, not both")]
+            left, right = camera.stereo.names
+            return [(("camera", "stereo", "names"), f"both cameras are named '{left}'")] if left == right else []
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        rig = camera.rig or []
+        for i, view in enumerate(rig):
+            if view.name in [other.name for other in rig[:i]]:
+                problems.append((("camera", "rig", i, "name"), f"'{view.name}' is taken; give each camera its own name"))
+            own = view.resolution is not None and tuple(view.resolution) != tuple(self.render.resolution)
+            if own and view.intrinsics is None and view.fov_deg is None and camera.intrinsics is not None:
+                problems.append((("camera", "rig", i, "resolution"), "camera.intrinsics are in pixels of "
+                                 "render.resolution; give this camera its own fov_deg or intrinsics"))
+        fixed = {i: [float(bounds(v)[0]) for v in view.position] for i, view in enumerate(rig)
+                 if all(bounds(v)[0] == bounds(v)[1] for v in view.position)}
+        if (pair := cameras_too_close({i: tuple(p) for i, p in fixed.items()})) is not None:
+            problems.append((("camera", "rig", pair[1], "position"), cameras_inside_message(rig, pair)))
+        return problems
+
+    @property
+    def camera_names(self) -> list[str]:
+        """The names of a frame's views in rig order: [""] for a single camera."""
+        camera = self.camera
+        if camera.stereo is not None:
+            return list(camera.stereo.names)
+        return [view.name for view in camera.rig] if camera.rig else [""]
+
+    @property
+    def stereo_pairs(self) -> list[tuple[str, str]]:
+        """(left, right) names of the recipe's stereo pairs."""
+        return [tuple(self.camera.stereo.names)] if self.camera.stereo is not None else []  # type: ignore[list-item]
 
     def _motion_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(field location, message) of motion fields that do not fit together."""
@@ -890,6 +960,23 @@ class Recipe(Section):
         content["asset_hashes"] = [[ref.hash for ref in entry._refs] for entry in self.assets]
         content["textures"] = [[Path(t).name for t in m._textures] for _, m in self.materials()]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cameras_too_close(positions: Mapping[int, tuple[float, float, float]]) -> tuple[int, int] | None:
+    """The first two rig cameras (by index) whose centres are closer than MIN_CAMERA_SEPARATION."""
+    items = sorted(positions.items())
+    for k, (j, b) in enumerate(items):
+        for i, a in items[:k]:
+            if math.dist(a, b) < MIN_CAMERA_SEPARATION:
+                return i, j
+    return None
+
+
+def cameras_inside_message(rig: list[RigCamera], pair: tuple[int, int]) -> str:
+    """What is wrong when ``cameras_too_close`` found ``pair``."""
+    first, second = (rig[k].name for k in pair)
+    return (f"cameras '{first}' and '{second}' are inside each other (centres less than "
+            f"{MIN_CAMERA_SEPARATION * 1000:g} mm apart); move one")
 
 
 def recipe_json_schema() -> dict:

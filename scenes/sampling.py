@@ -1,4 +1,5 @@
-"""Scene sampling: ``sample(recipe, index) -> SceneSpec``, pure and order-independent.
+"""Scene sampling: ``sample_views(recipe, index) -> [SceneSpec]`` (one per camera of a rig) and
+``sample(recipe, index, camera) -> SceneSpec``, pure and order-independent.
 
 The seed of scene *i* is a hash of (recipe seed, i). Objects, camera, lights and world each draw
 from their own child stream of that seed, so changing how the camera is sampled never moves the
@@ -24,7 +25,22 @@ from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
-from .recipe import HSV, MAX_INSTANCES, Bin, Camera, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
+from .recipe import (
+    HSV,
+    MAX_INSTANCES,
+    Bin,
+    Camera,
+    Ground,
+    Intrinsics,
+    LibraryAsset,
+    LookAt,
+    Material,
+    ObjectGroup,
+    Recipe,
+    Support,
+    cameras_inside_message,
+    cameras_too_close,
+)
 from .spec import (
     AssetRef,
     CameraSpec,
@@ -51,13 +67,106 @@ def scene_seed(recipe_seed: int, index: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def sample(recipe: Recipe, index: int) -> SceneSpec:
-    """Frame ``index``: the same recipe and index always give the same spec.
+def sample(recipe: Recipe, index: int, camera: str | None = None) -> SceneSpec:
+    """Frame ``index`` as one camera sees it: the same recipe, index and camera always give the
+    same spec.
 
-    With ``n = recipe.frames_per_scene``, frames ``k*n .. k*n+n-1`` show scene ``k``: they share
+    ``camera``: None for a recipe with a single camera; with a rig (or stereo pair), the name of
+    one of its cameras (a ValueError otherwise; ``sample_views`` gives them all). With
+    ``n = recipe.frames_per_scene``, frames ``k*n .. k*n+n-1`` show scene ``k``: they share
     objects, lights and world. Frames of a still scene differ in camera pose and noise; frames of
     a sequence are its instants in time order, with the poses of that instant.
     """
+    names = recipe.camera_names
+    if camera is None and len(names) > 1:
+        raise ValueError(f"this recipe's frames have several views ({', '.join(names)}): name the camera, "
+                         "or use sample_views")
+    if (camera or "") not in names:
+        raise ValueError(f"no camera {camera!r} in this recipe; its cameras: {', '.join(map(repr, names))}")
+    return next(view for view in sample_views(recipe, index) if view.camera.name == (camera or ""))
+
+
+def sample_views(recipe: Recipe, index: int) -> list[SceneSpec]:
+    """Every view of frame ``index``, in the rig's camera order (one for a single camera).
+
+    The rig is posed once per frame like a single camera (look-at, visibility, trajectory, shake);
+    each view is the same scene at the same instant through its own camera, posed at
+    ``rig pose @ the camera's pose on the rig``, with its own intrinsics and resolution.
+    """
+    frame = _rig_frame(recipe, index)
+    if recipe.camera_names == [""]:
+        return [frame]
+    views = [_view(frame, view) for view in _rig_views(recipe, frame.seed, frame.scene_index)]
+    rig = [view.camera for view in views]
+    return [view.model_copy(update={"rig": rig}) for view in views]
+
+
+@dataclass(frozen=True)
+class _RigView:
+    """One rig camera of a scene, drawn once per scene (so that the rig is rigid over a sequence)."""
+
+    name: str
+    rig_from_camera: np.ndarray  # 4x4
+    K: np.ndarray
+    width: int
+    height: int
+    stereo_baseline: float | None
+
+
+def _rig_views(recipe: Recipe, seed: int, scene_index: int) -> list[_RigView]:
+    """The rig's cameras of a scene: poses on the rig, intrinsics and resolution (stream (13, 1))."""
+    camera, rng = recipe.camera, scene_stream(seed, (13, 1))
+    (width, height), K = recipe.render.resolution, _intrinsics(recipe)
+    if camera.stereo is not None:
+        baseline = float(draw(camera.stereo.baseline, rng))  # > 0: checked when the recipe loads
+        left, right = camera.stereo.names
+        return [_RigView(left, np.eye(4), K, width, height, baseline),
+                _RigView(right, _pose(np.eye(3), (baseline, 0.0, 0.0)), K, width, height, baseline)]
+    views = []
+    for view in camera.rig:
+        position = draw_vector(view.position, rng)
+        rx, ry, rz = (math.radians(float(draw(a, rng))) for a in view.rotation_deg)
+        rotation = _about("z", rz) @ _about("y", ry) @ _about("x", rx)
+        w, h = view.resolution or (width, height)
+        own = view.intrinsics is not None or view.fov_deg is not None or (w, h) != (width, height)
+        K_view = _pinhole(view.fov_deg or camera.fov_deg, view.intrinsics, w, h) if own else K
+        views.append(_RigView(view.name, _pose(rotation, position), K_view, w, h, None))
+    if (pair := cameras_too_close({i: tuple(v.rig_from_camera[:3, 3]) for i, v in enumerate(views)})) is not None:
+        raise UserError(f"{recipe.where('camera', 'rig', pair[1], 'position')}: scene {scene_index}: "
+                        f"{cameras_inside_message(camera.rig, pair)}")
+    return views
+
+
+def _about(axis: str, angle: float) -> np.ndarray:
+    """The rotation by ``angle`` radians about the x, y or z axis."""
+    c, s = math.cos(angle), math.sin(angle)
+    i, j = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}[axis]
+    rotation = np.eye(3)
+    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
+    return rotation
+
+
+def _view(frame: SceneSpec, view: _RigView) -> SceneSpec:
+    """The rig's frame as one rig camera sees it: its own pose (also in the neighbouring motion
+    states, so that flow is right per view), intrinsics and resolution."""
+    offset = view.rig_from_camera
+    camera = frame.camera.model_copy(update={
+        "name": view.name, "K": _matrix(view.K), "width": view.width, "height": view.height,
+        "world_from_camera": _matrix(np.asarray(frame.camera.world_from_camera) @ offset),
+        "stereo_baseline": view.stereo_baseline,
+    })
+    sequence = frame.sequence
+    if sequence is not None:
+        moved = {name: None if state is None else state.model_copy(
+                     update={"world_from_camera": _matrix(np.asarray(state.world_from_camera) @ offset)})
+                 for name, state in (("previous", sequence.previous), ("next", sequence.next))}
+        sequence = sequence.model_copy(update=moved)
+    return frame.model_copy(update={"camera": camera, "sequence": sequence})
+
+
+def _rig_frame(recipe: Recipe, index: int) -> SceneSpec:
+    """Frame ``index`` through the rig itself: a single camera's spec, or the rig's pose and the
+    recipe's intrinsics (what the views are placed from)."""
     scene_index, frame = divmod(index, recipe.frames_per_scene)
     scene = _scene(recipe, scene_index)
     camera_rng = scene_stream(scene.seed, (3, frame) if scene.motion is None else (8, frame))
@@ -273,7 +382,8 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
 def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
-    noise of frame f (8, f), point-track queries (9); image and depth sensors of frame f (10, f)."""
+    noise of frame f (8, f), point-track queries (9; a rig's camera k: (9, k)); image and depth
+    sensors of frame f (10, f); the rig's cameras (13, 1)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -334,12 +444,16 @@ def _on_sphere(center: np.ndarray, distance: float, elevation_deg: float, azimut
 
 def _intrinsics(recipe: Recipe) -> np.ndarray:
     """The 3x3 camera matrix K of a recipe (OpenCV convention)."""
-    cam, (width, height) = recipe.camera, recipe.render.resolution
-    if cam.intrinsics is None:
-        focal = (width / 2) / math.tan(math.radians(cam.fov_deg) / 2)
+    return _pinhole(recipe.camera.fov_deg, recipe.camera.intrinsics, *recipe.render.resolution)
+
+
+def _pinhole(fov_deg: float, intrinsics: Intrinsics | None, width: int, height: int) -> np.ndarray:
+    """K from intrinsics, or from a horizontal field of view centred on a width x height image."""
+    if intrinsics is None:
+        focal = (width / 2) / math.tan(math.radians(fov_deg) / 2)
         # OpenCV convention: integer pixel coordinates are pixel centres, so the centre is (W-1)/2.
         return np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]])
-    i = cam.intrinsics
+    i = intrinsics
     return np.array([[i.fx, 0.0, i.cx], [0.0, i.fy, i.cy], [0.0, 0.0, 1.0]])
 
 

@@ -126,6 +126,8 @@ class DepthSensorSpec(_Spec):
 
 
 class CameraSpec(_Spec):
+    """One camera of a frame: a plain recipe's single camera (``name`` ""), or one of a rig's."""
+
     K: Matrix3
     world_from_camera: Matrix4
     width: int
@@ -138,6 +140,8 @@ class CameraSpec(_Spec):
     velocity: Vector3 = (0.0, 0.0, 0.0)
     sensor: SensorSpec | None = None  # None: the ideal image (rgb is the clean render)
     depth_sensor: DepthSensorSpec | None = None  # None: no depth_sensor pass
+    name: str = ""  # the rig camera's name ("" for a plain recipe's one camera); files are NNNNNN_NAME.*
+    stereo_baseline: float | None = None  # metres to the stereo partner (rectified pair); disparity = fx * B / depth
 
 
 class LightSpec(_Spec):
@@ -222,6 +226,7 @@ class SceneSpec(_Spec):
     background_image: str | None = None  # absolute path; shown behind the scene, not lighting it
     render: RenderSpec
     sequence: SequenceSpec | None = None  # None: a still
+    rig: list[CameraSpec] = []  # a rig's view: every camera of the frame (this one too), in rig order
 
     def to_json(self) -> str:
         """Canonical JSON text (the same scene always gives the same bytes)."""
@@ -248,7 +253,8 @@ class SceneSpec(_Spec):
         """Identity of the scene without the camera and the poses of what moves in a sequence:
         equal keys can reuse one built scene."""
         moving = {"objects": {"__all__": {"world_from_object"}}, "props": {"__all__": {"world_from_object"}}}
-        exclude = {"index": True, "camera": True, "render": True, "sequence": True, **(moving if self.sequence else {})}
+        exclude = {"index": True, "camera": True, "rig": True, "render": True, "sequence": True,
+                   **(moving if self.sequence else {})}
         content = self.model_dump(mode="json", exclude=exclude)
         content["render"] = self.render.model_dump(mode="json", exclude={"noise_seed"})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

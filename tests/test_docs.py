@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from sceneforge.scenes.recipe import load_recipe
-from sceneforge.scenes.sampling import sample
+from sceneforge.scenes.sampling import sample_views
 
 from .helpers import ROOT, write_recipe
 
@@ -32,4 +32,4 @@ def test_every_yaml_example_in_the_recipe_reference_loads_and_samples(tmp_path):
     (tmp_path / "assets").symlink_to(ROOT / "examples" / "assets")  # the examples' paths are relative to examples/
     for i, block in enumerate(blocks):
         recipe = load_recipe(write_recipe(tmp_path, block, f"example{i}.yaml"))
-        assert sample(recipe, 0).index == 0
+        assert all(view.index == 0 for view in sample_views(recipe, 0))  # a rig: one spec per camera

@@ -18,6 +18,9 @@ What each pixel means is written once here and in docs/formats.md:
 - ``flow_forward``, ``flow_backward`` (sequences): float32 (dx, dy) in pixels from each pixel
   centre to where the surface point seen there is in the next / previous frame (+x right, +y
   down); 0 where that frame does not exist.
+- ``disparity`` (stereo views): float32 ``fx * B / depth`` in pixels (B: the pair's baseline in
+  metres, fx of this view's K), >= 0; 0 where depth is inf. In the left view the surface point
+  seen at (u, v) is at (u - d, v) in the right view; in the right view it is at (u + d, v) in the left.
 - ``flow_valid`` (sequences): uint8 bits, 1 = the forward flow's point is seen in the next frame
   (in front of its camera, inside its image, not hidden), 2 = the same for backward flow.
 
@@ -69,12 +72,14 @@ STORED_PASSES: dict[str, StoredPass] = {
     "flow_forward": StoredPass(".exr", "float32", "XY"),
     "flow_backward": StoredPass(".exr", "float32", "XY"),
     "flow_valid": StoredPass(".png", "uint8", ""),
+    "disparity": StoredPass(".exr", "float32", "Z"),
 }
 # Written for every frame; albedo only when the recipe asks for it, the flow passes for sequences
-# with flow, rgb_clean with a sensor model, depth_sensor with a depth sensor model, rgb_refined by
-# the refiner.
+# with flow, disparity for the views of a stereo pair, rgb_clean with a sensor model, depth_sensor
+# with a depth sensor model, rgb_refined by the refiner.
 FRAME_PASSES = ("rgb", "depth", "distance", "normals", "instance", "semantic")
 FLOW_PASSES = ("flow_forward", "flow_backward", "flow_valid")
+STEREO_PASSES = ("disparity",)
 FORWARD_VALID, BACKWARD_VALID = 1, 2  # the bits of flow_valid
 
 
