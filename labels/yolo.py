@@ -2,7 +2,8 @@
 
 ``task="detect"`` writes ``class cx cy w h``; ``task="segment"`` writes ``class x1 y1 x2 y2 ...``
 (one outline per object through boundary pixel centres, parts and holes joined by zero-width
-bridges); ``task="pose"`` writes ``class cx cy w h px1 py1 v1 ...``, the box and the keypoints.
+bridges, at least 3 points: a one-pixel-wide outline repeats its last point); ``task="pose"``
+writes ``class cx cy w h px1 py1 v1 ...``, the box and the keypoints.
 Coordinates are normalised by the image size, in the boxes' frame where pixel ``x`` covers
 ``[x, x + 1)``: a keypoint at pixel centre ``u`` is at ``(u + 0.5) / W``. Class = category id - 1.
 Without splits, every frame goes to ``train`` and ``data.yaml`` uses it for ``val`` too.
@@ -76,6 +77,9 @@ def _label_lines(store: DatasetStore, record: dict, task: Task, slots: int) -> l
                 values += [0, 0, 0] * (slots - len(keypoints))
         else:
             polygon = joined_polygon(mask_polygons(instance == obj["instance_id"], "centres"))
+            # Ultralytics reads a row of fewer than 3 points as a box row (and a mix as a corrupt file):
+            # repeating the last point keeps a one-pixel-wide outline, which it still draws as its pixels.
+            polygon = np.concatenate([polygon, polygon[-1:].repeat(max(0, 3 - len(polygon)), axis=0)])
             values = np.clip(polygon / [width, height], 0.0, 1.0).ravel().tolist()
         # Coordinates with 6 decimals; the pose visibility flags (and "0 0 0" of unlabeled keypoints) as integers.
         lines.append(f"{obj['category_id'] - 1} " + " ".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in values) + "\n")

@@ -1,4 +1,5 @@
-"""Exports read back by the real clients: pycocotools/COCOeval, Ultralytics' rasteriser, webdataset."""
+"""Exports read back by the real clients: pycocotools/COCOeval, Ultralytics' label checker and
+rasteriser, webdataset."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,6 +22,8 @@ from sceneforge.floor.errors import UserError
 from sceneforge.labels.export import export, parse_splits, split_of
 from sceneforge.labels.polygons import mask_polygons
 from sceneforge.labels.store import DatasetStore
+
+from .helpers import ultralytics_check
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,37 +83,68 @@ def test_edge_polygons_are_exact_under_pycocotools(seed):
         assert np.array_equal(mask_utils.decode(rle).astype(bool), mask)
 
 
-def test_yolo_segment_polygons_rasterised_like_ultralytics_overlap_the_masks(tiny_store, tmp_path):
+def assert_ultralytics_reads_every_label(checked: dict[str, dict], store) -> None:
+    """Ultralytics found each image's label file, none corrupt, no warning, one row per visible object."""
+    visible = {Path(r["files"]["rgb"]).stem: sum(o["visible_pixels"] > 0 for o in r["objects"]) for r in store.records()}
+    assert {Path(image).stem for image in checked} == set(visible)
+    for image, result in checked.items():
+        assert (result["nm"], result["nf"], result["nc"], result["msg"]) == (0, 1, 0, ""), image
+        assert result["label"] == str(Path(image.replace("images/", "labels/", 1)).with_suffix(".txt"))
+        assert len(result["labels"]) == visible[Path(image).stem] and result["ne"] == (not result["labels"])
+
+
+def test_yolo_segment_polygons_rasterised_by_ultralytics_overlap_the_masks(tiny_store, tmp_path):
     dest = export(tiny_store, "yolo", tmp_path / "yolo", task="segment", splits={"train": 0.5, "val": 0.5})
     data = YAML(typ="safe").load((dest / "data.yaml").read_text())
     assert data["names"] == {0: "box", 1: "ball", 2: "ring"}
     assert data["train"] == "images/train" and data["val"] == "images/val" and "path" not in data
-    labels = {p.stem: p for p in dest.glob("labels/*/*.txt")}
-    assert {p.stem for p in dest.glob("images/*/*.png")} == set(labels)
-    checked = 0
+    checked = ultralytics_check(dest, "segment", tmp_path)
+    assert_ultralytics_reads_every_label(checked, tiny_store)
+    by_stem = {Path(image).stem: result for image, result in checked.items()}
+    compared = 0
     for record, obj, mask in visible_objects(tiny_store):
-        height, width = mask.shape
-        lines = labels[f"{record['index']:06d}"].read_text().splitlines()
+        result = by_stem[f"{record['index']:06d}"]
         position = [o["instance_id"] for o in record["objects"] if o["visible_pixels"]].index(obj["instance_id"])
-        cls, *coords = lines[position].split()
-        assert int(cls) == obj["category_id"] - 1
-        polygon = np.array(coords, float).reshape(-1, 2) * [width, height]
-        drawn = np.zeros((height, width), np.uint8)
-        cv2.fillPoly(drawn, [polygon.astype(np.int32)], 1)  # what ultralytics.utils.ops does
+        assert result["labels"][position][0] == obj["category_id"] - 1
+        drawn = np.array(result["masks"][position], bool)  # Ultralytics' polygon2mask of the polygon it read
         if mask.sum() >= 64:
-            assert iou(drawn.astype(bool), mask) >= 0.95
-            checked += 1
-    assert checked >= 3
+            assert iou(drawn, mask) >= 0.95
+            compared += 1
+    assert compared >= 3
+
+
+def test_yolo_segment_keeps_objects_one_pixel_wide(tiny_store, tmp_path):
+    """An object seen as one pixel or a one-pixel-wide line has an outline of one or two points;
+    Ultralytics reads a row of fewer than three points as a box row (and the image as corrupt), so
+    the outline is padded to three points, which its rasteriser draws as exactly those pixels."""
+    record = next(r for r in tiny_store.records() if sum(o["visible_pixels"] > 0 for o in r["objects"]) >= 3)
+    ids = [o["instance_id"] for o in record["objects"] if o["visible_pixels"]]
+    instance = tiny_store.read_instance(record)
+    instance[np.isin(instance, ids[1:3])] = 0  # two objects become slivers in the background
+    assert not instance[1, 1] and not instance[1:7, -2].any()
+    instance[1, 1] = ids[1]  # one pixel
+    instance[1:7, -2] = ids[2]  # a vertical line one pixel wide
+
+    class Slivers(DatasetStore):
+        def read_instance(self, other: dict) -> np.ndarray:
+            return instance if other["index"] == record["index"] else super().read_instance(other)
+
+    dest = export(Slivers(tiny_store.root), "yolo", tmp_path / "yolo", task="segment")
+    result = ultralytics_check(dest, "segment", tmp_path)[f"images/train/{record['index']:06d}.png"]
+    assert (result["nf"], result["nc"], result["msg"]) == (1, 0, "")
+    assert len(result["masks"]) == len(ids)
+    for position in (1, 2):
+        assert np.array_equal(np.array(result["masks"][position], bool), instance == ids[position]), position
 
 
 def test_yolo_detect_boxes_are_the_mask_boxes(tiny_store, tmp_path):
     dest = export(tiny_store, "yolo", tmp_path / "yolo")
+    checked = ultralytics_check(dest, "detect", tmp_path)
+    assert_ultralytics_reads_every_label(checked, tiny_store)
     for record in tiny_store.records():
-        lines = (dest / "labels" / "train" / f"{record['index']:06d}.txt").read_text().splitlines()
+        rows = checked[f"images/train/{record['index']:06d}.png"]["labels"]  # as Ultralytics read them
         visible = [o for o in record["objects"] if o["visible_pixels"]]
-        assert len(lines) == len(visible)
-        for line, obj in zip(lines, visible):
-            cls, cx, cy, w, h = (float(v) for v in line.split())
+        for (cls, cx, cy, w, h), obj in zip(rows, visible):
             x, y, bw, bh = obj["bbox_xywh"]
             assert cls == obj["category_id"] - 1
             width, height = record["camera"]["width"], record["camera"]["height"]

@@ -1,6 +1,6 @@
 """Keypoints against geometry computed here: analytic primitive keypoints projected by hand,
 visibility from an analytic ray cast against boxes, USD and declared keypoints, and the exports
-read by pycocotools' COCOeval and checked with Ultralytics' label rules."""
+read by pycocotools' COCOeval and by Ultralytics' own label checker."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sceneforge.scenes.recipe import RenderSettings, load_recipe
 from sceneforge.scenes.sampling import look_at, sample
 from sceneforge.scenes.spec import AssetRef, CameraSpec, LightSpec, MaterialSpec, ObjectSpec, RenderSpec, SceneSpec
 
-from .helpers import run_cli, write_recipe
+from .helpers import run_cli, ultralytics_check, write_recipe
 
 PRIMITIVES_RECIPE = """\
 seed: 11
@@ -298,49 +298,21 @@ def test_cocoeval_keypoints_of_the_ground_truth_score_ap_1(primitives_store, tmp
     assert scored >= 4
 
 
-def ultralytics_pose_label_problems(label: Path, image_size: tuple[int, int], classes: int, kpt_shape: list[int]) -> list[str]:
-    """What Ultralytics' ``verify_image_label`` (ultralytics/data/utils.py) rejects or warns about
-    in a pose label file: the column count 5 + K * ndim, normalised coordinates (<= 1), no negative
-    value, known classes, no duplicate rows, images of 10 px or more."""
-    problems = []
-    if min(image_size) < 10:
-        problems.append("image smaller than 10 px")
-    rows = [line.split() for line in label.read_text().strip().splitlines() if line]
-    if not rows:
-        return problems
-    lb = np.array(rows, dtype=np.float32)
-    nkpt, ndim = kpt_shape
-    if lb.shape[1] != 5 + nkpt * ndim:
-        return problems + [f"labels require {5 + nkpt * ndim} columns each"]
-    points = lb[:, 5:].reshape(-1, ndim)[:, :2]
-    if points.max() > 1:
-        problems.append("non-normalized or out of bounds coordinates")
-    if lb.min() < 0:
-        problems.append("negative label values")
-    if lb[:, 0].max() > classes:
-        problems.append("label class exceeds dataset class count")
-    if len(np.unique(lb, axis=0)) < len(lb):
-        problems.append("duplicate labels removed")
-    return problems
-
-
-def test_yolo_pose_labels_pass_ultralytics_checks_and_hold_the_keypoints(primitives_store, tmp_path):
+def test_yolo_pose_labels_pass_ultralytics_own_checker_and_hold_the_keypoints(primitives_store, tmp_path):
     export(primitives_store, "yolo", tmp_path / "yolo", task="pose")
     data = YAML(typ="safe", pure=True).load((tmp_path / "yolo" / "data.yaml").read_text())
     slots = max(len(c["keypoints"]) for c in primitives_store.meta["categories"])
     assert data["kpt_shape"] == [slots, 3] and data["flip_idx"] == list(range(slots))
+    checked = ultralytics_check(tmp_path / "yolo", "pose", tmp_path)
     records = {Path(r["files"]["rgb"]).stem: r for r in primitives_store.records()}
-    labels = sorted((tmp_path / "yolo" / "labels" / "train").glob("*.txt"))
-    assert len(labels) == len(records)
-    for label in labels:
-        record = records[label.stem]
+    assert {Path(image).stem for image in checked} == set(records)
+    for image, result in checked.items():
+        assert (result["nm"], result["nf"], result["nc"], result["msg"]) == (0, 1, 0, ""), image
+        record = records[Path(image).stem]
         width, height = record["camera"]["width"], record["camera"]["height"]
-        assert ultralytics_pose_label_problems(label, (width, height), len(data["names"]), data["kpt_shape"]) == []
         visible = [o for o in record["objects"] if o["visible_pixels"]]
-        rows = np.loadtxt(label, ndmin=2)
-        assert len(rows) == len(visible)
-        for row, obj in zip(rows, visible):
-            points = row[5:].reshape(-1, 3)
+        assert len(result["keypoints"]) == len(visible)
+        for points, obj in zip(np.array(result["keypoints"]), visible):  # as Ultralytics read them
             mine = np.array(obj["keypoints"]).reshape(-1, 3)
             assert np.array_equal(points[:len(mine), 2], mine[:, 2]) and not points[len(mine):].any()
             labeled = mine[:, 2] > 0
