@@ -96,7 +96,7 @@ def sample_views(recipe: Recipe, index: int) -> list[SceneSpec]:
     frame = _rig_frame(recipe, index)
     if recipe.camera_names == [""]:
         return [frame]
-    views = [_view(frame, view) for view in _rig_views(recipe, frame.seed, frame.scene_index)]
+    views = [_view(frame, view, position) for position, view in enumerate(_rig_views(recipe, frame.seed, frame.scene_index))]
     rig = [view.camera for view in views]
     return [view.model_copy(update={"rig": rig}) for view in views]
 
@@ -146,14 +146,18 @@ def _about(axis: str, angle: float) -> np.ndarray:
     return rotation
 
 
-def _view(frame: SceneSpec, view: _RigView) -> SceneSpec:
+def _view(frame: SceneSpec, view: _RigView, position: int) -> SceneSpec:
     """The rig's frame as one rig camera sees it: its own pose (also in the neighbouring motion
-    states, so that flow is right per view), intrinsics and resolution."""
+    states, so that flow is right per view), intrinsics and resolution, and its own noise (render
+    and sensors draw the same models but not the same noise in every view: stream (14, index, k))."""
     offset = view.rig_from_camera
+    rng = scene_stream(frame.seed, (14, frame.index, position))
+    sensors = {name: None if model is None else model.model_copy(update={"seed": int(rng.integers(0, 2**63))})
+               for name, model in (("sensor", frame.camera.sensor), ("depth_sensor", frame.camera.depth_sensor))}
     camera = frame.camera.model_copy(update={
         "name": view.name, "K": _matrix(view.K), "width": view.width, "height": view.height,
         "world_from_camera": _matrix(np.asarray(frame.camera.world_from_camera) @ offset),
-        "stereo_baseline": view.stereo_baseline,
+        "stereo_baseline": view.stereo_baseline, **sensors,
     })
     sequence = frame.sequence
     if sequence is not None:
@@ -161,7 +165,8 @@ def _view(frame: SceneSpec, view: _RigView) -> SceneSpec:
                      update={"world_from_camera": _matrix(np.asarray(state.world_from_camera) @ offset)})
                  for name, state in (("previous", sequence.previous), ("next", sequence.next))}
         sequence = sequence.model_copy(update=moved)
-    return frame.model_copy(update={"camera": camera, "sequence": sequence})
+    render = frame.render.model_copy(update={"noise_seed": int(rng.integers(0, 2**31))})
+    return frame.model_copy(update={"camera": camera, "sequence": sequence, "render": render})
 
 
 def _rig_frame(recipe: Recipe, index: int) -> SceneSpec:
@@ -383,7 +388,7 @@ def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
     noise of frame f (8, f), point-track queries (9; a rig's camera k: (9, k)); image and depth
-    sensors of frame f (10, f); the rig's cameras (13, 1)."""
+    sensors of frame f (10, f); the rig's cameras (13, 1); rig camera k's noise in frame i (14, i, k)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 

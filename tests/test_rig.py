@@ -117,6 +117,16 @@ def test_stereo_views_have_their_own_records_files_and_rectified_poses(stereo):
         assert [o["world_from_object"] for o in left["objects"]] == [o["world_from_object"] for o in right["objects"]]
 
 
+def test_each_view_draws_its_own_noise_but_the_same_sensor_models(tmp_path):
+    text = STEREO_RECIPE.replace("  stereo:", "  sensor: {gain: {uniform: [1, 4]}}\n  depth_sensor: {}\n  stereo:")
+    left, right = sample_views(load_recipe(write_recipe(tmp_path, text)), 0)
+    assert left.render.noise_seed != right.render.noise_seed
+    for name in ("sensor", "depth_sensor"):
+        own, other = getattr(left.camera, name), getattr(right.camera, name)
+        assert own.seed != other.seed
+        assert own.model_copy(update={"seed": 0}) == other.model_copy(update={"seed": 0})
+
+
 def test_disparity_of_a_plane_facing_the_pair_is_fx_baseline_over_its_distance(tmp_path):
     # Looking straight down at the ground from `distance`: every pixel sees the plane at that depth.
     text = STEREO_RECIPE.replace("elevation_deg: {uniform: [50, 70]}", "elevation_deg: 90").replace(
