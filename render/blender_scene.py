@@ -28,6 +28,7 @@ import numpy as np
 from sceneforge.floor.axes import opengl_pose
 from sceneforge.floor.frame import Passes
 from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, ground_model, texture_image
+from sceneforge.scenes.camera import render_camera
 from sceneforge.scenes.motion import interpolate
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
 
@@ -140,7 +141,9 @@ class Renderer:
 
     def _build(self, spec: SceneSpec, label_passes: bool) -> None:
         scene = self._scene
-        scene.render.resolution_x, scene.render.resolution_y = spec.camera.width, spec.camera.height
+        # A camera with a lens is rendered as its wide pinhole view, warped afterwards (decode.py).
+        rendered = render_camera(spec.camera)
+        scene.render.resolution_x, scene.render.resolution_y = rendered.width, rendered.height
         settings = spec.render
         scene.cycles.samples = settings.samples
         scene.cycles.use_adaptive_sampling = settings.adaptive_threshold > 0
@@ -214,7 +217,7 @@ class Renderer:
             aovs.remove(aovs[0])
 
     def _add_camera(self, spec: SceneSpec) -> None:
-        cam = spec.camera
+        cam = render_camera(spec.camera)
         (fx, _, cx), (_, fy, cy), _ = cam.K
         data = self._bpy.data.cameras.new("camera")
         # Blender's view plane with a horizontal sensor fit: fx = lens / sensor width * W;

@@ -1,6 +1,8 @@
 """Turn one Cycles multilayer EXR into the frame contract's arrays (numpy only, no bpy).
 
-What each pixel means: ``sceneforge.floor.frame`` and docs/formats.md.
+What each pixel means: ``sceneforge.floor.frame`` and docs/formats.md. A camera with a lens is
+rendered as the wide pinhole view of ``scenes.camera.render_camera`` and every pass is warped here
+to the distorted image (``warp_channels``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import OpenEXR
 
 from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
 from sceneforge.floor.frame import Passes
-from sceneforge.scenes.spec import SceneSpec
+from sceneforge.scenes.camera import render_camera, source_pixels, warp_maps
+from sceneforge.scenes.spec import CameraSpec, SceneSpec
 
 # Cycles writes this depth where a camera ray escapes to the background.
 _NO_HIT_DEPTH = 1e9
@@ -24,16 +27,22 @@ def decode(spec: SceneSpec, path: Path) -> Passes:
     """The passes of ``spec``'s frame from the EXR that rendering it wrote (with its backdrop, if any)."""
     camera = spec.camera
     backdrop = None if spec.background_image is None else load_backdrop(spec.background_image, camera.width, camera.height)
-    return read_multilayer_exr(path, np.asarray(camera.world_from_camera), backdrop)
+    return read_multilayer_exr(path, np.asarray(camera.world_from_camera), backdrop,
+                               None if camera.lens is None else camera)
 
 
-def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.ndarray | None = None) -> Passes:
+def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.ndarray | None = None,
+                        lens_camera: CameraSpec | None = None) -> Passes:
     """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered).
 
     ``backdrop`` (linear RGB, H x W x 3) goes behind a render with a transparent film.
+    ``lens_camera``: the EXR is its ``render_camera``'s view; every pass is warped to its image
+    first (the backdrop stays an undistorted picture behind the warped render).
     """
     channels = OpenEXR.File(str(path), separate_channels=True).channels()
     by_pass = {name.split(".", 1)[1]: data.pixels for name, data in channels.items() if "." in name}
+    if lens_camera is not None:
+        by_pass = warp_channels(by_pass, lens_camera)
     rgb = np.stack([by_pass[f"Combined.{c}"] for c in "RGB"], axis=-1)
     if backdrop is not None:  # Cycles writes premultiplied alpha
         rgb = rgb + (1.0 - by_pass["Combined.A"])[..., None] * backdrop
@@ -49,6 +58,38 @@ def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.
     if "albedo.R" in by_pass:
         albedo = linear_to_srgb8(np.stack([by_pass[f"albedo.{c}"] for c in "RGB"], axis=-1))
     return Passes(rgb=linear_to_srgb8(rgb), depth=depth, normals=normals, instance=instance, albedo=albedo)
+
+
+# Colour channels, resampled; every other channel (depth, normals, object index) is a label.
+_COLOUR_CHANNELS = ("Combined.", "albedo.")
+
+
+def warp_channels(channels: dict[str, np.ndarray], camera: CameraSpec) -> dict[str, np.ndarray]:
+    """The render's channels (``render_camera(camera)``'s image) warped to ``camera``'s distorted image.
+
+    Colour (linear radiance and albedo, before any 8-bit conversion) is resampled bilinearly: its
+    weights are non-negative, so it cannot ring into negative or overshooting values around bright
+    HDR highlights as cubic or Lanczos kernels do, and the render has at least one pixel per image
+    pixel near the centre, already filtered by Cycles' own pixel filter. Label channels (depth,
+    normals, object index) all take the value of the same nearest source pixel, so a pixel's id,
+    depth, normal and (from that pixel's ray, ``scenes.camera.label_rays``) distance describe one
+    surface point and ids are never blended.
+    """
+    wide = render_camera(camera)
+    maps = warp_maps(camera).astype(np.float32)
+    nearest = source_pixels(camera)
+    columns, rows = nearest[..., 0], nearest[..., 1]
+    # render_camera leaves a margin around every source: falling outside is impossible by construction.
+    assert columns.min() >= 0 and rows.min() >= 0 and columns.max() < wide.width and rows.max() < wide.height
+    warped = {}
+    for name, data in channels.items():
+        assert data.shape == (wide.height, wide.width), f"{name}: {data.shape} is not the render's size"
+        if name.startswith(_COLOUR_CHANNELS):
+            warped[name] = cv2.remap(data.astype(np.float32), maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        else:
+            warped[name] = data[rows, columns]
+    return warped
 
 
 def world_to_camera_normals(world_normals: np.ndarray, world_from_camera: np.ndarray) -> np.ndarray:

@@ -24,13 +24,17 @@ from functools import lru_cache
 
 import numpy as np
 
-from .raycast import pixel_rays
 from .spec import CameraSpec, LensSpec
 
 RENDER_MARGIN = 2  # render pixels beyond the outermost source position on every side
 MAX_RENDER_SCALE = 8  # the wide render's side, at most this many times the image's
 MAX_RENDER_SIDE = 16384  # Blender's largest resolution
 _NEWTON_STEPS = 30
+
+
+def pixel_rays(K: np.ndarray, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
+    """Pinhole camera-frame ray directions through pixel centres (u, v) of K, scaled so that z = 1."""
+    return np.stack([us, vs, np.ones_like(us)], axis=-1).astype(np.float64) @ np.linalg.inv(K).T
 
 
 def project_points(camera: CameraSpec, points_camera: np.ndarray) -> np.ndarray:

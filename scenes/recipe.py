@@ -51,7 +51,8 @@ from .distributions import (
     bounds,
     check_within,
 )
-from .spec import AssetRef
+from .camera import lens_problem
+from .spec import LENS_COEFFICIENTS, AssetRef, CameraSpec, LensSpec, Matrix3
 
 MAX_RECIPE_BYTES = 256 << 10  # ruamel.yaml (pure Python) parses about 50 KB/s here: validate stays within seconds
 MAX_VARIANT_COMBINATIONS = 1000
@@ -474,6 +475,34 @@ class Trajectory(Section):
         return self
 
 
+class Lens(Section):
+    """Lens distortion in OpenCV's models and coefficient order, each coefficient a number or a
+    distribution drawn once per scene: ``brown_conrady`` (k1, k2, p1, p2, k3: ``cv2.projectPoints``)
+    or ``fisheye`` (k1..k4, Kannala-Brandt: ``cv2.fisheye.projectPoints``). The image is rendered as a
+    wider pinhole view and warped; coefficients that fold the image are refused."""
+
+    model: Literal["brown_conrady", "fisheye"] = Field(description="brown_conrady (k1, k2, p1, p2, k3) or fisheye (k1..k4)")
+    k1: Number = Field(0.0, description="radial: r² (brown_conrady) or θ² (fisheye) term")
+    k2: Number = Field(0.0, description="radial: r⁴ or θ⁴ term")
+    p1: Number = Field(0.0, description="brown_conrady only: tangential")
+    p2: Number = Field(0.0, description="brown_conrady only: tangential")
+    k3: Number = Field(0.0, description="radial: r⁶ or θ⁶ term")
+    k4: Number = Field(0.0, description="fisheye only: θ⁸ term")
+
+    @model_validator(mode="after")
+    def _model_coefficients(self) -> Lens:
+        foreign = sorted(self.model_fields_set & ({"k4"} if self.model == "brown_conrady" else {"p1", "p2"}))
+        if foreign:
+            raise ValueError(f"a {self.model} lens has no {', '.join(foreign)}; its coefficients are "
+                             f"{', '.join(LENS_COEFFICIENTS[self.model])}")
+        return self
+
+    @property
+    def coefficients(self) -> tuple[Number, ...]:
+        """The coefficient fields in OpenCV's order for the model."""
+        return tuple(getattr(self, name) for name in LENS_COEFFICIENTS[self.model])
+
+
 LookAtMode = Literal["scene_center", "random_object", "all_objects"]
 LookAt = Annotated[
     Union[Annotated[LookAtMode, Tag("mode")], Annotated[Vector, Tag("point")]],
@@ -482,7 +511,7 @@ LookAt = Annotated[
 
 
 class Camera(Section):
-    """A pinhole camera on a sphere around its target, looking at it, world +Z up."""
+    """A camera (a pinhole, or with a `lens`) on a sphere around its target, looking at it, world +Z up."""
 
     fov_deg: float = Field(50.0, gt=0, lt=180, description="horizontal field of view")
     intrinsics: Intrinsics | None = Field(None, description="fx, fy, cx, cy in pixels instead of fov_deg")
@@ -500,6 +529,7 @@ class Camera(Section):
     dof: DepthOfField | None = Field(None, description="depth of field; none = everything sharp")
     motion_blur: MotionBlur | None = None
     trajectory: Trajectory | None = Field(None, description="how the camera moves in a sequence (needs `sequence`)")
+    lens: Lens | None = Field(None, description="lens distortion; none = an ideal pinhole")
 
     @model_validator(mode="after")
     def _one_lens(self) -> Camera:
@@ -596,6 +626,32 @@ class Recipe(Section):
     def where(self, *loc: str | int) -> str:
         """``FILE:LINE:COL: field.path`` of a field of a loaded recipe (see ``source``)."""
         return _field_path(loc) if self._source is None else str(self.source(*loc))
+
+    def intrinsic_matrix(self) -> Matrix3:
+        """The 3x3 camera matrix K (OpenCV convention) of the recipe's camera and resolution."""
+        cam, (width, height) = self.camera, self.render.resolution
+        if cam.intrinsics is None:
+            focal = (width / 2) / math.tan(math.radians(cam.fov_deg) / 2)
+            # OpenCV convention: integer pixel coordinates are pixel centres, so the centre is (W-1)/2.
+            return ((focal, 0.0, (width - 1) / 2), (0.0, focal, (height - 1) / 2), (0.0, 0.0, 1.0))
+        i = cam.intrinsics
+        return ((i.fx, 0.0, i.cx), (0.0, i.fy, i.cy), (0.0, 0.0, 1.0))
+
+    def lens_camera(self, lens: LensSpec) -> CameraSpec:
+        """The recipe's camera (K, resolution) with ``lens``, posed anywhere: what ``lens_problem`` checks."""
+        width, height = self.render.resolution
+        return CameraSpec(K=self.intrinsic_matrix(), world_from_camera=tuple(tuple(float(i == j) for j in range(4)) for i in range(4)),
+                          width=width, height=height, clip_start=self.camera.clip_start, clip_end=self.camera.clip_end,
+                          lens=lens)
+
+    def lens_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) when a lens of constant coefficients folds the image (drawn
+        ones are checked per scene when sampled)."""
+        lens = self.camera.lens
+        if lens is None or not all(isinstance(c, (int, float)) for c in lens.coefficients):
+            return []
+        problem = lens_problem(self.lens_camera(LensSpec(model=lens.model, coefficients=tuple(map(float, lens.coefficients)))))
+        return [] if problem is None else [(("camera", "lens"), problem)]
 
     def limit_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(field location, message) when the groups can draw more objects per scene than the limit,
@@ -739,7 +795,7 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise UserError.listing([_describe(path, tree, error, overridden) for error in errors[:MAX_LISTED]],
                                 total=len(errors)) from None
     recipe._source = (path, tree, overridden)
-    if problems := recipe.limit_problems() or _load_files(recipe, path.parent) + recipe.reference_problems():
+    if problems := recipe.limit_problems() or _load_files(recipe, path.parent) + recipe.reference_problems() + recipe.lens_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
     return recipe
 

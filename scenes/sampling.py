@@ -20,16 +20,19 @@ from sceneforge.floor.colour import srgb_to_linear
 from sceneforge.floor.errors import UserError
 
 from .assets import asset_mesh
+from .camera import camera_rays, lens_problem
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
 from .recipe import HSV, MAX_INSTANCES, Bin, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
 from .spec import (
+    LENS_COEFFICIENTS,
     AssetRef,
     CameraSpec,
     GroundSpec,
     HdriSpec,
+    LensSpec,
     LightSpec,
     MaterialSpec,
     MotionState,
@@ -61,7 +64,7 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
     camera_rng = scene_stream(scene.seed, (3, frame) if scene.motion is None else (8, frame))
     objects, props, sequence = scene.objects, scene.props, None
     if scene.motion is None:
-        camera = _sample_camera(recipe, objects, props, f"scene {scene_index} frame {index}", camera_rng)[0]
+        camera = _sample_camera(recipe, objects, props, scene.lens, f"scene {scene_index} frame {index}", camera_rng)[0]
     else:
         motion = scene.motion
         camera, objects, props = motion.camera(frame), motion.objects(frame), motion.props(frame)
@@ -101,6 +104,7 @@ class _Scene:
     background_color: tuple[float, float, float]
     background_strength: float
     hdri: HdriSpec | None
+    lens: LensSpec | None
     motion: SequenceMotion | None
 
 
@@ -169,13 +173,27 @@ def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     hdri = None if background.hdri is None else HdriSpec(
         path=background.hdri, rotation_deg=float(draw(background.rotation_deg, world_rng)), strength=strength,
     )
-    motion = None if recipe.sequence is None else _sample_motion(recipe, scene_index, seed, objects, props, layout, movers)
+    lens = _sample_lens(recipe, scene_index, scene_stream(seed, (13, 2)))
+    motion = None if recipe.sequence is None else _sample_motion(recipe, scene_index, seed, objects, props, lens,
+                                                                 layout, movers)
     lights = [spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(recipe, i, lights_rng)]
-    return _Scene(seed, objects, props, lights, ground, background_color, strength, hdri, motion)
+    return _Scene(seed, objects, props, lights, ground, background_color, strength, hdri, lens, motion)
+
+
+def _sample_lens(recipe: Recipe, scene_index: int, rng: np.random.Generator) -> LensSpec | None:
+    """The scene's lens (one per scene, as a camera keeps its lens), checked not to fold the image."""
+    lens = recipe.camera.lens
+    if lens is None:
+        return None
+    spec = LensSpec(model=lens.model, coefficients=tuple(float(draw(c, rng)) for c in lens.coefficients))
+    if (problem := lens_problem(recipe.lens_camera(spec))) is not None:
+        drawn = ", ".join(f"{name} = {value:.4g}" for name, value in zip(LENS_COEFFICIENTS[spec.model], spec.coefficients))
+        raise UserError(f"{recipe.where('camera', 'lens')}: scene {scene_index} drew {drawn}: {problem}")
+    return spec
 
 
 def _sample_motion(recipe: Recipe, scene_index: int, seed: int, objects: list[ObjectSpec], props: list[PropSpec],
-                   layout: Layout, movers: list[_Mover]) -> SequenceMotion:
+                   lens: LensSpec | None, layout: Layout, movers: list[_Mover]) -> SequenceMotion:
     """Every pose of a sequence: objects by their groups' motion (or the simulation), then the camera."""
     sequence = recipe.sequence
     times = np.arange(sequence.frames) / sequence.fps
@@ -212,7 +230,7 @@ def _sample_motion(recipe: Recipe, scene_index: int, seed: int, objects: list[Ob
                 for i, b in enumerate(bodies)]
 
     object_poses, prop_poses = track("object", objects), track("prop", props)
-    start, target = _sample_camera(recipe, objects, props, f"scene {scene_index} frame 0", scene_stream(seed, (3, 0)))
+    start, target = _sample_camera(recipe, objects, props, lens, f"scene {scene_index} frame 0", scene_stream(seed, (3, 0)))
     cameras = _camera_trajectory(recipe, scene_index, start, target, objects, object_poses, times, trajectory_rng, shake_rng)
     return SequenceMotion(sequence.fps, times, start, cameras, objects, object_poses, props, prop_poses)
 
@@ -270,7 +288,7 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
 def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
-    noise of frame f (8, f), point-track queries (9)."""
+    noise of frame f (8, f), point-track queries (9); lens coefficients (13, 2)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -296,31 +314,20 @@ def _on_sphere(center: np.ndarray, distance: float, elevation_deg: float, azimut
     return center + distance * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
 
 
-def _intrinsics(recipe: Recipe) -> np.ndarray:
-    """The 3x3 camera matrix K of a recipe (OpenCV convention)."""
-    cam, (width, height) = recipe.camera, recipe.render.resolution
-    if cam.intrinsics is None:
-        focal = (width / 2) / math.tan(math.radians(cam.fov_deg) / 2)
-        # OpenCV convention: integer pixel coordinates are pixel centres, so the centre is (W-1)/2.
-        return np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]])
-    i = cam.intrinsics
-    return np.array([[i.fx, 0.0, i.cx], [0.0, i.fy, i.cy], [0.0, 0.0, 1.0]])
-
-
-def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSpec], where: str,
-                   rng: np.random.Generator) -> tuple[CameraSpec, np.ndarray]:
+def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSpec], lens: LensSpec | None,
+                   where: str, rng: np.random.Generator) -> tuple[CameraSpec, np.ndarray]:
     """A camera pose and the point it looks at, redrawn (up to ``visibility.max_tries`` times)
     until enough objects show."""
     rule = recipe.camera.visibility
     if rule is None:
-        return _sample_camera_pose(recipe, objects, rng)
+        return _sample_camera_pose(recipe, objects, rng, lens)
     if rule.min_objects > len(objects):
         raise UserError(
             f"{recipe.where('camera', 'visibility')}: {where} has {len(objects)} object(s), fewer than min_objects = {rule.min_objects}"
         )
     best = 0
     for _ in range(rule.max_tries):
-        camera, target = _sample_camera_pose(recipe, objects, rng)
+        camera, target = _sample_camera_pose(recipe, objects, rng, lens)
         fractions = visible_fractions(camera, objects, props)
         enough = sum(f is not None and f >= rule.min_fraction for f in fractions)
         if enough >= rule.min_objects:
@@ -333,18 +340,20 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSp
     )
 
 
-def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[CameraSpec, np.ndarray]:
+def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator,
+                        lens: LensSpec | None = None) -> tuple[CameraSpec, np.ndarray]:
     cam, (width, height) = recipe.camera, recipe.render.resolution
-    K = _intrinsics(recipe)
+    posed_anywhere = recipe.lens_camera(lens)
     target, fit_radius = _camera_target(cam.look_at, objects, rng)
     target = target + draw_vector(cam.target_jitter, rng)
     if fit_radius is None:
         distance = float(draw(cam.distance, rng))  # > 0: checked when the recipe loads
     else:
-        # The sphere fits when its angular radius is within the narrowest half-angle to an image edge.
-        (fx, _, cx), (_, fy, cy) = K[:2]
-        half_angle = min(math.atan((cx + 0.5) / fx), math.atan((width - 0.5 - cx) / fx),
-                         math.atan((cy + 0.5) / fy), math.atan((height - 0.5 - cy) / fy))
+        # The sphere fits when its angular radius is within the narrowest half-angle to an image
+        # edge: that of the rays (through the lens) at the edges' points level with the centre.
+        (_, _, cx), (_, _, cy), _ = posed_anywhere.K
+        edges = camera_rays(posed_anywhere, np.array([-0.5, width - 0.5, cx, cx]), np.array([cy, cy, -0.5, height - 0.5]))
+        half_angle = float(np.arctan(np.hypot(edges[:, 0], edges[:, 1])).min())
         distance = float(draw(cam.fit_margin, rng)) * fit_radius / math.sin(half_angle)
         if distance <= 0:
             raise UserError(f"{recipe.where('camera', 'fit_margin')}: the objects to fit have no extent "
@@ -354,14 +363,13 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
     pose[:3, :3] = pose[:3, :3] @ rotation_about_z(math.radians(draw(cam.roll_deg, rng)))
     dof, blur = cam.dof, cam.motion_blur
     focus = None if dof is None else (distance if dof.focus == "target" else float(draw(dof.focus, rng)))
-    camera = CameraSpec(
-        K=_matrix(K), world_from_camera=_matrix(pose), width=width, height=height,
-        clip_start=cam.clip_start, clip_end=cam.clip_end,
+    camera = posed_anywhere.model_copy(update=dict(
+        world_from_camera=_matrix(pose),
         fstop=None if dof is None else float(draw(dof.fstop, rng)),
         focus_distance=focus,
         exposure_s=0.0 if blur is None else blur.exposure_s,
         velocity=(0.0, 0.0, 0.0) if blur is None else tuple(map(float, draw_vector(blur.velocity, rng))),
-    )
+    ))
     return camera, target
 
 
