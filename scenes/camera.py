@@ -86,11 +86,11 @@ def lens_problem(camera: CameraSpec) -> str | None:
     if reach <= needed:
         k = lens.coefficients
         if lens.model == "fisheye":
-            formula = f"θ (1 + {k[0]:g} θ² + {k[1]:g} θ⁴ + {k[2]:g} θ⁶ + {k[3]:g} θ⁸)"
+            formula = _polynomial("θ", k)
             turn = (f"stops increasing at θ = {math.degrees(limit):.1f} degrees" if limit < math.pi / 2
                     else "reaches 90 degrees off axis")
         else:
-            formula = f"r (1 + {k[0]:g} r² + {k[1]:g} r⁴ + {k[4]:g} r⁶)"
+            formula = _polynomial("r", (k[0], k[1], k[4]))
             turn = f"stops increasing at r = {limit:.3g} ({math.degrees(math.atan(limit)):.1f} degrees off axis)"
         return (f"the lens folds the image: its radial map {formula} {turn} at a distorted radius of "
                 f"{reach:.3g}, inside the image, whose corner pixel edge {corner} lies at {needed:.3g}; "
@@ -109,6 +109,13 @@ def lens_problem(camera: CameraSpec) -> str | None:
                 f"(at most {MAX_RENDER_SCALE} times the image's side and {MAX_RENDER_SIDE} px); weaken the "
                 "distortion or narrow the field of view")
     return None
+
+
+def _polynomial(variable: str, coefficients: tuple[float, ...]) -> str:
+    """A radial map as text: ``r (1 - 0.3 r² + 0.1 r⁴)`` (zero terms left out)."""
+    powers = ("²", "⁴", "⁶", "⁸")
+    terms = "".join(f" {'-' if c < 0 else '+'} {abs(c):g} {variable}{power}" for c, power in zip(coefficients, powers) if c)
+    return f"{variable} (1{terms})"
 
 
 def render_camera(camera: CameraSpec) -> CameraSpec:
