@@ -288,3 +288,19 @@ def test_a_sphere_mask_matches_its_lens_ray_cast_silhouette(tmp_path):
         # The labels' rays are those of the nearest source pixels, inside each pixel's square.
         label = label_rays(spec.camera).reshape(-1, 3)[:, :2]
         assert np.all(label >= low - 1e-9) and np.all(label <= high + 1e-9)
+
+
+def test_the_usd_camera_keeps_K_and_carries_the_lens_in_custom_data():
+    from pxr import UsdGeom
+
+    from sceneforge.labels.usd_scene import scene_stage
+
+    lens = LensSpec(model="fisheye", coefficients=(-0.02, 0.01, 0.0, 0.0))
+    spec = sphere_scene(0, lens, 30.0)
+    stage = scene_stage(spec)
+    (prim,) = [p for p in stage.Traverse() if p.IsA(UsdGeom.Camera)]
+    assert prim.GetCustomDataByKey("sceneforge:lens_model") == "fisheye"
+    assert list(prim.GetCustomDataByKey("sceneforge:lens_coefficients")) == list(lens.coefficients)
+    gf_camera = UsdGeom.Camera(prim).GetCamera()
+    # The focal length over the horizontal aperture is fx / W: K's, not the wide render's.
+    assert gf_camera.focalLength / gf_camera.horizontalAperture == pytest.approx(30.0 / 64)
