@@ -224,6 +224,9 @@ class Renderer:
         # fy = fx * pixel_aspect_x / pixel_aspect_y; the principal point moves with the lens shift,
         # both shifts in units of the image width.
         data.sensor_fit = "HORIZONTAL"
+        # A lens's wide render is a larger sensor behind the same focal length: the aperture (and
+        # so the depth of field) stays that of the image's camera.
+        data.sensor_width *= cam.width / spec.camera.width
         data.lens = fx * data.sensor_width / cam.width
         data.clip_start, data.clip_end = cam.clip_start, cam.clip_end
         render = self._scene.render

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sceneforge.floor.errors import UserError
+from sceneforge.floor.frame import FORWARD_VALID
 from sceneforge.labels.store import DatasetStore
 from sceneforge.pipeline import render_dataset, render_specs
 from sceneforge.scenes.camera import camera_rays, label_rays, lens_problem, project_points, render_camera
@@ -304,3 +305,39 @@ def test_the_usd_camera_keeps_K_and_carries_the_lens_in_custom_data():
     gf_camera = UsdGeom.Camera(prim).GetCamera()
     # The focal length over the horizontal aperture is fx / W: K's, not the wide render's.
     assert gf_camera.focalLength / gf_camera.horizontalAperture == pytest.approx(30.0 / 64)
+
+
+def test_flow_through_a_fisheye_follows_opencv_projections_of_the_moved_plane(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, """\
+        count: 2
+        render: {resolution: [48, 40], samples: 1}
+        sequence: {frames: 2, fps: 10, point_tracks: 0}
+        camera:
+          fov_deg: 90
+          look_at: [0, 0, 0]
+          distance: 2
+          elevation_deg: 90
+          trajectory: {type: line, velocity: [0.4, 0.2, 0], look: fixed}
+          lens: {model: fisheye, k1: -0.03, k2: 0.01}
+        ground: {size: 40}
+        """))
+    store = render_dataset(recipe, tmp_path / "out").store
+    first, second = sorted(store.records(), key=lambda r: r["index"])
+    camera, pose = first["camera"], np.asarray(first["camera"]["world_from_camera"])
+    step = np.asarray(second["camera"]["world_from_camera"])[:3, 3] - pose[:3, 3]
+    u, v = np.meshgrid(np.arange(48), np.arange(40))
+    pixels = np.stack([u.ravel(), v.ravel()], -1).astype(float)
+    corners, _ = nearest_source_square(camera, pixels)
+    # The plane point on each corner ray, seen from the moved camera, projected by OpenCV.
+    points = corners * (-pose[2, 3] / (corners @ pose[2, :3]))[..., None]
+    moved = points - pose[:3, :3].T @ step
+    K, d = np.asarray(camera["K"]), np.asarray(camera["lens"]["coefficients"])
+    landed = cv2.fisheye.projectPoints(moved.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), K, d)[0].reshape(-1, 4, 2)
+    expected = landed - pixels[:, None]
+    flow = store.read_flow(first, "flow_forward").reshape(-1, 2)
+    valid = (store.read_flow_valid(first).ravel() & FORWARD_VALID) > 0
+    assert valid.mean() > 0.8
+    low, high = expected.min(axis=1) - 0.01, expected.max(axis=1) + 0.01
+    assert np.all((flow[valid] >= low[valid]) & (flow[valid] <= high[valid]))
+    # The flow varies over the image (it is constant for a pinhole): the lens is in play.
+    assert np.ptp(flow[valid], axis=0).max() > 0.3
