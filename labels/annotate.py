@@ -193,6 +193,8 @@ def _canvas(pinhole: CameraSpec, corners_camera: np.ndarray) -> tuple[np.ndarray
     by the projection of a box's corners (N x 3, camera frame) when all are in front."""
     width, height = pinhole.width, pinhole.height
     canvas = (-width, 2 * width - 1, -height, 2 * height - 1)
+    if np.all(corners_camera[:, 2] <= 0):  # wholly behind the camera: no forward ray can meet it
+        return np.zeros(0), np.zeros(0)
     if np.all(corners_camera[:, 2] > 1e-6):
         uv = project_points(pinhole, corners_camera).T
         u0, u1 = int(np.ceil(uv[0].min())), int(np.floor(uv[0].max()))

@@ -9,7 +9,6 @@ of its own in x and y: tolerances below are the extremes of the truth over that 
 
 from __future__ import annotations
 
-import math
 
 import cv2
 import numpy as np
