@@ -637,12 +637,13 @@ class Recipe(Section):
         i = cam.intrinsics
         return ((i.fx, 0.0, i.cx), (0.0, i.fy, i.cy), (0.0, 0.0, 1.0))
 
-    def lens_camera(self, lens: LensSpec) -> CameraSpec:
-        """The recipe's camera (K, resolution) with ``lens``, posed anywhere: what ``lens_problem`` checks."""
+    def lens_camera(self, lens: LensSpec | None) -> CameraSpec:
+        """The recipe's camera (K, resolution, clipping) with ``lens``, at the world origin: what
+        ``lens_problem`` checks and what sampling poses."""
         width, height = self.render.resolution
-        return CameraSpec(K=self.intrinsic_matrix(), world_from_camera=tuple(tuple(float(i == j) for j in range(4)) for i in range(4)),
-                          width=width, height=height, clip_start=self.camera.clip_start, clip_end=self.camera.clip_end,
-                          lens=lens)
+        identity = tuple(tuple(float(row == column) for column in range(4)) for row in range(4))
+        return CameraSpec(K=self.intrinsic_matrix(), world_from_camera=identity, width=width, height=height,
+                          clip_start=self.camera.clip_start, clip_end=self.camera.clip_end, lens=lens)
 
     def lens_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(field location, message) when a lens of constant coefficients folds the image (drawn

@@ -255,7 +255,7 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
     elif trajectory.type == "line":
         eyes = eye + times[:, None] * draw_vector(trajectory.velocity, rng)
     else:
-        keys = [eye] + [np.asarray(_sample_camera_pose(recipe, objects, rng)[0].world_from_camera)[:3, 3]
+        keys = [eye] + [np.asarray(_sample_camera_pose(recipe, objects, rng, start.lens)[0].world_from_camera)[:3, 3]
                         for _ in range(trajectory.keys - 1)]
         eyes = catmull_rom(np.array(keys), times, span)
     if trajectory.follow is not None:
@@ -341,9 +341,9 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSp
 
 
 def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator,
-                        lens: LensSpec | None = None) -> tuple[CameraSpec, np.ndarray]:
+                        lens: LensSpec | None) -> tuple[CameraSpec, np.ndarray]:
     cam, (width, height) = recipe.camera, recipe.render.resolution
-    posed_anywhere = recipe.lens_camera(lens)
+    at_origin = recipe.lens_camera(lens)
     target, fit_radius = _camera_target(cam.look_at, objects, rng)
     target = target + draw_vector(cam.target_jitter, rng)
     if fit_radius is None:
@@ -351,8 +351,8 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
     else:
         # The sphere fits when its angular radius is within the narrowest half-angle to an image
         # edge: that of the rays (through the lens) at the edges' points level with the centre.
-        (_, _, cx), (_, _, cy), _ = posed_anywhere.K
-        edges = camera_rays(posed_anywhere, np.array([-0.5, width - 0.5, cx, cx]), np.array([cy, cy, -0.5, height - 0.5]))
+        (_, _, cx), (_, _, cy), _ = at_origin.K
+        edges = camera_rays(at_origin, np.array([-0.5, width - 0.5, cx, cx]), np.array([cy, cy, -0.5, height - 0.5]))
         half_angle = float(np.arctan(np.hypot(edges[:, 0], edges[:, 1])).min())
         distance = float(draw(cam.fit_margin, rng)) * fit_radius / math.sin(half_angle)
         if distance <= 0:
@@ -363,7 +363,7 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
     pose[:3, :3] = pose[:3, :3] @ rotation_about_z(math.radians(draw(cam.roll_deg, rng)))
     dof, blur = cam.dof, cam.motion_blur
     focus = None if dof is None else (distance if dof.focus == "target" else float(draw(dof.focus, rng)))
-    camera = posed_anywhere.model_copy(update=dict(
+    camera = at_origin.model_copy(update=dict(
         world_from_camera=_matrix(pose),
         fstop=None if dof is None else float(draw(dof.fstop, rng)),
         focus_distance=focus,

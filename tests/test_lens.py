@@ -340,3 +340,17 @@ def test_flow_through_a_fisheye_follows_opencv_projections_of_the_moved_plane(tm
     assert np.all((flow[valid] >= low[valid]) & (flow[valid] <= high[valid]))
     # The flow varies over the image (it is constant for a pinhole): the lens is in play.
     assert np.ptp(flow[valid], axis=0).max() > 0.3
+
+
+def test_the_lens_is_drawn_once_per_scene_and_reproducibly(tmp_path):
+    path = write_recipe(tmp_path, """\
+        render: {resolution: [64, 48]}
+        camera: {frames_per_scene: 2, azimuth_deg: {uniform: [0, 360]}, lens: {model: brown_conrady, k1: {uniform: [-0.2, 0]}}}
+        objects: [{category: box, asset: {primitive: box}}]
+        """)
+    specs = [sample(load_recipe(path), index) for index in range(4)]
+    lenses = [spec.camera.lens for spec in specs]
+    assert lenses[0] == lenses[1] and lenses[2] == lenses[3] and lenses[0] != lenses[2]
+    assert specs[0].camera.world_from_camera != specs[1].camera.world_from_camera
+    assert all(-0.2 <= lens.coefficients[0] <= 0 and lens.coefficients[1:] == (0, 0, 0, 0) for lens in lenses)
+    assert [sample(load_recipe(path), index).to_json() for index in range(4)] == [spec.to_json() for spec in specs]
