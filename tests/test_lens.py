@@ -285,6 +285,11 @@ def test_a_sphere_mask_matches_its_lens_ray_cast_silhouette(tmp_path):
         assert ball["truncation"] == 0.0
         ys, xs = np.nonzero(mask)
         assert ball["bbox_xywh"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        # The warped image agrees with the warped labels: red inside the ball, grey well outside it.
+        rgb = store.read_rgb(record).astype(int)
+        redness = rgb[..., 0] - rgb[..., 1]
+        outside = ~cv2.dilate(may.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        assert redness[must].mean() > 20 and np.abs(redness[outside]).max() <= 3
         # The labels' rays are those of the nearest source pixels, inside each pixel's square.
         label = label_rays(spec.camera).reshape(-1, 3)[:, :2]
         assert np.all(label >= low - 1e-9) and np.all(label <= high + 1e-9)
