@@ -29,7 +29,8 @@ from .spec import CameraSpec, LensSpec
 RENDER_MARGIN = 2  # render pixels beyond the outermost source position on every side
 MAX_RENDER_SCALE = 8  # the wide render's side, at most this many times the image's
 MAX_RENDER_SIDE = 16384  # Blender's largest resolution
-_NEWTON_STEPS = 30
+_NEWTON_STEPS = 30  # at most; quadratic convergence takes a handful
+_CONVERGED = 1e-13  # normalised coordinates (about 1e-10 px): a step this small ends the iteration
 
 
 def pixel_rays(K: np.ndarray, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
@@ -257,7 +258,11 @@ def _undistort(lens: LensSpec, distorted: np.ndarray) -> np.ndarray:
     r = np.minimum(radius, ceiling * 0.999)
     for _ in range(_NEWTON_STEPS):
         value, slope = _radial(lens, r)
-        r = np.clip(r - (value - radius) / slope, 0.0, ceiling * (1 - 1e-12))
+        updated = np.clip(r - (value - radius) / slope, 0.0, ceiling * (1 - 1e-12))
+        converged = np.all(np.abs(updated - r) <= _CONVERGED)
+        r = updated
+        if converged:
+            break
     direction = distorted / np.where(radius > 0, radius, 1.0)[:, None]
     if lens.model == "fisheye":
         xy = direction * np.tan(np.minimum(r, math.pi / 2 * (1 - 1e-12)))[:, None]
@@ -266,7 +271,10 @@ def _undistort(lens: LensSpec, distorted: np.ndarray) -> np.ndarray:
     p1, p2 = lens.coefficients[2], lens.coefficients[3]
     if p1 or p2:  # the tangential terms: Newton on the full 2D model from the radial solution
         for _ in range(_NEWTON_STEPS):
-            xy = xy - _solve(_jacobian(lens, xy), _distort(lens, xy)[0] - distorted)
+            step = _solve(_jacobian(lens, xy), _distort(lens, xy)[0] - distorted)
+            xy = xy - step
+            if np.all(np.abs(step[~beyond]) <= _CONVERGED):
+                break
     return np.where(beyond[:, None], np.nan, xy)
 
 
