@@ -254,7 +254,11 @@ def _undistort(lens: LensSpec, distorted: np.ndarray) -> np.ndarray:
     radius = np.hypot(distorted[:, 0], distorted[:, 1])
     beyond = radius >= reach
     # The radial map is increasing on [0, limit): Newton from the distorted radius, kept inside.
-    ceiling = limit if math.isfinite(limit) else max(float(radius.max(initial=0.0)) * 4, 1.0)
+    ceiling = limit
+    if math.isinf(limit):  # increasing everywhere, so unbounded: bracket the largest radius
+        ceiling = max(float(radius.max(initial=0.0)), 1.0)
+        while _radial(lens, np.array(ceiling))[0] <= radius.max(initial=0.0):
+            ceiling *= 2
     r = np.minimum(radius, ceiling * 0.999)
     for _ in range(_NEWTON_STEPS):
         value, slope = _radial(lens, r)
