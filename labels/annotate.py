@@ -5,7 +5,8 @@ Visibility without a re-render: each object's mesh is ray-cast *alone* (scenes/r
 along the same pixel-centre rays that Cycles uses for its data passes. The pixels it covers
 alone are its unoccluded pixels, kept as its amodal mask; those it covers in the instance map
 are its visible pixels. Rays cast past the image border (on a canvas three times the image size)
-measure truncation.
+measure truncation. With a lens every ray and projection goes through ``scenes.camera``
+(camera_rays, project_points).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from sceneforge.labels.keypoints import object_keypoints
 from sceneforge.labels.motion import flow_passes
 from sceneforge.labels.rle import encode_masks
 from sceneforge.scenes.assets import asset_mesh
-from sceneforge.scenes.raycast import first_hit_depth, pixel_rays
+from sceneforge.scenes.camera import camera_rays, label_rays, project_points, render_camera
+from sceneforge.scenes.raycast import first_hit_depth
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
 
 # Corner i of a 3D box takes the max (1) or min (0) along x, y, z from bits 0, 1, 2 of i.
@@ -30,7 +32,7 @@ def stored_passes(spec: SceneSpec, passes: Passes) -> dict[str, np.ndarray]:
     stored = {
         "rgb": passes.rgb,
         "depth": passes.depth,
-        "distance": euclidean_distance(passes.depth, spec.camera.K),
+        "distance": euclidean_distance(passes.depth, spec.camera),
         "normals": passes.normals,
         "instance": passes.instance,
         "semantic": semantic_map(spec, passes.instance),
@@ -69,6 +71,7 @@ def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], checks:
         "checks": checks,
         "camera": {"K": camera.K, "world_from_camera": camera.world_from_camera,
                    "width": camera.width, "height": camera.height,
+                   "lens": None if camera.lens is None else camera.lens.model_dump(mode="json"),
                    **({"name": camera.name} if camera.name else {}),
                    **({"stereo_baseline": camera.stereo_baseline} if camera.stereo_baseline is not None else {})},
         "objects": object_records(spec, passes),
@@ -88,11 +91,10 @@ def semantic_map(spec: SceneSpec, instance: np.ndarray) -> np.ndarray:
     return lookup[instance]
 
 
-def euclidean_distance(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Distance from the camera centre along each pixel's ray, from planar depth (inf stays inf)."""
-    height, width = depth.shape
-    us, vs = np.meshgrid(np.arange(width), np.arange(height))
-    return (depth * np.linalg.norm(pixel_rays(np.asarray(K), us, vs), axis=-1)).astype(np.float32)
+def euclidean_distance(depth: np.ndarray, camera: CameraSpec) -> np.ndarray:
+    """Distance from the camera centre, from planar depth (inf stays inf), along the ray each
+    pixel's depth was measured on (``label_rays``: with a lens, its nearest source pixel's)."""
+    return (depth * np.linalg.norm(label_rays(camera), axis=-1)).astype(np.float32)
 
 
 def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
@@ -158,9 +160,9 @@ def _box3d(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray) 
             "size": [float(v) for v in high - low],
             "center_object": [float(v) for v in centre],
             "corners_world": _rows(_apply(np.asarray(obj.world_from_object), corners)),
-            "corners_image": [_project(p, camera) for p in _apply(camera_from_object, corners)],
+            "corners_image": _project(_apply(camera_from_object, corners), camera),
         },
-        "center_image": _project(_apply(camera_from_object, centre), camera),
+        "center_image": _project(_apply(camera_from_object, centre)[None], camera)[0],
     }
 
 
@@ -169,12 +171,10 @@ def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ transform[:3, :3].T + transform[:3, 3]
 
 
-def _project(point_camera: np.ndarray, camera: CameraSpec) -> list[float] | None:
-    """Pixel coordinates (u, v) of a camera-frame point, None behind the camera."""
-    if point_camera[2] <= 1e-9:
-        return None
-    uvw = np.asarray(camera.K) @ point_camera
-    return [float(uvw[0] / uvw[2]), float(uvw[1] / uvw[2])]
+def _project(points_camera: np.ndarray, camera: CameraSpec) -> list[list[float] | None]:
+    """Pixel coordinates (u, v) of camera-frame points (N x 3), None for those with no projection
+    (behind the camera, or beyond the lens's range: ``project_points``)."""
+    return [None if np.isnan(uv).any() else [float(uv[0]), float(uv[1])] for uv in project_points(camera, points_camera)]
 
 
 def _box_corners(low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -183,27 +183,56 @@ def _box_corners(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 
 def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray) -> tuple[np.ndarray, float]:
-    """The amodal mask (H x W bool: the pixels whose ray hits the object's mesh alone), and the
-    fraction of the unoccluded silhouette outside the image."""
+    """The amodal mask (H x W bool: the image pixels whose ray hits the object's mesh alone), and
+    the fraction of the unoccluded silhouette outside the image.
+
+    With a lens the silhouette is cast on the canvas of its wide pinhole render (``render_camera``),
+    where rays past the image stay defined: truncation is the share of those silhouette samples
+    whose points project (``project_points``) outside the distorted image; the amodal mask is cast
+    along the image's own ``camera_rays``.
+    """
     mesh = asset_mesh(obj.asset)
-    width, height = camera.width, camera.height
-    corners_camera = _apply(camera_from_object, _box_corners(*mesh.bounds)).T
+    amodal = np.zeros((camera.height, camera.width), bool)
+    pinhole = render_camera(camera)
+    us, vs = _canvas(pinhole, _apply(camera_from_object, _box_corners(*mesh.bounds)))
+    if not len(us):
+        return amodal, 1.0
+    rays = camera_rays(pinhole, us, vs)
+    depth = first_hit_depth(mesh, camera_from_object, rays)
+    hit = np.isfinite(depth)
+    if camera.lens is None:
+        inside = hit & (us >= 0) & (us < camera.width) & (vs >= 0) & (vs < camera.height)
+        amodal[vs[inside], us[inside]] = True
+        total = int(hit.sum())
+        return amodal, (1.0 - int(inside.sum()) / total) if total else 1.0
+    uv = project_points(camera, rays[hit] * depth[hit, None])
+    inside = ((uv[:, 0] >= -0.5) & (uv[:, 0] < camera.width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < camera.height - 0.5))
+    if not inside.any():
+        return amodal, 1.0
+    truncation = 1.0 - inside.sum() / len(uv)
+    # The image pixels around the silhouette's samples (2 px beyond: samples may be coarser than pixels).
+    low = np.maximum(np.floor(uv[inside].min(axis=0)).astype(int) - 2, 0)
+    high = np.minimum(np.ceil(uv[inside].max(axis=0)).astype(int) + 2, (camera.width - 1, camera.height - 1))
+    us, vs = (grid.ravel() for grid in np.meshgrid(np.arange(low[0], high[0] + 1), np.arange(low[1], high[1] + 1)))
+    amodal[vs, us] = np.isfinite(first_hit_depth(mesh, camera_from_object, camera_rays(camera, us, vs)))
+    return amodal, float(truncation)
+
+def _canvas(pinhole: CameraSpec, corners_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres (us, vs) of a pinhole camera's canvas three times its image's size, bounded
+    by the projection of a box's corners (N x 3, camera frame) when all are in front."""
+    width, height = pinhole.width, pinhole.height
     canvas = (-width, 2 * width - 1, -height, 2 * height - 1)
-    if np.all(corners_camera[2] > 1e-6):
-        uv = (np.asarray(camera.K) @ corners_camera)[:2] / corners_camera[2]
+    if np.all(corners_camera[:, 2] <= 0):  # wholly behind the camera: no forward ray can meet it
+        return np.zeros(0), np.zeros(0)
+    if np.all(corners_camera[:, 2] > 1e-6):
+        uv = project_points(pinhole, corners_camera).T
         u0, u1 = int(np.ceil(uv[0].min())), int(np.floor(uv[0].max()))
         v0, v1 = int(np.ceil(uv[1].min())), int(np.floor(uv[1].max()))
         canvas = (max(u0, canvas[0]), min(u1, canvas[1]), max(v0, canvas[2]), min(v1, canvas[3]))
     if canvas[0] > canvas[1] or canvas[2] > canvas[3]:
-        return np.zeros((height, width), bool), 1.0
+        return np.zeros(0), np.zeros(0)
     us, vs = np.meshgrid(np.arange(canvas[0], canvas[1] + 1), np.arange(canvas[2], canvas[3] + 1))
-    us, vs = us.ravel(), vs.ravel()
-    hit = np.isfinite(first_hit_depth(mesh, camera_from_object, pixel_rays(np.asarray(camera.K), us, vs)))
-    inside = (us >= 0) & (us < width) & (vs >= 0) & (vs < height)
-    amodal = np.zeros((height, width), bool)
-    amodal[vs[hit & inside], us[hit & inside]] = True
-    total, in_image = int(hit.sum()), int(amodal.sum())
-    return amodal, (1.0 - in_image / total) if total else 1.0
+    return us.ravel(), vs.ravel()
 
 
 def _rows(m: np.ndarray) -> list[list[float]]:

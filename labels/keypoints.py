@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from sceneforge.scenes.camera import project_points
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec
 
 DEPTH_SLACK_PIXELS = 2.0
 OUTSIDE, OCCLUDED, VISIBLE = 0, 1, 2  # COCO's visibility flags
-
-
-def project_points(camera: CameraSpec, points_camera: np.ndarray) -> np.ndarray:
-    """Pixel coordinates (N, 2) of camera-frame points (N, 3) in front of the camera (pinhole, K)."""
-    points_camera = np.asarray(points_camera, dtype=np.float64).reshape(-1, 3)
-    uvw = points_camera @ np.asarray(camera.K, dtype=np.float64).T
-    return uvw[:, :2] / uvw[:, 2:3]
 
 
 def object_keypoints(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray,
@@ -39,7 +33,9 @@ def object_keypoints(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np
     in_front = z > 1e-9
     uv = np.zeros((len(points), 2))
     uv[in_front] = project_points(camera, points_camera[in_front])
-    inside = in_front & np.all((uv >= -0.5) & (uv < [camera.width - 0.5, camera.height - 0.5]), axis=1)
+    projected = in_front & np.isfinite(uv).all(axis=1)  # a lens's map ends before 90 degrees (NaN)
+    uv[~projected] = 0.0
+    inside = projected & np.all((uv >= -0.5) & (uv < [camera.width - 0.5, camera.height - 0.5]), axis=1)
     flags = np.full(len(points), OUTSIDE)
     pixel = np.floor(uv[inside] + 0.5).astype(np.intp)
     seen = depth[pixel[:, 1], pixel[:, 0]]

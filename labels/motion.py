@@ -5,7 +5,8 @@ rendered depth along that pixel's ray) is carried by the rigid motion of the bod
 the other frame's time and projected through that frame's camera. Whether it is seen there is
 a ray cast from the other camera towards the moved point against the whole scene at that time
 (scenes/raycast.py's Embree meshes): hidden when something lies in front of it. Background
-pixels (no surface) move as directions at infinity, by the camera's rotation alone.
+pixels (no surface) move as directions at infinity, by the camera's rotation alone. Rays and
+projections go through the camera's lens (``scenes.camera``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import trimesh
 
 from sceneforge.floor.frame import BACKWARD_VALID, FORWARD_VALID
 from sceneforge.scenes.assets import asset_mesh, ground_model
-from sceneforge.scenes.raycast import pixel_rays
+from sceneforge.scenes.camera import camera_rays, label_rays, project_points
 from sceneforge.scenes.spec import MotionState, SceneSpec
 
 HIDDEN_TOLERANCE = 1e-3  # a surface this much nearer (relative) than the moved point hides it
@@ -104,9 +105,9 @@ def optical_flow(spec: SceneSpec, depth: np.ndarray, instance: np.ndarray, towar
     the other camera, inside its image and not hidden there)."""
     meshes = body_meshes(spec) if meshes is None else meshes
     camera = spec.camera
-    K, height, width = np.asarray(camera.K), camera.height, camera.width
+    height, width = camera.height, camera.width
     vs, us = np.mgrid[0:height, 0:width]
-    rays = pixel_rays(K, us.ravel().astype(float), vs.ravel().astype(float))
+    rays = label_rays(camera).reshape(-1, 3)  # along which each pixel's depth was measured
     world_from_camera = np.asarray(camera.world_from_camera)
     other_camera = np.asarray(towards.world_from_camera)
     camera_from_world = np.linalg.inv(other_camera)
@@ -133,11 +134,11 @@ def optical_flow(spec: SceneSpec, depth: np.ndarray, instance: np.ndarray, towar
         moved[at] = points[at] @ moves[b][:3, :3].T + moves[b][:3, 3]
     in_camera = moved @ camera_from_world[:3, :3].T + camera_from_world[:3, 3]
     # Background: a direction at infinity, turned by the cameras' rotations only.
-    directions = rays @ (camera_from_world[:3, :3] @ world_from_camera[:3, :3]).T
+    directions = camera_rays(camera, us, vs) @ (camera_from_world[:3, :3] @ world_from_camera[:3, :3]).T
     in_camera[~surface] = directions[~surface]
     z = in_camera[:, 2]
-    ahead = np.where(surface, z > camera.clip_start, z > 0)
-    projected = (in_camera @ K.T)[:, :2] / np.where(ahead, z, 1.0)[:, None]
+    projected = project_points(camera, in_camera)  # NaN: behind the camera or beyond its lens's range
+    ahead = np.where(surface, z > camera.clip_start, z > 0) & np.isfinite(projected).all(axis=1)
     flow = np.where(ahead[:, None], projected - np.stack([us.ravel(), vs.ravel()], axis=-1), 0.0)
     inside = ahead & _in_image(projected, width, height)
     valid = inside.copy()
@@ -199,7 +200,7 @@ def point_tracks(specs: list[SceneSpec], count: int, rng: np.random.Generator) -
     for t in np.unique(query_frames):
         at = np.flatnonzero(query_frames == t)
         camera = np.asarray(specs[t].camera.world_from_camera)
-        rays = pixel_rays(np.asarray(specs[t].camera.K), us[at], vs[at]) @ camera[:3, :3].T
+        rays = camera_rays(specs[t].camera, us[at], vs[at]) @ camera[:3, :3].T
         along, hit = posed[t].first_hits(camera[:3, 3], rays)
         found = np.isfinite(along)
         world = camera[:3, 3] + rays[found] * along[found, None]
@@ -214,10 +215,9 @@ def point_tracks(specs: list[SceneSpec], count: int, rng: np.random.Generator) -
         camera = np.asarray(spec.camera.world_from_camera)
         world = np.einsum("nij,nj->ni", poses[t, body, :3, :3], local) + poses[t, body, :3, 3]
         in_camera = (world - camera[:3, 3]) @ camera[:3, :3]
-        z = in_camera[:, 2]
-        ahead = z > spec.camera.clip_start
-        uv = (in_camera @ np.asarray(spec.camera.K).T)[:, :2] / np.where(ahead, z, 1.0)[:, None]
-        tracks[:, t] = uv
+        uv = project_points(spec.camera, in_camera)
+        ahead = (in_camera[:, 2] > spec.camera.clip_start) & np.isfinite(uv).all(axis=1)
+        tracks[:, t] = np.where(ahead[:, None], uv, 0.0)  # (0, 0) where there is no projection: occluded
         inside = ahead & _in_image(uv, width, height)
         along, _ = posed[t].first_hits(camera[:3, 3], world - camera[:3, 3])
         occluded[:, t] = ~(inside & (along >= 1.0 - HIDDEN_TOLERANCE))

@@ -2,7 +2,7 @@
 
 The stage holds what produced the frame: every labeled object (mesh, pose, material and its ids
 in ``customData``), the ground, the lights, the background as a dome light and the frame's
-camera with its intrinsics. Layout and conventions are in docs/formats.md.
+camera with its intrinsics (K; a lens model and its coefficients in the camera's ``customData``). Layout and conventions are in docs/formats.md.
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def _add_light(stage: Usd.Stage, path: str, light: LightSpec) -> None:
 
 
 def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
-    """A UsdGeom.Camera reproducing K: the apertures span the image's pixel edges.
+    """A UsdGeom.Camera reproducing K: the apertures span the image's pixel edges; a lens is
+    written in customData (``sceneforge:lens_model``, ``sceneforge:lens_coefficients``, OpenCV's order).
 
     With ``a`` = horizontalAperture: focalLength = fx a / W, verticalAperture = a (H / W) (fx / fy),
     horizontalApertureOffset = ((W - 1) / 2 - cx) a / W, verticalApertureOffset =
@@ -153,6 +154,10 @@ def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
     usd_camera.CreateHorizontalApertureOffsetAttr(((width - 1) / 2 - cx) * HORIZONTAL_APERTURE / width)
     usd_camera.CreateVerticalApertureOffsetAttr((cy - (height - 1) / 2) * vertical / height)
     usd_camera.CreateClippingRangeAttr(Gf.Vec2f(camera.clip_start, camera.clip_end))
+    if camera.lens is not None:  # UsdGeom.Camera has no distortion: the lens rides along as data
+        prim = usd_camera.GetPrim()
+        prim.SetCustomDataByKey("sceneforge:lens_model", camera.lens.model)
+        prim.SetCustomDataByKey("sceneforge:lens_coefficients", Vt.DoubleArray(camera.lens.coefficients))
     _set_pose(usd_camera, opengl_pose(camera.world_from_camera))  # USD cameras look down -Z, +Y up
 
 

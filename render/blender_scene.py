@@ -29,6 +29,7 @@ import numpy as np
 from sceneforge.floor.axes import opengl_pose
 from sceneforge.floor.frame import Passes
 from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, ground_model, texture_image
+from sceneforge.scenes.camera import render_camera
 from sceneforge.scenes.motion import interpolate
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
 
@@ -36,6 +37,8 @@ from .decode import decode
 
 # Faces meeting at more than this angle get a hard edge (box corners, cylinder caps).
 _SHARP_EDGE_ANGLE = math.radians(40)
+# Blender's default camera sensor width (mm); a lens's wider render widens it (_place_camera).
+_SENSOR_WIDTH_MM = 36.0
 # Cycles GPU backends, most capable first.
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
 
@@ -225,17 +228,21 @@ class Renderer:
         """Intrinsics, image size, pose, focus and motion of this frame's camera (each view of a
         rig has its own, in the same built scene)."""
         cam, obj = spec.camera, self._scene.camera
-        (fx, _, cx), (_, fy, cy), _ = cam.K
+        # A camera with a lens is rendered as its wide pinhole view, warped afterwards (decode.py).
+        rendered = render_camera(cam)
+        (fx, _, cx), (_, fy, cy), _ = rendered.K
         data, render = obj.data, self._scene.render
         # Blender's view plane with a horizontal sensor fit: fx = lens / sensor width * W;
         # fy = fx * pixel_aspect_x / pixel_aspect_y; the principal point moves with the lens shift,
-        # both shifts in units of the image width.
-        render.resolution_x, render.resolution_y = cam.width, cam.height
-        data.lens = fx * data.sensor_width / cam.width
+        # both shifts in units of the image width. A lens's wide render is a larger sensor behind
+        # the same focal length: the aperture (and so the depth of field) stays the image camera's.
+        render.resolution_x, render.resolution_y = rendered.width, rendered.height
+        data.sensor_width = _SENSOR_WIDTH_MM * rendered.width / cam.width
+        data.lens = fx * data.sensor_width / rendered.width
         data.clip_start, data.clip_end = cam.clip_start, cam.clip_end
         render.pixel_aspect_x, render.pixel_aspect_y = (fy / fx, 1.0) if fy >= fx else (1.0, fx / fy)
-        data.shift_x = ((cam.width - 1) / 2 - cx) / cam.width
-        data.shift_y = (cy - (cam.height - 1) / 2) * (fx / fy) / cam.width
+        data.shift_x = ((rendered.width - 1) / 2 - cx) / rendered.width
+        data.shift_y = (cy - (rendered.height - 1) / 2) * (fx / fy) / rendered.width
         dof = obj.data.dof
         dof.use_dof = cam.fstop is not None
         if cam.fstop is not None:

@@ -1,6 +1,8 @@
 """Turn one Cycles multilayer EXR into the frame contract's arrays (numpy only, no bpy).
 
-What each pixel means: ``sceneforge.floor.frame`` and docs/formats.md.
+What each pixel means: ``sceneforge.floor.frame`` and docs/formats.md. A camera with a lens is
+rendered as the wide pinhole view of ``scenes.camera.render_camera`` and every pass is warped here
+to the distorted image (``warp_channels``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import OpenEXR
 
 from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
 from sceneforge.floor.frame import Passes
+from sceneforge.scenes.camera import render_camera, source_pixels, warp_maps
 from sceneforge.scenes.spec import CameraSpec, SceneSpec
 
 from .sensor import sensed_image
@@ -34,9 +37,13 @@ def read_multilayer_exr(path: Path, camera: CameraSpec, backdrop: np.ndarray | N
     of a frame seen by ``camera`` (its pose turns the normals, its sensor model makes the image).
 
     ``backdrop`` (linear RGB, H x W x 3) goes behind a render with a transparent film.
+    With a lens the EXR is ``render_camera(camera)``'s view; every pass is warped to the camera's
+    image first (the backdrop stays an undistorted picture behind the warped render).
     """
     channels = OpenEXR.File(str(path), separate_channels=True).channels()
     by_pass = {name.split(".", 1)[1]: data.pixels for name, data in channels.items() if "." in name}
+    if camera.lens is not None:
+        by_pass = warp_channels(by_pass, camera)
     rgb = np.stack([by_pass[f"Combined.{c}"] for c in "RGB"], axis=-1)
     if backdrop is not None:  # Cycles writes premultiplied alpha
         rgb = rgb + (1.0 - by_pass["Combined.A"])[..., None] * backdrop
@@ -54,6 +61,38 @@ def read_multilayer_exr(path: Path, camera: CameraSpec, backdrop: np.ndarray | N
     # The one place the linear image becomes the stored 8-bit one (the clean and the sensed image).
     image, clean = sensed_image(rgb, camera, linear_to_srgb8)
     return Passes(rgb=image, depth=depth, normals=normals, instance=instance, albedo=albedo, rgb_clean=clean)
+
+
+# Colour channels, resampled; every other channel (depth, normals, object index) is a label.
+_COLOUR_CHANNELS = ("Combined.", "albedo.")
+
+
+def warp_channels(channels: dict[str, np.ndarray], camera: CameraSpec) -> dict[str, np.ndarray]:
+    """The render's channels (``render_camera(camera)``'s image) warped to ``camera``'s distorted image.
+
+    Colour (linear radiance and albedo, before any 8-bit conversion) is resampled bilinearly: its
+    weights are non-negative, so it cannot ring into negative or overshooting values around bright
+    HDR highlights as cubic or Lanczos kernels do, and the render has at least one pixel per image
+    pixel near the centre, already filtered by Cycles' own pixel filter. Label channels (depth,
+    normals, object index) all take the value of the same nearest source pixel, so a pixel's id,
+    depth, normal and (from that pixel's ray, ``scenes.camera.label_rays``) distance describe one
+    surface point and ids are never blended.
+    """
+    wide = render_camera(camera)
+    maps = warp_maps(camera).astype(np.float32)
+    nearest = source_pixels(camera)
+    columns, rows = nearest[..., 0], nearest[..., 1]
+    # render_camera leaves a margin around every source: falling outside is impossible by construction.
+    assert columns.min() >= 0 and rows.min() >= 0 and columns.max() < wide.width and rows.max() < wide.height
+    warped = {}
+    for name, data in channels.items():
+        assert data.shape == (wide.height, wide.width), f"{name}: {data.shape} is not the render's size"
+        if name.startswith(_COLOUR_CHANNELS):
+            warped[name] = cv2.remap(data.astype(np.float32), maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        else:
+            warped[name] = data[rows, columns]
+    return warped
 
 
 def world_to_camera_normals(world_normals: np.ndarray, world_from_camera: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Ray casting against the scene's meshes (Embree, through trimesh), shared by sampling and labels.
 
-Rays go through pixel centres (OpenCV convention, the same rays Cycles uses for its data passes)
-and are scaled so that their camera-frame z is 1: the ray parameter of a hit is its planar depth.
+Rays go through pixel centres (OpenCV convention, the same rays Cycles uses for its data passes),
+through the camera's lens (``scenes.camera.camera_rays``), and are scaled so that their
+camera-frame z is 1: the ray parameter of a hit is its planar depth.
 """
 
 from __future__ import annotations
@@ -12,12 +13,8 @@ import numpy as np
 import trimesh
 
 from .assets import asset_mesh
+from .camera import camera_rays, pixel_rays  # noqa: F401  (pixel_rays: the pinhole rays, kept importable here)
 from .spec import CameraSpec, ObjectSpec, PropSpec
-
-
-def pixel_rays(K: np.ndarray, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
-    """Camera-frame ray directions through pixel centres (u, v), scaled so that z = 1."""
-    return np.stack([us, vs, np.ones_like(us)], axis=-1).astype(np.float64) @ np.linalg.inv(K).T
 
 
 def first_hit_depth(mesh: trimesh.Trimesh, camera_from_object: np.ndarray, rays: np.ndarray) -> np.ndarray:
@@ -44,7 +41,7 @@ def visible_fractions(camera: CameraSpec, objects: list[ObjectSpec], occluders: 
     # Grid cells' centres, in full-resolution pixel coordinates.
     us, vs = np.meshgrid((np.arange(columns) + 0.5) * camera.width / columns - 0.5,
                          (np.arange(rows) + 0.5) * camera.height / rows - 0.5)
-    rays = pixel_rays(np.asarray(camera.K), us.ravel(), vs.ravel())
+    rays = camera_rays(camera, us, vs)
     camera_from_world = np.linalg.inv(np.asarray(camera.world_from_camera))
     bodies = [*objects, *occluders]
     depths = np.array([

@@ -52,7 +52,8 @@ from .distributions import (
     bounds,
     check_within,
 )
-from .spec import AssetRef
+from .camera import lens_problem
+from .spec import LENS_COEFFICIENTS, AssetRef, CameraSpec, LensSpec, Matrix3
 
 MAX_RECIPE_BYTES = 256 << 10  # ruamel.yaml (pure Python) parses about 50 KB/s here: validate stays within seconds
 MAX_VARIANT_COMBINATIONS = 1000
@@ -649,12 +650,49 @@ class RigCamera(Section):
         return self
 
 
+def pinhole_matrix(fov_deg: float, intrinsics: Intrinsics | None, width: int, height: int) -> Matrix3:
+    """K (OpenCV convention) from intrinsics, or from a horizontal field of view centred on a
+    width x height image."""
+    if intrinsics is None:
+        focal = (width / 2) / math.tan(math.radians(fov_deg) / 2)
+        # OpenCV convention: integer pixel coordinates are pixel centres, so the centre is (W-1)/2.
+        return ((focal, 0.0, (width - 1) / 2), (0.0, focal, (height - 1) / 2), (0.0, 0.0, 1.0))
+    i = intrinsics
+    return ((i.fx, 0.0, i.cx), (0.0, i.fy, i.cy), (0.0, 0.0, 1.0))
+
+
 class Stereo(Section):
     """A rectified stereo pair (OpenCV convention): two cameras with the rig's intrinsics and
     resolution, the left at the rig origin, the right ``baseline`` metres along the left's +x."""
 
     baseline: Positive = Field(description="metres between the two optical centres, > 0")
     names: tuple[CameraName, CameraName] = Field(("left", "right"), description="left, right")
+class Lens(Section):
+    """Lens distortion in OpenCV's models and coefficient order, each coefficient a number or a
+    distribution drawn once per scene: ``brown_conrady`` (k1, k2, p1, p2, k3: ``cv2.projectPoints``)
+    or ``fisheye`` (k1..k4, Kannala-Brandt: ``cv2.fisheye.projectPoints``). The image is rendered as a
+    wider pinhole view and warped; coefficients that fold the image are refused."""
+
+    model: Literal["brown_conrady", "fisheye"] = Field(description="brown_conrady (k1, k2, p1, p2, k3) or fisheye (k1..k4)")
+    k1: Number = Field(0.0, description="radial: r² (brown_conrady) or θ² (fisheye) term")
+    k2: Number = Field(0.0, description="radial: r⁴ or θ⁴ term")
+    p1: Number = Field(0.0, description="brown_conrady only: tangential")
+    p2: Number = Field(0.0, description="brown_conrady only: tangential")
+    k3: Number = Field(0.0, description="radial: r⁶ or θ⁶ term")
+    k4: Number = Field(0.0, description="fisheye only: θ⁸ term")
+
+    @model_validator(mode="after")
+    def _model_coefficients(self) -> Lens:
+        foreign = sorted(self.model_fields_set & ({"k4"} if self.model == "brown_conrady" else {"p1", "p2"}))
+        if foreign:
+            raise ValueError(f"a {self.model} lens has no {', '.join(foreign)}; its coefficients are "
+                             f"{', '.join(LENS_COEFFICIENTS[self.model])}")
+        return self
+
+    @property
+    def coefficients(self) -> tuple[Number, ...]:
+        """The coefficient fields in OpenCV's order for the model."""
+        return tuple(getattr(self, name) for name in LENS_COEFFICIENTS[self.model])
 
 
 LookAtMode = Literal["scene_center", "random_object", "all_objects"]
@@ -665,7 +703,7 @@ LookAt = Annotated[
 
 
 class Camera(Section):
-    """A pinhole camera on a sphere around its target, looking at it, world +Z up."""
+    """A camera (a pinhole, or with a `lens`) on a sphere around its target, looking at it, world +Z up."""
 
     fov_deg: float = Field(50.0, gt=0, lt=180, description="horizontal field of view")
     intrinsics: Intrinsics | None = Field(None, description="fx, fy, cx, cy in pixels instead of fov_deg")
@@ -689,6 +727,7 @@ class Camera(Section):
     rig: list[RigCamera] | None = Field(None, min_length=1, description="named cameras posed relative to the rig; "
                                                                         "the rig is posed like a single camera")
     stereo: Stereo | None = Field(None, description="shorthand for a rectified two-camera rig")
+    lens: Lens | None = Field(None, description="lens distortion; none = an ideal pinhole")
 
     @model_validator(mode="after")
     def _one_lens(self) -> Camera:
@@ -783,6 +822,27 @@ class Recipe(Section):
         """``FILE:LINE:COL: field.path`` of a field of a loaded recipe (see ``source``)."""
         return _field_path(loc) if self._source is None else str(self.source(*loc))
 
+    def intrinsic_matrix(self) -> Matrix3:
+        """The 3x3 camera matrix K (OpenCV convention) of the recipe's camera and resolution."""
+        return pinhole_matrix(self.camera.fov_deg, self.camera.intrinsics, *self.render.resolution)
+
+    def lens_camera(self, lens: LensSpec | None) -> CameraSpec:
+        """The recipe's camera (K, resolution, clipping) with ``lens``, at the world origin: what
+        ``lens_problem`` checks and what sampling poses."""
+        width, height = self.render.resolution
+        identity = tuple(tuple(float(row == column) for column in range(4)) for row in range(4))
+        return CameraSpec(K=self.intrinsic_matrix(), world_from_camera=identity, width=width, height=height,
+                          clip_start=self.camera.clip_start, clip_end=self.camera.clip_end, lens=lens)
+
+    def lens_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) when a lens of constant coefficients folds the image (drawn
+        ones are checked per scene when sampled)."""
+        lens = self.camera.lens
+        if lens is None or not all(isinstance(c, (int, float)) for c in lens.coefficients):
+            return []
+        problem = lens_problem(self.lens_camera(LensSpec(model=lens.model, coefficients=tuple(map(float, lens.coefficients)))))
+        return [] if problem is None else [(("camera", "lens"), problem)]
+
     def limit_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(field location, message) when the groups can draw more objects per scene than the limit,
         found before any placement work."""
@@ -818,6 +878,9 @@ class Recipe(Section):
         if camera.stereo is not None:
             if camera.rig is not None:
                 return [(("camera", "stereo"), "give rig or stereo, not both")]
+            if camera.lens is not None:
+                return [(("camera", "lens"), "a stereo pair is rectified, without lens distortion; use camera.rig "
+                                             "for distorted cameras")]
             left, right = camera.stereo.names
             return [(("camera", "stereo", "names"), f"both cameras are named '{left}'")] if left == right else []
         problems: list[tuple[tuple[str | int, ...], str]] = []
@@ -829,6 +892,9 @@ class Recipe(Section):
             if own and view.intrinsics is None and view.fov_deg is None and camera.intrinsics is not None:
                 problems.append((("camera", "rig", i, "resolution"), "camera.intrinsics are in pixels of "
                                  "render.resolution; give this camera its own fov_deg or intrinsics"))
+            if camera.lens is not None and (own or view.intrinsics is not None or view.fov_deg is not None):
+                problems.append((("camera", "rig", i), "with camera.lens every rig camera shares the recipe's "
+                                 "intrinsics and resolution (the lens is checked for those)"))
         fixed = {i: [float(bounds(v)[0]) for v in view.position] for i, view in enumerate(rig)
                  if all(bounds(v)[0] == bounds(v)[1] for v in view.position)}
         if (pair := cameras_too_close({i: tuple(p) for i, p in fixed.items()})) is not None:
@@ -1034,7 +1100,7 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise UserError.listing([_describe(path, tree, error, overridden) for error in errors[:MAX_LISTED]],
                                 total=len(errors)) from None
     recipe._source = (path, tree, overridden)
-    if problems := recipe.limit_problems() or _load_files(recipe, path.parent) + recipe.reference_problems():
+    if problems := recipe.limit_problems() or _load_files(recipe, path.parent) + recipe.reference_problems() + recipe.lens_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
     if problems := recipe.keypoint_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])

@@ -21,6 +21,7 @@ from sceneforge.floor.colour import srgb_to_linear
 from sceneforge.floor.errors import UserError
 
 from .assets import Keypoints, asset_mesh, asset_model
+from .camera import camera_rays, lens_problem
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
@@ -31,7 +32,6 @@ from .recipe import (
     Bin,
     Camera,
     Ground,
-    Intrinsics,
     LibraryAsset,
     LookAt,
     Material,
@@ -40,13 +40,16 @@ from .recipe import (
     Support,
     cameras_inside_message,
     cameras_too_close,
+    pinhole_matrix,
 )
 from .spec import (
+    LENS_COEFFICIENTS,
     AssetRef,
     CameraSpec,
     DepthSensorSpec,
     GroundSpec,
     HdriSpec,
+    LensSpec,
     LightSpec,
     MaterialSpec,
     MotionState,
@@ -116,7 +119,7 @@ class _RigView:
 def _rig_views(recipe: Recipe, seed: int, scene_index: int) -> list[_RigView]:
     """The rig's cameras of a scene: poses on the rig, intrinsics and resolution (stream (13, 1))."""
     camera, rng = recipe.camera, scene_stream(seed, (13, 1))
-    (width, height), K = recipe.render.resolution, _intrinsics(recipe)
+    (width, height), K = recipe.render.resolution, np.asarray(recipe.intrinsic_matrix())
     if camera.stereo is not None:
         baseline = float(draw(camera.stereo.baseline, rng))  # > 0: checked when the recipe loads
         left, right = camera.stereo.names
@@ -129,7 +132,7 @@ def _rig_views(recipe: Recipe, seed: int, scene_index: int) -> list[_RigView]:
         rotation = _about("z", rz) @ _about("y", ry) @ _about("x", rx)
         w, h = view.resolution or (width, height)
         own = view.intrinsics is not None or view.fov_deg is not None or (w, h) != (width, height)
-        K_view = _pinhole(view.fov_deg or camera.fov_deg, view.intrinsics, w, h) if own else K
+        K_view = np.asarray(pinhole_matrix(view.fov_deg or camera.fov_deg, view.intrinsics, w, h)) if own else K
         views.append(_RigView(view.name, _pose(rotation, position), K_view, w, h, None))
     if (pair := cameras_too_close({i: tuple(v.rig_from_camera[:3, 3]) for i, v in enumerate(views)})) is not None:
         raise UserError(f"{recipe.where('camera', 'rig', pair[1], 'position')}: scene {scene_index}: "
@@ -177,7 +180,7 @@ def _rig_frame(recipe: Recipe, index: int) -> SceneSpec:
     camera_rng = scene_stream(scene.seed, (3, frame) if scene.motion is None else (8, frame))
     objects, props, sequence = scene.objects, scene.props, None
     if scene.motion is None:
-        camera = _sample_camera(recipe, objects, props, f"scene {scene_index} frame {index}", camera_rng)[0]
+        camera = _sample_camera(recipe, objects, props, scene.lens, f"scene {scene_index} frame {index}", camera_rng)[0]
     else:
         motion = scene.motion
         camera, objects, props = motion.camera(frame), motion.objects(frame), motion.props(frame)
@@ -218,6 +221,7 @@ class _Scene:
     background_color: tuple[float, float, float]
     background_strength: float
     hdri: HdriSpec | None
+    lens: LensSpec | None
     motion: SequenceMotion | None
 
 
@@ -286,13 +290,27 @@ def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     hdri = None if background.hdri is None else HdriSpec(
         path=background.hdri, rotation_deg=float(draw(background.rotation_deg, world_rng)), strength=strength,
     )
-    motion = None if recipe.sequence is None else _sample_motion(recipe, scene_index, seed, objects, props, layout, movers)
+    lens = _sample_lens(recipe, scene_index, scene_stream(seed, (13, 2)))
+    motion = None if recipe.sequence is None else _sample_motion(recipe, scene_index, seed, objects, props, lens,
+                                                                 layout, movers)
     lights = [spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(recipe, i, lights_rng)]
-    return _Scene(seed, objects, props, lights, ground, background_color, strength, hdri, motion)
+    return _Scene(seed, objects, props, lights, ground, background_color, strength, hdri, lens, motion)
+
+
+def _sample_lens(recipe: Recipe, scene_index: int, rng: np.random.Generator) -> LensSpec | None:
+    """The scene's lens (one per scene, as a camera keeps its lens), checked not to fold the image."""
+    lens = recipe.camera.lens
+    if lens is None:
+        return None
+    spec = LensSpec(model=lens.model, coefficients=tuple(float(draw(c, rng)) for c in lens.coefficients))
+    if (problem := lens_problem(recipe.lens_camera(spec))) is not None:
+        drawn = ", ".join(f"{name} = {value:.4g}" for name, value in zip(LENS_COEFFICIENTS[spec.model], spec.coefficients))
+        raise UserError(f"{recipe.where('camera', 'lens')}: scene {scene_index} drew {drawn}: {problem}")
+    return spec
 
 
 def _sample_motion(recipe: Recipe, scene_index: int, seed: int, objects: list[ObjectSpec], props: list[PropSpec],
-                   layout: Layout, movers: list[_Mover]) -> SequenceMotion:
+                   lens: LensSpec | None, layout: Layout, movers: list[_Mover]) -> SequenceMotion:
     """Every pose of a sequence: objects by their groups' motion (or the simulation), then the camera."""
     sequence = recipe.sequence
     times = np.arange(sequence.frames) / sequence.fps
@@ -329,7 +347,7 @@ def _sample_motion(recipe: Recipe, scene_index: int, seed: int, objects: list[Ob
                 for i, b in enumerate(bodies)]
 
     object_poses, prop_poses = track("object", objects), track("prop", props)
-    start, target = _sample_camera(recipe, objects, props, f"scene {scene_index} frame 0", scene_stream(seed, (3, 0)))
+    start, target = _sample_camera(recipe, objects, props, lens, f"scene {scene_index} frame 0", scene_stream(seed, (3, 0)))
     cameras = _camera_trajectory(recipe, scene_index, start, target, objects, object_poses, times, trajectory_rng, shake_rng)
     return SequenceMotion(sequence.fps, times, start, cameras, objects, object_poses, props, prop_poses)
 
@@ -354,7 +372,7 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
     elif trajectory.type == "line":
         eyes = eye + times[:, None] * draw_vector(trajectory.velocity, rng)
     else:
-        keys = [eye] + [np.asarray(_sample_camera_pose(recipe, objects, rng)[0].world_from_camera)[:3, 3]
+        keys = [eye] + [np.asarray(_sample_camera_pose(recipe, objects, rng, start.lens)[0].world_from_camera)[:3, 3]
                         for _ in range(trajectory.keys - 1)]
         eyes = catmull_rom(np.array(keys), times, span)
     if trajectory.follow is not None:
@@ -388,7 +406,8 @@ def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
     noise of frame f (8, f), point-track queries (9; a rig's camera k: (9, k)); image and depth
-    sensors of frame f (10, f); the rig's cameras (13, 1); rig camera k's noise in frame i (14, i, k)."""
+    sensors of frame f (10, f); the rig's cameras (13, 1); lens coefficients (13, 2); rig camera
+    k's noise in frame i (14, i, k)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -447,35 +466,20 @@ def _on_sphere(center: np.ndarray, distance: float, elevation_deg: float, azimut
     return center + distance * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
 
 
-def _intrinsics(recipe: Recipe) -> np.ndarray:
-    """The 3x3 camera matrix K of a recipe (OpenCV convention)."""
-    return _pinhole(recipe.camera.fov_deg, recipe.camera.intrinsics, *recipe.render.resolution)
-
-
-def _pinhole(fov_deg: float, intrinsics: Intrinsics | None, width: int, height: int) -> np.ndarray:
-    """K from intrinsics, or from a horizontal field of view centred on a width x height image."""
-    if intrinsics is None:
-        focal = (width / 2) / math.tan(math.radians(fov_deg) / 2)
-        # OpenCV convention: integer pixel coordinates are pixel centres, so the centre is (W-1)/2.
-        return np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]])
-    i = intrinsics
-    return np.array([[i.fx, 0.0, i.cx], [0.0, i.fy, i.cy], [0.0, 0.0, 1.0]])
-
-
-def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSpec], where: str,
-                   rng: np.random.Generator) -> tuple[CameraSpec, np.ndarray]:
+def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSpec], lens: LensSpec | None,
+                   where: str, rng: np.random.Generator) -> tuple[CameraSpec, np.ndarray]:
     """A camera pose and the point it looks at, redrawn (up to ``visibility.max_tries`` times)
     until enough objects show."""
     rule = recipe.camera.visibility
     if rule is None:
-        return _sample_camera_pose(recipe, objects, rng)
+        return _sample_camera_pose(recipe, objects, rng, lens)
     if rule.min_objects > len(objects):
         raise UserError(
             f"{recipe.where('camera', 'visibility')}: {where} has {len(objects)} object(s), fewer than min_objects = {rule.min_objects}"
         )
     best = 0
     for _ in range(rule.max_tries):
-        camera, target = _sample_camera_pose(recipe, objects, rng)
+        camera, target = _sample_camera_pose(recipe, objects, rng, lens)
         fractions = visible_fractions(camera, objects, props)
         enough = sum(f is not None and f >= rule.min_fraction for f in fractions)
         if enough >= rule.min_objects:
@@ -488,18 +492,20 @@ def _sample_camera(recipe: Recipe, objects: list[ObjectSpec], props: list[PropSp
     )
 
 
-def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[CameraSpec, np.ndarray]:
+def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.random.Generator,
+                        lens: LensSpec | None) -> tuple[CameraSpec, np.ndarray]:
     cam, (width, height) = recipe.camera, recipe.render.resolution
-    K = _intrinsics(recipe)
+    at_origin = recipe.lens_camera(lens)
     target, fit_radius = _camera_target(cam.look_at, objects, rng)
     target = target + draw_vector(cam.target_jitter, rng)
     if fit_radius is None:
         distance = float(draw(cam.distance, rng))  # > 0: checked when the recipe loads
     else:
-        # The sphere fits when its angular radius is within the narrowest half-angle to an image edge.
-        (fx, _, cx), (_, fy, cy) = K[:2]
-        half_angle = min(math.atan((cx + 0.5) / fx), math.atan((width - 0.5 - cx) / fx),
-                         math.atan((cy + 0.5) / fy), math.atan((height - 0.5 - cy) / fy))
+        # The sphere fits when its angular radius is within the narrowest half-angle to an image
+        # edge: that of the rays (through the lens) at the edges' points level with the centre.
+        (_, _, cx), (_, _, cy), _ = at_origin.K
+        edges = camera_rays(at_origin, np.array([-0.5, width - 0.5, cx, cx]), np.array([cy, cy, -0.5, height - 0.5]))
+        half_angle = float(np.arctan(np.hypot(edges[:, 0], edges[:, 1])).min())
         distance = float(draw(cam.fit_margin, rng)) * fit_radius / math.sin(half_angle)
         if distance <= 0:
             raise UserError(f"{recipe.where('camera', 'fit_margin')}: the objects to fit have no extent "
@@ -509,14 +515,13 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
     pose[:3, :3] = pose[:3, :3] @ rotation_about_z(math.radians(draw(cam.roll_deg, rng)))
     dof, blur = cam.dof, cam.motion_blur
     focus = None if dof is None else (distance if dof.focus == "target" else float(draw(dof.focus, rng)))
-    camera = CameraSpec(
-        K=_matrix(K), world_from_camera=_matrix(pose), width=width, height=height,
-        clip_start=cam.clip_start, clip_end=cam.clip_end,
+    camera = at_origin.model_copy(update=dict(
+        world_from_camera=_matrix(pose),
         fstop=None if dof is None else float(draw(dof.fstop, rng)),
         focus_distance=focus,
         exposure_s=0.0 if blur is None else blur.exposure_s,
         velocity=(0.0, 0.0, 0.0) if blur is None else tuple(map(float, draw_vector(blur.velocity, rng))),
-    )
+    ))
     return camera, target
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 SPEC_FORMAT = "sceneforge.scenespec/3"
 # Format 1 posed lights in Blender's axes (shining along -Z) and named the noise seed cycles_seed;
@@ -125,10 +125,33 @@ class DepthSensorSpec(_Spec):
     seed: int  # seed of this frame's noise realisation
 
 
+class LensSpec(_Spec):
+    """A lens distortion in OpenCV's models and coefficient order (scenes/camera.py, docs/formats.md).
+
+    ``brown_conrady``: (k1, k2, p1, p2, k3) of ``cv2.projectPoints``; ``fisheye``: (k1, k2, k3, k4)
+    of ``cv2.fisheye.projectPoints`` (Kannala-Brandt, equidistant at k = 0).
+    """
+
+    model: Literal["brown_conrady", "fisheye"]
+    coefficients: tuple[float, ...]
+
+    @model_validator(mode="after")
+    def _count(self) -> LensSpec:
+        expected = LENS_COEFFICIENTS[self.model]
+        if len(self.coefficients) != len(expected):
+            raise ValueError(f"a {self.model} lens has {len(expected)} coefficients ({', '.join(expected)}), "
+                             f"got {len(self.coefficients)}")
+        return self
+
+
+# The coefficient names of each lens model, in OpenCV's order.
+LENS_COEFFICIENTS = {"brown_conrady": ("k1", "k2", "p1", "p2", "k3"), "fisheye": ("k1", "k2", "k3", "k4")}
+
+
 class CameraSpec(_Spec):
     """One camera of a frame: a plain recipe's single camera (``name`` ""), or one of a rig's."""
 
-    K: Matrix3
+    K: Matrix3  # of the (distorted) image: the lens maps normalised coordinates, K maps them to pixels
     world_from_camera: Matrix4
     width: int
     height: int
@@ -142,6 +165,7 @@ class CameraSpec(_Spec):
     depth_sensor: DepthSensorSpec | None = None  # None: no depth_sensor pass
     name: str = ""  # the rig camera's name ("" for a plain recipe's one camera); files are NNNNNN_NAME.*
     stereo_baseline: float | None = None  # metres to the stereo partner (rectified pair); disparity = fx * B / depth
+    lens: LensSpec | None = None  # None: an ideal pinhole
 
 
 class LightSpec(_Spec):

@@ -26,7 +26,8 @@ What each pixel means is written once here and in docs/formats.md:
 
 Depth and instance come from one camera ray per pixel (Cycles writes data passes on the first
 sample), so they are never blends of two surfaces; normals are averaged over all samples and
-renormalised.
+renormalised. With a lens every label pass takes, per pixel, the wide render's pixel nearest its
+source, and colour is resampled bilinearly (docs/formats.md, "Lenses").
 """
 
 from __future__ import annotations
