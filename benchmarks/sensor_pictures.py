@@ -21,7 +21,7 @@ from sceneforge.labels.preview import depth_colours
 from sceneforge.pipeline import render_dataset
 from sceneforge.render.sensor import apply_sensor, jpeg
 from sceneforge.scenes.recipe import load_recipe
-from sceneforge.scenes.spec import SensorSpec
+from sceneforge.scenes.spec import SceneSpec, SensorSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 NONE = SensorSpec(full_well=None, read_noise=0.0, gain=1.0, blur_sigma_px=0.0, vignetting=0.0,
@@ -47,12 +47,12 @@ def main() -> None:
         record = store.records()[0]
         clean = store.read_rgb(record)
         depth, sensed = store.read_depth(record), store.read_depth_sensor(record)
-    K = np.asarray(record["camera"]["K"])
+        camera = SceneSpec.from_json(store.path(record, "scene").read_text()).camera
     linear = srgb_to_linear(clean / 255.0).astype(np.float32)
     write(args.output / "sensor_clean.png", clean)
     for name, values in EFFECTS.items():
         sensor = NONE.model_copy(update=values)
-        image = linear_to_srgb8(apply_sensor(linear, sensor, K, np.random.Generator(np.random.PCG64(1))))
+        image = linear_to_srgb8(apply_sensor(linear, sensor, camera, np.random.Generator(np.random.PCG64(1))))
         write(args.output / f"sensor_{name}.png", image if sensor.jpeg_quality is None else jpeg(image, sensor.jpeg_quality))
     pair = np.concatenate([depth_colours(depth), depth_colours(np.where(sensed > 0, sensed, np.inf))], axis=1)
     write(args.output / "depth_sensor.png", pair)

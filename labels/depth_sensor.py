@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from sceneforge.floor.colour import srgb_to_linear
-from sceneforge.scenes.raycast import pixel_rays
-from sceneforge.scenes.spec import DepthSensorSpec, SceneSpec
+from sceneforge.scenes.camera import camera_rays
+from sceneforge.scenes.spec import CameraSpec, DepthSensorSpec, SceneSpec
 
 HOLE = 0.0  # the depth_sensor value of a pixel without a measurement (as depth cameras write it)
 _LUMINANCE = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 / sRGB primaries
@@ -32,11 +32,11 @@ def depth_sensor_pass(spec: SceneSpec, depth: np.ndarray, normals: np.ndarray, c
                  if o.material.metallic is not None and o.material.metallic >= sensor.specular_metallic]
         specular = np.isin(instance, shiny)
     luminance = srgb_to_linear(clean_rgb / 255.0) @ _LUMINANCE
-    holes = hole_mask(depth, np.asarray(camera.K), sensor, normals=normals, luminance=luminance, specular=specular)
+    holes = hole_mask(depth, camera, sensor, normals=normals, luminance=luminance, specular=specular)
     return measured_depth(depth, np.asarray(camera.K), sensor, holes, np.random.Generator(np.random.PCG64(sensor.seed)))
 
 
-def hole_mask(depth: np.ndarray, K: np.ndarray, sensor: DepthSensorSpec, *, normals: np.ndarray | None = None,
+def hole_mask(depth: np.ndarray, camera: CameraSpec, sensor: DepthSensorSpec, *, normals: np.ndarray | None = None,
               luminance: np.ndarray | None = None, specular: np.ndarray | None = None) -> np.ndarray:
     """Where the sensor measures nothing (bool H x W): no hit; within ``edge_band_px`` pixels of
     a discontinuity, 4-neighbours whose disparities ``fx * baseline_m / depth`` differ by more
@@ -44,14 +44,13 @@ def hole_mask(depth: np.ndarray, K: np.ndarray, sensor: DepthSensorSpec, *, norm
     between the view ray and the ``normals`` above ``grazing_deg``; ``specular`` pixels."""
     holes = ~np.isfinite(depth)
     if sensor.edge_band_px > 0:
-        disparity = float(K[0][0]) * sensor.baseline_m / depth  # 0 where nothing is hit
+        disparity = float(camera.K[0][0]) * sensor.baseline_m / depth  # 0 where nothing is hit
         holes |= _near_jumps(disparity, sensor.edge_threshold_px, sensor.edge_band_px)
     if luminance is not None and sensor.dark_threshold > 0:
         holes |= luminance < sensor.dark_threshold
     if normals is not None and sensor.grazing_deg is not None:
-        height, width = depth.shape
-        us, vs = np.meshgrid(np.arange(width), np.arange(height))
-        rays = pixel_rays(np.asarray(K), us, vs)
+        us, vs = np.meshgrid(np.arange(camera.width), np.arange(camera.height))
+        rays = camera_rays(camera, us, vs).reshape(*us.shape, 3)
         facing = -np.einsum("hwc,hwc->hw", normals.astype(np.float64), rays) / np.linalg.norm(rays, axis=-1)
         holes |= facing < np.cos(np.radians(sensor.grazing_deg))
     if specular is not None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from sceneforge.scenes.raycast import pixel_rays
+from sceneforge.scenes.camera import camera_rays
 from sceneforge.scenes.spec import CameraSpec, SensorSpec
 
 _BRIGHTEST = 1e6  # linear values above this (a million times white) count as this much light
@@ -28,16 +28,18 @@ def sensed_image(linear_rgb: np.ndarray, camera: CameraSpec,
     if sensor is None:
         return clean, None
     rng = np.random.Generator(np.random.PCG64(sensor.seed))
-    sensed = tone(apply_sensor(linear_rgb, sensor, np.asarray(camera.K), rng))
+    sensed = tone(apply_sensor(linear_rgb, sensor, camera, rng))
     if sensor.jpeg_quality is not None:
         sensed = jpeg(sensed, sensor.jpeg_quality)
     return sensed, clean
 
 
-def apply_sensor(linear_rgb: np.ndarray, sensor: SensorSpec, K: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The linear image (H x W x 3, 1.0 = white) after the optics and the sensor's noise, float32.
+def apply_sensor(linear_rgb: np.ndarray, sensor: SensorSpec, camera: CameraSpec, rng: np.random.Generator) -> np.ndarray:
+    """The linear image (H x W x 3, 1.0 = white, ``camera``'s image) after the optics and the
+    sensor's noise, float32.
 
-    Blur, vignetting and chromatic aberration (about the principal point of ``K``), then shot
+    Blur, vignetting (of each pixel's ray, through the lens) and chromatic aberration (about the
+    principal point), then shot
     and read noise: with ``g = gain / full_well``, a pixel of linear value x becomes
     ``(Poisson(x / g) + Normal(0, read_noise)) * g``, of variance ``g x + (g read_noise)^2``.
     Values are not clipped here (the tone curve clips).
@@ -46,17 +48,17 @@ def apply_sensor(linear_rgb: np.ndarray, sensor: SensorSpec, K: np.ndarray, rng:
     if sensor.blur_sigma_px > 0:
         image = cv2.GaussianBlur(image, (0, 0), sensor.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
     if sensor.vignetting > 0:
-        image = image * vignetting_factor(K, image.shape[1], image.shape[0], sensor.vignetting)[..., None]
+        image = image * vignetting_factor(camera, sensor.vignetting)[..., None]
     if sensor.chromatic_aberration_px != 0:
-        image = chromatic_aberration(image, K, sensor.chromatic_aberration_px)
+        image = chromatic_aberration(image, np.asarray(camera.K), sensor.chromatic_aberration_px)
     return sensor_noise(image, sensor, rng)
 
 
-def vignetting_factor(K: np.ndarray, width: int, height: int, strength: float) -> np.ndarray:
+def vignetting_factor(camera: CameraSpec, strength: float) -> np.ndarray:
     """H x W float32 gain ``(1 - s) + s cos^4(theta)``, theta the angle of each pixel centre's ray
-    from the optical axis (the natural vignetting of the camera's own field of view)."""
-    us, vs = np.meshgrid(np.arange(width), np.arange(height))
-    cos_theta = 1.0 / np.linalg.norm(pixel_rays(np.asarray(K), us, vs), axis=-1)  # rays have z = 1
+    (through the lens) from the optical axis: the natural vignetting of the camera's own field of view."""
+    us, vs = np.meshgrid(np.arange(camera.width), np.arange(camera.height))
+    cos_theta = 1.0 / np.linalg.norm(camera_rays(camera, us, vs), axis=-1).reshape(us.shape)  # rays have z = 1
     return ((1.0 - strength) + strength * cos_theta**4).astype(np.float32)
 
 

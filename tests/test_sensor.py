@@ -17,10 +17,10 @@ from sceneforge.labels.depth_sensor import HOLE, hole_mask, measured_depth
 from sceneforge.labels.export import export
 from sceneforge.labels.preview import contact_sheet
 from sceneforge.pipeline import render_dataset
-from sceneforge.render.sensor import apply_sensor, jpeg, sensed_image
+from sceneforge.render.sensor import apply_sensor, jpeg, sensed_image, vignetting_factor
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import sample
-from sceneforge.scenes.spec import CameraSpec, DepthSensorSpec, SensorSpec
+from sceneforge.scenes.spec import CameraSpec, DepthSensorSpec, LensSpec, SensorSpec
 
 from .helpers import run_cli, write_recipe
 
@@ -35,6 +35,17 @@ def intrinsics(width: int, height: int, f: float) -> np.ndarray:
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
 
 
+def camera_of(K: np.ndarray, image: np.ndarray) -> CameraSpec:
+    """A pinhole camera of matrix K, the size of ``image``, at the origin."""
+    height, width = image.shape[:2]
+    return CameraSpec(K=np.asarray(K).tolist(), world_from_camera=np.eye(4).tolist(), width=width, height=height,
+                      clip_start=0.01, clip_end=100.0)
+
+
+def camera(width: int, height: int, f: float) -> CameraSpec:
+    return camera_of(intrinsics(width, height, f), np.zeros((height, width)))
+
+
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(seed))
 
@@ -45,13 +56,13 @@ def rng(seed: int = 0) -> np.random.Generator:
 def test_noise_variance_against_signal_fits_the_poisson_gaussian_model(full_well, read_noise, gain):
     sensor = CLEAN.model_copy(update={"full_well": full_well, "read_noise": read_noise, "gain": gain})
     levels = np.array([0.02, 0.1, 0.25, 0.5, 0.75, 0.9])
-    variances = [apply_sensor(np.full((128, 128, 3), x, np.float32), sensor, intrinsics(128, 128, 100), rng(i)).var()
+    variances = [apply_sensor(np.full((128, 128, 3), x, np.float32), sensor, camera(128, 128, 100), rng(i)).var()
                  for i, x in enumerate(levels)]
     slope, intercept = np.polyfit(levels, variances, 1)
     per_electron = gain / full_well  # linear units per electron
     assert slope == pytest.approx(per_electron, rel=0.03)
     assert intercept == pytest.approx((read_noise * per_electron) ** 2, rel=0.25, abs=2e-3 * per_electron)
-    means = [apply_sensor(np.full((64, 64, 3), x, np.float32), sensor, intrinsics(64, 64, 50), rng(9)).mean()
+    means = [apply_sensor(np.full((64, 64, 3), x, np.float32), sensor, camera(64, 64, 50), rng(9)).mean()
              for x in levels]
     np.testing.assert_allclose(means, levels, atol=4 * math.sqrt(per_electron / (64 * 64 * 3)))  # unbiased
 
@@ -60,7 +71,7 @@ def test_noise_variance_against_signal_fits_the_poisson_gaussian_model(full_well
 def test_blur_sigma_is_the_spread_of_an_edge(sigma):
     image = np.zeros((40, 80, 3), np.float32)
     image[:, 40:] = 1.0
-    blurred = apply_sensor(image, CLEAN.model_copy(update={"blur_sigma_px": sigma}), intrinsics(80, 40, 60), rng())
+    blurred = apply_sensor(image, CLEAN.model_copy(update={"blur_sigma_px": sigma}), camera(80, 40, 60), rng())
     profile = blurred[20, :, 1].astype(np.float64)
     line_spread = np.diff(profile)  # the edge's derivative: the blur kernel, centred between pixels 39 and 40
     x = np.arange(len(line_spread)) + 0.5
@@ -74,7 +85,7 @@ def test_blur_sigma_is_the_spread_of_an_edge(sigma):
 def test_vignetting_corner_over_centre_is_the_cos4_law(strength):
     width, height, f = 81, 61, 50.0
     image = apply_sensor(np.ones((height, width, 3), np.float32), CLEAN.model_copy(update={"vignetting": strength}),
-                         intrinsics(width, height, f), rng())
+                         camera(width, height, f), rng())
     theta = math.atan(math.hypot(40, 30) / f)  # the corner pixel centre's angle off the axis
     assert image[30, 40, 0] == pytest.approx(1.0)
     assert image[0, 0, 0] / image[30, 40, 0] == pytest.approx(1 - strength + strength * math.cos(theta) ** 4, rel=1e-5)
@@ -96,7 +107,7 @@ def test_chromatic_aberration_moves_red_out_and_blue_in_by_the_corner_amount(shi
         ys, xs = np.mgrid[:height, :width]
         spot = np.exp(-((xs - point[0]) ** 2 + (ys - point[1]) ** 2) / (2 * 1.5**2)).astype(np.float32)
         image = apply_sensor(np.repeat(spot[..., None], 3, axis=-1),
-                             CLEAN.model_copy(update={"chromatic_aberration_px": shift}), K, rng())
+                             CLEAN.model_copy(update={"chromatic_aberration_px": shift}), camera(width, height, 80), rng())
         radial = np.asarray(point) - centre
         expected = shift * radial / corner_radius
         np.testing.assert_allclose(blob_centroid(image[..., 1]), point, atol=1e-3)
@@ -146,7 +157,7 @@ def test_depth_noise_grows_with_depth_squared():
     stds = []
     for i, z in enumerate(depths):
         plane = np.full((128, 128), z, np.float32)
-        measured = measured_depth(plane, K, sensor, hole_mask(plane, K, sensor), rng(i))
+        measured = measured_depth(plane, K, sensor, hole_mask(plane, camera_of(K, plane), sensor), rng(i))
         assert not (measured == HOLE).any()
         stds.append(np.std(measured.astype(np.float64) - z))
     exponent, log_a = np.polyfit(np.log(depths), np.log(stds), 1)
@@ -161,7 +172,7 @@ def test_holes_at_a_step_edge_and_on_a_dark_patch():
     depth[:3, :] = np.inf  # no hit at the top
     K = intrinsics(60, 40, 50)
     for band, columns in ((1, [29, 30]), (3, [27, 28, 29, 30, 31, 32])):
-        holes = hole_mask(depth, K, EXACT_DEPTH.model_copy(update={"edge_band_px": band}))
+        holes = hole_mask(depth, camera_of(K, depth), EXACT_DEPTH.model_copy(update={"edge_band_px": band}))
         rows = holes[10:30]
         assert rows[:, columns].all()
         assert not np.delete(rows, columns, axis=1).any()
@@ -175,10 +186,10 @@ def test_holes_at_a_step_edge_and_on_a_dark_patch():
     slanted[slanted <= 0] = np.inf
     with np.errstate(invalid="ignore"):  # inf - inf beyond the horizon
         assert np.nanmax(np.abs(np.diff(slanted, axis=1)) / slanted[:, 1:]) > 0.05
-    assert not hole_mask(slanted, K, EXACT_DEPTH.model_copy(update={"edge_band_px": 3}))[np.isfinite(slanted)].any()
+    assert not hole_mask(slanted, camera_of(K, slanted), EXACT_DEPTH.model_copy(update={"edge_band_px": 3}))[np.isfinite(slanted)].any()
     luminance = np.full(depth.shape, 0.3)
     luminance[15:25, 5:15] = 0.004
-    holes = hole_mask(depth, K, EXACT_DEPTH.model_copy(update={"dark_threshold": 0.01}), luminance=luminance)
+    holes = hole_mask(depth, camera_of(K, depth), EXACT_DEPTH.model_copy(update={"dark_threshold": 0.01}), luminance=luminance)
     assert holes[15:25, 5:15].all()
     assert holes[3:].sum() == 100
 
@@ -190,7 +201,7 @@ def test_holes_at_grazing_incidence_follow_the_angle_to_the_normal():
     for tilt, row in ((0.0, slice(0, 10)), (70.0, slice(10, 20)), (85.0, slice(20, 41))):
         t = math.radians(tilt)
         normals[row] = (math.sin(t), 0.0, -math.cos(t))  # turned about the image's y axis
-    holes = hole_mask(depth, K, EXACT_DEPTH.model_copy(update={"grazing_deg": 80.0}), normals=normals)
+    holes = hole_mask(depth, camera_of(K, depth), EXACT_DEPTH.model_copy(update={"grazing_deg": 80.0}), normals=normals)
     us, vs = np.meshgrid(np.arange(41), np.arange(41))
     rays = np.stack([(us - 20) / 40, (vs - 20) / 40, np.ones(us.shape)], axis=-1)
     angle = np.degrees(np.arccos(-np.sum(normals * rays, axis=-1) / np.linalg.norm(rays, axis=-1)))
@@ -203,7 +214,7 @@ def test_quantisation_steps_follow_the_disparity_formula():
     sensor = EXACT_DEPTH.model_copy(update={"disparity_step_px": step, "baseline_m": baseline})
     depth = np.linspace(0.8, 3.0, 4000, dtype=np.float32)[None, :]
     K = intrinsics(4000, 1, f)
-    measured = measured_depth(depth, K, sensor, hole_mask(depth, K, sensor), rng()).astype(np.float64)[0]
+    measured = measured_depth(depth, K, sensor, hole_mask(depth, camera_of(K, depth), sensor), rng()).astype(np.float64)[0]
     levels = np.unique(measured)
     k = f * baseline / (levels * step)  # the disparity of each level in steps: whole numbers
     np.testing.assert_allclose(k, np.rint(k), atol=1e-4)
@@ -313,3 +324,13 @@ def test_a_bad_sensor_value_exits_2_without_a_traceback(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"{path}:4:19: camera.sensor.jpeg_quality: must lie in [1, 100]" in result.stderr, result.stderr
+
+
+def test_vignetting_follows_each_pixels_ray_through_the_lens():
+    lensed = camera(41, 31, 20).model_copy(update={"lens": LensSpec(model="fisheye", coefficients=(0.05, 0.01, 0.0, 0.0))})
+    us, vs = np.meshgrid(np.arange(41.0), np.arange(31.0))
+    # OpenCV's own inverse of the fisheye model: normalised (x, y) of each pixel centre's ray.
+    xy = cv2.fisheye.undistortPoints(np.stack([us, vs], axis=-1).reshape(-1, 1, 2), np.asarray(lensed.K),
+                                     np.array([0.05, 0.01, 0.0, 0.0])).reshape(31, 41, 2)
+    cos_theta = 1.0 / np.sqrt(1.0 + (xy**2).sum(axis=-1))
+    np.testing.assert_allclose(vignetting_factor(lensed, 1.0), cos_theta**4, atol=1e-5)
