@@ -64,6 +64,20 @@ def test_a_format_2_spec_is_read_as_a_still(recipe):
     assert spec == sample(recipe, 0)
 
 
+def test_a_format_3_spec_is_read_as_one_ideal_pinhole_camera(recipe):
+    """Format 3 had no rigs, lenses, exposure, sensors or keypoints: their defaults read it."""
+    document = json.loads(sample(recipe, 0).to_json())
+    for field in ("name", "stereo_baseline", "lens", "exposure", "sensor", "depth_sensor"):
+        document["camera"].pop(field, None)
+    for obj in document["objects"]:
+        obj.pop("keypoints")
+    document.pop("rig")
+    document["format"] = "sceneforge.scenespec/3"
+    spec, current = SceneSpec.from_json(json.dumps(document)), sample(recipe, 0)
+    assert spec.format == SPEC_FORMAT and all(obj.keypoints == {} for obj in spec.objects)
+    assert spec == current.model_copy(update={"objects": [o.model_copy(update={"keypoints": {}}) for o in current.objects]})
+
+
 @pytest.mark.parametrize("found", ["sceneforge.scenespec/9", None])
 def test_a_spec_of_an_unknown_format_is_refused_not_misread(recipe, found):
     document = json.loads(sample(recipe, 0).to_json())
