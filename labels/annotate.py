@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sceneforge.floor.colour import clipped_fraction
 from sceneforge.floor.frame import Passes
 from sceneforge.labels.motion import flow_passes
 from sceneforge.scenes.assets import asset_mesh
@@ -50,6 +51,9 @@ def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], checks:
         "checks": checks,
         "camera": {"K": camera.K, "world_from_camera": camera.world_from_camera,
                    "width": camera.width, "height": camera.height},
+        "exposure_ev": round(passes.exposure_ev, 4),
+        "view_transform": camera.exposure.view_transform,
+        "clipped_fraction": round(clipped_fraction(passes.rgb), 6),
         "objects": object_records(spec, passes),
         "render_seconds": round(render_seconds, 4),
     }

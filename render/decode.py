@@ -14,7 +14,9 @@ import OpenEXR
 
 from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
 from sceneforge.floor.frame import Passes
-from sceneforge.scenes.spec import SceneSpec
+from sceneforge.scenes.spec import ExposureSpec, SceneSpec
+
+from .develop import develop
 
 # Cycles writes this depth where a camera ray escapes to the background.
 _NO_HIT_DEPTH = 1e9
@@ -24,13 +26,15 @@ def decode(spec: SceneSpec, path: Path) -> Passes:
     """The passes of ``spec``'s frame from the EXR that rendering it wrote (with its backdrop, if any)."""
     camera = spec.camera
     backdrop = None if spec.background_image is None else load_backdrop(spec.background_image, camera.width, camera.height)
-    return read_multilayer_exr(path, np.asarray(camera.world_from_camera), backdrop)
+    return read_multilayer_exr(path, np.asarray(camera.world_from_camera), backdrop, camera.exposure)
 
 
-def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.ndarray | None = None) -> Passes:
+def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.ndarray | None = None,
+                        exposure: ExposureSpec = ExposureSpec()) -> Passes:
     """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered).
 
-    ``backdrop`` (linear RGB, H x W x 3) goes behind a render with a transparent film.
+    ``backdrop`` (linear RGB, H x W x 3) goes behind a render with a transparent film; the colour
+    image is developed with ``exposure`` (render/develop.py).
     """
     channels = OpenEXR.File(str(path), separate_channels=True).channels()
     by_pass = {name.split(".", 1)[1]: data.pixels for name, data in channels.items() if "." in name}
@@ -48,7 +52,8 @@ def read_multilayer_exr(path: Path, world_from_camera: np.ndarray, backdrop: np.
         instance = np.rint(by_pass["IndexOB.X"]).astype(np.uint16)
     if "albedo.R" in by_pass:
         albedo = linear_to_srgb8(np.stack([by_pass[f"albedo.{c}"] for c in "RGB"], axis=-1))
-    return Passes(rgb=linear_to_srgb8(rgb), depth=depth, normals=normals, instance=instance, albedo=albedo)
+    developed, ev = develop(rgb, exposure)
+    return Passes(rgb=developed, depth=depth, normals=normals, instance=instance, albedo=albedo, exposure_ev=ev)
 
 
 def world_to_camera_normals(world_normals: np.ndarray, world_from_camera: np.ndarray) -> np.ndarray:

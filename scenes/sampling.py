@@ -24,10 +24,11 @@ from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
 from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
-from .recipe import HSV, MAX_INSTANCES, Bin, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
+from .recipe import HSV, MAX_INSTANCES, Bin, Exposure, Ground, LibraryAsset, LookAt, Material, ObjectGroup, Recipe, Support
 from .spec import (
     AssetRef,
     CameraSpec,
+    ExposureSpec,
     GroundSpec,
     HdriSpec,
     LightSpec,
@@ -68,6 +69,9 @@ def sample(recipe: Recipe, index: int) -> SceneSpec:
         sequence = SequenceSpec(frame=frame, frames=motion.frames, fps=motion.fps, time_s=float(motion.times[frame]),
                                 previous=motion.state(frame - 1), next=motion.state(frame + 1),
                                 flow=recipe.sequence.flow)
+    # A sequence keeps one drawn exposure for all its frames (auto-exposure still meters each frame).
+    exposure_rng = scene_stream(scene.seed, (13, 3, frame if scene.motion is None else 0))
+    camera = camera.model_copy(update={"exposure": sample_exposure(recipe.camera.exposure, exposure_rng)})
     return SceneSpec(
         index=index,
         scene_index=scene_index,
@@ -270,7 +274,8 @@ def _camera_trajectory(recipe: Recipe, scene_index: int, start: CameraSpec, targ
 def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
-    noise of frame f (8, f), point-track queries (9)."""
+    noise of frame f (8, f), point-track queries (9); exposure of frame f (13, 3, f), of a
+    sequence (13, 3, 0)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -363,6 +368,17 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
         velocity=(0.0, 0.0, 0.0) if blur is None else tuple(map(float, draw_vector(blur.velocity, rng))),
     )
     return camera, target
+
+
+def sample_exposure(exposure: Exposure, rng: np.random.Generator) -> ExposureSpec:
+    """A camera's exposure: its EV or auto-exposure target drawn from the recipe's distributions."""
+    auto = exposure.auto
+    if auto is None:
+        return ExposureSpec(ev=float(draw(exposure.ev, rng)), view_transform=exposure.view_transform)
+    mode = "clipped" if auto.clipped is not None else "mean"
+    target = float(draw(auto.clipped if auto.clipped is not None else auto.mean, rng))
+    return ExposureSpec(view_transform=exposure.view_transform, auto=mode, target=target,
+                        min_ev=auto.min_ev, max_ev=auto.max_ev)
 
 
 def _camera_target(look: LookAt, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[np.ndarray, float | None]:

@@ -89,6 +89,23 @@ class PropSpec(_Spec):
     material: MaterialSpec
 
 
+class ExposureSpec(_Spec):
+    """How the linear render becomes the 8-bit image: scaled by ``2 ** ev``, then a view transform.
+
+    With ``auto`` the EV is chosen from the linear image itself (``render/develop.py``): the
+    brightest EV in [``min_ev``, ``max_ev``] whose image has at most ``target`` of its pixels
+    clipped (``auto="clipped"``), or the EV whose image has the mean luminance ``target``
+    (``auto="mean"``, Rec. 709 weights on the 8-bit values / 255); ``ev`` is then unused.
+    """
+
+    ev: float = 0.0  # stops: linear values times 2 ** ev
+    view_transform: Literal["standard", "filmic", "agx"] = "standard"  # Blender's views of the same names
+    auto: Literal["clipped", "mean"] | None = None
+    target: float = 0.01  # clipped-pixel fraction, or mean luminance in (0, 1)
+    min_ev: float = -10.0
+    max_ev: float = 10.0
+
+
 class CameraSpec(_Spec):
     K: Matrix3
     world_from_camera: Matrix4
@@ -100,6 +117,7 @@ class CameraSpec(_Spec):
     focus_distance: float | None = None  # metres along the optical axis
     exposure_s: float = 0.0  # motion blur when > 0: the camera moves at ``velocity`` (m/s) meanwhile
     velocity: Vector3 = (0.0, 0.0, 0.0)
+    exposure: ExposureSpec = ExposureSpec()  # the image's brightness and tone (not the shutter time above)
 
 
 class LightSpec(_Spec):

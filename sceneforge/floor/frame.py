@@ -2,7 +2,9 @@
 
 What each pixel means is written once here and in docs/formats.md:
 
-- ``rgb``: 8-bit sRGB of the linear render, clipped to [0, 1] (Blender's "Standard" view).
+- ``rgb``: 8-bit sRGB display values of the linear render developed with the camera's exposure:
+  scaled by ``2 ** ev`` (``exposure_ev``, chosen by auto-exposure when asked), then through the
+  view transform (Standard: the sRGB curve clipped to [0, 1]; Filmic or AgX: Blender's views).
 - ``depth``: float32 planar Z in metres along the camera axis; ``inf`` where the ray hit nothing.
 - ``distance``: float32 Euclidean distance from the camera centre in metres; ``inf`` = no hit.
 - ``normals``: float32 unit surface normals in the OpenCV camera frame; (0, 0, 0) = no hit.
@@ -37,6 +39,7 @@ class Passes:
     normals: np.ndarray | None  # float32 H x W x 3, camera frame (OpenCV)
     instance: np.ndarray | None  # uint16
     albedo: np.ndarray | None = None  # uint8, H x W x 3, sRGB
+    exposure_ev: float = 0.0  # the EV rgb was developed with (stops: linear values times 2 ** ev)
 
 
 @dataclass(frozen=True)
