@@ -1,6 +1,6 @@
 """How well exposed the examples and the docs' HDRI snippets come out, before and after exposure control.
 
-    python benchmarks/exposure_survey.py [--frames 4] [--resolution 160x120] [--samples 16]
+    python benchmarks/exposure_survey.py [--frames 3] [--resolution 128x96] [--samples 16]
 
 Renders the first frames of every ``examples/*.yaml`` and of recipes built from the HDRI snippet of
 docs/recipes.md (``background``) once each, and develops each linear render twice: "before" as
@@ -44,8 +44,8 @@ DOCS_RECIPES = {"docs: HDRI + default sun": DOCS_HDRI, "docs: HDRI only": DOCS_H
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--resolution", default="160x120")
+    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--resolution", default="128x96")
     parser.add_argument("--samples", type=int, default=16)
     args = parser.parse_args()
     width, height = (int(v) for v in args.resolution.lower().split("x"))
