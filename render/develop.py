@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneforge.floor.colour import clipped_fraction, linear_to_srgb8, mean_luminance
+from sceneforge.floor.colour import linear_to_srgb8, mean_luminance
 from sceneforge.scenes.spec import ExposureSpec
 
 # Blender's names of the views in its OCIO config (display "sRGB").
