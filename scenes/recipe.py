@@ -513,21 +513,21 @@ class Exposure(Section):
     (never brightened) just enough that at most 1 % of the pixels clip. A fixed ``ev`` turns it off.
     """
 
-    ev: Number = Field(0.0, description="exposure in stops (not with auto), -20..20")
+    ev: Number | None = Field(None, description="exposure in stops, -20..20 (not with auto); none: 0")
     view_transform: Literal["standard", "filmic", "agx"] = Field(
         "standard", description="standard: the sRGB curve, values above 1 clip; filmic, agx: Blender's views")
     auto: AutoExposure | None = Field(AutoExposure(clipped=0.01, max_ev=0.0),
-                                      description="choose the EV per frame from the render; null: EV 0")
+                                      description="choose the EV per frame from the render; null: use ev")
 
     @field_validator("ev")
     @classmethod
     def _ev(cls, ev: Any) -> Any:
-        return check_within(ev, -20.0, 20.0)
+        return None if ev is None else check_within(ev, -20.0, 20.0)
 
     @model_validator(mode="before")
     @classmethod
     def _ev_or_auto(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "ev" in data:  # a fixed EV turns the default auto-exposure off
+        if isinstance(data, Mapping) and data.get("ev") is not None:  # a fixed EV turns the default auto-exposure off
             if data.get("auto") is not None:
                 raise ValueError("give ev or auto, not both (auto chooses the EV)")
             return {**data, "auto": None}

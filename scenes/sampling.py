@@ -374,7 +374,8 @@ def sample_exposure(exposure: Exposure, rng: np.random.Generator) -> ExposureSpe
     """A camera's exposure: its EV or auto-exposure target drawn from the recipe's distributions."""
     auto = exposure.auto
     if auto is None:
-        return ExposureSpec(ev=float(draw(exposure.ev, rng)), view_transform=exposure.view_transform)
+        ev = 0.0 if exposure.ev is None else float(draw(exposure.ev, rng))
+        return ExposureSpec(ev=ev, view_transform=exposure.view_transform)
     mode = "clipped" if auto.clipped is not None else "mean"
     target = float(draw(auto.clipped if auto.clipped is not None else auto.mean, rng))
     return ExposureSpec(view_transform=exposure.view_transform, auto=mode, target=target,

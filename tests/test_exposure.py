@@ -14,7 +14,7 @@ import pytest
 from sceneforge.floor.colour import clipped_fraction, linear_to_srgb8, mean_luminance, srgb_to_linear
 from sceneforge.labels.stats import CLIPPED_WARNING
 from sceneforge.render.develop import develop, expose, ocio_config_path, view_transform
-from sceneforge.scenes.recipe import load_recipe
+from sceneforge.scenes.recipe import Recipe, load_recipe
 from sceneforge.scenes.sampling import sample
 from sceneforge.scenes.spec import ExposureSpec
 
@@ -131,6 +131,8 @@ def test_recipe_exposure_defaults_to_clip_protection_and_draws_ev(tmp_path):
         camera: {exposure: {ev: {uniform: [-1.5, 0.5]}, view_transform: agx}}
         """))
     exposures = [sample(recipe, i).camera.exposure for i in range(8)]
+    again = Recipe.model_validate(json.loads(json.dumps(recipe.model_dump(mode="json"))))  # as dataset.json keeps it
+    assert again.camera.exposure == recipe.camera.exposure and again.camera.exposure.auto is None
     assert all(e.auto is None and e.view_transform == "agx" and -1.5 <= e.ev <= 0.5 for e in exposures)
     assert len({e.ev for e in exposures}) == 8
     assert [sample(recipe, i).camera.exposure for i in range(8)] == exposures  # the same every time
@@ -231,3 +233,13 @@ def test_cli_threshold_is_the_stats_threshold():
     from sceneforge.cli import CLIPPED_THRESHOLD
 
     assert CLIPPED_THRESHOLD == CLIPPED_WARNING
+
+
+def test_a_sequence_keeps_one_drawn_ev(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, """\
+        count: 6
+        sequence: {frames: 3, fps: 10}
+        camera: {exposure: {ev: {uniform: [-2, 2]}}}
+        """))
+    evs = [sample(recipe, i).camera.exposure.ev for i in range(6)]
+    assert evs[0] == evs[1] == evs[2] and evs[3] == evs[4] == evs[5] and evs[0] != evs[3]
