@@ -22,13 +22,13 @@ HORIZONTAL_APERTURE = 0.36
 _INTENSITY_DIVISOR = {"sun": 4.0, "point": np.pi, "spot": np.pi, "area": np.pi}
 
 
-def scene_usda(spec: SceneSpec) -> str:
-    """The USD stage of one frame, as ``.usda`` text."""
-    stage = scene_stage(spec)  # held: the root layer lives only as long as its stage
+def scene_usda(spec: SceneSpec, exposure_ev: float = 0.0) -> str:
+    """The USD stage of one frame, as ``.usda`` text (``exposure_ev``: the EV its image was developed with)."""
+    stage = scene_stage(spec, exposure_ev)  # held: the root layer lives only as long as its stage
     return stage.GetRootLayer().ExportToString()
 
 
-def scene_stage(spec: SceneSpec) -> Usd.Stage:
+def scene_stage(spec: SceneSpec, exposure_ev: float = 0.0) -> Usd.Stage:
     """The USD stage of one frame (in memory): /World with objects, ground, lights and camera."""
     stage = Usd.Stage.CreateInMemory()
     UsdGeom.SetStageMetersPerUnit(stage, 1.0)
@@ -62,7 +62,7 @@ def scene_stage(spec: SceneSpec) -> Usd.Stage:
         dome.CreateTextureFormatAttr(UsdLux.Tokens.latlong)
         dome.CreateIntensityAttr(spec.hdri.strength)
         dome.AddRotateZOp().Set(spec.hdri.rotation_deg)
-    _add_camera(stage, "/World/camera", spec.camera)
+    _add_camera(stage, "/World/camera", spec.camera, exposure_ev)
     return stage
 
 
@@ -125,8 +125,9 @@ def _add_light(stage: Usd.Stage, path: str, light: LightSpec) -> None:
     _set_pose(usd_light, opengl_pose(light.world_from_light))  # UsdLux lights shine along local -Z
 
 
-def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
-    """A UsdGeom.Camera reproducing K: the apertures span the image's pixel edges.
+def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec, exposure_ev: float) -> None:
+    """A UsdGeom.Camera reproducing K: the apertures span the image's pixel edges; its ``exposure``
+    (log2 of the image-plane scale, USD's own meaning) is the frame's EV.
 
     With ``a`` = horizontalAperture: focalLength = fx a / W, verticalAperture = a (H / W) (fx / fy),
     horizontalApertureOffset = ((W - 1) / 2 - cx) a / W, verticalApertureOffset =
@@ -143,6 +144,7 @@ def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
     usd_camera.CreateHorizontalApertureOffsetAttr(((width - 1) / 2 - cx) * HORIZONTAL_APERTURE / width)
     usd_camera.CreateVerticalApertureOffsetAttr((cy - (height - 1) / 2) * vertical / height)
     usd_camera.CreateClippingRangeAttr(Gf.Vec2f(camera.clip_start, camera.clip_end))
+    usd_camera.CreateExposureAttr(exposure_ev)
     _set_pose(usd_camera, opengl_pose(camera.world_from_camera))  # USD cameras look down -Z, +Y up
 
 
