@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sceneforge.floor.colour import clipped_fraction
 from sceneforge.floor.frame import Passes
 from sceneforge.labels.depth_sensor import depth_sensor_pass
 from sceneforge.labels.keypoints import object_keypoints
@@ -74,6 +75,9 @@ def frame_record(spec: SceneSpec, passes: Passes, files: dict[str, str], checks:
                    "lens": None if camera.lens is None else camera.lens.model_dump(mode="json"),
                    **({"name": camera.name} if camera.name else {}),
                    **({"stereo_baseline": camera.stereo_baseline} if camera.stereo_baseline is not None else {})},
+        "exposure_ev": round(passes.exposure_ev, 4),
+        "view_transform": camera.exposure.view_transform,
+        "clipped_fraction": round(clipped_fraction(passes.rgb), 6),
         "objects": object_records(spec, passes),
         "render_seconds": round(render_seconds, 4),
     }

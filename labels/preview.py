@@ -16,14 +16,19 @@ from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import FORWARD_VALID, instance_boundaries
 
 from .rle import decode_mask
+from .stats import CLIPPED_WARNING
 from .store import DatasetStore, frames_of, view_name, view_stem
 
 MIN_TILE_WIDTH = 256  # small renders are enlarged (nearest) so that class names stay legible
 AMODAL_DASH = 4  # pixels on, then off, along the dashed amodal outlines
+CLIPPED_COLOUR = (255, 0, 0)  # frame and caption of an RGB tile with too many clipped pixels
 
 
-def contact_sheet(store: DatasetStore, indices: list[int] | None = None, max_frames: int = 6) -> np.ndarray:
-    """An RGB image of the chosen frames (the first ``max_frames`` by default), a row per view."""
+def contact_sheet(store: DatasetStore, indices: list[int] | None = None, max_frames: int = 6,
+                  clipped_threshold: float = CLIPPED_WARNING) -> np.ndarray:
+    """An RGB image of the chosen frames (the first ``max_frames`` by default), a row per view; the
+    RGB tile of a view with more than ``clipped_threshold`` of its pixels clipped is framed in red
+    and says so."""
     frames = frames_of(store.records())
     if indices is None:
         frames = frames[:max_frames]
@@ -34,7 +39,7 @@ def contact_sheet(store: DatasetStore, indices: list[int] | None = None, max_fra
                             f"(its frames are {min(by_index)} .. {max(by_index)}, {len(by_index)} finished)")
         frames = [by_index[i] for i in indices]
     records = [record for views in frames for record in views]
-    rows = [_row(store, record) for record in records]
+    rows = [_row(store, record, clipped_threshold) for record in records]
     width = max(row.shape[1] for row in rows)
     return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
 
@@ -67,7 +72,7 @@ def instance_colour(instance_id: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _row(store: DatasetStore, record: dict) -> np.ndarray:
+def _row(store: DatasetStore, record: dict, clipped_threshold: float) -> np.ndarray:
     rgb = store.read_rgb(record)
     scale = max(1, -(-MIN_TILE_WIDTH // rgb.shape[1]))
 
@@ -96,6 +101,11 @@ def _row(store: DatasetStore, record: dict) -> np.ndarray:
     title = view_stem(record["index"], view_name(record))
     for name, tile in tiles:
         cv2.putText(tile, f"{title} {name}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    clipped = record.get("clipped_fraction", 0.0)
+    if clipped > clipped_threshold:
+        tile = tiles[0][1]
+        cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), CLIPPED_COLOUR, 2)
+        cv2.putText(tile, f"clipped {clipped:.1%}", (4, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, CLIPPED_COLOUR, 1, cv2.LINE_AA)
     return np.concatenate([tile for _, tile in tiles], axis=1)
 
 

@@ -1,4 +1,5 @@
-"""Dataset statistics: class balance, objects per image (per view of a rig), visibility and depth distributions.
+"""Dataset statistics: class balance, objects per image (per view of a rig), visibility and depth
+distributions, and the share of clipped pixels per frame.
 
 Everything comes from ``frames.jsonl`` (no image is read), so it is fast on large stores. An
 object's depth is the middle of its visible depth range.
@@ -14,11 +15,32 @@ import numpy as np
 from .store import DatasetStore, view_name
 
 VISIBILITY_BINS = np.linspace(0.0, 1.0, 11)
+CLIPPED_BINS = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+CLIPPED_WARNING = 0.02  # frames with a larger share of clipped pixels are reported (--clipped-threshold)
 
 
-def dataset_stats(store: DatasetStore) -> dict:
+def overexposed(records: list[dict], threshold: float = CLIPPED_WARNING) -> list[dict]:
+    """The records whose image has more than ``threshold`` of its pixels clipped, worst first
+    (records written before the field existed are never listed)."""
+    over = [r for r in records if r.get("clipped_fraction", 0.0) > threshold]
+    return sorted(over, key=lambda r: -r["clipped_fraction"])
+
+
+def clipped_warning(records: list[dict], threshold: float = CLIPPED_WARNING) -> str | None:
+    """One line saying how many frames clip more than ``threshold`` and what to do; None when none do."""
+    over = overexposed(records, threshold)
+    if not over:
+        return None
+    worst = ", ".join(f"{r['index']} ({r['clipped_fraction']:.0%})" for r in over[:5])
+    return (f"{len(over)} of {len(records)} frame(s) have more than {threshold:.1%} of their pixels clipped "
+            f"(worst: {worst}); lower camera.exposure.ev or the light, or use camera.exposure.auto "
+            f"(docs/recipes.md, camera.exposure)")
+
+
+def dataset_stats(store: DatasetStore, clipped_threshold: float = CLIPPED_WARNING) -> dict:
     """Counts and histograms of a store (plain data, JSON-serialisable)."""
     records = store.records()
+    clipped = [r["clipped_fraction"] for r in records if "clipped_fraction" in r]
     names = {c["id"]: c["name"] for c in store.meta["categories"]}
     objects = [o for r in records for o in r["objects"]]
     visible = [o for o in objects if o["visible_pixels"] > 0]
@@ -42,6 +64,12 @@ def dataset_stats(store: DatasetStore) -> dict:
         "objects_per_image": {int(k): per_image[k] for k in sorted(per_image)},
         "visibility_histogram": {"edges": VISIBILITY_BINS.tolist(), "counts": np.histogram(visibility, VISIBILITY_BINS)[0].tolist()},
         "depth_histogram": {"edges": depth_edges.tolist(), "counts": np.histogram(depths, depth_edges)[0].tolist()},
+        "clipped_histogram": {"edges": CLIPPED_BINS, "counts": np.histogram(clipped, CLIPPED_BINS)[0].tolist()},
+        "clipped_mean": _mean(clipped),
+        "clipped_max": max(clipped, default=None),
+        "clipped_threshold": clipped_threshold,
+        "overexposed": [{"index": r["index"], "clipped_fraction": r["clipped_fraction"]}
+                        for r in overexposed(records, clipped_threshold)],
     }
 
 
@@ -58,6 +86,8 @@ def write_plots(stats: dict, folder: Path) -> list[Path]:
         "objects_per_image": ([str(k) for k in stats["objects_per_image"]], list(stats["objects_per_image"].values()), "images by visible object count"),
         "visibility": (_bin_labels(stats["visibility_histogram"]["edges"]), stats["visibility_histogram"]["counts"], "objects by visibility"),
         "depth": (_bin_labels(stats["depth_histogram"]["edges"]), stats["depth_histogram"]["counts"], "objects by depth (m)"),
+        "clipped": (_bin_labels(stats["clipped_histogram"]["edges"]), stats["clipped_histogram"]["counts"],
+                    "frames by share of clipped pixels"),
     }
     paths = []
     for name, (labels, counts, title) in charts.items():

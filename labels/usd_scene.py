@@ -22,15 +22,16 @@ HORIZONTAL_APERTURE = 0.36
 _INTENSITY_DIVISOR = {"sun": 4.0, "point": np.pi, "spot": np.pi, "area": np.pi}
 
 
-def scene_usda(spec: SceneSpec) -> str:
-    """The USD stage of one frame, as ``.usda`` text."""
-    stage = scene_stage(spec)  # held: the root layer lives only as long as its stage
+def scene_usda(spec: SceneSpec, exposure_ev: float = 0.0) -> str:
+    """The USD stage of one frame, as ``.usda`` text (``exposure_ev``: the EV its image was developed with)."""
+    stage = scene_stage(spec, exposure_ev)  # held: the root layer lives only as long as its stage
     return stage.GetRootLayer().ExportToString()
 
 
-def scene_stage(spec: SceneSpec) -> Usd.Stage:
+def scene_stage(spec: SceneSpec, exposure_ev: float = 0.0) -> Usd.Stage:
     """The USD stage of one frame (in memory): /World with objects, ground, lights and camera (the
-    view's own); a rig's view also holds every rig camera as /World/rig/NAME."""
+    view's own, with the EV its image was developed with); a rig's view also holds every rig
+    camera as /World/rig/NAME."""
     stage = Usd.Stage.CreateInMemory()
     UsdGeom.SetStageMetersPerUnit(stage, 1.0)
     UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
@@ -66,9 +67,9 @@ def scene_stage(spec: SceneSpec) -> Usd.Stage:
         dome.CreateTextureFormatAttr(UsdLux.Tokens.latlong)
         dome.CreateIntensityAttr(spec.hdri.strength)
         dome.AddRotateZOp().Set(spec.hdri.rotation_deg)
-    _add_camera(stage, "/World/camera", spec.camera)
+    _add_camera(stage, "/World/camera", spec.camera, exposure_ev)
     for camera in spec.rig:  # every camera of the frame's rig, this view's too, by name
-        _add_camera(stage, f"/World/rig/{camera.name}", camera)
+        _add_camera(stage, f"/World/rig/{camera.name}", camera, exposure_ev if camera.name == spec.camera.name else None)
         prim = stage.GetPrimAtPath(f"/World/rig/{camera.name}")
         prim.SetCustomDataByKey("sceneforge:camera", camera.name)
         if camera.stereo_baseline is not None:
@@ -135,9 +136,11 @@ def _add_light(stage: Usd.Stage, path: str, light: LightSpec) -> None:
     _set_pose(usd_light, opengl_pose(light.world_from_light))  # UsdLux lights shine along local -Z
 
 
-def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
-    """A UsdGeom.Camera reproducing K: the apertures span the image's pixel edges; a lens is
-    written in customData (``sceneforge:lens_model``, ``sceneforge:lens_coefficients``, OpenCV's order).
+def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec, exposure_ev: float | None) -> None:
+    """A UsdGeom.Camera reproducing K: the apertures span the image's pixel edges; its ``exposure``
+    (log2 of the image-plane scale, USD's own meaning) is the frame's EV when known (another rig
+    view's EV is that view's own stage's); a lens is written in customData
+    (``sceneforge:lens_model``, ``sceneforge:lens_coefficients``, OpenCV's order).
 
     With ``a`` = horizontalAperture: focalLength = fx a / W, verticalAperture = a (H / W) (fx / fy),
     horizontalApertureOffset = ((W - 1) / 2 - cx) a / W, verticalApertureOffset =
@@ -154,6 +157,8 @@ def _add_camera(stage: Usd.Stage, path: str, camera: CameraSpec) -> None:
     usd_camera.CreateHorizontalApertureOffsetAttr(((width - 1) / 2 - cx) * HORIZONTAL_APERTURE / width)
     usd_camera.CreateVerticalApertureOffsetAttr((cy - (height - 1) / 2) * vertical / height)
     usd_camera.CreateClippingRangeAttr(Gf.Vec2f(camera.clip_start, camera.clip_end))
+    if exposure_ev is not None:
+        usd_camera.CreateExposureAttr(exposure_ev)
     if camera.lens is not None:  # UsdGeom.Camera has no distortion: the lens rides along as data
         prim = usd_camera.GetPrim()
         prim.SetCustomDataByKey("sceneforge:lens_model", camera.lens.model)

@@ -19,6 +19,7 @@ from sceneforge.floor.frame import Passes
 from sceneforge.scenes.camera import render_camera, source_pixels, warp_maps
 from sceneforge.scenes.spec import CameraSpec, SceneSpec
 
+from .develop import choose_ev, expose, view_transform
 from .sensor import sensed_image
 
 # Cycles writes this depth where a camera ray escapes to the background.
@@ -34,7 +35,8 @@ def decode(spec: SceneSpec, path: Path) -> Passes:
 
 def read_multilayer_exr(path: Path, camera: CameraSpec, backdrop: np.ndarray | None = None) -> Passes:
     """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered)
-    of a frame seen by ``camera`` (its pose turns the normals, its sensor model makes the image).
+    of a frame seen by ``camera`` (its pose turns the normals, its exposure and sensor model make
+    the image: render/develop.py, render/sensor.py).
 
     ``backdrop`` (linear RGB, H x W x 3) goes behind a render with a transparent film.
     With a lens the EXR is ``render_camera(camera)``'s view; every pass is warped to the camera's
@@ -58,9 +60,13 @@ def read_multilayer_exr(path: Path, camera: CameraSpec, backdrop: np.ndarray | N
         instance = np.rint(by_pass["IndexOB.X"]).astype(np.uint16)
     if "albedo.R" in by_pass:
         albedo = linear_to_srgb8(np.stack([by_pass[f"albedo.{c}"] for c in "RGB"], axis=-1))
-    # The one place the linear image becomes the stored 8-bit one (the clean and the sensed image).
-    image, clean = sensed_image(rgb, camera, linear_to_srgb8)
-    return Passes(rgb=image, depth=depth, normals=normals, instance=instance, albedo=albedo, rgb_clean=clean)
+    # The one place the linear image becomes the stored 8-bit one (the clean and the sensed image):
+    # exposed at the EV metered on the clean render, the sensor model between exposure and tone.
+    exposure = camera.exposure
+    ev = choose_ev(rgb, exposure)
+    image, clean = sensed_image(expose(rgb, ev), camera, lambda linear: view_transform(linear, exposure.view_transform))
+    return Passes(rgb=image, depth=depth, normals=normals, instance=instance, albedo=albedo, rgb_clean=clean,
+                  exposure_ev=ev)
 
 
 # Colour channels, resampled; every other channel (depth, normals, object index) is a label.

@@ -138,6 +138,7 @@ def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose:
             f"Rendered {report.rendered} {views}, {report.already_done} already done, in "
             f"{report.wall_seconds:.1f} s; Blender render time {report.render_seconds:.1f} s"
         )
+    _warn_clipped(report.store.records(), CLIPPED_THRESHOLD)
     if report.failures:
         failed = ", ".join(f"{f.spec.index}{' ' + f.spec.camera.name if f.spec.camera.name else ''}"
                            for f in report.failures[:10])
@@ -244,6 +245,21 @@ def verify(
                if report.repaired else "the store is sound")
 
 
+# labels.stats.CLIPPED_WARNING, spelled here so that starting the CLI imports no numpy (a test checks they agree).
+CLIPPED_THRESHOLD = 0.02
+ClippedOpt = Annotated[float, typer.Option(
+    "--clipped-threshold", metavar="FRACTION", min=0.0, max=1.0,
+    help="Warn about frames with more than this share of pixels clipped (a channel at 255).")]
+
+
+def _warn_clipped(records: list[dict], threshold: float) -> None:
+    """Print a warning to stderr when frames clip more than ``threshold`` of their pixels."""
+    from sceneforge.labels.stats import clipped_warning
+
+    if (line := clipped_warning(records, threshold)) is not None:
+        stderr.print(f"warning: {line}", markup=False, highlight=False)
+
+
 @app.command()
 def preview(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
@@ -252,8 +268,12 @@ def preview(
     count: Annotated[int, typer.Option("--count", "-n", metavar="N", min=1, help="Frames to show when --frames is not given.")] = 6,
     sequence: Annotated[Optional[int], typer.Option("--sequence", metavar="S", min=0,
                                                     help="Write sequence S as an animation (OUTPUT.gif) instead.")] = None,
+    clipped_threshold: ClippedOpt = CLIPPED_THRESHOLD,
 ) -> None:
-    """Write a contact sheet: RGB, depth, normals, instances with boxes and class names, flow, refined RGB."""
+    """Write a contact sheet: RGB, depth, normals, instances with boxes and class names, flow, refined RGB.
+
+    Frames with more than --clipped-threshold of their pixels clipped are framed in red and listed.
+    """
     import cv2
 
     from sceneforge.floor.files import atomic_write
@@ -281,7 +301,9 @@ def preview(
     loaded = DatasetStore(store)
     if not loaded.records():
         raise UserError(f"{store}: the store has no finished frames")
-    sheet = contact_sheet(loaded, indices, count)
+    sheet = contact_sheet(loaded, indices, count, clipped_threshold)
+    shown = set(indices) if indices is not None else {r["index"] for r in loaded.records()[:count]}
+    _warn_clipped([r for r in loaded.records() if r["index"] in shown], clipped_threshold)
     ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     atomic_write(output, lambda tmp: tmp.write_bytes(png.tobytes()))
     typer.echo(f"Preview: {output.resolve()}")
@@ -291,14 +313,17 @@ def preview(
 def stats(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
     plots: Annotated[Optional[Path], typer.Option("--plots", metavar="DIR", help="Folder for the PNG plots (default OUT/stats).")] = None,
+    clipped_threshold: ClippedOpt = CLIPPED_THRESHOLD,
 ) -> None:
-    """Print class balance, objects per image, visibility and depth distributions; write PNG plots."""
+    """Print class balance, objects per image, visibility, depth and clipped-pixel distributions;
+    write PNG plots. Lists the frames with more than --clipped-threshold of their pixels clipped."""
     from rich.table import Table
 
     from sceneforge.labels.stats import dataset_stats, write_plots
     from sceneforge.labels.store import DatasetStore
 
-    numbers = dataset_stats(DatasetStore(store))
+    loaded = DatasetStore(store)
+    numbers = dataset_stats(loaded, clipped_threshold)
     stdout = Console(soft_wrap=True)
     views = "".join(f", {n} {name} views" for name, n in numbers.get("views", {}).items())
     table = Table(title=f"{store}: {numbers['frames']} frames{views}")
@@ -312,9 +337,15 @@ def stats(
         "visible objects per image": {str(k): v for k, v in numbers["objects_per_image"].items()},
         "visibility": dict(zip((f"{e:.1f}" for e in numbers["visibility_histogram"]["edges"]), numbers["visibility_histogram"]["counts"])),
         "depth (m)": dict(zip((f"{e:.2f}" for e in numbers["depth_histogram"]["edges"]), numbers["depth_histogram"]["counts"])),
+        "clipped pixels": dict(zip((f"{e:.1%}" for e in numbers["clipped_histogram"]["edges"]), numbers["clipped_histogram"]["counts"])),
     }
     for title, counts in histograms.items():
         stdout.print(f"{title}: " + "  ".join(f"{k}:{v}" for k, v in counts.items()))
+    if numbers["clipped_max"] is not None:
+        stdout.print(f"clipped pixels per frame: mean {numbers['clipped_mean']:.2%}, max {numbers['clipped_max']:.2%}; "
+                     f"{len(numbers['overexposed'])} frame(s) above {clipped_threshold:.1%}: "
+                     + (" ".join(f"{f['index']}:{f['clipped_fraction']:.1%}" for f in numbers["overexposed"]) or "none"))
+    _warn_clipped(loaded.records(), clipped_threshold)
     paths = write_plots(numbers, plots or Path(store) / "stats")
     stdout.print(f"Plots: {', '.join(str(p) for p in paths)}")
 

@@ -31,7 +31,7 @@ class LabelAndStore:
         if self.usd:
             from sceneforge.labels.usd_scene import scene_usda  # pxr: only where USD is written
 
-            documents["usd"] = scene_usda(spec)
+            documents["usd"] = scene_usda(spec, passes.exposure_ev)
         files, checks = _store(self.store_root).write_frame_files(spec.index, stored_passes(spec, passes), documents,
                                                                     spec.camera.name)
         return frame_record(spec, passes, files, checks, render_seconds)

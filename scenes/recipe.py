@@ -667,6 +667,8 @@ class Stereo(Section):
 
     baseline: Positive = Field(description="metres between the two optical centres, > 0")
     names: tuple[CameraName, CameraName] = Field(("left", "right"), description="left, right")
+
+
 class Lens(Section):
     """Lens distortion in OpenCV's models and coefficient order, each coefficient a number or a
     distribution drawn once per scene: ``brown_conrady`` (k1, k2, p1, p2, k3: ``cv2.projectPoints``)
@@ -693,6 +695,66 @@ class Lens(Section):
     def coefficients(self) -> tuple[Number, ...]:
         """The coefficient fields in OpenCV's order for the model."""
         return tuple(getattr(self, name) for name in LENS_COEFFICIENTS[self.model])
+
+
+class AutoExposure(Section):
+    """Auto-exposure: the EV is chosen from each frame's linear render (render/develop.py).
+
+    Give ``clipped`` (the brightest EV whose image has at most this fraction of pixels with a
+    channel at 255) or ``mean`` (the EV whose image has this mean Rec. 709 luminance of the 8-bit
+    values / 255), searched within [min_ev, max_ev].
+    """
+
+    clipped: Number | None = Field(None, description="largest share of clipped pixels, 0..0.5")
+    mean: Number | None = Field(None, description="mean luminance of the developed image, 0.01..0.99")
+    min_ev: float = Field(-10.0, ge=-20, le=20, description="darkest EV the search may choose")
+    max_ev: float = Field(10.0, ge=-20, le=20, description="brightest EV the search may choose")
+
+    @field_validator("clipped")
+    @classmethod
+    def _clipped(cls, clipped: Any) -> Any:
+        return None if clipped is None else check_within(clipped, 0.0, 0.5)
+
+    @field_validator("mean")
+    @classmethod
+    def _mean(cls, mean: Any) -> Any:
+        return None if mean is None else check_within(mean, 0.01, 0.99)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AutoExposure:
+        if (self.clipped is None) == (self.mean is None):
+            raise ValueError("give one target: clipped (a fraction of pixels) or mean (a luminance)")
+        if not self.min_ev <= self.max_ev:
+            raise ValueError(f"min_ev ({self.min_ev:g}) must not exceed max_ev ({self.max_ev:g})")
+        return self
+
+
+class Exposure(Section):
+    """How the linear render becomes the 8-bit image: ``2 ** ev`` times brighter, then a view transform.
+
+    Without ``ev`` or ``auto`` the default protects highlights: the Standard view at EV 0, darkened
+    (never brightened) just enough that at most 1 % of the pixels clip. A fixed ``ev`` turns it off.
+    """
+
+    ev: Number | None = Field(None, description="exposure in stops, -20..20 (not with auto); none: 0")
+    view_transform: Literal["standard", "filmic", "agx"] = Field(
+        "standard", description="standard: the sRGB curve, values above 1 clip; filmic, agx: Blender's views")
+    auto: AutoExposure | None = Field(AutoExposure(clipped=0.01, max_ev=0.0),
+                                      description="choose the EV per frame from the render; null: use ev")
+
+    @field_validator("ev")
+    @classmethod
+    def _ev(cls, ev: Any) -> Any:
+        return None if ev is None else check_within(ev, -20.0, 20.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ev_or_auto(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("ev") is not None:  # a fixed EV turns the default auto-exposure off
+            if data.get("auto") is not None:
+                raise ValueError("give ev or auto, not both (auto chooses the EV)")
+            return {**data, "auto": None}
+        return data
 
 
 LookAtMode = Literal["scene_center", "random_object", "all_objects"]
@@ -728,6 +790,7 @@ class Camera(Section):
                                                                         "the rig is posed like a single camera")
     stereo: Stereo | None = Field(None, description="shorthand for a rectified two-camera rig")
     lens: Lens | None = Field(None, description="lens distortion; none = an ideal pinhole")
+    exposure: Exposure = Field(Exposure(), description="exposure (EV, auto-exposure) and view transform")
 
     @model_validator(mode="after")
     def _one_lens(self) -> Camera:

@@ -31,6 +31,7 @@ from .recipe import (
     MAX_INSTANCES,
     Bin,
     Camera,
+    Exposure,
     Ground,
     LibraryAsset,
     LookAt,
@@ -47,6 +48,7 @@ from .spec import (
     AssetRef,
     CameraSpec,
     DepthSensorSpec,
+    ExposureSpec,
     GroundSpec,
     HdriSpec,
     LensSpec,
@@ -188,6 +190,9 @@ def _rig_frame(recipe: Recipe, index: int) -> SceneSpec:
                                 previous=motion.state(frame - 1), next=motion.state(frame + 1),
                                 flow=recipe.sequence.flow)
     camera = _with_sensors(recipe.camera, camera, scene_stream(scene.seed, (10, frame)))
+    # A sequence keeps one drawn exposure for all its frames (auto-exposure still meters each frame).
+    exposure_rng = scene_stream(scene.seed, (13, 3, frame if scene.motion is None else 0))
+    camera = camera.model_copy(update={"exposure": sample_exposure(recipe.camera.exposure, exposure_rng)})
     return SceneSpec(
         index=index,
         scene_index=scene_index,
@@ -406,8 +411,8 @@ def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     """An independent random stream of a scene seed: objects (0), lights (1), world (2), camera of
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
     noise of frame f (8, f), point-track queries (9; a rig's camera k: (9, k)); image and depth
-    sensors of frame f (10, f); the rig's cameras (13, 1); lens coefficients (13, 2); rig camera
-    k's noise in frame i (14, i, k)."""
+    sensors of frame f (10, f); the rig's cameras (13, 1); lens coefficients (13, 2); exposure of
+    frame f (13, 3, f), of a sequence (13, 3, 0); rig camera k's noise in frame i (14, i, k)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -523,6 +528,18 @@ def _sample_camera_pose(recipe: Recipe, objects: list[ObjectSpec], rng: np.rando
         velocity=(0.0, 0.0, 0.0) if blur is None else tuple(map(float, draw_vector(blur.velocity, rng))),
     ))
     return camera, target
+
+
+def sample_exposure(exposure: Exposure, rng: np.random.Generator) -> ExposureSpec:
+    """A camera's exposure: its EV or auto-exposure target drawn from the recipe's distributions."""
+    auto = exposure.auto
+    if auto is None:
+        ev = 0.0 if exposure.ev is None else float(draw(exposure.ev, rng))
+        return ExposureSpec(ev=ev, view_transform=exposure.view_transform)
+    mode = "clipped" if auto.clipped is not None else "mean"
+    target = float(draw(auto.clipped if auto.clipped is not None else auto.mean, rng))
+    return ExposureSpec(view_transform=exposure.view_transform, auto=mode, target=target,
+                        min_ev=auto.min_ev, max_ev=auto.max_ev)
 
 
 def _camera_target(look: LookAt, objects: list[ObjectSpec], rng: np.random.Generator) -> tuple[np.ndarray, float | None]:

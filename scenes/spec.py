@@ -150,6 +150,23 @@ class LensSpec(_Spec):
 LENS_COEFFICIENTS = {"brown_conrady": ("k1", "k2", "p1", "p2", "k3"), "fisheye": ("k1", "k2", "k3", "k4")}
 
 
+class ExposureSpec(_Spec):
+    """How the linear render becomes the 8-bit image: scaled by ``2 ** ev``, then a view transform.
+
+    With ``auto`` the EV is chosen from the linear image itself (``render/develop.py``): the
+    brightest EV in [``min_ev``, ``max_ev``] whose image has at most ``target`` of its pixels
+    clipped (``auto="clipped"``), or the EV whose image has the mean luminance ``target``
+    (``auto="mean"``, Rec. 709 weights on the 8-bit values / 255); ``ev`` is then unused.
+    """
+
+    ev: float = 0.0  # stops: linear values times 2 ** ev
+    view_transform: Literal["standard", "filmic", "agx"] = "standard"  # Blender's views of the same names
+    auto: Literal["clipped", "mean"] | None = None
+    target: float = 0.01  # clipped-pixel fraction, or mean luminance in (0, 1)
+    min_ev: float = -10.0
+    max_ev: float = 10.0
+
+
 class CameraSpec(_Spec):
     """One camera of a frame: a plain recipe's single camera (``name`` ""), or one of a rig's."""
 
@@ -168,6 +185,7 @@ class CameraSpec(_Spec):
     name: str = ""  # the rig camera's name ("" for a plain recipe's one camera); files are NNNNNN_NAME.*
     stereo_baseline: float | None = None  # metres to the stereo partner (rectified pair); disparity = fx * B / depth
     lens: LensSpec | None = None  # None: an ideal pinhole
+    exposure: ExposureSpec = ExposureSpec()  # the image's brightness and tone (not the shutter time above)
 
 
 class LightSpec(_Spec):

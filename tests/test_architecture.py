@@ -28,6 +28,7 @@ CONFINED = {
     "bpy": ("render/",), "mathutils": ("render/",),
     "torch": ("refine/", "labels/torch.py"), "kornia": ("refine/", "labels/torch.py"),
     "pxr": ("scenes/assets.py", "labels/usd_scene.py"),
+    "PyOpenColorIO": ("render/develop.py",),
 }
 STORE_MUST_NOT_PULL_IN = {"bpy", "mathutils", "torch", "kornia", "pxr", "trimesh", "embreex", "fcl", "pybullet"}
 # Sampling draws every random choice from generators seeded by the scene seed.

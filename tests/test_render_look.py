@@ -68,10 +68,11 @@ def test_backdrop_image_shows_behind_the_scene_only(tmp_path):
     backdrop = np.zeros((30, 40, 3), np.uint8)
     backdrop[:, :20] = (40, 200, 90)  # BGR: left half green-ish, right half black
     cv2.imwrite(str(tmp_path / "backdrop.png"), backdrop)
+    # The backdrop is exposed with the scene: at EV 0 in the Standard view its pixels come back unchanged.
     store, (record,) = render(tmp_path, """\
         count: 1
         render: {resolution: [48, 36], samples: 2}
-        camera: {distance: 0.8, elevation_deg: 20}
+        camera: {distance: 0.8, elevation_deg: 20, exposure: {ev: 0}}
         ground: null
         objects: [{category: ball, asset: {primitive: sphere, radius: 0.12}, material: {color: [0.8, 0.1, 0.1]}}]
         placement: {area: [0.01, 0.01]}
@@ -116,7 +117,7 @@ def test_depth_of_field_blurs_what_is_out_of_focus(tmp_path):
     text = """\
         count: 1
         render: {resolution: [64, 48], samples: 16, adaptive_threshold: 0}
-        camera: {fov_deg: 40, distance: 1, elevation_deg: 90, DOF}
+        camera: {fov_deg: 40, distance: 1, elevation_deg: 90, exposure: {ev: 0}, DOF}
         ground: {size: 20, material: {color: [0.05, 0.05, 0.05]}}
         objects: [{category: box, asset: {primitive: box, extents: [0.2, 0.2, 0.05]}, material: {color: [0.9, 0.9, 0.9]}}]
         placement: {area: [0.01, 0.01], rotation: {yaw_deg: 0}}
@@ -126,6 +127,7 @@ def test_depth_of_field_blurs_what_is_out_of_focus(tmp_path):
     focused_store, (focused,) = render(tmp_path, text.replace("DOF", "dof: {fstop: 0.05}"), "focused")
     blurred_store, (blurred,) = render(tmp_path, text.replace("DOF", "dof: {fstop: 0.05, focus: 0.2}"), "blurred")
 
+    # One fixed EV (the clipping white box would make auto-exposure darken each render differently).
     def edge_strength(store, record) -> float:
         """The steepest step across the box's left and right edges, averaged over its middle rows."""
         profile = store.read_rgb(record).astype(float).mean(axis=-1)[18:30].mean(axis=0)

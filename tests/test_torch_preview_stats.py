@@ -79,7 +79,9 @@ def test_stats_count_objects_and_write_plots(tiny_store, tmp_path):
     assert sum(numbers["visibility_histogram"]["counts"]) == visible
     assert sum(numbers["objects_per_image"].values()) == len(records)
     paths = write_plots(numbers, tmp_path / "plots")
-    assert [p.name for p in paths] == ["class_balance.png", "objects_per_image.png", "visibility.png", "depth.png"]
+    assert [p.name for p in paths] == ["class_balance.png", "objects_per_image.png", "visibility.png", "depth.png",
+                                       "clipped.png"]
+    assert sum(numbers["clipped_histogram"]["counts"]) == len(records)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
 

@@ -123,6 +123,9 @@ def test_camera_reconstructs_K_pose_and_clipping(usd_store):
         spec = SceneSpec.from_json(store.path(record, "scene").read_text())
         near_far = gf_camera.clippingRange
         assert (near_far.min, near_far.max) == pytest.approx((spec.camera.clip_start, spec.camera.clip_end))
+        stage = open_stage(store, record)  # held while its prims are read
+        exposure = UsdGeom.Camera(stage.GetPrimAtPath("/World/camera")).GetExposureAttr().Get()
+        assert exposure == pytest.approx(record["exposure_ev"], abs=1e-4)  # the EV the image was developed with
     # Frames 0 and 1 show one scene from two poses: the same objects, another camera.
     first, second = (open_stage(store, r) for r in records[:2])
     assert labeled_prims(first).keys() == labeled_prims(second).keys()

@@ -2,10 +2,12 @@
 
 What each pixel means is written once here and in docs/formats.md:
 
-- ``rgb``: 8-bit sRGB of the linear render, clipped to [0, 1] (Blender's "Standard" view); with a
-  sensor model (``camera.sensor``) the image that sensor saw (blur, vignetting, chromatic
+- ``rgb``: 8-bit sRGB display values of the linear render developed with the camera's exposure:
+  scaled by ``2 ** ev`` (``exposure_ev``, chosen by auto-exposure when asked), then through the
+  view transform (Standard: the sRGB curve clipped to [0, 1]; Filmic or AgX: Blender's views);
+  with a sensor model (``camera.sensor``) the image that sensor saw (blur, vignetting, chromatic
   aberration, noise, JPEG).
-- ``rgb_clean`` (with a sensor model): the same frame's 8-bit sRGB without the sensor model.
+- ``rgb_clean`` (with a sensor model): the same frame developed alike, without the sensor model.
 - ``depth_sensor`` (with a depth sensor model): float32 metres, what a depth sensor measures:
   planar depth with noise and quantisation, ``0`` = a hole (no measurement).
 - ``depth``: float32 planar Z in metres along the camera axis; ``inf`` where the ray hit nothing.
@@ -47,6 +49,7 @@ class Passes:
     instance: np.ndarray | None  # uint16
     albedo: np.ndarray | None = None  # uint8, H x W x 3, sRGB
     rgb_clean: np.ndarray | None = None  # uint8, H x W x 3, sRGB without the sensor model (when rgb has one)
+    exposure_ev: float = 0.0  # the EV rgb was developed with (stops: linear values times 2 ** ev)
 
 
 @dataclass(frozen=True)
