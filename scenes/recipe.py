@@ -491,8 +491,16 @@ class Trajectory(Section):
 
 
 def _within(value: Any, lo: float, hi: float) -> Any:
-    """``check_within`` for optional fields: None passes."""
+    """``check_within`` that lets None (an optional field left out) pass."""
     return None if value is None else check_within(value, lo, hi)
+
+
+# The ranges of the sensor models' values (each drawn value is checked on its distribution's support).
+SENSOR_RANGES = {"full_well": (1.0, 1e7), "read_noise": (0.0, 1e4), "gain": (0.01, 1000.0), "blur_sigma_px": (0.0, 50.0),
+                 "vignetting": (0.0, 1.0), "chromatic_aberration_px": (-50.0, 50.0), "jpeg_quality": (1, 100)}
+DEPTH_SENSOR_RANGES = {"min_m": (1e-3, 1e4), "max_m": (1e-3, 1e4), "noise": (0.0, 1.0), "dark_threshold": (0.0, 1.0),
+                       "baseline_m": (1e-3, 10.0), "disparity_step_px": (1e-3, 100.0), "edge_threshold_px": (1e-3, 1e3),
+                       "edge_band_px": (0, 100), "grazing_deg": (0.0, 90.0), "specular_metallic": (0.0, 1.0)}
 
 
 class Sensor(Section):
@@ -516,40 +524,10 @@ class Sensor(Section):
     jpeg_quality: Integer | None = Field(None, description="JPEG-compress the 8-bit image at this quality, 1..100; "
                                                            "null: no JPEG")
 
-    @field_validator("full_well")
+    @field_validator(*SENSOR_RANGES)
     @classmethod
-    def _full_well(cls, value: Any) -> Any:
-        return _within(value, 1.0, 1e7)
-
-    @field_validator("read_noise")
-    @classmethod
-    def _read_noise(cls, value: Any) -> Any:
-        return check_within(value, 0.0, 1e4)
-
-    @field_validator("gain")
-    @classmethod
-    def _gain(cls, value: Any) -> Any:
-        return check_within(value, 0.01, 1000.0)
-
-    @field_validator("blur_sigma_px")
-    @classmethod
-    def _blur(cls, value: Any) -> Any:
-        return check_within(value, 0.0, 50.0)
-
-    @field_validator("vignetting")
-    @classmethod
-    def _vignetting(cls, value: Any) -> Any:
-        return check_within(value, 0.0, 1.0)
-
-    @field_validator("chromatic_aberration_px")
-    @classmethod
-    def _aberration(cls, value: Any) -> Any:
-        return check_within(value, -50.0, 50.0)
-
-    @field_validator("jpeg_quality")
-    @classmethod
-    def _jpeg(cls, value: Any) -> Any:
-        return _within(value, 1, 100)
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        return _within(value, *SENSOR_RANGES[info.field_name])
 
 
 class DepthSensor(Section):
@@ -579,45 +557,10 @@ class DepthSensor(Section):
     specular_metallic: Number | None = Field(
         0.9, description="holes on labeled objects whose drawn material has metallic >= this, 0..1; null: none")
 
-    @field_validator("min_m", "max_m")
+    @field_validator(*DEPTH_SENSOR_RANGES)
     @classmethod
-    def _range(cls, value: Any) -> Any:
-        return check_within(value, 1e-3, 1e4)
-
-    @field_validator("noise", "dark_threshold")
-    @classmethod
-    def _unit(cls, value: Any) -> Any:
-        return check_within(value, 0.0, 1.0)
-
-    @field_validator("baseline_m")
-    @classmethod
-    def _baseline(cls, value: Any) -> Any:
-        return check_within(value, 1e-3, 10.0)
-
-    @field_validator("disparity_step_px")
-    @classmethod
-    def _step(cls, value: Any) -> Any:
-        return _within(value, 1e-3, 100.0)
-
-    @field_validator("edge_threshold_px")
-    @classmethod
-    def _edge(cls, value: Any) -> Any:
-        return check_within(value, 1e-3, 1e3)
-
-    @field_validator("edge_band_px")
-    @classmethod
-    def _band(cls, value: Any) -> Any:
-        return check_within(value, 0, 100)
-
-    @field_validator("grazing_deg")
-    @classmethod
-    def _grazing(cls, value: Any) -> Any:
-        return _within(value, 0.0, 90.0)
-
-    @field_validator("specular_metallic")
-    @classmethod
-    def _metallic(cls, value: Any) -> Any:
-        return _within(value, 0.0, 1.0)
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        return _within(value, *DEPTH_SENSOR_RANGES[info.field_name])
 
     @model_validator(mode="after")
     def _ordered(self) -> DepthSensor:
