@@ -13,7 +13,7 @@ from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.distributions import Choice, LogUniform, Normal, RandInt, Uniform
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import look_at, sample, scene_seed
-from sceneforge.scenes.spec import SPEC_FORMAT, SceneSpec
+from sceneforge.scenes.spec import SPEC_FORMAT, ExposureSpec, SceneSpec
 
 from .helpers import ROOT
 
@@ -65,7 +65,8 @@ def test_a_format_2_spec_is_read_as_a_still(recipe):
 
 
 def test_a_format_3_spec_is_read_as_one_ideal_pinhole_camera(recipe):
-    """Format 3 had no rigs, lenses, exposure, sensors or keypoints: their defaults read it."""
+    """Format 3 had no rigs, lenses, exposure, sensors or keypoints: their defaults read it (an
+    ideal pinhole developed at EV 0 in the Standard view, as format 3 frames were)."""
     document = json.loads(sample(recipe, 0).to_json())
     for field in ("name", "stereo_baseline", "lens", "exposure", "sensor", "depth_sensor"):
         document["camera"].pop(field, None)
@@ -75,7 +76,11 @@ def test_a_format_3_spec_is_read_as_one_ideal_pinhole_camera(recipe):
     document["format"] = "sceneforge.scenespec/3"
     spec, current = SceneSpec.from_json(json.dumps(document)), sample(recipe, 0)
     assert spec.format == SPEC_FORMAT and all(obj.keypoints == {} for obj in spec.objects)
-    assert spec == current.model_copy(update={"objects": [o.model_copy(update={"keypoints": {}}) for o in current.objects]})
+    assert spec.camera.exposure == ExposureSpec()
+    assert spec == current.model_copy(update={
+        "objects": [o.model_copy(update={"keypoints": {}}) for o in current.objects],
+        "camera": current.camera.model_copy(update={"exposure": ExposureSpec()}),
+    })
 
 
 @pytest.mark.parametrize("found", ["sceneforge.scenespec/9", None])
