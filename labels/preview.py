@@ -82,9 +82,7 @@ def _row(store: DatasetStore, record: dict, clipped_threshold: float) -> np.ndar
     tiles = [("rgb", rgb), ("depth", depth_colours(store.read_depth(record))),
              ("normals", _normal_colours(store.read_normals(record)))]
     tiles = [(name, enlarge(image)) for name, image in tiles]
-    overlay = _instance_overlay(enlarge(rgb), enlarge(store.read_instance(record)), record, scale)
-    _draw_keypoints(overlay, record, scale, {c["id"]: c.get("skeleton", []) for c in store.meta["categories"]})
-    tiles.append(("instances", overlay))
+    tiles.append(("instances", instance_tile(store, record)))
     if "flow_forward" in record["files"]:
         valid = store.read_flow_valid(record) & FORWARD_VALID > 0
         tiles.append(("flow", enlarge(flow_colours(store.read_flow(record, "flow_forward"), valid))))
@@ -107,6 +105,19 @@ def _row(store: DatasetStore, record: dict, clipped_threshold: float) -> np.ndar
         cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), CLIPPED_COLOUR, 2)
         cv2.putText(tile, f"clipped {clipped:.1%}", (4, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, CLIPPED_COLOUR, 1, cv2.LINE_AA)
     return np.concatenate([tile for _, tile in tiles], axis=1)
+
+
+def instance_tile(store: DatasetStore, record: dict) -> np.ndarray:
+    """A view's instance tile (as in its contact-sheet row, without a caption): the RGB with each
+    visible mask filled in its instance's colour, dashed amodal outlines, boxes with class names,
+    keypoints and skeletons; small renders enlarged to at least ``MIN_TILE_WIDTH`` pixels."""
+    rgb = store.read_rgb(record)
+    scale = max(1, -(-MIN_TILE_WIDTH // rgb.shape[1]))
+    instance = cv2.resize(store.read_instance(record), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    overlay = _instance_overlay(cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST),
+                                instance, record, scale)
+    _draw_keypoints(overlay, record, scale, {c["id"]: c.get("skeleton", []) for c in store.meta["categories"]})
+    return overlay
 
 
 def flow_colours(flow: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -1,9 +1,11 @@
 """The README's two commands are the ones CI and users actually run; the recipe reference's
-examples are recipes that work."""
+and the camera page's examples are recipes that work."""
 
 from __future__ import annotations
 
 import re
+
+import pytest
 
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import sample_views
@@ -24,11 +26,12 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
     assert (ROOT / "examples" / "tabletop.yaml").is_file()
 
 
-def test_every_yaml_example_in_the_recipe_reference_loads_and_samples(tmp_path):
-    text = (ROOT / "docs" / "recipes.md").read_text()
+@pytest.mark.parametrize("page, least", [("recipes.md", 6), ("cameras.md", 5)])
+def test_every_yaml_example_in_the_docs_loads_and_samples(tmp_path, page, least):
+    text = (ROOT / "docs" / page).read_text()
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S)
               if any(line.strip() and not line.lstrip().startswith("#") for line in b.splitlines())]
-    assert len(blocks) >= 6
+    assert len(blocks) >= least
     (tmp_path / "assets").symlink_to(ROOT / "examples" / "assets")  # the examples' paths are relative to examples/
     for i, block in enumerate(blocks):
         recipe = load_recipe(write_recipe(tmp_path, block, f"example{i}.yaml"))
