@@ -13,18 +13,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from sceneforge import __version__
+from sceneforge.cli_base import SceneForgeCommand, SceneForgeGroup
+from sceneforge.cli_progress import render_progress
 from sceneforge.cli_refine import refine_app, refine_frames
 from sceneforge.floor.devices import DEVICE_HELP
 from sceneforge.floor.errors import RenderFailure, StorageError, UserError
@@ -36,6 +28,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command and subcommand
+    cls=SceneForgeGroup,
 )
 app.add_typer(refine_app, name="refine")
 stderr = Console(stderr=True, soft_wrap=True)  # never hard-wrap FILE:LINE:COL messages
@@ -60,30 +54,6 @@ AddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="ADDR", 
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Print every worker event.")]
 UsdOpt = Annotated[bool, typer.Option("--usd/--no-usd", help="Also write each frame's scene as a USD stage, OUT/scenes/NNNNNN.usda.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="FIELD.PATH=VALUE", help="Override any recipe field, e.g. --set camera.distance='{uniform: [1, 2]}' (repeatable; VALUE is YAML).")]
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- img/s" if speed is None else f"{speed:.2f} img/s")
-
-
-class _EngineProgress(Progress):
-    """The progress bar, with a line of worker states and the retry count under it."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.workers: dict[str, str] = {}  # set first: the parent's constructor already renders
-        self.retries = 0
-        super().__init__(
-            TextColumn("Rendering"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=stderr, disable=quiet,
-        )
-
-    def get_renderables(self):
-        yield self.make_tasks_table(self.tasks)
-        states = "  ".join(f"{name}: {state}" for name, state in sorted(self.workers.items()))
-        yield Text(f"{states}  retries: {self.retries}", style="dim")
 
 
 def _overrides(count: int | None, seed: int | None, resolution: str | None, samples: int | None,
@@ -113,10 +83,7 @@ def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose:
     executor, address = engine.pop("executor"), engine.pop("address")
     if executor not in EXECUTORS:
         raise typer.BadParameter(f"expected local or ray, got {executor!r}", param_hint="--executor")
-    progress = _EngineProgress(quiet)
-
-    def on_start(total: int, already_done: int) -> None:
-        progress.reset(task, total=total, completed=already_done)
+    progress = render_progress(stderr, quiet)
 
     def on_event(kind: str, message: str) -> None:
         if kind == "worker":
@@ -124,30 +91,53 @@ def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose:
             progress.workers[name] = state
         elif kind == "retry":
             progress.retries += 1
-        if not quiet and (verbose or kind in ("notice", "restart", "retry")):
-            progress.console.print(f"{kind}: {message}", markup=False, highlight=False)
+        elif kind == "failed":
+            progress.failures += 1
+        if not quiet and (verbose or kind in ("notice", "restart", "retry", "failed")):
+            progress.note(f"{kind}: {message}")
 
     with progress:
-        task = progress.add_task("render", total=None)
-        report = render_dataset(recipe, output, executor=executor, address=address,
-                                options=ExecutorOptions(**engine), on_start=on_start,
-                                on_frame=lambda _: progress.advance(task), on_event=on_event, usd=usd)
+        return render_dataset(recipe, output, executor=executor, address=address,
+                              options=ExecutorOptions(**engine), on_start=progress.begin,
+                              on_frame=lambda _: progress.step(), on_event=on_event, usd=usd)
+
+
+def _summary(report, recipe, output: Path, quiet: bool, exports: list[Path] = ()) -> None:
+    """What the run did, the exports it wrote with their counts, and where its log is; then the
+    clipped-pixel warning, and the failed views as a RenderFailure."""
     views = "frame(s)" if recipe.camera_names == [""] else "view(s)"  # a rig renders a view per camera
     if not quiet:
         stderr.print(
             f"Rendered {report.rendered} {views}, {report.already_done} already done, in "
-            f"{report.wall_seconds:.1f} s; Blender render time {report.render_seconds:.1f} s"
+            f"{report.wall_seconds:.1f} s; Blender render time {report.render_seconds:.1f} s",
+            markup=False, highlight=False,
         )
+        for line in _export_lines(exports):
+            stderr.print(line, markup=False, highlight=False)
+        stderr.print(f"Log: {output / 'logs' / 'run.jsonl'}", markup=False, highlight=False)
     _warn_clipped(report.store.records(), CLIPPED_THRESHOLD)
     if report.failures:
         failed = ", ".join(f"{f.spec.index}{' ' + f.spec.camera.name if f.spec.camera.name else ''}"
                            for f in report.failures[:10])
         raise RenderFailure(f"{len(report.failures)} {views} failed ({failed}); errors in "
                             f"{output / 'failed.jsonl'}; rerun the same command to retry them")
-    return report
 
 
-@app.command()
+def _export_lines(exports: list[Path]) -> list[str]:
+    """A line per COCO file written under each export folder: its path, images and annotations."""
+    import json
+
+    lines = []
+    for folder in exports:
+        for path in sorted(folder.rglob("*.json")):
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and {"images", "annotations"} <= data.keys():
+                lines.append(f"Exported COCO: {path} ({len(data['images'])} images, "
+                             f"{len(data['annotations'])} annotations)")
+    return lines
+
+
+@app.command(cls=SceneForgeCommand)
 def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: SeedOpt = None,
         resolution: ResolutionOpt = None, samples: SamplesOpt = None, device: DeviceOpt = "auto",
         workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
@@ -171,15 +161,19 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         checkpoint = recipe.parent / loaded.refine.checkpoint
         if not checkpoint.exists():
             raise UserError(f"{loaded.where('refine', 'checkpoint')}: no refiner checkpoint at {checkpoint}")
+    exports = []
     with one_writer(output):  # render, refine and export as one writer
         report = _render(loaded, output, engine, usd, quiet, verbose)
-        if checkpoint is not None:
-            refine_frames(report.store, checkpoint, batch=loaded.refine.batch, device=loaded.refine.device, quiet=quiet)
-        export_store(report.store, "coco", output / "coco", overwrite=True, rgb="original" if checkpoint is None else "refined")
+        if not report.failures:  # a dataset with failed frames is not exported: rerunning renders them
+            if checkpoint is not None:
+                refine_frames(report.store, checkpoint, batch=loaded.refine.batch, device=loaded.refine.device, quiet=quiet)
+            exports.append(export_store(report.store, "coco", output / "coco", overwrite=True,
+                                        rgb="original" if checkpoint is None else "refined"))
+    _summary(report, loaded, output, quiet, exports)
     typer.echo(f"Dataset: {output.resolve()}")
 
 
-@app.command()
+@app.command(cls=SceneForgeCommand)
 def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: SeedOpt = None,
            resolution: ResolutionOpt = None, samples: SamplesOpt = None, device: DeviceOpt = "auto",
            workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
@@ -191,11 +185,12 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
 
     engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
                   max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
-    _render(load_recipe(recipe, _overrides(count, seed, resolution, samples, set_)), output, engine, usd, quiet, verbose)
+    loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
+    _summary(_render(loaded, output, engine, usd, quiet, verbose), loaded, output, quiet)
     typer.echo(f"Dataset: {output.resolve()}")
 
 
-@app.command()
+@app.command(cls=SceneForgeCommand)
 def export(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DEST", help="Folder to write the export into.", show_default=False)],
@@ -222,7 +217,7 @@ def export(
     typer.echo(f"Exported {format}: {dest.resolve()}")
 
 
-@app.command()
+@app.command(cls=SceneForgeCommand)
 def verify(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
     repair: Annotated[bool, typer.Option("--repair", help="Drop damaged and duplicate records, remove orphaned and temporary files, fix the counts.")] = False,
@@ -260,7 +255,7 @@ def _warn_clipped(records: list[dict], threshold: float) -> None:
         stderr.print(f"warning: {line}", markup=False, highlight=False)
 
 
-@app.command()
+@app.command(cls=SceneForgeCommand)
 def preview(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="SHEET.png", help="Contact sheet to write.", show_default=False)],
@@ -309,7 +304,7 @@ def preview(
     typer.echo(f"Preview: {output.resolve()}")
 
 
-@app.command()
+@app.command(cls=SceneForgeCommand)
 def stats(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
     plots: Annotated[Optional[Path], typer.Option("--plots", metavar="DIR", help="Folder for the PNG plots (default OUT/stats).")] = None,
@@ -350,7 +345,7 @@ def stats(
     stdout.print(f"Plots: {', '.join(str(p) for p in paths)}")
 
 
-@app.command()
+@app.command(cls=SceneForgeCommand)
 def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Check a recipe and report every problem as FILE:LINE:COL: field.path: message."""
     from sceneforge.scenes.recipe import load_recipe
@@ -365,7 +360,7 @@ def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     )
 
 
-@app.command()
+@app.command(cls=SceneForgeCommand)
 def schema(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of standard output.")] = None,
 ) -> None:

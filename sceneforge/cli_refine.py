@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from sceneforge.cli_base import SceneForgeCommand, SceneForgeGroup
 from sceneforge.floor.devices import DEVICE_HELP
 from sceneforge.floor.errors import UserError
 
@@ -17,6 +18,7 @@ refine_app = typer.Typer(
     help="Train a sim-to-real refiner on a store and a folder of real photos, apply it, measure it (docs/refiner.md).",
     no_args_is_help=True,
     rich_markup_mode=None,
+    cls=SceneForgeGroup,
 )
 stderr = Console(stderr=True, soft_wrap=True)
 
@@ -33,7 +35,7 @@ def _progress(label: str, quiet: bool) -> Progress:
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=stderr, disable=quiet)
 
 
-@refine_app.command()
+@refine_app.command(cls=SceneForgeCommand)
 def train(
     store: StoreOpt,
     real: RealOpt,
@@ -68,7 +70,7 @@ def train(
                f"{result.steps_per_second:.2f} steps/s on {result.device})")
 
 
-@refine_app.command()
+@refine_app.command(cls=SceneForgeCommand)
 def apply(
     checkpoint: CheckpointOpt,
     store: StoreOpt,
@@ -101,7 +103,7 @@ def refine_frames(store, checkpoint: Path, *, batch: int, device: str, tile: int
         return refine_store(store, refiner, on_frame)
 
 
-@refine_app.command()
+@refine_app.command(cls=SceneForgeCommand)
 def preview(
     store: StoreOpt,
     output: Annotated[Path, typer.Option("--output", "-o", metavar="SHEET.png", help="Sheet to write.", show_default=False)],

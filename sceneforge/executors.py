@@ -61,7 +61,7 @@ class Failure:
         return {"index": self.spec.index, **camera, "error": self.error, "attempts": self.attempts}
 
 
-EventSink = Callable[[str, str], None]  # (kind, message): worker, notice, retry, restart
+EventSink = Callable[[str, str], None]  # (kind, message): worker, notice, retry, restart, failed
 
 
 class _Dispatch:

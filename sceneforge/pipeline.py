@@ -135,6 +135,10 @@ def render_specs(
                     if isinstance(outcome, Failure):
                         failures.append(outcome)
                         log.write({"event": "failed", **outcome.as_record()})
+                        if on_event:
+                            view = f"{outcome.spec.index} {outcome.spec.camera.name}".strip()
+                            last_line = (outcome.error.strip().splitlines() or ["?"])[-1]
+                            on_event("failed", f"{view} after {outcome.attempts} attempt(s): {last_line}")
                         continue
                     render_seconds += outcome["render_seconds"]
                     log.write({"event": "frame", "index": outcome["index"], "render_seconds": outcome["render_seconds"]})

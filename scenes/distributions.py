@@ -39,7 +39,7 @@ class _Distribution(BaseModel):
 
 
 class Uniform(_Distribution):
-    uniform: tuple[float, float]
+    uniform: tuple[float, float] = Field(description="[lo, hi]: uniform between them")
 
     @model_validator(mode="after")
     def _ordered(self) -> Uniform:
@@ -53,7 +53,7 @@ class Uniform(_Distribution):
 
 
 class LogUniform(_Distribution):
-    loguniform: tuple[float, float]
+    loguniform: tuple[float, float] = Field(description="[lo, hi], 0 < lo: uniform in log space")
 
     @model_validator(mode="after")
     def _positive_ordered(self) -> LogUniform:
@@ -69,8 +69,8 @@ class LogUniform(_Distribution):
 
 
 class Normal(_Distribution):
-    normal: tuple[float, float]
-    clip: tuple[float, float] | None = None
+    normal: tuple[float, float] = Field(description="[mean, standard deviation]")
+    clip: tuple[float, float] | None = Field(None, description="[lo, hi]: draws are clamped to it")
 
     @model_validator(mode="after")
     def _valid(self) -> Normal:
@@ -87,7 +87,7 @@ class Normal(_Distribution):
 
 
 class RandInt(_Distribution):
-    randint: tuple[int, int]
+    randint: tuple[int, int] = Field(description="[lo, hi]: an integer between them, both included")
 
     @model_validator(mode="after")
     def _ordered(self) -> RandInt:
@@ -101,7 +101,7 @@ class RandInt(_Distribution):
 
 
 class _ChoiceBase(_Distribution):
-    weights: list[float] | None = None
+    weights: list[float] | None = Field(None, description="one per option, >= 0; default: all equal")
 
     @model_validator(mode="after")
     def _weights_match(self) -> _ChoiceBase:
@@ -125,11 +125,11 @@ class _ChoiceBase(_Distribution):
 
 
 class Choice(_ChoiceBase):
-    choice: list[float]
+    choice: list[float] = Field(description="the options, one drawn")
 
 
 class IntChoice(_ChoiceBase):
-    choice: list[int]
+    choice: list[int] = Field(description="the options, one drawn")
 
 
 def _kind(value: Any) -> str | None:
@@ -230,12 +230,12 @@ Point = tuple[float, float, float]
 
 
 class _BoxLimits(_Distribution):
-    low: Point
-    high: Point
+    low: Point = Field(description="[x, y, z] corner with the smallest coordinates")
+    high: Point = Field(description="[x, y, z] corner with the largest coordinates")
 
 
 class UniformBox(_Distribution):
-    uniform_box: _BoxLimits
+    uniform_box: _BoxLimits = Field(description="a point uniform in the box from low to high")
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformBox:
@@ -249,13 +249,13 @@ class UniformBox(_Distribution):
 
 
 class _Sphere(_Distribution):
-    radius: float = Field(1.0, gt=0)
-    center: Point = (0.0, 0.0, 0.0)
+    radius: float = Field(1.0, gt=0, description="metres")
+    center: Point = Field((0.0, 0.0, 0.0), description="[x, y, z]")
     hemisphere: bool = Field(False, description="only the upper half, z >= the centre's z")
 
 
 class OnSphere(_Distribution):
-    on_sphere: _Sphere
+    on_sphere: _Sphere = Field(description="a point uniform on the sphere's surface")
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         """A point uniform on the sphere (or its upper half): a normalised Gaussian is isotropic."""
@@ -299,7 +299,7 @@ def rotation_about_z(angle: float) -> np.ndarray:
 
 
 class Yaw(_Distribution):
-    yaw_deg: Number
+    yaw_deg: Number = Field(description="turn about +Z, degrees")
 
 
 ROTATION_HELP = "expected a rotation: yaw, so3 or {yaw_deg: number}"

@@ -92,7 +92,7 @@ UnitVec3 = tuple[UnitInterval, UnitInterval, UnitInterval]
 class HSV(Section):
     """A colour drawn in HSV (each component in [0, 1]; the hue wraps around); converted to linear RGB."""
 
-    hsv: tuple[Number, UnitInterval, UnitInterval]
+    hsv: tuple[Number, UnitInterval, UnitInterval] = Field(description="[hue, saturation, value], each 0..1")
 
 
 Color = Annotated[
@@ -121,37 +121,37 @@ class Material(Section):
 
 
 class Box(Section):
-    primitive: Literal["box"]
-    extents: tuple[Positive, Positive, Positive] = (0.2, 0.2, 0.2)
+    primitive: Literal["box"] = Field(description="a box")
+    extents: tuple[Positive, Positive, Positive] = Field((0.2, 0.2, 0.2), description="x, y, z sizes, metres")
 
 
 class Sphere(Section):
-    primitive: Literal["sphere"]
-    radius: Positive = 0.1
+    primitive: Literal["sphere"] = Field(description="a sphere")
+    radius: Positive = Field(0.1, description="metres")
 
 
 class Cylinder(Section):
-    primitive: Literal["cylinder"]
-    radius: Positive = 0.1
-    height: Positive = 0.2
+    primitive: Literal["cylinder"] = Field(description="a cylinder")
+    radius: Positive = Field(0.1, description="metres")
+    height: Positive = Field(0.2, description="metres")
 
 
 class Cone(Section):
-    primitive: Literal["cone"]
-    radius: Positive = 0.1
-    height: Positive = 0.2
+    primitive: Literal["cone"] = Field(description="a cone")
+    radius: Positive = Field(0.1, description="of the base, metres")
+    height: Positive = Field(0.2, description="metres")
 
 
 class Capsule(Section):
-    primitive: Literal["capsule"]
-    radius: Positive = 0.05
-    height: Positive = 0.2  # total height, caps included
+    primitive: Literal["capsule"] = Field(description="a capsule: a cylinder with hemispherical caps")
+    radius: Positive = Field(0.05, description="metres")
+    height: Positive = Field(0.2, description="total height, caps included, metres")
 
 
 class Torus(Section):
-    primitive: Literal["torus"]
-    major_radius: Positive = 0.1
-    minor_radius: Positive = 0.03
+    primitive: Literal["torus"] = Field(description="a torus")
+    major_radius: Positive = Field(0.1, description="from the centre to the middle of the tube, metres")
+    minor_radius: Positive = Field(0.03, description="of the tube, metres")
 
 
 Primitive = Annotated[Union[Box, Sphere, Cylinder, Cone, Capsule, Torus], Field(discriminator="primitive")]
@@ -160,7 +160,7 @@ Primitive = Annotated[Union[Box, Sphere, Cylinder, Cone, Capsule, Torus], Field(
 class LibraryAsset(Section):
     """A random asset of one category of the recipe's ``assets`` library, drawn per object."""
 
-    library: str = Field(min_length=1, max_length=128)
+    library: str = Field(min_length=1, max_length=128, description="a category of the recipe's `assets` library")
 
 
 # The tags are not recipe keys, so error positions skip them (see _describe).
@@ -179,7 +179,7 @@ KeypointName = Annotated[str, Field(min_length=1, max_length=64)]
 class AssetEntry(Section):
     """Asset files of one library category, with how to load them."""
 
-    category: str = Field(min_length=1, max_length=128)
+    category: str = Field(min_length=1, max_length=128, description="library category the files belong to")
     path: str = Field(
         min_length=1,
         description="a file, a folder (its asset files) or a glob such as 'cars/**/*.usdz', relative to the recipe",
@@ -218,10 +218,10 @@ class AssetEntry(Section):
 class ObjectGroup(Section):
     """Objects of one category: how many, which shape, which material, what they stand on."""
 
-    category: str = Field(min_length=1, max_length=128)
-    count: Integer = 1
-    asset: AssetChoice
-    material: Material = Material()
+    category: str = Field(min_length=1, max_length=128, description="class name of these objects in the labels")
+    count: Integer = Field(1, description="objects per scene, >= 0 (an integer or {randint: [lo, hi]})")
+    asset: AssetChoice = Field(description="a built-in primitive ({primitive: box, ...}) or {library: category}")
+    material: Material = Field(Material(), description="changes to the asset's material")
     on: str = Field(
         "ground",
         description="what the objects stand on: ground, the name of a support, or the category of an earlier group",
@@ -284,15 +284,15 @@ class Placement(Section):
 class _Support(Section):
     name: str = Field(min_length=1, max_length=128, description="what object groups name in `on`")
     position: tuple[Number, Number] = Field((0.0, 0.0), description="centre of its footprint on the ground (x, y)")
-    yaw_deg: Number = 0.0
+    yaw_deg: Number = Field(0.0, description="turn about +Z, degrees")
     thickness: float = Field(0.02, gt=0, description="of its boards, metres")
-    material: Material = Material(color=(0.6, 0.45, 0.3), roughness=0.7)
+    material: Material = Field(Material(color=(0.6, 0.45, 0.3), roughness=0.7), description="its material")
 
 
 class Bin(_Support):
     """An open box, a floor and four walls: objects placed on it stand on the floor inside."""
 
-    type: Literal["bin"]
+    type: Literal["bin"] = Field(description="an open box")
     size: Vec3 = Field((0.4, 0.3, 0.15), description="outside width (x), depth (y) and height (z), metres")
 
 
@@ -300,9 +300,9 @@ class Shelf(_Support):
     """Two side panels and ``boards`` evenly spaced boards (the lowest on the ground, the top one
     at the full height): objects placed on it stand on any board."""
 
-    type: Literal["shelf"]
+    type: Literal["shelf"] = Field(description="a shelf")
     size: Vec3 = Field((0.8, 0.3, 1.0), description="outside width (x), depth (y) and height (z), metres")
-    boards: int = Field(3, ge=1, le=50)
+    boards: int = Field(3, ge=1, le=50, description="number of boards, 1..50")
 
 
 Support = Annotated[Union[Bin, Shelf], Field(discriminator="type")]
@@ -313,12 +313,12 @@ class Walls(Section):
 
     height: float = Field(2.5, gt=0, le=100, description="metres")
     thickness: float = Field(0.05, gt=0, le=10, description="metres, outside the ground's square")
-    material: Material = Material(color=(0.8, 0.8, 0.8), roughness=0.9)
+    material: Material = Field(Material(color=(0.8, 0.8, 0.8), roughness=0.9), description="the walls' material")
 
 
 class Ground(Section):
     size: float = Field(4.0, gt=0, description="side of the ground's square, metres")
-    material: Material = Material(color=(0.5, 0.5, 0.5), roughness=0.8)
+    material: Material = Field(Material(color=(0.5, 0.5, 0.5), roughness=0.8), description="the ground's material")
     walls: Walls | None = Field(None, description="four walls on the ground's edges (a room)")
 
 
@@ -326,16 +326,16 @@ class Light(Section):
     """``count`` lights of one type, each aimed at ``target`` from ``position`` or from
     (elevation, azimuth, distance) around the target."""
 
-    type: Literal["sun", "point", "spot", "area"]
+    type: Literal["sun", "point", "spot", "area"] = Field(description="sun, point, spot or area light")
     count: Integer = Field(1, description="how many such lights, each drawn on its own")
     energy: NonNegative = Field(description="W/m2 for sun, W for point, spot and area lights")
     color: Color | None = Field(None, description="white unless kelvin is given")
     kelvin: Number | None = Field(None, description="colour temperature instead of color, 1667..25000 K")
     position: Vector | None = Field(None, description="where the light is; replaces elevation/azimuth/distance")
     target: Vector = Field((0.0, 0.0, 0.0), description="the point the light is aimed at")
-    elevation_deg: Elevation = 60.0
-    azimuth_deg: Number = 0.0
-    distance: Positive = 3.0
+    elevation_deg: Elevation = Field(60.0, description="degrees above the target's horizontal plane, -90..90")
+    azimuth_deg: Number = Field(0.0, description="degrees about +Z around the target, from +X towards +Y")
+    distance: Positive = Field(3.0, description="metres from the target")
     size: float = Field(0.5, gt=0, description="area lights: side length in metres")
     spot_size_deg: Number = Field(45.0, description="spot lights: full cone angle, 1..180 degrees")
     spot_blend: Number = Field(0.15, description="spot lights: softness of the cone edge, 0..1")
@@ -389,7 +389,7 @@ class Background(Section):
     that shows behind the scene while the world still lights it."""
 
     color: Color | None = Field(None, description="[0.05, 0.05, 0.05] unless hdri is given")
-    strength: Number = 1.0
+    strength: Number = Field(1.0, description="multiplies the world's light (colour or HDRI), >= 0")
     hdri: str | None = Field(None, description="equirectangular .hdr/.exr, relative to the recipe file")
     rotation_deg: Number = Field(0.0, description="HDRI turn about +Z (only with hdri)")
     image: str | None = Field(None, description="backdrop image (png, jpg, tif, bmp), relative to the recipe file")
@@ -417,18 +417,18 @@ Dimension = Annotated[int, Field(ge=1, le=16384)]
 class Intrinsics(Section):
     """Pinhole intrinsics in pixels, OpenCV convention (integer coordinates at pixel centres)."""
 
-    fx: float = Field(gt=0)
-    fy: float = Field(gt=0)
-    cx: float
-    cy: float
+    fx: float = Field(gt=0, description="focal length in pixels, x")
+    fy: float = Field(gt=0, description="focal length in pixels, y")
+    cx: float = Field(description="principal point x, pixels")
+    cy: float = Field(description="principal point y, pixels")
 
 
 class Visibility(Section):
     """A frame is kept only if at least ``min_objects`` objects are each at least ``min_fraction``
     visible (visible / unoccluded pixels, estimated on a coarse ray grid before rendering)."""
 
-    min_objects: int = Field(1, ge=1, le=MAX_INSTANCES)
-    min_fraction: float = Field(0.5, ge=0, le=1)
+    min_objects: int = Field(1, ge=1, le=MAX_INSTANCES, description="objects that must be visible enough")
+    min_fraction: float = Field(0.5, ge=0, le=1, description="visible share of each such object, 0..1")
     max_tries: int = Field(20, ge=1, le=1000, description="camera poses drawn before giving up")
 
 
@@ -473,7 +473,7 @@ class Trajectory(Section):
     target, or follows (looks at) an object, or with ``look: fixed`` keeps its start orientation.
     """
 
-    type: Literal["orbit", "line", "spline"]
+    type: Literal["orbit", "line", "spline"] = Field(description="orbit, line or spline")
     degrees_per_second: Number = Field(30.0, description="orbit: azimuth speed")
     elevation_deg_per_second: Number = Field(0.0, description="orbit: elevation drift")
     velocity: Vector = Field((0.0, 0.0, 0.0), description="line: m/s, world frame")
@@ -481,7 +481,7 @@ class Trajectory(Section):
     look: Literal["target", "fixed"] = Field("target", description="target: at the start's look-at point; fixed: "
                                                                      "keep the start orientation")
     follow: str | None = Field(None, min_length=1, description="category whose first object the camera looks at")
-    shake: Shake | None = None
+    shake: Shake | None = Field(None, description="handheld shake on top of the trajectory")
 
     @model_validator(mode="after")
     def _follow_or_fixed(self) -> Trajectory:
@@ -716,15 +716,15 @@ class Camera(Section):
     target_jitter: Vector = Field((0.0, 0.0, 0.0), description="offset added to the look-at point")
     distance: Positive = Field(2.0, description="metres from the target (not used by look_at: all_objects)")
     fit_margin: Positive = Field(1.1, description="look_at: all_objects only: the distance that just fits them, times this")
-    elevation_deg: Elevation = 45.0
-    azimuth_deg: Number = 0.0
+    elevation_deg: Elevation = Field(45.0, description="degrees above the target's horizontal plane, -90..90")
+    azimuth_deg: Number = Field(0.0, description="degrees about +Z around the target, from +X towards +Y")
     roll_deg: Number = Field(0.0, description="turn about the optical axis")
-    clip_start: float = Field(0.01, gt=0)
-    clip_end: float = Field(100.0, gt=0)
+    clip_start: float = Field(0.01, gt=0, description="nearest distance rendered, metres")
+    clip_end: float = Field(100.0, gt=0, description="farthest distance rendered, metres")
     frames_per_scene: int = Field(1, ge=1, le=100_000, description="camera poses per scene")
-    visibility: Visibility | None = None
+    visibility: Visibility | None = Field(None, description="redraw the camera pose until enough objects are visible")
     dof: DepthOfField | None = Field(None, description="depth of field; none = everything sharp")
-    motion_blur: MotionBlur | None = None
+    motion_blur: MotionBlur | None = Field(None, description="camera motion during the exposure")
     trajectory: Trajectory | None = Field(None, description="how the camera moves in a sequence (needs `sequence`)")
     sensor: Sensor | None = Field(None, description="image sensor model (noise, blur, vignetting, chromatic "
                                                     "aberration, JPEG); none = the ideal image")
@@ -758,16 +758,16 @@ class Sequence(Section):
 class RenderSettings(Section):
     """Path-tracing settings (the render stage maps them to Cycles); bounce defaults are Blender's (glossy and transmission are not 0)."""
 
-    resolution: tuple[Dimension, Dimension] = (320, 240)
-    samples: int = Field(16, ge=1, le=65536)
+    resolution: tuple[Dimension, Dimension] = Field((320, 240), description="[width, height] in pixels, 1..16384")
+    samples: int = Field(16, ge=1, le=65536, description="path-tracing samples per pixel")
     adaptive_threshold: float = Field(0.01, ge=0, le=1, description="noise level to stop at; 0 = off")
-    denoise: bool = False
+    denoise: bool = Field(False, description="run Cycles' denoiser on the image")
     albedo: bool = Field(False, description="also write the albedo (base colour) pass")
-    max_bounces: int = Field(12, ge=0, le=1024)
-    diffuse_bounces: int = Field(4, ge=0, le=1024)
-    glossy_bounces: int = Field(4, ge=0, le=1024)
-    transmission_bounces: int = Field(12, ge=0, le=1024)
-    transparent_bounces: int = Field(8, ge=0, le=1024)
+    max_bounces: int = Field(12, ge=0, le=1024, description="most bounces of a light path in all")
+    diffuse_bounces: int = Field(4, ge=0, le=1024, description="most diffuse bounces")
+    glossy_bounces: int = Field(4, ge=0, le=1024, description="most glossy bounces")
+    transmission_bounces: int = Field(12, ge=0, le=1024, description="most transmission (glass) bounces")
+    transparent_bounces: int = Field(8, ge=0, le=1024, description="most transparent (alpha) bounces")
 
 
 class RefineSettings(Section):
@@ -793,17 +793,17 @@ _Source = tuple[Path, Any, set[tuple[str, ...]]]  # recipe file, its YAML tree, 
 class Recipe(Section):
     """A whole scene recipe: what to place, how to light and film it, how many frames."""
 
-    seed: int = Field(0, ge=0, lt=2**63)
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of every random draw: same recipe and seed, same dataset")
     count: int = Field(10, ge=1, le=10_000_000, description="number of frames")
-    render: RenderSettings = RenderSettings()
-    camera: Camera = Camera()
+    render: RenderSettings = Field(RenderSettings(), description="image size, samples and other path-tracing settings")
+    camera: Camera = Field(Camera(), description="the camera (or rig) and how its pose is drawn")
     assets: list[AssetEntry] = Field([], description="the asset library: files by category, for objects[].asset.library")
-    objects: list[ObjectGroup] = []
-    supports: list[Support] = []
-    placement: Placement = Placement()
-    ground: Ground | None = Ground()
-    lights: list[Light] = [Light(type="sun", energy=3.0)]
-    background: Background = Background()
+    objects: list[ObjectGroup] = Field([], description="groups of objects of one category each")
+    supports: list[Support] = Field([], description="bins and shelves that objects can stand on")
+    placement: Placement = Field(Placement(), description="where and how objects are placed")
+    ground: Ground | None = Field(Ground(), description="the ground square; null: none drawn")
+    lights: list[Light] = Field([Light(type="sun", energy=3.0)], description="light groups; default: one sun")
+    background: Background = Field(Background(), description="the world: a colour, an HDRI or a backdrop image")
     sequence: Sequence | None = Field(None, description="optional: make each scene a video sequence")
     refine: RefineSettings | None = Field(None, description="optional: refine the RGB before export (sceneforge run)")
     _source: _Source | None = PrivateAttr(None)

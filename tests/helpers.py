@@ -39,11 +39,12 @@ def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed CLI exactly as a user would, capturing its output."""
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed CLI exactly as a user would, capturing its output (so not in a terminal);
+    ``env`` adds environment variables."""
     return subprocess.run(
         [sys.executable, "-m", "sceneforge", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=600,
+        capture_output=True, text=True, cwd=cwd, timeout=600, env=None if env is None else {**os.environ, **env},
     )
 
 

@@ -70,13 +70,16 @@ def test_a_frame_that_keeps_failing_is_recorded_and_the_batch_goes_on(tiny_store
     bad_asset = AssetRef(primitive="dodecahedron", params={}, hash="0")
     broken = broken.model_copy(update={"objects": [broken.objects[0].model_copy(update={"asset": bad_asset})]})
     store = fresh_store(tiny_store, tmp_path / "out")
-    _, failures = render_specs(store, [good[0], broken, good[1]], options=ExecutorOptions(device="cpu", threads=1, retries=1))
+    seen = []
+    _, failures = render_specs(store, [good[0], broken, good[1]], options=ExecutorOptions(device="cpu", threads=1, retries=1),
+                               on_event=lambda kind, message: seen.append((kind, message)))
     assert [f.spec.index for f in failures] == [2] and failures[0].attempts == 2
     assert "unknown primitive 'dodecahedron'" in failures[0].error
     assert [r["index"] for r in store.records()] == [0, 1]
     (line,) = (store.root / "failed.jsonl").read_text().splitlines()
     assert json.loads(line) == {"index": 2, "error": failures[0].error, "attempts": 2}
     assert len(events(store, "retry")) == 2
+    assert [m for kind, m in seen if kind == "failed"] == ["2 after 2 attempt(s): " + failures[0].error.strip().splitlines()[-1]]
 
 
 @pytest.mark.parametrize(("limit", "reason"), [({"max_scenes_per_worker": 1}, "rendered 1 frames"),
