@@ -8,7 +8,8 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -20,6 +21,10 @@ from sceneforge.cli_progress import render_progress
 from sceneforge.cli_refine import refine_app, refine_frames
 from sceneforge.floor.devices import DEVICE_HELP
 from sceneforge.floor.errors import RenderFailure, StorageError, UserError
+
+if TYPE_CHECKING:  # annotations only: starting the CLI imports neither
+    from sceneforge.pipeline import RenderReport
+    from sceneforge.scenes.recipe import Recipe
 
 app = typer.Typer(
     help="SceneForge: YAML scene recipes in, labeled synthetic image datasets out.\n\n"
@@ -102,7 +107,7 @@ def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose:
                               on_frame=lambda _: progress.step(), on_event=on_event, usd=usd)
 
 
-def _summary(report, recipe, output: Path, quiet: bool, exports: list[Path] = ()) -> None:
+def _summary(report: RenderReport, recipe: Recipe, output: Path, quiet: bool, exports: Sequence[Path] = ()) -> None:
     """What the run did, the exports it wrote with their counts, and where its log is; then the
     clipped-pixel warning, and the failed views as a RenderFailure."""
     views = "frame(s)" if recipe.camera_names == [""] else "view(s)"  # a rig renders a view per camera
@@ -123,7 +128,7 @@ def _summary(report, recipe, output: Path, quiet: bool, exports: list[Path] = ()
                             f"{output / 'failed.jsonl'}; rerun the same command to retry them")
 
 
-def _export_lines(exports: list[Path]) -> list[str]:
+def _export_lines(exports: Sequence[Path]) -> list[str]:
     """A line per COCO file written under each export folder: its path, images and annotations."""
     import json
 
