@@ -1,7 +1,8 @@
 """The BOP export read back as the BOP format description (bop_toolkit docs/bop_datasets_format.md)
 defines it: every file present and parsing, scene_gt_info recomputed from the written masks, the
 written models projected through the written poses onto the written masks, depth in its scale,
-model diameters; a rig's cameras as BOP camera types; a lens refused."""
+model diameters; a rig's cameras as BOP camera types, a sequence as one scene, one obj_id per
+mesh; a lens and a moved asset file refused."""
 
 from __future__ import annotations
 
@@ -266,7 +267,8 @@ def test_a_single_camera_has_no_camera_type_suffix(tiny_store, tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == [
             "depth", "mask", "mask_visib", "rgb", "scene_camera.json", "scene_gt.json", "scene_gt_info.json"]
         assert list(_json(folder / "scene_gt.json")) == [str(record["index"])]
-        assert (folder / "rgb" / f"{record['index']:06d}.png").read_bytes() == tiny_store.path(record, "rgb").read_bytes()
+        image = folder / "rgb" / f"{record['index']:06d}.png"
+        assert image.read_bytes() == tiny_store.path(record, "rgb").read_bytes()
 
 
 def test_a_category_with_two_meshes_gets_two_obj_ids_and_a_moved_asset_file_is_an_error(tmp_path):
@@ -292,3 +294,30 @@ def test_a_category_with_two_meshes_gets_two_obj_ids_and_a_moved_asset_file_is_a
     assert f"{store.root / 'scenes'}/0" in refused.stderr  # the scene file that uses it
     assert "the mesh of a cow object (asset " in refused.stderr
     assert f"cannot read {tmp_path / 'spot_triangulated.stl'}" in refused.stderr
+
+
+def _pose(rotation: list[float], translation: list[float]) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = np.reshape(rotation, (3, 3)), translation
+    return pose
+
+
+def test_a_sequence_is_a_scene_whose_world_poses_agree_across_its_images(tmp_path):
+    recipe = write_recipe(tmp_path, """\
+        count: 4
+        render: {resolution: [32, 24], samples: 1}
+        sequence: {frames: 2, fps: 10, point_tracks: 0}
+        camera: {look_at: [0, 0, 0], distance: 1.2, elevation_deg: 40,
+                 trajectory: {type: orbit, degrees_per_second: 90}}
+        objects: [{category: box, count: 2, asset: {primitive: box, extents: [0.2, 0.1, 0.1]}}]
+        """)
+    store = render_dataset(load_recipe(recipe), tmp_path / "out").store
+    dest = export(store, "bop", tmp_path / "bop")
+    for scene, im_ids in (("000000", ["0", "1"]), ("000001", ["2", "3"])):
+        folder = dest / "train_pbr" / scene
+        cameras, gts = _json(folder / "scene_camera.json"), _json(folder / "scene_gt.json")
+        assert list(cameras) == list(gts) == im_ids
+        world = [[np.linalg.inv(_pose(cameras[i]["cam_R_w2c"], cameras[i]["cam_t_w2c"]))
+                  @ _pose(gt["cam_R_m2c"], gt["cam_t_m2c"]) for gt in gts[i]] for i in im_ids]
+        assert not np.allclose(cameras[im_ids[0]]["cam_R_w2c"], cameras[im_ids[1]]["cam_R_w2c"])  # the camera orbits
+        assert np.allclose(world[0], world[1], atol=1e-3)  # objects standing still: one world pose (mm)
