@@ -12,6 +12,7 @@ measure truncation. With a lens every ray and projection goes through ``scenes.c
 from __future__ import annotations
 
 import numpy as np
+import trimesh
 
 from sceneforge.floor.colour import clipped_fraction
 from sceneforge.floor.frame import Passes
@@ -197,19 +198,14 @@ def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarra
     """
     mesh = asset_mesh(obj.asset)
     amodal = np.zeros((camera.height, camera.width), bool)
-    pinhole = render_camera(camera)
-    us, vs = _canvas(pinhole, _apply(camera_from_object, _box_corners(*mesh.bounds)))
+    us, vs, points = canvas_silhouette(mesh, render_camera(camera), camera_from_object)
     if not len(us):
         return amodal, 1.0
-    rays = camera_rays(pinhole, us, vs)
-    depth = first_hit_depth(mesh, camera_from_object, rays)
-    hit = np.isfinite(depth)
     if camera.lens is None:
-        inside = hit & (us >= 0) & (us < camera.width) & (vs >= 0) & (vs < camera.height)
+        inside = (us >= 0) & (us < camera.width) & (vs >= 0) & (vs < camera.height)
         amodal[vs[inside], us[inside]] = True
-        total = int(hit.sum())
-        return amodal, (1.0 - int(inside.sum()) / total) if total else 1.0
-    uv = project_points(camera, rays[hit] * depth[hit, None])
+        return amodal, 1.0 - int(inside.sum()) / len(us)
+    uv = project_points(camera, points)
     inside = ((uv[:, 0] >= -0.5) & (uv[:, 0] < camera.width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < camera.height - 0.5))
     if not inside.any():
         return amodal, 1.0
@@ -220,6 +216,18 @@ def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarra
     us, vs = (grid.ravel() for grid in np.meshgrid(np.arange(low[0], high[0] + 1), np.arange(low[1], high[1] + 1)))
     amodal[vs, us] = np.isfinite(first_hit_depth(mesh, camera_from_object, camera_rays(camera, us, vs)))
     return amodal, float(truncation)
+
+def canvas_silhouette(mesh: trimesh.Trimesh, pinhole: CameraSpec,
+                      camera_from_object: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The silhouette of ``mesh`` (posed by ``camera_from_object``) alone, on a pinhole camera's
+    canvas three times its image's size: the pixel centres (us, vs; integers, negative or beyond
+    the image off it) whose ray hits the mesh, and the hit points (N x 3, camera frame)."""
+    us, vs = _canvas(pinhole, _apply(camera_from_object, _box_corners(*mesh.bounds)))
+    rays = camera_rays(pinhole, us, vs)
+    depth = first_hit_depth(mesh, camera_from_object, rays)
+    hit = np.isfinite(depth)
+    return us[hit], vs[hit], rays[hit] * depth[hit, None]
+
 
 def _canvas(pinhole: CameraSpec, corners_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixel centres (us, vs) of a pinhole camera's canvas three times its image's size, bounded

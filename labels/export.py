@@ -19,7 +19,16 @@ from sceneforge.floor.errors import UserError
 from . import coco, mot, shards, yolo
 from .store import DatasetStore, one_writer
 
-WRITERS = {"coco": coco.write, "yolo": yolo.write, "webdataset": shards.write, "mot": mot.write}
+
+def _bop(*args: object, **options: object) -> None:
+    """``labels.bop.write``, imported when used: it loads meshes and ray-casts (trimesh, Embree),
+    which reading a store and the other formats never need."""
+    from . import bop
+
+    bop.write(*args, **options)
+
+
+WRITERS = {"coco": coco.write, "yolo": yolo.write, "webdataset": shards.write, "mot": mot.write, "bop": _bop}
 RgbSource = Literal["original", "refined", "clean"]
 
 
@@ -61,7 +70,8 @@ def export(
 ) -> Path:
     """Export ``store`` as ``fmt`` into ``dest``. Without ``splits`` every frame goes to one set.
 
-    ``options`` are the format's own: ``masks`` (coco), ``task`` (yolo), ``shard_bytes`` (webdataset).
+    ``options`` are the format's own: ``masks`` (coco), ``task`` (yolo), ``shard_bytes`` (webdataset);
+    mot and bop have none.
     """
     if fmt not in WRITERS:
         raise UserError(f"unknown export format {fmt!r}; expected one of: {', '.join(WRITERS)}")

@@ -199,7 +199,7 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
 def export(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder written by 'sceneforge render' or 'run'.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DEST", help="Folder to write the export into.", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="coco, yolo, webdataset or mot (sequences).")] = "coco",
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="coco, yolo, webdataset, mot (sequences) or bop (6D poses).")] = "coco",
     rgb: Annotated[str, typer.Option("--rgb", metavar="SOURCE", help="original, refined (after 'sceneforge refine apply') or clean (without the sensor model).")] = "original",
     split: Annotated[Optional[str], typer.Option("--split", metavar="SPLITS", help="e.g. train=0.8,val=0.2; deterministic per frame.")] = None,
     coco_masks: Annotated[str, typer.Option("--coco-masks", metavar="ENCODING", help="coco: polygon (read by Detectron2 and MMDetection by default) or rle.")] = "polygon",
@@ -208,7 +208,7 @@ def export(
     partial: Annotated[bool, typer.Option("--partial", help="Export a store whose render has not finished.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
 ) -> None:
-    """Export a dataset store for training code: COCO, YOLO (Ultralytics) or WebDataset shards."""
+    """Export a dataset store for training code: COCO, YOLO (Ultralytics), WebDataset shards, MOTChallenge or BOP."""
     from sceneforge.labels.export import export as export_store
     from sceneforge.labels.export import parse_splits
     from sceneforge.labels.store import DatasetStore
