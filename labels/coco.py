@@ -1,4 +1,6 @@
-"""COCO instances export (one folder per split: ``annotations.json`` and ``images/``).
+"""COCO instances export: one folder per split (``annotations.json`` and ``images/``), or with
+``layout="standard"`` the tree datumaro detects, ``annotations/instances_SPLIT.json`` and
+``images/SPLIT/``.
 
 Non-crowd objects (``iscrowd: 0``) get polygons by default (``masks="polygon"``): outlines along
 pixel edges, holes bridged in, which pycocotools rasterises back to exactly the same pixels.
@@ -9,6 +11,12 @@ compressed RLE instead (Detectron2 then needs ``INPUT.MASK_FORMAT: bitmask``).
 Each view is one image: a rig's views are ``NNNNNN_CAMERA.png`` with image id
 ``index * cameras + camera position`` (``DatasetStore.image_id``) and ``frame`` and ``camera``
 fields; a single camera's image id is the frame index.
+
+SceneForge's own per-object values sit in each annotation twice, never under names that readers
+reserve (FiftyOne's labels have ``id`` and ``instance_id`` of their own): a ``sceneforge`` dict
+(the record's ``instance_id``, ``visible_pixels``, ``visibility``, ``truncation``,
+``depth_range``) and flat scalars in ``attributes``, where CVAT and datumaro read extras
+(FiftyOne merges ``attributes`` into each label).
 
 Each annotation also carries the object's amodal mask (its whole silhouette, hidden parts
 included) in the extra fields of KINS' 2020 annotations: ``a_segm`` (in the same encoding as
@@ -37,24 +45,36 @@ from .rle import decode_mask, encode_masks, rle_area, rle_bbox
 from .store import DatasetStore, view_name
 
 MaskEncoding = Literal["rle", "polygon"]
+Layout = Literal["sceneforge", "standard"]
 
 
 def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path, rgb_pass: str,
-          masks: MaskEncoding = "polygon") -> None:
-    """Write one COCO folder per split (``dest`` itself when there are no splits)."""
+          masks: MaskEncoding = "polygon", layout: Layout = "sceneforge") -> None:
+    """Write every split: ``dest/SPLIT/annotations.json`` and ``dest/SPLIT/images/`` (``dest``
+    itself without splits), or with ``layout="standard"`` ``dest/annotations/instances_SPLIT.json``
+    and ``dest/images/SPLIT/`` (SPLIT ``train`` without splits)."""
     if masks not in ("rle", "polygon"):
         raise UserError(f"--coco-masks: expected rle or polygon, got {masks!r}")
+    if layout not in ("sceneforge", "standard"):
+        raise UserError(f"--layout: expected sceneforge or standard, got {layout!r}")
     for split, records in groups.items():
-        folder = dest / split if split else dest
-        (folder / "images").mkdir(parents=True)
-        _write_split(store, records, folder, rgb_pass, masks)
+        if layout == "standard":
+            name = split or "train"
+            images, document = dest / "images" / name, dest / "annotations" / f"instances_{name}.json"
+        else:
+            folder = dest / split if split else dest
+            images, document = folder / "images", folder / "annotations.json"
+        images.mkdir(parents=True)
+        document.parent.mkdir(exist_ok=True)
+        _write_split(store, records, images, document, rgb_pass, masks)
 
 
-def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pass: str, masks: MaskEncoding) -> None:
+def _write_split(store: DatasetStore, records: list[dict], image_folder: Path, document_path: Path, rgb_pass: str,
+                 masks: MaskEncoding) -> None:
     images, annotations = [], []
     for record in records:
         name = Path(record["files"][rgb_pass]).name
-        link_or_copy(store.path(record, rgb_pass), folder / "images" / name)
+        link_or_copy(store.path(record, rgb_pass), image_folder / name)
         height, width = record["camera"]["height"], record["camera"]["width"]
         image_id, camera = store.image_id(record), view_name(record)
         images.append({"id": image_id, "file_name": name, "width": width, "height": height,
@@ -73,11 +93,7 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
                 "area": float(rle_area(rle)),
                 "bbox": [float(v) for v in obj["bbox_xywh"]],
                 "iscrowd": 0,
-                "instance_id": obj["instance_id"],
-                "visible_pixels": obj["visible_pixels"],
-                "visibility": obj["visibility"],
-                "truncation": obj["truncation"],
-                "depth_range": obj["depth_range"],
+                **_extras(obj),
                 **({} if amodal is None else {
                     "a_segm": amodal if masks == "rle" else _polygons(decode_mask(amodal)),
                     "a_bbox": rle_bbox(amodal),
@@ -92,7 +108,19 @@ def _write_split(store: DatasetStore, records: list[dict], folder: Path, rgb_pas
         "categories": [_category(c) for c in store.meta["categories"]],
     }
     text = json.dumps(document, allow_nan=False)
-    atomic_write(folder / "annotations.json", lambda tmp: tmp.write_text(text))
+    atomic_write(document_path, lambda tmp: tmp.write_text(text))
+
+
+def _extras(obj: dict) -> dict:
+    """SceneForge's values of a visible object: the ``sceneforge`` dict and flat ``attributes``."""
+    near, far = obj["depth_range"]
+    return {
+        "sceneforge": {key: obj[key] for key in
+                       ("instance_id", "visible_pixels", "visibility", "truncation", "depth_range")},
+        "attributes": {"sceneforge_instance_id": obj["instance_id"], "visible_pixels": obj["visible_pixels"],
+                       "visibility": obj["visibility"], "truncation": obj["truncation"],
+                       "depth_min": near, "depth_max": far},
+    }
 
 
 def _polygons(mask: np.ndarray) -> list[list[float]]:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -57,6 +58,52 @@ def split_of(seed: int, index: int, splits: dict[str, float], unit: str = "") ->
     return name
 
 
+@dataclass(frozen=True)
+class ObjectFilter:
+    """Which objects an export keeps (``None``: no bound). Every writer gets records whose
+    ``objects`` hold only the kept ones, so a dropped object is in no annotation, row or record;
+    the label maps (``instance/``, ``semantic/``) stay as rendered."""
+
+    min_visible_pixels: int | None = None
+    min_visibility: float | None = None
+    max_truncation: float | None = None
+    categories: frozenset[str] | None = None
+
+    def check(self, store: DatasetStore) -> None:
+        """Refuse bounds out of range and category names the store does not have."""
+        if self.min_visible_pixels is not None and self.min_visible_pixels < 0:
+            raise UserError(f"--min-visible-pixels: expected a pixel count >= 0, got {self.min_visible_pixels}")
+        for option, value in (("--min-visibility", self.min_visibility), ("--max-truncation", self.max_truncation)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise UserError(f"{option}: expected a fraction in [0, 1], got {value}")
+        names = [c["name"] for c in store.meta["categories"]]
+        unknown = sorted(set(self.categories or ()) - set(names))
+        if unknown:
+            raise UserError(f"--categories: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not a "
+                            f"category of {store.root}; its categories: {', '.join(names)}")
+
+    def keeps(self, obj: dict) -> bool:
+        """Whether the object passes every bound (an object outside the image has visibility null)."""
+        return ((self.min_visible_pixels is None or obj["visible_pixels"] >= self.min_visible_pixels)
+                and (self.min_visibility is None or (obj["visibility"] or 0.0) >= self.min_visibility)
+                and (self.max_truncation is None or obj["truncation"] <= self.max_truncation)
+                and (self.categories is None or obj["category"] in self.categories))
+
+    def apply(self, records: list[dict]) -> list[dict]:
+        """The records with only the kept objects (the records themselves when nothing is bounded)."""
+        if self == ObjectFilter():
+            return records
+        return [{**record, "objects": [o for o in record["objects"] if self.keeps(o)]} for record in records]
+
+
+def parse_categories(text: str) -> frozenset[str]:
+    """``"box,ball"`` -> ``{"box", "ball"}``."""
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise UserError(f"--categories: expected NAME,NAME,... such as box,ball, got {text!r}")
+    return names
+
+
 def export(
     store: DatasetStore,
     fmt: str,
@@ -66,21 +113,24 @@ def export(
     partial: bool = False,
     rgb: RgbSource = "original",
     splits: dict[str, float] | None = None,
+    objects: ObjectFilter = ObjectFilter(),
     **options: object,
 ) -> Path:
-    """Export ``store`` as ``fmt`` into ``dest``. Without ``splits`` every frame goes to one set.
+    """Export ``store`` as ``fmt`` into ``dest``. Without ``splits`` every frame goes to one set;
+    ``objects`` chooses the objects every format keeps.
 
-    ``options`` are the format's own: ``masks`` (coco), ``task`` (yolo), ``shard_bytes`` (webdataset);
-    mot and bop have none.
+    ``options`` are the format's own: ``masks`` and ``layout`` (coco), ``task`` (yolo),
+    ``shard_bytes`` (webdataset); mot and bop have none.
     """
     if fmt not in WRITERS:
         raise UserError(f"unknown export format {fmt!r}; expected one of: {', '.join(WRITERS)}")
+    objects.check(store)
     with one_writer(dest):
-        return _export(store, fmt, Path(dest), overwrite, partial, rgb, splits, options)
+        return _export(store, fmt, Path(dest), overwrite, partial, rgb, splits, objects, options)
 
 
 def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial: bool, rgb: RgbSource,
-            splits: dict[str, float] | None, options: dict) -> Path:
+            splits: dict[str, float] | None, objects: ObjectFilter, options: dict) -> Path:
     records = store.records()
     if not records:
         raise UserError(f"{store.root}: the store has no finished frames to export")
@@ -103,6 +153,7 @@ def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial:
                         "command to render them again, or 'sceneforge verify --repair' to drop them")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
         raise UserError(f"{dest}: exists and is not empty; pass --overwrite to replace it")
+    records = objects.apply(records)
     groups: dict[str | None, list[dict]] = {None: records}
     if splits:
         seed = store.meta.get("recipe", {}).get("seed", 0)

@@ -1,10 +1,13 @@
 """WebDataset export: tar shards of bounded size, one sample per frame (all views of a rig's frame in it).
 
-Each sample holds the store's files as they are (``KEY.rgb.png``, ``KEY.depth.exr``,
-``KEY.distance.exr``, ``KEY.normals.exr``, ``KEY.instance.png``, ``KEY.semantic.png``, and
-``KEY.albedo.png`` when rendered, ``KEY.flow_forward.exr``, ``KEY.flow_backward.exr`` and
-``KEY.flow_valid.png`` for sequences, ``KEY.rgb_clean.png`` and ``KEY.depth_sensor.exr`` with
-sensor models) plus ``KEY.json``, the frame record. A sequence's frames
+Each sample holds the colour images as stored PNGs (``KEY.rgb.png``, and ``KEY.albedo.png``,
+``KEY.rgb_clean.png`` when rendered) and every other pass as a NumPy ``.npy`` member of the
+store's dtype: ``KEY.depth.npy``, ``KEY.distance.npy``, ``KEY.normals.npy``, ``KEY.instance.npy``,
+``KEY.semantic.npy`` (and ``KEY.flow_forward.npy``, ``KEY.flow_backward.npy``,
+``KEY.flow_valid.npy`` for sequences, ``KEY.disparity.npy`` in stereo pairs,
+``KEY.depth_sensor.npy`` with a depth sensor), plus ``KEY.json``, the frame record. webdataset's
+default decoder reads ``.npy`` exactly (uint16 ids above 255, float32 depth with its ``inf``),
+where its image decoders turn 16-bit PNGs into 8 bit and it has none for EXR. A sequence's frames
 are keyed ``SEQUENCE_FRAME`` (both six digits); their records carry ``sequence``. ``dataset.json`` beside the
 shards carries the categories. A rig's frame is one sample whose members carry the camera's name
 after the key (``KEY.left.rgb.png``, ``KEY.left.json``, ``KEY.right.rgb.png``, ...), so a
@@ -19,7 +22,10 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
+
 from sceneforge.floor.files import atomic_write
+from sceneforge.floor.frame import STORED_PASSES
 
 from .store import DatasetStore, frame_name, frames_of, view_name
 
@@ -62,8 +68,19 @@ def _sample(store: DatasetStore, record: dict, rgb_pass: str) -> list[tuple[str,
         key = f"{key}.{view_name(record)}"
     public = {k: v for k, v in record.items() if k != "files"}
     members = [(f"{key}.rgb.png", store.path(record, rgb_pass).read_bytes())]
-    for name, relative in record["files"].items():
-        if name not in ("scene", "usd", "rgb", "rgb_refined"):  # training samples, not scene descriptions
-            members.append((f"{key}.{name}{Path(relative).suffix}", store.path(record, name).read_bytes()))
+    for name in record["files"]:
+        if name in ("scene", "usd", "rgb", "rgb_refined"):  # training samples, not scene descriptions
+            continue
+        if STORED_PASSES[name].channels == "RGB":
+            members.append((f"{key}.{name}.png", store.path(record, name).read_bytes()))
+        else:
+            members.append((f"{key}.{name}.npy", _npy(store.read_pass(record, name))))
     members.append((f"{key}.json", json.dumps(public, allow_nan=False).encode()))
     return members
+
+
+def _npy(array: np.ndarray) -> bytes:
+    """The array as a ``.npy`` file (no pickles), which webdataset's default decoder loads exactly."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()

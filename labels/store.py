@@ -288,6 +288,16 @@ class DatasetStore:
         """H x W float32 stereo disparity in pixels of a stereo view (0 = no hit; docs/formats.md)."""
         return self._read_z(record, "disparity")
 
+    def read_pass(self, record: dict, name: str) -> np.ndarray:
+        """Any pass of ``STORED_PASSES`` as its dtype: H x W x 3 colour, H x W ids or one float
+        channel, H x W x C vectors."""
+        channels = STORED_PASSES[name].channels
+        if channels == "RGB":
+            return self.read_rgb(record, name)
+        if channels == "":
+            return _imread(self.path(record, name), cv2.IMREAD_UNCHANGED)
+        return self._read_z(record, name) if channels == "Z" else self._read_vectors(record, name)
+
     def _read_z(self, record: dict, name: str) -> np.ndarray:
         return OpenEXR.File(str(self.path(record, name))).channels()["Z"].pixels
 

@@ -1,4 +1,5 @@
-"""YOLO export in the Ultralytics layout: ``images/SPLIT/``, ``labels/SPLIT/`` and ``data.yaml``.
+"""YOLO export in the Ultralytics layout: ``images/SPLIT/``, ``labels/SPLIT/`` and ``data.yaml``
+(also written as ``dataset.yaml``, the name FiftyOne's YOLOv5 importer looks for).
 
 ``task="detect"`` writes ``class cx cy w h``; ``task="segment"`` writes ``class x1 y1 x2 y2 ...``
 (one outline per object through boundary pixel centres, parts and holes joined by zero-width
@@ -57,7 +58,8 @@ def write(store: DatasetStore, groups: dict[str | None, list[dict]], dest: Path,
     }
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
-    atomic_write(dest / "data.yaml", lambda tmp: yaml.dump(data, tmp))
+    for name in ("data.yaml", "dataset.yaml"):  # Ultralytics reads data.yaml, FiftyOne's YOLOv5 importer dataset.yaml
+        atomic_write(dest / name, lambda tmp: yaml.dump(data, tmp))
 
 
 def _label_lines(store: DatasetStore, record: dict, task: Task, slots: int) -> list[str]:

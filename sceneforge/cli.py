@@ -204,21 +204,28 @@ def export(
     split: Annotated[Optional[str], typer.Option("--split", metavar="SPLITS", help="e.g. train=0.8,val=0.2; deterministic per frame.")] = None,
     coco_masks: Annotated[str, typer.Option("--coco-masks", metavar="ENCODING", help="coco: polygon (read by Detectron2 and MMDetection by default) or rle.")] = "polygon",
     yolo_task: Annotated[str, typer.Option("--yolo-task", metavar="TASK", help="yolo: detect (boxes), segment (polygons) or pose (boxes and keypoints).")] = "detect",
+    coco_layout: Annotated[str, typer.Option("--layout", metavar="LAYOUT", help="coco: sceneforge (SPLIT/annotations.json, SPLIT/images/) or standard (annotations/instances_SPLIT.json, images/SPLIT/).")] = "sceneforge",
     shard_size: Annotated[int, typer.Option("--shard-size", metavar="MB", min=1, help="webdataset: largest shard in MB.")] = 1024,
+    min_visible_pixels: Annotated[Optional[int], typer.Option("--min-visible-pixels", metavar="N", min=0, help="Keep only objects with at least N visible pixels.")] = None,
+    min_visibility: Annotated[Optional[float], typer.Option("--min-visibility", metavar="FRACTION", min=0.0, max=1.0, help="Keep only objects at least this visible (visible / unoccluded pixels).")] = None,
+    max_truncation: Annotated[Optional[float], typer.Option("--max-truncation", metavar="FRACTION", min=0.0, max=1.0, help="Keep only objects with at most this share of their silhouette outside the image.")] = None,
+    categories: Annotated[Optional[str], typer.Option("--categories", metavar="NAMES", help="Keep only objects of these categories, e.g. box,ball.")] = None,
     partial: Annotated[bool, typer.Option("--partial", help="Export a store whose render has not finished.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Export a dataset store for training code: COCO, YOLO (Ultralytics), WebDataset shards, MOTChallenge or BOP."""
+    from sceneforge.labels.export import ObjectFilter, parse_categories, parse_splits
     from sceneforge.labels.export import export as export_store
-    from sceneforge.labels.export import parse_splits
     from sceneforge.labels.store import DatasetStore
 
     if rgb not in ("original", "refined", "clean"):
         raise typer.BadParameter(f"expected original, refined or clean, got {rgb!r}", param_hint="--rgb")
-    options = {"coco": {"masks": coco_masks}, "yolo": {"task": yolo_task},
+    options = {"coco": {"masks": coco_masks, "layout": coco_layout}, "yolo": {"task": yolo_task},
                "webdataset": {"shard_bytes": shard_size << 20}}.get(format, {})
     dest = export_store(DatasetStore(store), format, output, overwrite=overwrite, partial=partial, rgb=rgb,
-                        splits=parse_splits(split) if split else None, **options)
+                        splits=parse_splits(split) if split else None, **options,
+                        objects=ObjectFilter(min_visible_pixels, min_visibility, max_truncation,
+                                             parse_categories(categories) if categories is not None else None))
     typer.echo(f"Exported {format}: {dest.resolve()}")
 
 

@@ -170,16 +170,16 @@ def test_coco_amodal_fields_decode_to_the_amodal_masks(spheres, tmp_path, masks)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(dest / "annotations.json"))
     annotations = coco.loadAnns(coco.getAnnIds())
-    assert {(a["image_id"], a["instance_id"]) for a in annotations} == {(0, BOX), (0, PARTLY), (1, CUT)}
+    assert {(a["image_id"], a["sceneforge"]["instance_id"]) for a in annotations} == {(0, BOX), (0, PARTLY), (1, CUT)}
     for annotation in annotations:
-        obj = objects_of(records[annotation["image_id"]])[annotation["instance_id"]]
+        obj = objects_of(records[annotation["image_id"]])[annotation["sceneforge"]["instance_id"]]
         # pycocotools' own reader, with the amodal fields in COCO's places.
         mask = coco.annToMask({**annotation, "segmentation": annotation["a_segm"]}).astype(bool)
         assert np.array_equal(mask, decode_mask(obj["amodal_mask"]))
         ys, xs = np.nonzero(mask)
         assert annotation["a_bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert annotation["a_area"] == obj["unoccluded_pixels"] == mask.sum()
-    partly = next(a for a in annotations if a["instance_id"] == PARTLY)
+    partly = next(a for a in annotations if a["sceneforge"]["instance_id"] == PARTLY)
     assert partly["area"] < partly["a_area"]
     centre, radius = SPHERES[PARTLY]
     assert iou(coco.annToMask({**partly, "segmentation": partly["a_segm"]}).astype(bool), analytic_disc(centre, radius)) >= 0.97

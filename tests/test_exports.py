@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -50,14 +51,15 @@ def test_cocoeval_of_the_ground_truth_is_perfect(tiny_store, tmp_path):
             evaluation.summarize()
             assert evaluation.stats[0] == pytest.approx(1.0), kind  # AP@[.5:.95]
     annotation = truth.loadAnns(truth.getAnnIds())[0]
-    assert {"visibility", "truncation", "depth_range", "instance_id"} <= set(annotation)
+    assert {"visibility", "truncation", "depth_range", "instance_id"} <= set(annotation["sceneforge"])
+    assert {"visibility", "truncation", "depth_min", "depth_max", "sceneforge_instance_id"} <= set(annotation["attributes"])
 
 
 def test_coco_rle_masks_decode_to_the_masks(tiny_store, tmp_path):
     dest = export(tiny_store, "coco", tmp_path / "coco", masks="rle")
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(dest / "annotations.json"))
-    by_key = {(a["image_id"], a["instance_id"]): a for a in coco.loadAnns(coco.getAnnIds())}
+    by_key = {(a["image_id"], a["sceneforge"]["instance_id"]): a for a in coco.loadAnns(coco.getAnnIds())}
     checked = 0
     for record, obj, mask in visible_objects(tiny_store):
         annotation = by_key[(record["index"], obj["instance_id"])]
@@ -155,18 +157,22 @@ def test_webdataset_shards_iterate_and_stay_bounded(tiny_store, tmp_path):
     dest = export(tiny_store, "webdataset", tmp_path / "wds", shard_bytes=20_000)
     shards = sorted(dest.glob("shard-*.tar"))
     assert len(shards) >= 2, "a 20 kB bound splits three frames over several shards"
-    largest_sample = max(sum(tiny_store.path(r, n).stat().st_size for n in r["files"]) for r in tiny_store.records())
-    assert all(s.stat().st_size <= 20_000 + largest_sample + 10_240 for s in shards)
+    sample_bytes: dict[str, int] = {}  # the members of each sample, as written
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                sample_bytes[member.name.split(".")[0]] = sample_bytes.get(member.name.split(".")[0], 0) + member.size
+    assert all(s.stat().st_size <= 20_000 + max(sample_bytes.values()) + 10_240 for s in shards)
     samples = list(webdataset.WebDataset([str(s) for s in shards], shardshuffle=False))
     records = {f"{r['index']:06d}": r for r in tiny_store.records()}
-    assert sorted(s["__key__"] for s in samples) == sorted(records)
+    assert sorted(s["__key__"] for s in samples) == sorted(sample_bytes) == sorted(records)
     for sample in samples:
         record = records[sample["__key__"]]
-        assert {"rgb.png", "depth.exr", "distance.exr", "normals.exr", "instance.png", "semantic.png", "json"} <= set(sample)
+        assert {"rgb.png", "depth.npy", "distance.npy", "normals.npy", "instance.npy", "semantic.npy", "json"} <= set(sample)
         rgb = cv2.imdecode(np.frombuffer(sample["rgb.png"], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
         assert np.array_equal(rgb, tiny_store.read_rgb(record))
-        instance = cv2.imdecode(np.frombuffer(sample["instance.png"], np.uint8), cv2.IMREAD_UNCHANGED)
-        assert np.array_equal(instance, tiny_store.read_instance(record))
+        instance = np.load(io.BytesIO(sample["instance.npy"]), allow_pickle=False)
+        assert np.array_equal(instance, tiny_store.read_instance(record)) and instance.dtype == np.uint16
         assert json.loads(sample["json"])["objects"] == record["objects"]
     assert json.loads((dest / "dataset.json").read_text())["categories"] == tiny_store.meta["categories"]
 

@@ -273,7 +273,7 @@ def test_cocoeval_keypoints_of_the_ground_truth_score_ap_1(primitives_store, tmp
     gt = COCO(str(tmp_path / "coco" / "annotations.json"))
     records = {r["index"]: r for r in primitives_store.records()}
     for annotation in gt.dataset["annotations"]:  # COCO's pixel indices are SceneForge's pixel centres
-        obj = next(o for o in records[annotation["image_id"]]["objects"] if o["instance_id"] == annotation["instance_id"])
+        obj = next(o for o in records[annotation["image_id"]]["objects"] if o["instance_id"] == annotation["sceneforge"]["instance_id"])
         flat = np.array(annotation["keypoints"], dtype=float).reshape(-1, 3)
         labeled = flat[:, 2] > 0
         assert np.abs(flat[labeled, :2] - np.array(obj["keypoints"])[labeled, :2]).max() <= 1e-3

@@ -82,7 +82,7 @@ def test_coco_masks_decode_to_instance_maps(tiny_store, tmp_path):
     checked = 0
     for ann in coco.loadAnns(coco.getAnnIds()):
         record = records[ann["image_id"]]
-        expected = tiny_store.read_instance(record) == ann["instance_id"]
+        expected = tiny_store.read_instance(record) == ann["sceneforge"]["instance_id"]
         decoded = coco.annToMask(ann).astype(bool)
         assert np.array_equal(decoded, expected)  # the default polygons are exact, pixel for pixel
         assert isinstance(ann["segmentation"], list)

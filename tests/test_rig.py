@@ -278,7 +278,7 @@ def test_exports_hold_one_image_per_view(stereo, tmp_path):
     assert {m.split(".")[0] for m in members} == {"000000", "000001"}  # one sample per frame
     for key in ("000000", "000001"):
         for camera in ("left", "right"):
-            assert f"{key}.{camera}.rgb.png" in members and f"{key}.{camera}.disparity.exr" in members
+            assert f"{key}.{camera}.rgb.png" in members and f"{key}.{camera}.disparity.npy" in members
             assert f"{key}.{camera}.json" in members
 
 

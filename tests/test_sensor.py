@@ -287,7 +287,8 @@ def test_render_with_sensors_keeps_the_clean_image_and_repeats_byte_for_byte(tmp
     with tarfile.open(next((tmp_path / "wds").glob("*.tar"))) as tar:
         names = tar.getnames()
         clean_png = tar.extractfile("000000.rgb_clean.png").read()
-    assert "000000.depth_sensor.exr" in names
+        sensed = np.load(io.BytesIO(tar.extractfile("000000.depth_sensor.npy").read()), allow_pickle=False)
+    assert np.array_equal(sensed, store.read_depth_sensor(store.records()[0])) and sensed.dtype == np.float32
     assert clean_png == store.path(store.records()[0], "rgb_clean").read_bytes()
     export(store, "coco", tmp_path / "coco_clean", rgb="clean")
     from sceneforge.labels.torch import SceneForgeDataset  # torch: only where the Dataset is used
