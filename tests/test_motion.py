@@ -309,9 +309,12 @@ def test_sequences_reach_webdataset_the_dataset_and_preview(thrown, tmp_path):
 
     _, store = thrown
     dest = export(store, "webdataset", tmp_path / "wds")
-    samples = list(webdataset.WebDataset(str(dest / "shard-000000.tar"), shardshuffle=False))
+    samples = list(webdataset.WebDataset(str(dest / "shard-000000.tar"), shardshuffle=False).decode())
     assert [s["__key__"] for s in samples] == [f"{s:06d}_{f:06d}" for s in range(2) for f in range(3)]
-    assert {"flow_forward.exr", "flow_backward.exr", "flow_valid.png"} <= set(samples[0])
+    assert {"flow_forward.npy", "flow_backward.npy", "flow_valid.npy"} <= set(samples[0])
+    first = store.records()[0]  # webdataset's own decoders give back the stored arrays exactly
+    np.testing.assert_array_equal(samples[0]["flow_forward.npy"], store.read_flow(first, "flow_forward"))
+    np.testing.assert_array_equal(samples[0]["flow_valid.npy"], store.read_flow_valid(first))
     data = SceneForgeDataset(store, passes=("flow_forward", "flow_valid"))
     item = data[4]
     assert item["flow_forward"].shape == (2, 48, 64) and item["flow_valid"].shape == (48, 64)

@@ -234,4 +234,4 @@ def test_webdataset_samples_leave_the_usd_scene_out(usd_store, tmp_path):
     store, _ = usd_store
     dest = export(store, "webdataset", tmp_path / "shards")
     names = [n for shard in sorted(dest.glob("*.tar")) for n in tarfile.open(shard).getnames()]
-    assert "000000.depth.exr" in names and not [n for n in names if n.endswith(".usda")]
+    assert "000000.depth.npy" in names and not [n for n in names if n.endswith(".usda")]
