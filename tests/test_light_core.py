@@ -97,6 +97,8 @@ def test_reading_commands_import_no_blender_torch_or_usd(command, tiny_store, tm
     assert _roots(loaded) & set(HEAVY) == set()
     if command != "validate":  # validate samples a scene (meshes, collisions); reading a store needs none
         assert _roots(loaded) & {"trimesh", "fcl", "scipy", "pybullet"} == set()
+    if command == "stats":  # the plots are drawn on Figure objects: no pyplot and its backends
+        assert "matplotlib.figure" in loaded and "matplotlib.pyplot" not in loaded
 
 
 def test_bop_export_imports_trimesh_only_when_used(tiny_store, tmp_path):
