@@ -37,7 +37,9 @@ from sceneforge.floor.images import MAX_IMAGE_PIXELS, checked_image_size
 
 from .spec import AssetRef
 
-if TYPE_CHECKING:  # trimesh (with scipy and networkx) is imported where a mesh is built: validate never needs it
+# trimesh (with scipy and networkx, about half a second) is imported where a mesh is built, so that
+# the commands that read a store, and a run on a finished store, never load it.
+if TYPE_CHECKING:
     import trimesh
 
 MAX_ASSET_BYTES = 256 << 20  # one asset file; larger files are refused before they are read
