@@ -152,3 +152,8 @@ def test_default_recipe_validates_and_runs_without_torch(tmp_path):
     coco = json.loads((out / "coco" / "annotations.json").read_text())
     assert len(coco["images"]) == 1 and coco["annotations"]
     assert _roots(loaded) & {"torch", "kornia", "bpy"} == set()
+    # Again on the finished store: nothing to sample, render or label, so no mesh library either.
+    result, loaded = _cli(tmp_path, "run", recipe, "-o", out, "-n", "1", "--resolution", "32x24", "--samples", "1",
+                          "-q", hide=("torch", "kornia"))
+    assert result.returncode == 0, result.stderr
+    assert _roots(loaded) & {"torch", "kornia", "bpy", "pxr", "trimesh", "fcl", "scipy"} == set()
