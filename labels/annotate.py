@@ -11,8 +11,9 @@ measure truncation. With a lens every ray and projection goes through ``scenes.c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import trimesh
 
 from sceneforge.floor.colour import clipped_fraction
 from sceneforge.floor.frame import Passes
@@ -24,6 +25,9 @@ from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.camera import camera_rays, label_rays, project_points, render_camera
 from sceneforge.scenes.raycast import first_hit_depth
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
+
+if TYPE_CHECKING:  # annotations only: trimesh (scipy, networkx) is imported where a mesh is built
+    import trimesh
 
 # Corner i of a 3D box takes the max (1) or min (0) along x, y, z from bits 0, 1, 2 of i.
 BOX_CORNER_BITS = np.array([[(i >> axis) & 1 for axis in range(3)] for i in range(8)])

@@ -14,14 +14,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import trimesh
 
 from sceneforge.floor.frame import BACKWARD_VALID, FORWARD_VALID
 from sceneforge.scenes.assets import asset_mesh, ground_model
 from sceneforge.scenes.camera import camera_rays, label_rays, project_points
 from sceneforge.scenes.spec import MotionState, SceneSpec
+
+if TYPE_CHECKING:  # annotations only: trimesh (scipy, networkx) is imported where a mesh is built
+    import trimesh
 
 HIDDEN_TOLERANCE = 1e-3  # a surface this much nearer (relative) than the moved point hides it
 # Under motion blur each label pixel is sampled at some instant of the exposure, so its point lies
@@ -89,6 +92,8 @@ def posed_scene(meshes: list[trimesh.Trimesh], poses: np.ndarray) -> _Posed:
 
 
 def _posed_scene(meshes: list[trimesh.Trimesh], poses: np.ndarray) -> _Posed:
+    import trimesh
+
     if not meshes:
         return _Posed(None, np.zeros(0, int))
     vertices = [m.vertices @ p[:3, :3].T + p[:3, 3] for m, p in zip(meshes, poses)]

@@ -75,10 +75,9 @@ def dataset_stats(store: DatasetStore, clipped_threshold: float = CLIPPED_WARNIN
 
 def write_plots(stats: dict, folder: Path) -> list[Path]:
     """One PNG per distribution in ``folder``; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    # A Figure of its own (no pyplot): no GUI backend or global figure state to load, and each
+    # figure is freed with its object.
+    from matplotlib.figure import Figure
 
     folder.mkdir(parents=True, exist_ok=True)
     charts = {
@@ -91,14 +90,14 @@ def write_plots(stats: dict, folder: Path) -> list[Path]:
     }
     paths = []
     for name, (labels, counts, title) in charts.items():
-        figure, axes = plt.subplots(figsize=(6, 3.2), dpi=100)
+        figure = Figure(figsize=(6, 3.2), dpi=100)
+        axes = figure.subplots()
         axes.bar(labels, counts, color="#4c72b0")
         axes.set_title(title)
         axes.tick_params(axis="x", labelrotation=45, labelsize=7)
         figure.tight_layout()
         path = folder / f"{name}.png"
         figure.savefig(path)
-        plt.close(figure)
         paths.append(path)
     return paths
 

@@ -37,8 +37,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
+
+try:
+    import torch
+    from torch.utils.data import Dataset
+except ImportError as exc:  # torch is the optional refine extra, not part of the core install
+    raise ImportError(f"sceneforge.labels.torch needs PyTorch, which is not installed ({exc}); "
+                      "install it with: pip install 'sceneforge[refine]'") from exc
 
 from sceneforge.floor.errors import UserError
 

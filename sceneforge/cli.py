@@ -21,6 +21,7 @@ from sceneforge.cli_progress import render_progress
 from sceneforge.cli_refine import refine_app, refine_frames
 from sceneforge.floor.devices import DEVICE_HELP
 from sceneforge.floor.errors import RenderFailure, StorageError, UserError
+from sceneforge.refine.extra import require_refine_extra
 
 if TYPE_CHECKING:  # annotations only: starting the CLI imports neither
     from sceneforge.pipeline import RenderReport
@@ -166,6 +167,7 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         checkpoint = recipe.parent / loaded.refine.checkpoint
         if not checkpoint.exists():
             raise UserError(f"{loaded.where('refine', 'checkpoint')}: no refiner checkpoint at {checkpoint}")
+        require_refine_extra()  # before rendering: the refine step would fail after it
     exports = []
     with one_writer(output):  # render, refine and export as one writer
         report = _render(loaded, output, engine, usd, quiet, verbose)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sceneforge.cli_base import SceneForgeCommand, SceneForgeGroup
 from sceneforge.floor.devices import DEVICE_HELP
 from sceneforge.floor.errors import UserError
+from sceneforge.refine.extra import require_refine_extra  # imports neither torch nor kornia
 
 refine_app = typer.Typer(
     help="Train a sim-to-real refiner on a store and a folder of real photos, apply it, measure it (docs/refiner.md).",
@@ -52,6 +53,7 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train (or resume) a refiner; a killed run resumes from its last checkpoint."""
+    require_refine_extra()
     from sceneforge.refine.checkpoint import FILE_NAME
     from sceneforge.refine.train import TrainOptions
     from sceneforge.refine.train import train as train_refiner
@@ -89,6 +91,7 @@ def apply(
 
 def refine_frames(store, checkpoint: Path, *, batch: int, device: str, tile: int = 512, quiet: bool = False) -> int:
     """Refine a store with a progress bar (also used by ``sceneforge run`` for a recipe's ``refine``)."""
+    require_refine_extra()
     from sceneforge.refine.apply import Refiner, refine_store
 
     refiner = Refiner(checkpoint, device=device, batch=batch, tile=tile)
@@ -112,6 +115,7 @@ def preview(
     device: DeviceOpt = "auto",
 ) -> None:
     """Write a before/after sheet: render and refined image, both with the instance outlines drawn."""
+    require_refine_extra()
     import cv2
 
     from sceneforge.floor.files import atomic_write
@@ -141,6 +145,7 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", metavar="SEED", min=0, help="Seed of the metrics' random projections, crops and classifier.")] = 0,
 ) -> None:
     """Measure the refiner without downloaded weights: realism (SWD, two-sample classifier) and label validity."""
+    require_refine_extra()
     from sceneforge.floor.files import atomic_write
     from sceneforge.labels.store import DatasetStore
     from sceneforge.refine.evaluate import evaluate_store

@@ -29,13 +29,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import trimesh
 
 from sceneforge.floor.images import MAX_IMAGE_PIXELS, checked_image_size
 
 from .spec import AssetRef
+
+# trimesh (with scipy and networkx, about half a second) is imported where a mesh is built, so that
+# the commands that read a store, and a run on a finished store, never load it.
+if TYPE_CHECKING:
+    import trimesh
 
 MAX_ASSET_BYTES = 256 << 20  # one asset file; larger files are refused before they are read
 MAX_COORDINATE = 1e6  # metres from the asset's origin: farther vertices are a broken or mis-scaled file
@@ -147,6 +152,7 @@ def file_asset(
 def ground_model(size: float) -> AssetModel:
     """The ground: a ``size`` x ``size`` square at z = 0 centred on the origin, facing +Z, with
     the primitives' own (grey) material."""
+    import trimesh
     half = size / 2
     corners = np.array([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]])
     quad = trimesh.Trimesh(corners, [[0, 1, 2], [0, 2, 3]], process=False)
@@ -157,6 +163,7 @@ def ground_model(size: float) -> AssetModel:
 # (measured by benchmarks/memory_soak.py); files are few, costly to parse and reused scene after scene.
 @lru_cache(maxsize=16)
 def _primitive_model(primitive: str, params: tuple) -> AssetModel:
+    import trimesh
     p = dict(params)
     if primitive == "box":
         mesh = trimesh.creation.box(extents=p["extents"])
@@ -237,6 +244,7 @@ def _normalised(
 ) -> AssetModel:
     """Parts welded into one mesh in metres, +Z up, scaled, standing on z = 0 on the Z axis; the
     keypoints (file units and axes) moved with it."""
+    import trimesh
     parts = [p for p in parts if len(p.corners)]
     if not parts:
         raise AssetError("it holds no triangles")
@@ -290,6 +298,7 @@ def _read_mesh_file(path: Path) -> tuple[list[_Part], list[AssetMaterial]]:
 
     What trimesh would pass over in silence is checked first: glTF images (present, within the
     image limits) and OBJ faces (three or more corners, each an existing vertex)."""
+    import trimesh
     suffix = path.suffix.lower()
     if suffix in (".gltf", ".glb"):
         _check_gltf_images(path)
@@ -374,6 +383,7 @@ def _check_obj_faces(path: Path) -> None:
 
 def _trimesh_material(material) -> AssetMaterial:
     """glTF PBR, or OBJ's MTL (diffuse colour and map, a dielectric), as an AssetMaterial."""
+    import trimesh
     if isinstance(material, trimesh.visual.material.PBRMaterial):
         factor, texture = material.baseColorFactor, material.baseColorTexture
         # glTF's defaults for absent factors are 1.0.

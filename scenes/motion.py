@@ -10,7 +10,9 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+
+# scipy's Rotation is imported in the functions that turn poses: importing scipy.spatial costs
+# about 0.3 s, which the commands that only read a recipe or a store should not pay.
 
 Poses = np.ndarray  # (T, 4, 4) world_from_* at each time
 
@@ -37,6 +39,7 @@ def kinematic_poses(start: np.ndarray, centre: np.ndarray, times: np.ndarray, ve
                     angular_velocity_deg: np.ndarray) -> Poses:
     """A body moving straight at ``velocity`` (m/s) while spinning at ``angular_velocity_deg``
     (deg/s, world axes) about its point ``centre`` (world, at time 0)."""
+    from scipy.spatial.transform import Rotation
     turns = Rotation.from_rotvec(np.radians(angular_velocity_deg)[None, :] * np.asarray(times)[:, None]).as_matrix()
     poses = held(start, times)
     poses[:, :3, :3] = turns @ start[:3, :3]
@@ -85,6 +88,7 @@ def camera_track(eyes: np.ndarray, looks: np.ndarray | None, start_rotation: np.
 def shaken(poses: Poses, turn_deg: np.ndarray, offset_m: np.ndarray) -> Poses:
     """Poses turned by small angles (T, 3; degrees about the camera's own axes) and moved by
     offsets (T, 3; metres, camera axes)."""
+    from scipy.spatial.transform import Rotation
     shaken_poses = poses.copy()
     turns = Rotation.from_euler("xyz", turn_deg, degrees=True).as_matrix()
     shaken_poses[:, :3, :3] = poses[:, :3, :3] @ turns
@@ -95,6 +99,7 @@ def shaken(poses: Poses, turn_deg: np.ndarray, offset_m: np.ndarray) -> Poses:
 def interpolate(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
     """The rigid pose a fraction of the way from ``a`` to ``b`` (4x4): translation straight,
     rotation along the shortest arc."""
+    from scipy.spatial.transform import Rotation
     pose = np.eye(4)
     pose[:3, 3] = (1 - fraction) * a[:3, 3] + fraction * b[:3, 3]
     relative = Rotation.from_matrix(b[:3, :3] @ a[:3, :3].T)

@@ -13,12 +13,15 @@ import os
 from dataclasses import dataclass, field
 from functools import cache
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-import fcl
 import numpy as np
-import trimesh
 
 from .motion import interpolate
+
+if TYPE_CHECKING:  # fcl and trimesh (scipy, networkx) are imported where a scene is placed
+    import fcl
+    import trimesh
 
 # Objects stacked on another object stand this far above the contact found by vertical rays, so
 # that a contact between two edges (which the rays cannot see) never counts as a collision.
@@ -79,12 +82,17 @@ class Body:
         vertices = _apply(pose, self.mesh.vertices)
         self.bounds = np.array([vertices.min(axis=0), vertices.max(axis=0)])
         if self._collision is not None:
+            import fcl
+
             self._collision.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
 
     @property
     def collision(self) -> fcl.CollisionObject:
         """The FCL object, built on first use: most pairs are told apart by their bounds alone."""
         if self._collision is None:
+            import fcl
+            import trimesh
+
             self._collision = fcl.CollisionObject(trimesh.collision.mesh_to_BVH(self.mesh))
             self.move(self.pose)
         return self._collision
@@ -267,6 +275,8 @@ def _intersect(a: Body, b: Body) -> bool:
     (a_low, a_high), (b_low, b_high) = a.bounds, b.bounds
     if np.any(a_low > b_high) or np.any(b_low > a_high):
         return False
+    import fcl
+
     if fcl.collide(a.collision, b.collision, fcl.CollisionRequest(), fcl.CollisionResult()):
         return True
     # Surfaces that do not cross: either apart, or one holds the other whole (one vertex tells).
@@ -286,6 +296,8 @@ def _distance(a: Body, b: Body, limit: float) -> float:
     apart = np.maximum(np.maximum(a_low - b_high, b_low - a_high), 0.0)
     if np.linalg.norm(apart) >= limit:
         return limit
+    import fcl
+
     return float(fcl.distance(a.collision, b.collision, fcl.DistanceRequest(), fcl.DistanceResult()))
 
 
@@ -345,5 +357,7 @@ def _translation(offset: np.ndarray) -> np.ndarray:
 
 def _quaternion(pose: np.ndarray) -> list[float]:
     """Bullet's (x, y, z, w) quaternion of the rotation of a 4x4 pose."""
+    import trimesh
+
     w, x, y, z = trimesh.transformations.quaternion_from_matrix(pose)
     return [float(x), float(y), float(z), float(w)]

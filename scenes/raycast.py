@@ -8,13 +8,16 @@ camera-frame z is 1: the ray parameter of a hit is its planar depth.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import trimesh
 
 from .assets import asset_mesh
 from .camera import camera_rays, pixel_rays  # noqa: F401  (pixel_rays: the pinhole rays, kept importable here)
 from .spec import CameraSpec, ObjectSpec, PropSpec
+
+if TYPE_CHECKING:  # annotations only: trimesh (scipy, networkx) is imported where a mesh is built
+    import trimesh
 
 
 def first_hit_depth(mesh: trimesh.Trimesh, camera_from_object: np.ndarray, rays: np.ndarray) -> np.ndarray:
