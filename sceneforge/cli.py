@@ -220,18 +220,17 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Export a dataset store for training code: COCO, YOLO (Ultralytics), WebDataset shards, MOTChallenge or BOP."""
+    from sceneforge.api import open_store
     from sceneforge.labels.export import ObjectFilter, parse_categories, parse_splits
-    from sceneforge.labels.export import export as export_store
-    from sceneforge.labels.store import DatasetStore
 
     if rgb not in ("original", "refined", "clean"):
         raise typer.BadParameter(f"expected original, refined or clean, got {rgb!r}", param_hint="--rgb")
     options = {"coco": {"masks": coco_masks, "layout": coco_layout}, "yolo": {"task": yolo_task},
                "webdataset": {"shard_bytes": shard_size << 20}}.get(format, {})
-    dest = export_store(DatasetStore(store), format, output, overwrite=overwrite, partial=partial, rgb=rgb,
-                        splits=parse_splits(split) if split else None, **options,
-                        objects=ObjectFilter(min_visible_pixels, min_visibility, max_truncation,
-                                             parse_categories(categories) if categories is not None else None))
+    dest = open_store(store).export(format, output, overwrite=overwrite, partial=partial, rgb=rgb,
+                                    splits=parse_splits(split) if split else None, **options,
+                                    objects=ObjectFilter(min_visible_pixels, min_visibility, max_truncation,
+                                                         parse_categories(categories) if categories is not None else None))
     typer.echo(f"Exported {format}: {dest.resolve()}")
 
 
@@ -287,10 +286,9 @@ def preview(
 
     Frames with more than --clipped-threshold of their pixels clipped are framed in red and listed.
     """
-    import cv2
-
+    from sceneforge.api import open_store
     from sceneforge.floor.files import atomic_write
-    from sceneforge.labels.preview import contact_sheet, sequence_frames
+    from sceneforge.labels.preview import sequence_frames
     from sceneforge.labels.store import DatasetStore
 
     if sequence is not None:
@@ -311,14 +309,14 @@ def preview(
             indices = [int(part) for part in frames.split(",")]
         except ValueError:
             raise typer.BadParameter(f"expected comma-separated frame indices, got {frames!r}", param_hint="--frames") from None
-    loaded = DatasetStore(store)
-    if not loaded.records():
+    opened = open_store(store)
+    if not len(opened):
         raise UserError(f"{store}: the store has no finished frames")
-    sheet = contact_sheet(loaded, indices, count, clipped_threshold)
-    shown = set(indices) if indices is not None else {r["index"] for r in loaded.records()[:count]}
-    _warn_clipped([r for r in loaded.records() if r["index"] in shown], clipped_threshold)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    atomic_write(output, lambda tmp: tmp.write_bytes(png.tobytes()))
+    sheet = opened.contact_sheet(indices, count, clipped_threshold)
+    records = opened.dataset.records()
+    shown = set(indices) if indices is not None else {r["index"] for r in records[:count]}
+    _warn_clipped([r for r in records if r["index"] in shown], clipped_threshold)
+    sheet.save(output)
     typer.echo(f"Preview: {output.resolve()}")
 
 

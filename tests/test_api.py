@@ -288,3 +288,13 @@ def test_yaml_1_1_loaders_read_no_boolean_keys_in_the_examples_and_docs():
         assert not any(isinstance(k, bool) for k in keys), text[:200]
     assert "on" in _keys(YAML(typ="safe").load(ON_RECIPE)) and True in _keys(yaml.safe_load(ON_RECIPE))
     assert "place_on" in _keys(yaml.safe_load((ROOT / "examples" / "bin_picking.yaml").read_text()))
+
+
+def test_the_recipe_and_sampling_examples_of_docs_python_md_run(monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "python.md").read_text(), re.S)
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    for block in blocks[:3]:  # recipes, typed objects, sampling (the later ones render)
+        exec(compile(block, "docs/python.md", "exec"), namespace)
+    assert namespace["spec"].index == 7 and len(namespace["specs"]) == 10
+    assert namespace["recipe"].render.resolution == (64, 48)
