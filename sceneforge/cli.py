@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -21,7 +21,6 @@ from sceneforge.cli_progress import render_progress
 from sceneforge.cli_refine import refine_app, refine_frames
 from sceneforge.floor.devices import DEVICE_HELP
 from sceneforge.floor.errors import RenderFailure, StorageError, UserError
-from sceneforge.refine.extra import require_refine_extra
 
 if TYPE_CHECKING:  # annotations only: starting the CLI imports neither
     from sceneforge.pipeline import RenderReport
@@ -65,30 +64,15 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="FIELD.PAT
 def _overrides(count: int | None, seed: int | None, resolution: str | None, samples: int | None,
                assignments: list[str] | None) -> dict:
     """--set assignments, then the dedicated options (which win)."""
+    from sceneforge.api import engine_overrides
     from sceneforge.scenes.recipe import parse_assignment
 
     overrides: dict = dict(parse_assignment(text) for text in assignments or [])
-    if count is not None:
-        overrides["count"] = count
-    if seed is not None:
-        overrides["seed"] = seed
-    if resolution is not None:
-        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", resolution)
-        if not match:
-            raise typer.BadParameter(f"expected WxH such as 640x480, got {resolution!r}", param_hint="--resolution")
-        overrides["render.resolution"] = [int(match[1]), int(match[2])]
-    if samples is not None:
-        overrides["render.samples"] = samples
-    return overrides
+    return {**overrides, **engine_overrides(count, seed, resolution, samples)}
 
 
-def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose: bool):
-    from sceneforge.executors import ExecutorOptions
-    from sceneforge.pipeline import EXECUTORS, render_dataset
-
-    executor, address = engine.pop("executor"), engine.pop("address")
-    if executor not in EXECUTORS:
-        raise typer.BadParameter(f"expected local or ray, got {executor!r}", param_hint="--executor")
+def _progress_callbacks(quiet: bool, verbose: bool):
+    """The progress display and the render callbacks that drive it."""
     progress = render_progress(stderr, quiet)
 
     def on_event(kind: str, message: str) -> None:
@@ -102,10 +86,7 @@ def _render(recipe, output: Path, engine: dict, usd: bool, quiet: bool, verbose:
         if not quiet and (verbose or kind in ("notice", "restart", "retry", "failed")):
             progress.note(f"{kind}: {message}")
 
-    with progress:
-        return render_dataset(recipe, output, executor=executor, address=address,
-                              options=ExecutorOptions(**engine), on_start=progress.begin,
-                              on_frame=lambda _: progress.step(), on_event=on_event, usd=usd)
+    return progress, dict(on_start=progress.begin, on_frame=lambda _: progress.step(), on_event=on_event)
 
 
 def _summary(report: RenderReport, recipe: Recipe, output: Path, quiet: bool, exports: Sequence[Path] = ()) -> None:
@@ -155,28 +136,18 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
 
     Rerunning the same command on the same OUT renders only the missing frames.
     """
-    from sceneforge.labels.export import export as export_store
-    from sceneforge.labels.store import one_writer
+    from sceneforge.api import run as run_recipe
     from sceneforge.scenes.recipe import load_recipe
 
-    engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
-                  max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
     loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
-    checkpoint = None
-    if loaded.refine is not None:
-        checkpoint = recipe.parent / loaded.refine.checkpoint
-        if not checkpoint.exists():
-            raise UserError(f"{loaded.where('refine', 'checkpoint')}: no refiner checkpoint at {checkpoint}")
-        require_refine_extra()  # before rendering: the refine step would fail after it
-    exports = []
-    with one_writer(output):  # render, refine and export as one writer
-        report = _render(loaded, output, engine, usd, quiet, verbose)
-        if not report.failures:  # a dataset with failed frames is not exported: rerunning renders them
-            if checkpoint is not None:
-                refine_frames(report.store, checkpoint, batch=loaded.refine.batch, device=loaded.refine.device, quiet=quiet)
-            exports.append(export_store(report.store, "coco", output / "coco", overwrite=True,
-                                        rgb="original" if checkpoint is None else "refined"))
-    _summary(report, loaded, output, quiet, exports)
+    progress, callbacks = _progress_callbacks(quiet, verbose)
+    result = run_recipe(
+        loaded, output, usd=usd, during_render=progress, device=device, workers=workers, threads=threads,
+        retries=retries, executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
+        max_worker_memory_mb=max_worker_memory, **callbacks,
+        refiner=lambda store, checkpoint, batch, dev: refine_frames(store, checkpoint, batch=batch, device=dev, quiet=quiet),
+    )
+    _summary(result.report, loaded, output, quiet, result.exports)
     typer.echo(f"Dataset: {output.resolve()}")
 
 
@@ -188,13 +159,46 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
            executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
            usd: UsdOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Render a recipe into the dataset store only (no refiner, no export). Resumes an interrupted run."""
+    from sceneforge.api import render as render_recipe
     from sceneforge.scenes.recipe import load_recipe
 
-    engine = dict(device=device, workers=workers, threads=threads, retries=retries, executor=executor, address=address,
-                  max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory)
     loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
-    _summary(_render(loaded, output, engine, usd, quiet, verbose), loaded, output, quiet)
+    progress, callbacks = _progress_callbacks(quiet, verbose)
+    with progress:
+        report = render_recipe(
+            loaded, output, usd=usd, device=device, workers=workers, threads=threads, retries=retries,
+            executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
+            max_worker_memory_mb=max_worker_memory, **callbacks)
+    _summary(report, loaded, output, quiet)
     typer.echo(f"Dataset: {output.resolve()}")
+
+
+@app.command(cls=SceneForgeCommand)
+def sample(
+    recipe: RecipeArg,
+    count: Annotated[int, typer.Option("--count", "-n", metavar="N", min=1, help="Frames to sample.")] = 1,
+    start: Annotated[int, typer.Option("--start", metavar="I", min=0, help="First frame index.")] = 0,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Write DIR/NNNNNN.json (NNNNNN_CAMERA.json for a rig's views) instead of JSON lines to standard output.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the SceneSpecs of frames I .. I+N-1 as JSON lines (one per view) without rendering."""
+    from sceneforge.api import sample_specs
+    from sceneforge.floor.files import atomic_write
+    from sceneforge.labels.store import view_stem
+    from sceneforge.scenes.recipe import load_recipe
+
+    loaded = load_recipe(recipe, _overrides(None, None, None, None, set_))
+    if output is not None and output.exists() and not output.is_dir():
+        raise UserError(f"{output}: exists and is not a folder")
+    for spec in sample_specs(loaded, count, start):
+        text = spec.to_json()
+        if output is None:
+            typer.echo(text)
+        else:
+            output.mkdir(parents=True, exist_ok=True)
+            atomic_write(output / f"{view_stem(spec.index, spec.camera.name)}.json", lambda tmp: tmp.write_text(text + "\n"))
+    if output is not None:
+        typer.echo(f"SceneSpecs: {output.resolve()}", err=True)
 
 
 @app.command(cls=SceneForgeCommand)
@@ -216,18 +220,17 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Export a dataset store for training code: COCO, YOLO (Ultralytics), WebDataset shards, MOTChallenge or BOP."""
+    from sceneforge.api import open_store
     from sceneforge.labels.export import ObjectFilter, parse_categories, parse_splits
-    from sceneforge.labels.export import export as export_store
-    from sceneforge.labels.store import DatasetStore
 
     if rgb not in ("original", "refined", "clean"):
         raise typer.BadParameter(f"expected original, refined or clean, got {rgb!r}", param_hint="--rgb")
     options = {"coco": {"masks": coco_masks, "layout": coco_layout}, "yolo": {"task": yolo_task},
                "webdataset": {"shard_bytes": shard_size << 20}}.get(format, {})
-    dest = export_store(DatasetStore(store), format, output, overwrite=overwrite, partial=partial, rgb=rgb,
-                        splits=parse_splits(split) if split else None, **options,
-                        objects=ObjectFilter(min_visible_pixels, min_visibility, max_truncation,
-                                             parse_categories(categories) if categories is not None else None))
+    dest = open_store(store).export(format, output, overwrite=overwrite, partial=partial, rgb=rgb,
+                                    splits=parse_splits(split) if split else None, **options,
+                                    objects=ObjectFilter(min_visible_pixels, min_visibility, max_truncation,
+                                                         parse_categories(categories) if categories is not None else None))
     typer.echo(f"Exported {format}: {dest.resolve()}")
 
 
@@ -283,10 +286,9 @@ def preview(
 
     Frames with more than --clipped-threshold of their pixels clipped are framed in red and listed.
     """
-    import cv2
-
+    from sceneforge.api import open_store
     from sceneforge.floor.files import atomic_write
-    from sceneforge.labels.preview import contact_sheet, sequence_frames
+    from sceneforge.labels.preview import sequence_frames
     from sceneforge.labels.store import DatasetStore
 
     if sequence is not None:
@@ -307,14 +309,14 @@ def preview(
             indices = [int(part) for part in frames.split(",")]
         except ValueError:
             raise typer.BadParameter(f"expected comma-separated frame indices, got {frames!r}", param_hint="--frames") from None
-    loaded = DatasetStore(store)
-    if not loaded.records():
+    opened = open_store(store)
+    if not len(opened):
         raise UserError(f"{store}: the store has no finished frames")
-    sheet = contact_sheet(loaded, indices, count, clipped_threshold)
-    shown = set(indices) if indices is not None else {r["index"] for r in loaded.records()[:count]}
-    _warn_clipped([r for r in loaded.records() if r["index"] in shown], clipped_threshold)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    atomic_write(output, lambda tmp: tmp.write_bytes(png.tobytes()))
+    sheet = opened.contact_sheet(indices, count, clipped_threshold)
+    records = opened.dataset.records()
+    shown = set(indices) if indices is not None else {r["index"] for r in records[:count]}
+    _warn_clipped([r for r in records if r["index"] in shown], clipped_threshold)
+    sheet.save(output)
     typer.echo(f"Preview: {output.resolve()}")
 
 
@@ -403,6 +405,19 @@ def _main(
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=stderr, show_time=False, show_path=False)])
+    warnings.showwarning = _show_warning
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Deprecation notices about the user's input (FutureWarning: a recipe's ``on:``) as one
+    ``warning: FILE:LINE:COL: ...`` line; other warnings as Python shows them."""
+    if issubclass(category, FutureWarning):
+        stderr.print(f"warning: {message}", markup=False, highlight=False)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 class _Terminated(Exception):

@@ -6,13 +6,15 @@ with a safe loader, explicit tags are refused, and file size and node count are 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import itertools
 import json
 import math
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -222,9 +224,10 @@ class ObjectGroup(Section):
     count: Integer = Field(1, description="objects per scene, >= 0 (an integer or {randint: [lo, hi]})")
     asset: AssetChoice = Field(description="a built-in primitive ({primitive: box, ...}) or {library: category}")
     material: Material = Field(Material(), description="changes to the asset's material")
-    on: str = Field(
+    place_on: str = Field(
         "ground",
-        description="what the objects stand on: ground, the name of a support, or the category of an earlier group",
+        description="what the objects stand on: ground, the name of a support, or the category of an earlier group "
+                    "(formerly `on`, which YAML 1.1 loaders such as PyYAML read as the boolean true)",
     )
     distractor: bool = Field(False, description="drawn (and occluding) but never labeled")
     motion: Motion | None = Field(None, description="how the objects move in a sequence (needs `sequence`)")
@@ -282,7 +285,7 @@ class Placement(Section):
 
 
 class _Support(Section):
-    name: str = Field(min_length=1, max_length=128, description="what object groups name in `on`")
+    name: str = Field(min_length=1, max_length=128, description="what object groups name in `place_on`")
     position: tuple[Number, Number] = Field((0.0, 0.0), description="centre of its footprint on the ground (x, y)")
     yaw_deg: Number = Field(0.0, description="turn about +Z, degrees")
     thickness: float = Field(0.02, gt=0, description="of its boards, metres")
@@ -807,6 +810,7 @@ class Recipe(Section):
     sequence: Sequence | None = Field(None, description="optional: make each scene a video sequence")
     refine: RefineSettings | None = Field(None, description="optional: refine the RGB before export (sceneforge run)")
     _source: _Source | None = PrivateAttr(None)
+    _base_dir: Path = PrivateAttr(Path("."))  # asset and texture paths are relative to this folder
 
     @property
     def categories(self) -> list[str]:
@@ -860,7 +864,7 @@ class Recipe(Section):
                                                 f"scene, more than the {MAX_INSTANCES} a scene can hold")]
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """(field location, message) of every ``on`` and name that refers to nothing or clashes."""
+        """(field location, message) of every ``place_on`` and name that refers to nothing or clashes."""
         problems = []
         support_names = [support.name for support in self.supports]
         labeled = {group.category for group in self.objects if not group.distractor}
@@ -873,9 +877,9 @@ class Recipe(Section):
             earlier = [other.category for other in self.objects[:i]]
             if group.distractor and group.category in labeled:
                 problems.append((("objects", i, "category"), f"'{group.category}' is a labeled category; distractors need their own name"))
-            if group.on != "ground" and group.on not in support_names and group.on not in earlier:
+            if group.place_on != "ground" and group.place_on not in support_names and group.place_on not in earlier:
                 choices = ", ".join(dict.fromkeys(["ground", *support_names, *earlier]))
-                problems.append((("objects", i, "on"), f"'{group.on}' is not ground, a support or an earlier group's category; expected one of: {choices}"))
+                problems.append((("objects", i, "place_on"), f"'{group.place_on}' is not ground, a support or an earlier group's category; expected one of: {choices}"))
         return problems + self._motion_problems() + self._rig_problems()
 
     def _rig_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
@@ -1089,6 +1093,9 @@ def _all_finite(value: Any) -> bool:
     return True
 
 
+DICT_SOURCE = "dict"  # where the errors of a recipe given as Python data are: "dict: objects[0].count: ..."
+
+
 def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Recipe:
     """Read, check and validate a recipe file; ``overrides`` maps dotted field paths to values.
 
@@ -1097,20 +1104,80 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     listing every problem as ``FILE:LINE:COL: field.path: message``.
     """
     path = Path(path)
-    tree = _read_yaml(path)
-    overridden = _apply_overrides(tree, overrides or {})
+    return _validated(_read_yaml(path), path, path.parent, overrides or {}, set())
+
+
+def recipe_from_dict(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                     base_dir: str | Path = ".") -> Recipe:
+    """A recipe from Python data shaped as the YAML would be (``{"count": 4, "objects": [...]}``),
+    checked as ``load_recipe`` checks a file; files are resolved relative to ``base_dir``.
+    Problems are UserErrors naming ``dict: field.path``."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"{DICT_SOURCE}: the recipe must be a mapping of fields (seed, objects, ...), "
+                        f"got {type(data).__name__}")
+    return _validated(copy.deepcopy(dict(data)), Path(DICT_SOURCE), Path(base_dir), overrides or {}, set())
+
+
+def override_recipe(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
+    """A new recipe: ``recipe`` with dotted field paths set (``{"camera.fov_deg": 60}``, as
+    ``--set``), checked again; errors in the overridden fields name the command line."""
+    if recipe._source is None:  # built from typed objects: its fields as the YAML would give them
+        path, tree, overridden = Path(DICT_SOURCE), recipe.model_dump(mode="json", exclude_unset=True), set()
+    else:
+        path, tree, overridden = recipe._source
+    return _validated(copy.deepcopy(tree), path, recipe._base_dir, overrides, set(overridden))
+
+
+def _validated(tree: Any, path: Path, base: Path, overrides: Mapping[str, Any],
+               overridden: set[tuple[str, ...]]) -> Recipe:
+    """The checked recipe of a YAML tree (or plain data) read from ``path``, with ``overrides`` set."""
+    overridden |= _apply_overrides(tree, overrides)
+    _rename_deprecated_on(tree, path)
     try:
-        recipe = Recipe.model_validate(_plain(tree, path), context={"recipe_dir": path.parent})
+        recipe = Recipe.model_validate(_plain(tree, path), context={"recipe_dir": base})
     except ValidationError as exc:
         errors = exc.errors()
         raise UserError.listing([_describe(path, tree, error, overridden) for error in errors[:MAX_LISTED]],
                                 total=len(errors)) from None
     recipe._source = (path, tree, overridden)
-    if problems := recipe.limit_problems() or _load_files(recipe, path.parent) + recipe.reference_problems() + recipe.lens_problems():
+    recipe._base_dir = base
+    if problems := recipe.limit_problems() or _load_files(recipe, base) + recipe.reference_problems() + recipe.lens_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
     if problems := recipe.keypoint_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
     return recipe
+
+
+class RecipeDeprecationWarning(FutureWarning):
+    """A recipe uses a key that still works but will go (shown to users by default)."""
+
+
+def _rename_deprecated_on(tree: Any, path: Path) -> None:
+    """``objects[].on`` (read by YAML 1.1 loaders as the boolean true) becomes ``place_on`` in the
+    tree, at the same position; one warning per recipe names where. In plain data the key True
+    (what PyYAML made of ``on``) counts as ``on``."""
+    groups = tree.get("objects") if isinstance(tree, Mapping) else None
+    found = []
+    for i, group in enumerate(groups if isinstance(groups, list) else []):
+        olds = [key for key in group if key == "on" or key is True] if isinstance(group, MutableMapping) else []
+        if not olds:
+            continue
+        old = olds[0]
+        found.append(replace(_locate(path, tree, set(), ["objects", i, old], at_key=True), field=f"objects[{i}].on"))
+        if "place_on" in group:
+            raise UserError("give place_on or the deprecated on, not both", source=found[-1])
+        position = list(group).index(old)
+        value = group.pop(old)
+        if isinstance(group, CommentedMap):
+            group.insert(position, "place_on", value)
+            if old in group.lc.data:
+                group.lc.data["place_on"] = group.lc.data.pop(old)
+        else:
+            group["place_on"] = value
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        warnings.warn(f"{found[0]}{more}: the key `on:` is deprecated (YAML 1.1 loaders such as PyYAML read it as "
+                      "the boolean true); rename it to `place_on:`", RecipeDeprecationWarning, stacklevel=2)
 
 
 def _load_files(recipe: Recipe, base: Path) -> list[tuple[tuple, str]]:
@@ -1217,7 +1284,7 @@ def _plain(tree: Any, path: Path) -> Any:
             return [convert(value, _item_pos(node, i, where), depth + 1) for i, value in enumerate(node)]
         if isinstance(node, Mapping):  # an override value
             return {key: convert(value, where, depth + 1) for key, value in node.items()}
-        if isinstance(node, list):
+        if isinstance(node, (list, tuple)):  # tuples: plain data from Python
             return [convert(value, where, depth + 1) for value in node]
         if isinstance(node, float) and not math.isfinite(node):
             raise UserError(f"{node} is not a finite number: every number in a recipe must be finite",
@@ -1309,6 +1376,8 @@ def _locate(path: Path, tree: Any, overridden: set[tuple[str, ...]], loc: Any, a
     keys = tuple(str(part) for part in found)
     if any(keys[: len(o)] == o for o in overridden):
         return SourcePosition("command line", field=_field_path(found))
+    if not isinstance(tree, CommentedBase):  # plain data (recipe_from_dict): a field path, no line
+        return SourcePosition(str(path), field=_field_path(found))
     return replace(_at(path, pos), field=_field_path(found))
 
 

@@ -702,10 +702,10 @@ def _scatter(
     placed = []
     for group_index, group in enumerate(recipe.objects):
         count = int(draw(group.count, rng))  # >= 0: checked when the recipe loads
-        options: list[Rect] | list[int] = surfaces.get(group.on) or by_category.get(group.on, [])
+        options: list[Rect] | list[int] = surfaces.get(group.place_on) or by_category.get(group.place_on, [])
         if count and not options:
             raise UserError(
-                f"{recipe.where('objects', group_index, 'on')}: scene {scene_index}: there is no '{group.on}' "
+                f"{recipe.where('objects', group_index, 'place_on')}: scene {scene_index}: there is no '{group.place_on}' "
                 "object to stand on (its group drew a count of 0)"
             )
         for k in range(count):
@@ -724,7 +724,7 @@ def _scatter(
                 extent = mesh.extents
                 raise UserError(
                     f"{recipe.where('objects', group_index, 'count')}: scene {scene_index}: no room for "
-                    f"'{group.category}' {k + 1} of {count} on {group.on} after {placement.max_tries} tries "
+                    f"'{group.category}' {k + 1} of {count} on {group.place_on} after {placement.max_tries} tries "
                     f"(placement.max_tries): {', '.join(f'{n} {why}' for why, n in failures.most_common())}; "
                     f"the object is {extent[0]:.3g} x {extent[1]:.3g} x {extent[2]:.3g} m. Place fewer or smaller "
                     "objects, or give them a larger surface or a smaller placement.min_gap"

@@ -253,7 +253,7 @@ def test_distractors_hide_objects_in_the_visibility_estimate(tmp_path):
         placement: {area: [0.01, 0.01]}
         objects:
           - {category: ball, asset: {primitive: sphere, radius: 0.05}}
-          - {category: lid, distractor: true, on: ball, asset: {primitive: box, extents: [0.3, 0.3, 0.01]}}
+          - {category: lid, distractor: true, place_on: ball, asset: {primitive: box, extents: [0.3, 0.3, 0.01]}}
         """))
     spec = sample(recipe, 0)
     assert len(spec.objects) == 1 and [p.name for p in spec.props] == ["lid"]

@@ -35,20 +35,20 @@ objects:
     asset: {primitive: box, extents: [0.12, 0.1, {uniform: [0.05, 0.1]}]}
   - category: ball
     count: {randint: [1, 3]}
-    on: crate
+    place_on: crate
     asset: {primitive: sphere, radius: {uniform: [0.02, 0.04]}}
   - category: jar
     count: {randint: [2, 4]}
-    on: shelf
+    place_on: shelf
     asset: {primitive: cylinder, radius: 0.03, height: {uniform: [0.06, 0.14]}}
   - category: ring
     count: 2
-    on: bin
+    place_on: bin
     asset: {primitive: torus, major_radius: 0.05, minor_radius: 0.015}
   - category: cone
     count: 2
     distractor: true
-    on: ground
+    place_on: ground
     asset: {primitive: cone, radius: 0.04, height: 0.1}
 """
 
@@ -164,7 +164,7 @@ def test_a_distractor_hides_the_object_under_it_but_is_never_labeled(tmp_path):
     placement: {area: [0.43, 0.43], min_gap: 0}
     objects:
       - {category: plate, asset: {primitive: box, extents: [0.3, 0.3, 0.02]}}
-      - {category: ball, distractor: true, on: plate, asset: {primitive: sphere, radius: 0.05}}
+      - {category: ball, distractor: true, place_on: plate, asset: {primitive: sphere, radius: 0.05}}
     """
     recipe = load_recipe(write_recipe(tmp_path, text))
     spec = sample(recipe, 0)
@@ -187,9 +187,9 @@ def test_a_distractor_hides_the_object_under_it_but_is_never_labeled(tmp_path):
 
 def test_stacking_needs_something_to_stand_on(tmp_path):
     text = TINY_RECIPE.replace("    count: {randint: [1, 2]}\n", "    count: 0\n").replace(
-        "  - category: ball\n    count: 2\n", "  - category: ball\n    count: 2\n    on: box\n")
+        "  - category: ball\n    count: 2\n", "  - category: ball\n    count: 2\n    place_on: box\n")
     recipe = load_recipe(write_recipe(tmp_path, text))
-    with pytest.raises(UserError, match=r"recipe.yaml:\d+:\d+: objects\[1\]\.on: scene 0: there is no 'box' object to stand on"):
+    with pytest.raises(UserError, match=r"recipe.yaml:\d+:\d+: objects\[1\].place_on: scene 0: there is no 'box' object to stand on"):
         sample(recipe, 0)
 
 
@@ -207,10 +207,10 @@ def test_physics_that_cannot_settle_names_the_physics_field(tmp_path):
     [
         ({"placement: {area: [0.5, 0.5], min_gap: 0.01}": "placement: {area: [0.3, 0.3], max_tries: 20}"},
          r"recipe.yaml:\d+:\d+: objects\[\d\]\.count: scene 0: no room for '\w+' \d of \d on ground after 20 tries \(placement\.max_tries\): \d+ hit another object"),
-        ({"    count: 2\n": "    count: 2\n    on: bin\n", "lights:": "supports: [{name: bin, type: bin, size: [0.1, 0.1, 0.05], thickness: 0.01}]\nlights:"},
+        ({"    count: 2\n": "    count: 2\n    place_on: bin\n", "lights:": "supports: [{name: bin, type: bin, size: [0.1, 0.1, 0.05], thickness: 0.01}]\nlights:"},
          r"recipe.yaml:12:12: objects\[1\]\.count: scene 0: no room for 'ball' 1 of 2 on bin after 200 tries \(placement\.max_tries\): 200 did not fit on the surface"),
-        ({"    count: 2\n": "    count: 2\n    on: shelf\n"},
-         r"recipe.yaml:13:9: objects\[1\]\.on: 'shelf' is not ground, a support or an earlier group's category; expected one of: ground, box$"),
+        ({"    count: 2\n": "    count: 2\n    place_on: shelf\n"},
+         r"recipe.yaml:13:15: objects\[1\].place_on: 'shelf' is not ground, a support or an earlier group's category; expected one of: ground, box$"),
         ({"lights:": "supports: [{name: bin, type: bin, size: [0.03, 0.3, 0.1]}]\nlights:"},
          r"recipe.yaml:16:41: supports\[0\]\.size: scene 0: drew \[0\.03, 0\.3, 0\.1\]; too small for boards 0\.02 m thick"),
         ({"lights:": "supports: [{name: ball, type: bin}]\nlights:"},
