@@ -240,6 +240,25 @@ class DatasetStore:
         order = {name: k for k, name in enumerate(self.cameras)}
         return [by_view[key] for key in sorted(by_view, key=lambda key: (key[0], order.get(key[1], len(order)), key[1]))]
 
+    def failures(self) -> list[dict]:
+        """The views the last run gave up on (``failed.jsonl``: index, camera, error, attempts);
+        [] when there are none. A line that is not a JSON object is a located UserError."""
+        path = self.root / "failed.jsonl"
+        if not path.exists():
+            return []
+        failures = []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                failure = json.loads(line)
+            except ValueError as exc:
+                raise UserError(f"{path}:{number}: corrupt failure record ({exc})") from None
+            if not isinstance(failure, dict):
+                raise UserError(f"{path}:{number}: corrupt failure record (not a JSON object)")
+            failures.append(failure)
+        return failures
+
     def frame_problem(self, record: dict, checksums: bool = True) -> str | None:
         """What is wrong with a finished frame's files (None: nothing): a file its record names is
         missing, or differs in size or (with ``checksums``) CRC-32 from what the record says."""

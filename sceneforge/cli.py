@@ -346,7 +346,9 @@ def stats(
     stdout.print(table)
     histograms = {
         "visible objects per image": {str(k): v for k, v in numbers["objects_per_image"].items()},
+        "box size (px)": dict(zip((f"{e:g}" for e in numbers["box_size_histogram"]["edges"]), numbers["box_size_histogram"]["counts"])),
         "visibility": dict(zip((f"{e:.1f}" for e in numbers["visibility_histogram"]["edges"]), numbers["visibility_histogram"]["counts"])),
+        "truncation": dict(zip((f"{e:.1f}" for e in numbers["truncation_histogram"]["edges"]), numbers["truncation_histogram"]["counts"])),
         "depth (m)": dict(zip((f"{e:.2f}" for e in numbers["depth_histogram"]["edges"]), numbers["depth_histogram"]["counts"])),
         "clipped pixels": dict(zip((f"{e:.1%}" for e in numbers["clipped_histogram"]["edges"]), numbers["clipped_histogram"]["counts"])),
     }
@@ -359,6 +361,25 @@ def stats(
     _warn_clipped(loaded.records(), clipped_threshold)
     paths = write_plots(numbers, plots or Path(store) / "stats")
     stdout.print(f"Plots: {', '.join(str(p) for p in paths)}")
+
+
+@app.command(cls=SceneForgeCommand)
+def report(
+    store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="REPORT.html", help="HTML page to write.", show_default=False)],
+    count: Annotated[int, typer.Option("--count", "-n", metavar="N", min=1, help="Sample frames to show, spread over the store.")] = 6,
+    clipped_threshold: ClippedOpt = CLIPPED_THRESHOLD,
+) -> None:
+    """Write a self-contained HTML report: sample frames with their labels, class balance, objects per
+    image, box-size, visibility, truncation and depth histograms, clipped pixels, failed frames, the recipe."""
+    from sceneforge.labels.report import write_report
+    from sceneforge.labels.store import DatasetStore
+
+    if output.is_dir():
+        raise typer.BadParameter(f"{output} is a folder; name the HTML file to write, e.g. {output / 'report.html'}",
+                                 param_hint="--output")
+    written = write_report(DatasetStore(store), output, count, clipped_threshold)
+    typer.echo(f"Report: {written.resolve()}")
 
 
 @app.command(cls=SceneForgeCommand)

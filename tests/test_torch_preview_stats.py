@@ -79,8 +79,12 @@ def test_stats_count_objects_and_write_plots(tiny_store, tmp_path):
     assert sum(numbers["visibility_histogram"]["counts"]) == visible
     assert sum(numbers["objects_per_image"].values()) == len(records)
     paths = write_plots(numbers, tmp_path / "plots")
-    assert [p.name for p in paths] == ["class_balance.png", "objects_per_image.png", "visibility.png", "depth.png",
-                                       "clipped.png"]
+    assert [p.name for p in paths] == ["class_balance.png", "objects_per_image.png", "box_size.png", "visibility.png",
+                                       "truncation.png", "depth.png", "clipped.png"]
+    assert sum(numbers["truncation_histogram"]["counts"]) == visible
+    boxes = [np.sqrt(o["bbox_xywh"][2] * o["bbox_xywh"][3]) for r in records for o in r["objects"] if o["visible_pixels"]]
+    edges = numbers["box_size_histogram"]["edges"]
+    assert numbers["box_size_histogram"]["counts"] == [sum(a <= b < z for b in boxes) for a, z in zip(edges[:-1], edges[1:])]
     assert sum(numbers["clipped_histogram"]["counts"]) == len(records)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
