@@ -232,7 +232,7 @@ class Frame:
 
     @cached_property
     def normals(self) -> np.ndarray:
-        """H x W x 3 float32 world-space normals."""
+        """H x W x 3 float32 unit normals in the OpenCV camera frame (0 = no hit)."""
         return self._store.read_normals(self.record)
 
     def image(self) -> Image:
