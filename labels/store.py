@@ -246,6 +246,8 @@ class DatasetStore:
         path = self.root / "failed.jsonl"
         if not path.exists():
             return []
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise UserError(f"{path}: larger than {MAX_RECORD_BYTES} bytes")
         failures = []
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             if not line.strip():
@@ -303,6 +305,7 @@ class DatasetStore:
     def read_depth_sensor(self, record: dict) -> np.ndarray:
         """H x W float32 depth the depth sensor model measured, metres (0 = hole)."""
         return self._read_z(record, "depth_sensor")
+
     def read_disparity(self, record: dict) -> np.ndarray:
         """H x W float32 stereo disparity in pixels of a stereo view (0 = no hit; docs/formats.md)."""
         return self._read_z(record, "disparity")
