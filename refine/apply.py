@@ -109,15 +109,18 @@ def _ramp(starts: list[int], size: int, length: int, overlap: int) -> Tensor:
     return torch.stack([ramp / coverage[start:start + size] for start, ramp in zip(starts, ramps)])
 
 
-def refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None = None) -> int:
+def refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None = None,
+                 on_start: Callable[[int, int], None] | None = None) -> int:
     """Write ``rgb_refined/`` for every finished view of ``store`` (each rig camera's image on its
     own) and record it; returns how many views were refined now. Frames refined earlier with the same checkpoint are kept, so an
-    interrupted call resumes; another checkpoint redoes them all. It is the store's one writer meanwhile."""
+    interrupted call resumes; another checkpoint redoes them all. It is the store's one writer meanwhile.
+    ``on_start(views, already_refined)`` is called before the first view, ``on_frame()`` after each."""
     with one_writer(store.root):
-        return _refine_store(store, refiner, on_frame)
+        return _refine_store(store, refiner, on_frame, on_start)
 
 
-def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None) -> int:
+def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None,
+                  on_start: Callable[[int, int], None] | None = None) -> int:
     records = store.records()
     folder = store.root / REFINED
     folder.mkdir(exist_ok=True)
@@ -125,6 +128,8 @@ def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], 
     done = marker.exists() and marker.read_text().strip() == refiner.sha256
     marker.write_text(refiner.sha256 + "\n")
     todo = [r for r in records if not (done and (store.root / pass_file(REFINED, r["index"], view_name(r))).exists())]
+    if on_start:
+        on_start(len(records), len(records) - len(todo))
     def finish(writes: list[Future]) -> None:
         for write in writes:
             write.result()
@@ -163,15 +168,26 @@ def _decode(store: DatasetStore, records: list[dict]) -> tuple[np.ndarray, np.nd
 
 
 def refined_images(store: DatasetStore, records: list[dict], checkpoint: Path | None = None,
-                   device: str = "auto") -> list[np.ndarray]:
+                   device: str = "auto", on_frame: Callable[[], None] | None = None,
+                   on_start: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
     """The refined RGB of some frames: computed now with ``checkpoint`` (and not written), or
-    else read from ``rgb_refined/`` (for previews and evaluation)."""
+    else read from ``rgb_refined/`` (for previews and evaluation). ``on_start(frames, 0)`` once
+    the inputs are checked, ``on_frame()`` after each frame."""
+    step, start = on_frame or (lambda: None), on_start or (lambda total, done: None)
     if checkpoint is None:
         if not all(REFINED in r["files"] for r in records):
             raise UserError(f"{store.root}: no refined frames yet; run 'sceneforge refine apply' first or pass --checkpoint")
-        return [store.read_rgb(r, REFINED) for r in records]
+        start(len(records), 0)
+        refined = []
+        for record in records:
+            refined.append(store.read_rgb(record, REFINED))
+            step()
+        return refined
     refiner = Refiner(checkpoint, device=device)
-    refined: list[np.ndarray] = []
+    start(len(records), 0)
+    refined = []
     for _, (rgb, aux) in _read_batches(store, records, refiner.batch):
-        refined.extend(refiner(rgb, aux))
+        for image in refiner(rgb, aux):
+            refined.append(image)
+            step()
     return refined

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,15 +20,20 @@ from .metrics import frechet_and_kernel_distance, label_validity, sliced_wassers
 
 
 def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | None = None, count: int = 200,
-                   inception_weights: Path | None = None, device: str = "auto", seed: int = 0) -> dict:
+                   inception_weights: Path | None = None, device: str = "auto", seed: int = 0,
+                   on_start: Callable[[int, int], None] | None = None, on_frame: Callable[[], None] | None = None,
+                   on_stage: Callable[[str], None] | None = None) -> dict:
     """Compare the first ``count`` renders and their refined versions with the photos in
     ``real_dir``: SWD (per pyramid level and mean; lower is closer), two-sample classifier accuracy
     (0.5 = indistinguishable), label validity of refined vs render, and FID/KID with user weights.
-    The refined frames are ``rgb_refined/`` or, with ``checkpoint``, computed now."""
+    The refined frames are ``rgb_refined/`` or, with ``checkpoint``, computed now.
+    Progress: ``on_start(frames, 0)``, ``on_frame()`` after each refined frame is read or computed,
+    then ``on_stage(name)`` before each measurement."""
     records = store.records()[:count]
     if len(records) < 4:
         raise UserError(f"{store.root}: {len(records)} finished frame(s); evaluation needs at least 4")
-    refined = refined_images(store, records, checkpoint, device)
+    stage = on_stage or (lambda name: None)
+    refined = refined_images(store, records, checkpoint, device, on_frame, on_start)
     on = pick_device(device)
     raw = [store.read_rgb(r) for r in records]
     side = min(raw[0].shape[:2])
@@ -38,20 +44,25 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
     # renders and photos compare as centre squares of one size; labels on the whole frames
     square = tuple(_images([_centre_square(i, side) for i in images], on) for images in (raw, refined))
     half = len(photos) // 2
+    stage("sliced Wasserstein distance")
     swd = {name: sliced_wasserstein(images, real, seed=seed) for name, images in zip(("render", "refined"), square)}
+    swd_photos = sliced_wasserstein(real[:half], real[half:], seed=seed)
+    stage("two-sample classifier")
+    accuracy = {name: two_sample_accuracy(images, real, seed=seed) for name, images in zip(("render", "refined"), square)}
+    stage("label validity")
     report: dict = {
         "frames": len(records),
         "photos": len(photos),
         "swd_render": swd["render"],
         "swd_refined": swd["refined"],
         "swd_mean": {"render": statistics.fmean(swd["render"]), "refined": statistics.fmean(swd["refined"]),
-                     "photos_half_vs_half": statistics.fmean(sliced_wasserstein(real[:half], real[half:], seed=seed))},
-        "two_sample_accuracy": {name: two_sample_accuracy(images, real, seed=seed)
-                                for name, images in zip(("render", "refined"), square)},
+                     "photos_half_vs_half": statistics.fmean(swd_photos)},
+        "two_sample_accuracy": accuracy,
         "label_validity": label_validity(_images(raw, on), _images(refined, on), torch.from_numpy(
             np.stack([store.read_instance(r).astype(np.int64) for r in records])).to(on)),
     }
     if inception_weights is not None:
+        stage("FID/KID")
         report["fid_kid"] = {name: frechet_and_kernel_distance(images, real, inception_weights, seed=seed)
                              for name, images in zip(("render", "refined"), square)}
     return report

@@ -113,9 +113,12 @@ def structure_loss(refined: Tensor, raw: Tensor, boundary: Tensor, emphasis: flo
 
 
 def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, device: str = "auto",
-          on_step: Callable[[int], None] | None = None) -> TrainResult:
+          on_step: Callable[[int], None] | None = None,
+          on_start: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train (or resume) a refiner in folder ``run`` until ``options.steps``; checkpoints every
-    ``options.checkpoint_every`` steps and at the end, so a killed run resumes where it saved."""
+    ``options.checkpoint_every`` steps and at the end, so a killed run resumes where it saved.
+    ``on_start(steps, resumed_at)`` is called once the first step is known, ``on_step(step)``
+    after each step."""
     if options.size % 4 or options.size < 32:
         raise UserError(f"--size {options.size}: must be a multiple of 4 and at least 32")
     torch_device = pick_device(device)
@@ -142,6 +145,8 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
         step = int(state["step"])
         log.info("%s: resuming at step %d", run, step)
 
+    if on_start:
+        on_start(options.steps, min(step, options.steps))
     first_step, started = step, time.perf_counter()
     batches = training_batches(synthetic, real, size=options.size, batch=options.batch, seed=options.seed, first_step=step)
     augment = kornia.augmentation.ColorJiggle(0.1, 0.1, 0.1, 0.02, p=0.5)  # photometric only: never moves pixels

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sceneforge.cli_base import SceneForgeCommand, SceneForgeGroup
+from sceneforge.cli_progress import READING, REFINING, REFINING_NOW, TRAINING, render_progress
 from sceneforge.floor.devices import DEVICE_HELP
 from sceneforge.floor.errors import UserError
 from sceneforge.refine.extra import require_refine_extra  # imports neither torch nor kornia
@@ -29,11 +29,6 @@ CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", metavar="RUN_OR_FIL
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help=DEVICE_HELP + ".")]
 BatchOpt = Annotated[int, typer.Option("--batch", metavar="B", min=1, max=4096, help="Images per batch.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
-
-
-def _progress(label: str, quiet: bool) -> Progress:
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=stderr, disable=quiet)
 
 
 @refine_app.command(cls=SceneForgeCommand)
@@ -60,14 +55,9 @@ def train(
 
     options = TrainOptions.preset(architecture, channels=width, blocks=blocks, steps=steps, size=size, batch=batch,
                                   checkpoint_every=checkpoint_every, seed=seed)
-    with _progress("Training", quiet) as progress:
-        task = progress.add_task("train", total=steps, rate="")
-
-        def on_step(step: int) -> None:
-            speed = progress.tasks[task].speed
-            progress.update(task, completed=step, rate=f"{speed:.2f} steps/s" if speed else "")
-
-        result = train_refiner(store, real, output, options, device, on_step)
+    with render_progress(stderr, quiet, TRAINING) as progress:
+        result = train_refiner(store, real, output, options, device, on_step=lambda _: progress.step(),
+                               on_start=progress.begin)
     typer.echo(f"Checkpoint: {(output / FILE_NAME).resolve()} (step {result.last_step}, "
                f"{result.steps_per_second:.2f} steps/s on {result.device})")
 
@@ -90,20 +80,14 @@ def apply(
 
 
 def refine_frames(store, checkpoint: Path, *, batch: int, device: str, tile: int = 512, quiet: bool = False) -> int:
-    """Refine a store with a progress bar (also used by ``sceneforge run`` for a recipe's ``refine``)."""
+    """Refine a store with the progress display of ``run`` and ``render`` (plain lines where standard
+    error is not a terminal); also used by ``sceneforge run`` for a recipe's ``refine``."""
     require_refine_extra()
     from sceneforge.refine.apply import Refiner, refine_store
 
     refiner = Refiner(checkpoint, device=device, batch=batch, tile=tile)
-    with _progress("Refining", quiet) as progress:
-        task = progress.add_task("refine", total=len(store.records()), rate="")
-
-        def on_frame() -> None:
-            progress.advance(task)
-            speed = progress.tasks[task].speed
-            progress.update(task, rate=f"{speed:.1f} img/s" if speed else "")
-
-        return refine_store(store, refiner, on_frame)
+    with render_progress(stderr, quiet, REFINING) as progress:
+        return refine_store(store, refiner, on_frame=progress.step, on_start=progress.begin)
 
 
 @refine_app.command(cls=SceneForgeCommand)
@@ -143,6 +127,7 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="REPORT.json", help="Also write the figures as JSON.")] = None,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", metavar="SEED", min=0, help="Seed of the metrics' random projections, crops and classifier.")] = 0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Measure the refiner without downloaded weights: realism (SWD, two-sample classifier) and label validity."""
     require_refine_extra()
@@ -150,8 +135,11 @@ def evaluate(
     from sceneforge.labels.store import DatasetStore
     from sceneforge.refine.evaluate import evaluate_store
 
-    report = evaluate_store(DatasetStore(store), real, checkpoint=checkpoint, count=count,
-                            inception_weights=inception_weights, device=device, seed=seed)
+    with render_progress(stderr, quiet, READING if checkpoint is None else REFINING_NOW) as progress:
+        report = evaluate_store(DatasetStore(store), real, checkpoint=checkpoint, count=count,
+                                inception_weights=inception_weights, device=device, seed=seed,
+                                on_start=progress.begin, on_frame=progress.step,
+                                on_stage=None if quiet else lambda name: progress.note(f"Measuring: {name}"))
     stdout = Console(soft_wrap=True)
     for section, values in report.items():
         if isinstance(values, dict):
