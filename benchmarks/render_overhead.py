@@ -1,7 +1,12 @@
-"""Pipeline overhead over Blender's own render time, and the cost of the label passes.
+"""SceneForge against the plain-bpy floor, pipeline overhead, and the cost of the label passes.
 
     python benchmarks/render_overhead.py [--frames 48] [--resolution 320x240] [--samples 16]
+                                         [--repetitions 2] [--floor-only]
 
+Part 0 times whole commands side by side: ``sceneforge run`` (CPU worker, all label passes, USD,
+COCO) against ``benchmarks/floor.py`` (the same frames in one plain bpy session, one multilayer EXR
+per frame and nothing else), for K scenes x 1 frame and 1 scene x K frames, alternating A-B-B-A
+so that drift on a noisy machine cancels, and prints the median wall times and their ratio.
 Part 1 runs the real pipeline (`render_dataset`: sampling, warm CPU worker, labels, store writes)
 on the default recipe, for two workloads: many scenes x 1 frame, and one scene x many frames
 (`camera.frames_per_scene`), and compares wall time with the sum of Blender's own render times.
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +32,7 @@ from sceneforge.scenes.recipe import Recipe, load_recipe
 from sceneforge.scenes.sampling import sample
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "examples" / "tabletop.yaml"
+FLOOR = Path(__file__).resolve().parent / "floor.py"
 
 
 def main() -> None:
@@ -33,8 +41,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--resolution", default="320x240")
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--repetitions", type=int, default=2, help="A-B-B-A pairs per workload in part 0")
+    parser.add_argument("--floor-only", action="store_true", help="part 0 alone")
     args = parser.parse_args()
     width, height = (int(v) for v in args.resolution.lower().split("x"))
+    _against_floor(args.recipe, args.frames, args.resolution, args.samples, args.repetitions)
+    if args.floor_only:
+        return
     recipe = load_recipe(args.recipe, {"count": args.frames, "render.resolution": [width, height],
                                        "render.samples": args.samples})
     print(f"recipe {args.recipe.name}: {args.frames} frames at {width}x{height}, {args.samples} samples, CPU")
@@ -72,6 +85,33 @@ def main() -> None:
     print(f"  render time, RGB only          {sum(rgb_only):8.2f} s")
     print(f"  label passes cost              {100 * (ratio - 1):+8.2f} %  "
           f"(median per frame {100 * (per_frame - 1):+.2f} %; goal <= +5 %)")
+
+
+def _against_floor(recipe: Path, frames: int, resolution: str, samples: int, repetitions: int) -> None:
+    """Print whole-command wall times of ``sceneforge run`` and the floor, and their ratio."""
+    common = ["--count", str(frames), "--resolution", resolution, "--samples", str(samples)]
+    workloads = {f"{frames} scenes x 1 frame": 1, f"1 scene x {frames} frames": frames}
+    print(f"[SceneForge vs the plain-bpy floor] {recipe.name}: {frames} frames at {resolution}, {samples} samples, "
+          f"CPU; medians of {2 * repetitions} whole commands each, interleaved A-B-B-A")
+    print(f"| workload | floor (s) | SceneForge (s) | SceneForge / floor |\n|---|---|---|---|")
+    for name, per_scene in workloads.items():
+        commands = {
+            "floor": lambda out: [sys.executable, str(FLOOR), str(recipe), str(out), *common,
+                                  "--frames-per-scene", str(per_scene)],
+            "sceneforge": lambda out: [sys.executable, "-m", "sceneforge", "run", str(recipe), "-o", str(out), *common,
+                                       "--device", "cpu", "--quiet", "--set", f"camera.frames_per_scene={per_scene}"],
+        }
+        times: dict[str, list[float]] = {"floor": [], "sceneforge": []}
+        for repetition in range(repetitions):
+            order = ("floor", "sceneforge", "sceneforge", "floor") if repetition % 2 == 0 else \
+                    ("sceneforge", "floor", "floor", "sceneforge")
+            for tool in order:
+                with tempfile.TemporaryDirectory() as tmp:
+                    started = time.perf_counter()
+                    subprocess.run(commands[tool](Path(tmp) / "out"), check=True, stdout=subprocess.DEVNULL)
+                    times[tool].append(time.perf_counter() - started)
+        floor, ours = statistics.median(times["floor"]), statistics.median(times["sceneforge"])
+        print(f"| {name} | {floor:.2f} | {ours:.2f} | {ours / floor:.2f}x |")
 
 
 def _render_both_ways(recipe: Recipe, frames: int) -> tuple[list[float], list[float]]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from sceneforge.floor.axes import opengl_pose
+from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import Passes
 from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, ground_model, texture_image
 from sceneforge.scenes.camera import render_camera
@@ -47,6 +48,8 @@ class Renderer:
     """One Blender session in this process; ``render`` turns a SceneSpec into label arrays."""
 
     def __init__(self, device: str = "cpu", gpu_index: int = 0, threads: int = 0) -> None:
+        """``device``: "cpu", "gpu" (GPU number ``gpu_index``; a UserError naming what Cycles found
+        when there is no such GPU) or "auto" (that GPU if there is one, else the CPU)."""
         import bpy  # only ever imported here, inside a render worker
 
         self._bpy = bpy
@@ -56,6 +59,13 @@ class Renderer:
         scene = bpy.context.scene
         scene.render.engine = "CYCLES"
         self.gpus = [] if device == "cpu" else self._detect_gpus()
+        if device == "gpu" and gpu_index >= len(self.gpus):
+            # Asked for a GPU that is not there: rendering on the CPU instead would be silently slow.
+            found = ", ".join(f"{n}: {backend} {name}" for n, (backend, _, name) in enumerate(self.gpus))
+            raise UserError(f"asked for GPU {gpu_index}, but Cycles finds "
+                            + (f"{len(self.gpus)} GPU(s) here ({found}); GPU numbers start at 0" if self.gpus else
+                               f"no GPU here (tried {', '.join(GPU_BACKENDS)})")
+                            + "; use --device cpu or auto")
         self.device = self._use_gpu(self.gpus[gpu_index]) if self.gpus and gpu_index < len(self.gpus) else "CPU"
         scene.cycles.device = "CPU" if self.device == "CPU" else "GPU"
         scene.render.threads_mode = "FIXED" if threads > 0 else "AUTO"

@@ -16,6 +16,13 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class StartFailed:
+    """The worker cannot render as asked (a GPU that is not there); it leaves after this message."""
+
+    error: str  # what was asked and what Cycles found
+
+
+@dataclass(frozen=True)
 class FrameDone:
     """A frame is rendered and finished; ``result`` is what the finishing step returned."""
 
@@ -42,4 +49,4 @@ class Recycling:
     reason: str
 
 
-WorkerMessage = Ready | FrameDone | FrameFailed | Recycling
+WorkerMessage = Ready | StartFailed | FrameDone | FrameFailed | Recycling

@@ -20,14 +20,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from sceneforge.floor.errors import StorageError
+from sceneforge.floor.errors import StorageError, UserError
 from sceneforge.floor.frame import Passes
 from sceneforge.scenes.assets import asset_model, texture_image
 from sceneforge.scenes.spec import SceneSpec
 
 from .blender_scene import Renderer
 from .decode import decode
-from .messages import FrameDone, FrameFailed, Ready, Recycling
+from .messages import FrameDone, FrameFailed, Ready, Recycling, StartFailed
 
 FinishStep = Callable[[SceneSpec, Passes, float], Any]
 
@@ -72,7 +72,7 @@ def render_frame(renderer: Renderer, spec: SceneSpec, finish: FinishStep) -> Fra
 def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     """Worker-process entry: render the SceneSpecs that arrive on ``conn`` until ``None`` does.
 
-    Sends ``Ready`` first, then a ``FrameDone`` or ``FrameFailed`` per frame, in order, and
+    Sends ``Ready`` first (or ``StartFailed``, and leaves, when it cannot render as asked), then a ``FrameDone`` or ``FrameFailed`` per frame, in order, and
     ``Recycling`` before leaving to be replaced. Three threads keep Blender busy (Cycles releases
     the GIL while it renders): one takes the next specs off the pipe and loads their assets, the
     main one renders, and one decodes, finishes and reports each frame while the next renders.
@@ -82,7 +82,11 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     os.dup2(log, 1)
     os.dup2(log, 2)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
-    renderer = Renderer(options.device, options.gpu_index, options.threads)
+    try:
+        renderer = Renderer(options.device, options.gpu_index, options.threads)
+    except UserError as exc:
+        conn.send(StartFailed(str(exc)))
+        os._exit(2)
     conn.send(Ready(os.getpid(), renderer.device, [g[2] for g in renderer.gpus]))
     inbox: queue.Queue = queue.Queue()
     outbox: queue.Queue = queue.Queue(maxsize=1)  # at most one rendered frame waits to be finished

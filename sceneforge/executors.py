@@ -24,7 +24,7 @@ from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
 from sceneforge.render import server
 from sceneforge.render.blender_scene import Renderer
-from sceneforge.render.messages import FrameDone, FrameFailed, Ready, Recycling, WorkerMessage
+from sceneforge.render.messages import FrameDone, FrameFailed, Ready, Recycling, StartFailed, WorkerMessage
 from sceneforge.render.server import FinishStep, WorkerOptions
 from sceneforge.scenes.spec import SceneSpec
 
@@ -188,6 +188,8 @@ class LocalExecutor:
             return dispatch.failed(crashed, f"render worker died (exit code {w.process.exitcode})")
         if isinstance(message, Ready):
             return self._on_ready(w, message)
+        if isinstance(message, StartFailed):
+            raise UserError(f"--device {self._options.device}: {message.error}")
         if isinstance(message, Recycling):
             dispatch.put_back(w.pending)
             self._emit("restart", f"{w.name} recycled: {message.reason}")
@@ -204,13 +206,8 @@ class LocalExecutor:
         self._fanned_out = True
         device, gpus = self._options.device, ready.gpus
         if device.index is not None:
-            if device.index >= len(gpus):
-                raise UserError(f"--device {device}: Cycles finds {len(gpus)} GPU(s) here; GPU numbers start at 0")
-            return None  # one worker, on that GPU
-        if not gpus:
-            if device.kind == "gpu":
-                raise UserError("--device gpu: Cycles finds no GPU here (OptiX, CUDA, HIP, Metal, oneAPI); "
-                                "use --device cpu or auto")
+            return None  # one worker, on that GPU (a worker without it sent StartFailed)
+        if not gpus:  # only under auto: a worker asked for a GPU that is not there sent StartFailed
             self._emit("notice", "no GPU found: rendering on the CPU")
             for n in range(1, self._options.workers):
                 self._start(f"worker-{n}", self._worker_options("cpu", 0))

@@ -95,14 +95,29 @@ def test_workers_recycle_without_losing_any_frame(tiny_store, tmp_path, limit, r
 
 def test_no_gpu_is_an_error_for_gpu_and_a_notice_for_auto(tiny_store, tmp_path):
     recipe = Recipe.model_validate(tiny_store.meta["recipe"])
-    with pytest.raises(UserError, match="--device gpu: Cycles finds no GPU"):
+    with pytest.raises(UserError, match="--device gpu: asked for GPU 0, but Cycles finds no GPU here"):
         render_specs(fresh_store(tiny_store, tmp_path / "gpu"), [sample(recipe, 0)], options=ExecutorOptions(device="gpu"))
-    with pytest.raises(UserError, match=r"--device gpu:1: Cycles finds 0 GPU\(s\) here"):
+    with pytest.raises(UserError, match="--device gpu:1: asked for GPU 1, but Cycles finds no GPU here"):
         render_specs(fresh_store(tiny_store, tmp_path / "gpu1"), [sample(recipe, 0)], options=ExecutorOptions(device="gpu:1"))
     notices = []
     render_specs(fresh_store(tiny_store, tmp_path / "auto"), [sample(recipe, 0)],
                  options=ExecutorOptions(device="auto", threads=1), on_event=lambda kind, msg: notices.append((kind, msg)))
     assert ("notice", "no GPU found: rendering on the CPU") in notices
+
+
+def test_run_on_a_missing_gpu_exits_2_naming_it_and_auto_renders_on_the_cpu(tiny_recipe, tmp_path):
+    """This machine has no GPU: a worker asked for one must not fall back to the CPU silently."""
+    missing = subprocess.run([sys.executable, "-m", "sceneforge", "run", str(tiny_recipe), "-o", str(tmp_path / "gpu3"),
+                              "-n", "1", "--device", "gpu:3"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2, missing.stderr
+    assert "error: --device gpu:3: asked for GPU 3, but Cycles finds no GPU here (tried OPTIX, CUDA" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert not (tmp_path / "gpu3" / "frames.jsonl").exists() or not (tmp_path / "gpu3" / "frames.jsonl").read_text()
+    auto = subprocess.run([sys.executable, "-m", "sceneforge", "run", str(tiny_recipe), "-o", str(tmp_path / "auto"),
+                           "-n", "1", "--device", "auto", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert auto.returncode == 0, auto.stderr
+    assert len((tmp_path / "auto" / "frames.jsonl").read_text().splitlines()) == 1
+    assert len(list((tmp_path / "auto" / "rgb").iterdir())) == 1
 
 
 def test_an_unwritable_store_mid_run_is_a_clear_error_and_finished_frames_stay_valid(tiny_recipe, tmp_path):
