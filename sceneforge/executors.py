@@ -13,6 +13,7 @@ and the writes of its files, ``sceneforge.labelling``) and answers with the type
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -249,13 +250,20 @@ class _RenderActor:
 
     def __init__(self, finish: FinishStep, device: str, threads: int) -> None:
         # Ray pins a GPU actor with CUDA_VISIBLE_DEVICES, so its GPU is always the first one seen.
-        self._renderer = Renderer(device, 0, threads)
+        try:
+            self._renderer: Renderer | None = Renderer(device, 0, threads)
+            self._start: Ready | StartFailed = Ready(os.getpid(), self._renderer.device,
+                                                     [g[2] for g in self._renderer.gpus])
+        except UserError as exc:  # Ray's GPU without a GPU Cycles can use: reported by ``ready``
+            self._renderer, self._start = None, StartFailed(str(exc))
         self._finish = finish
 
-    def device(self) -> str:
-        return self._renderer.device
+    def ready(self) -> Ready | StartFailed:
+        """What the local workers send first: the session is up, or why it cannot render as asked."""
+        return self._start
 
     def render(self, spec: SceneSpec) -> FrameDone | FrameFailed:
+        assert self._renderer is not None, "an actor that could not start is never sent frames"
         return server.render_frame(self._renderer, spec, self._finish)
 
 
@@ -299,8 +307,10 @@ class RayExecutor:
         count = gpus if on_gpu else self._options.workers
         self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads)
                         for _ in range(count)]
-        for n, device in enumerate(ray.get([a.device.remote() for a in self._actors])):
-            self._emit("worker", f"actor-{n}: ready on {device}")
+        for n, ready in enumerate(ray.get([a.ready.remote() for a in self._actors])):
+            if isinstance(ready, StartFailed):
+                raise UserError(f"--device {device}: actor-{n}: {ready.error}")
+            self._emit("worker", f"actor-{n}: ready on {ready.device}")
         return self
 
     def __exit__(self, *exc_info) -> None:

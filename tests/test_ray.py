@@ -39,3 +39,19 @@ def test_ray_without_gpus_refuses_device_gpu(local_ray, tiny_store, tmp_path):
     recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 1})
     with pytest.raises(UserError, match="the Ray cluster has no GPU"):
         render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="gpu"))
+
+
+@pytest.fixture
+def ray_with_a_gpu_cycles_cannot_use():
+    """A local Ray that claims a GPU on this GPU-less machine (the last test here: it replaces local_ray)."""
+    ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_a_ray_gpu_actor_without_a_gpu_refuses_instead_of_rendering_on_the_cpu(ray_with_a_gpu_cycles_cannot_use, tiny_store,
+                                                                              tmp_path):
+    recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 1})
+    with pytest.raises(UserError, match=r"--device gpu: actor-0: asked for GPU 0, but Cycles finds no GPU here"):
+        render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="gpu"))
