@@ -72,8 +72,9 @@ def render_frame(renderer: Renderer, spec: SceneSpec, finish: FinishStep) -> Fra
 def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     """Worker-process entry: render the SceneSpecs that arrive on ``conn`` until ``None`` does.
 
-    Sends ``Ready`` first (or ``StartFailed``, and leaves, when it cannot render as asked), then a ``FrameDone`` or ``FrameFailed`` per frame, in order, and
-    ``Recycling`` before leaving to be replaced. Three threads keep Blender busy (Cycles releases
+    Sends ``Ready`` first (or ``StartFailed``, and leaves, when it cannot render as asked), then a
+    ``FrameDone`` or ``FrameFailed`` per frame, in order, and ``Recycling`` before leaving to be
+    replaced. Three threads keep Blender busy (Cycles releases
     the GIL while it renders): one takes the next specs off the pipe and loads their assets, the
     main one renders, and one decodes, finishes and reports each frame while the next renders.
     Blender's console output goes to ``log_path``.
