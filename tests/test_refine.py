@@ -32,21 +32,6 @@ from .helpers import TINY_RECIPE, run_cli, write_recipe
 TINY = RefinerConfig(channels=4, blocks=1, disc_channels=4)
 
 
-@pytest.fixture
-def store(tiny_store, tmp_path) -> DatasetStore:
-    """A private copy of the session's tiny store (refining writes into it)."""
-    return DatasetStore(shutil.copytree(tiny_store.root, tmp_path / "store"))
-
-
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    """Three 'real' photos of different sizes, all larger than the renders."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i, (h, w) in enumerate([(120, 160), (300, 200), (90, 90)]):
-        cv2.imwrite(str(folder / f"p{i}.jpg"), (rng.random((h, w, 3)) * 255).astype(np.uint8))
-    return folder
 
 
 def test_the_reference_generator_is_cyclegans():

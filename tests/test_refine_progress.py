@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from sceneforge.floor.errors import UserError
-from sceneforge.labels.store import DatasetStore
 from sceneforge.refine.model import RefinerConfig
 from sceneforge.refine.train import TrainOptions, train
 
@@ -23,20 +22,6 @@ TINY_TRAINING = ("--size", "32", "--width", "4", "--blocks", "1", "--device", "c
 DURATION = r"\d+:\d\d:\d\d"
 
 
-@pytest.fixture
-def store(tiny_store, tmp_path) -> DatasetStore:
-    """A private copy of the session's tiny store (3 frames; refining writes into it)."""
-    return DatasetStore(shutil.copytree(tiny_store.root, tmp_path / "store"))
-
-
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(folder / f"p{i}.jpg"), (rng.random((100, 120, 3)) * 255).astype(np.uint8))
-    return folder
 
 
 @pytest.fixture
