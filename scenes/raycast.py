@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .assets import asset_mesh
-from .camera import camera_rays, pixel_rays  # noqa: F401  (pixel_rays: the pinhole rays, kept importable here)
+from .camera import camera_rays
 from .spec import CameraSpec, ObjectSpec, PropSpec
 
 if TYPE_CHECKING:  # annotations only: trimesh (scipy, networkx) is imported where a mesh is built

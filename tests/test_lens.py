@@ -18,8 +18,7 @@ from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import FORWARD_VALID
 from sceneforge.labels.store import DatasetStore
 from sceneforge.pipeline import render_dataset, render_specs
-from sceneforge.scenes.camera import camera_rays, label_rays, lens_problem, project_points, render_camera
-from sceneforge.scenes.raycast import pixel_rays
+from sceneforge.scenes.camera import camera_rays, label_rays, lens_problem, pixel_rays, project_points, render_camera
 from sceneforge.scenes.recipe import RenderSettings, load_recipe
 from sceneforge.scenes.sampling import look_at, sample
 from sceneforge.scenes.spec import (
