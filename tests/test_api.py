@@ -298,3 +298,12 @@ def test_the_recipe_and_sampling_examples_of_docs_python_md_run(monkeypatch):
         exec(compile(block, "docs/python.md", "exec"), namespace)
     assert namespace["spec"].index == 7 and len(namespace["specs"]) == 10
     assert namespace["recipe"].render.resolution == (64, 48)
+
+
+def test_every_api_name_but_render_is_reachable_from_the_package():
+    """``sceneforge`` spells its lazily imported names out (to import nothing): they must stay the API's."""
+    import sceneforge
+    from sceneforge import api
+
+    assert sceneforge._API == set(api.__all__) - {"render"}
+    assert all(getattr(sceneforge, name) is getattr(api, name) for name in sceneforge._API)
