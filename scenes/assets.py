@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -56,14 +56,47 @@ class AssetError(ValueError):
 
 
 @dataclass(frozen=True, eq=False)
+class TextureTransform:
+    """glTF's KHR_texture_transform of a map's UVs: scaled, then rotated (radians), then offset."""
+
+    offset: tuple[float, float] = (0.0, 0.0)
+    rotation: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
 class AssetMaterial:
-    """One surface material of an asset, in glTF's metallic-roughness terms."""
+    """One surface material of an asset, in glTF's metallic-roughness terms (docs/materials.md).
+
+    Every image is uint8 RGBA (H, W, 4), top row first, as the file stores it (colour maps sRGB,
+    data maps linear); factors multiply their map, as in glTF.
+    """
 
     base_color: tuple[float, float, float] = (0.8, 0.8, 0.8)  # linear RGB, multiplies the texture
-    texture: np.ndarray | None = None  # base colour image: uint8 RGBA (H, W, 4), sRGB, top row first
+    texture: np.ndarray | None = None  # base colour image (sRGB); its alpha is the base alpha
     roughness: float = 0.5
     metallic: float = 0.0
     specular: float = 0.5  # Blender's "Specular IOR Level": 0.5 is a dielectric of IOR 1.5
+    metallic_roughness_texture: np.ndarray | None = None  # glTF's packing: roughness in G, metallic in B
+    normal_texture: np.ndarray | None = None  # tangent space, OpenGL convention (+Y up; DirectX maps flipped on read)
+    normal_scale: float = 1.0
+    occlusion_texture: np.ndarray | None = None  # ambient occlusion in R
+    emissive: tuple[float, float, float] = (0.0, 0.0, 0.0)  # linear RGB, multiplies emissive_texture
+    emissive_texture: np.ndarray | None = None  # sRGB
+    emissive_strength: float = 1.0
+    bump_texture: np.ndarray | None = None  # height in R (a texture folder's *_Displacement), shading only
+    bump_distance: float = 0.0  # metres of height at R = 1
+    alpha: float = 1.0  # base alpha factor (glTF baseColorFactor[3], USD opacity)
+    alpha_mode: Literal["OPAQUE", "MASK", "BLEND"] = "OPAQUE"  # glTF's; USD opacityThreshold > 0 is MASK
+    alpha_cutoff: float = 0.5  # MASK: opaque where alpha >= cutoff, else a hole
+    opacity_texture: np.ndarray | None = None  # opacity in R; None: the base colour texture's alpha
+    transmission: float = 0.0  # 0 opaque .. 1 glass (KHR_materials_transmission)
+    ior: float = 1.5
+    clearcoat: float = 0.0
+    clearcoat_roughness: float = 0.0
+    sheen_color: tuple[float, float, float] = (0.0, 0.0, 0.0)  # linear RGB; black: no sheen
+    sheen_roughness: float = 0.0
+    uv_transform: TextureTransform = TextureTransform()  # applied to every map's UVs
 
 
 @dataclass(frozen=True, eq=False)
