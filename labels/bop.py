@@ -2,7 +2,8 @@
 
     DEST/camera.json                 the first image's intrinsics (BOP: for sensor simulation only)
     DEST/sceneforge_objects.json     obj_id -> category, category id, asset hash, model origin
-    DEST/models/models_info.json     per obj_id: diameter, min_x/y/z, size_x/y/z (mm)
+    DEST/models/models_info.json     per obj_id: diameter, min_x/y/z, size_x/y/z (mm), and the
+                                     symmetries of untextured primitives
     DEST/models/obj_OBJ_ID.ply       the asset's mesh in millimetres, origin at its 3D box centre
     DEST/SPLIT/SCENE_ID/scene_camera[_CAM].json, scene_gt[_CAM].json, scene_gt_info[_CAM].json,
                         rgb[_CAM]/IM_ID.png, depth[_CAM]/IM_ID.png, mask[_CAM]/IM_ID_GT_IDX.png,
@@ -17,6 +18,7 @@ of pixel indices, ``-1`` boxes when nothing is visible; the visible mask is the 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from scipy.spatial import ConvexHull, QhullError
 from sceneforge.floor.errors import UserError
 from sceneforge.floor.files import link_or_copy
 from sceneforge.scenes.assets import AssetError, asset_mesh
-from sceneforge.scenes.spec import SceneSpec
+from sceneforge.scenes.spec import AssetRef, SceneSpec
 
 from .annotate import canvas_silhouette
 from .store import DatasetStore, view_name
@@ -69,13 +71,15 @@ def _spec(store: DatasetStore, record: dict) -> SceneSpec:
 
 
 def _object_ids(specs: dict[Path, SceneSpec]) -> dict[str, dict]:
-    """obj_id per asset hash (1-based, ordered by category id then hash), with what identifies it
-    and the first scene file (of ``specs``, by path) that names it."""
+    """obj_id per asset hash (1-based, ordered by category id then hash), with what identifies it,
+    the first scene file (of ``specs``, by path) that names it, and whether any of its objects is textured."""
     assets: dict[str, dict] = {}
     for path, spec in specs.items():
         for obj in spec.objects:
-            assets.setdefault(obj.asset.hash, {"category_id": obj.category_id, "category": obj.category,
-                                               "asset": obj.asset, "scene": path})
+            entry = assets.setdefault(obj.asset.hash, {"category_id": obj.category_id, "category": obj.category,
+                                                       "asset": obj.asset, "scene": path, "textured": False})
+            # A texture (box-projected on primitives) breaks the shape's symmetries for pose metrics.
+            entry["textured"] |= obj.material.texture is not None
     ordered = sorted(assets.items(), key=lambda item: (item[1]["category_id"], item[0]))
     return {asset_hash: {"obj_id": i, **entry} for i, (asset_hash, entry) in enumerate(ordered, start=1)}
 
@@ -110,13 +114,53 @@ def _write_models(objects: dict[str, dict], dest: Path) -> None:
         obj_id = entry["obj_id"]
         info[str(obj_id)] = {"diameter": diameter(points), "min_x": float(low[0]), "min_y": float(low[1]),
                              "min_z": float(low[2]), "size_x": float(high[0] - low[0]),
-                             "size_y": float(high[1] - low[1]), "size_z": float(high[2] - low[2])}
+                             "size_y": float(high[1] - low[1]), "size_z": float(high[2] - low[2]),
+                             **({} if entry["textured"] else symmetries(entry["asset"]))}
         side[str(obj_id)] = {"category": entry["category"], "category_id": entry["category_id"], "asset": asset_hash,
                              "origin_in_asset": [float(v) for v in origin]}
         (dest / "models" / f"obj_{obj_id:06d}.ply").write_bytes(model.export(file_type="ply", encoding="ascii",
                                                                             vertex_normal=True))
     _write_json(dest / "models" / "models_info.json", info)
     _write_json(dest / "sceneforge_objects.json", side)
+
+
+def symmetries(asset: AssetRef) -> dict:
+    """BOP's ``symmetries_discrete`` (4x4 row-major, mm) and ``symmetries_continuous`` (axis, offset
+    in mm) of a primitive's shape in the model frame (origin at its box centre, where every primitive
+    is symmetric); {} for an asset file, whose symmetries SceneForge does not know."""
+    flip = np.diag([1.0, -1.0, -1.0])  # half a turn about x: the top becomes the bottom
+    about = {axis: {"axis": [float(v) for v in np.eye(3)[k]], "offset": [0.0, 0.0, 0.0]}
+             for k, axis in enumerate("xyz")}
+    if asset.primitive == "box":
+        return {"symmetries_discrete": [_pose(r) for r in _box_rotations(np.asarray(asset.params["extents"]))]}
+    if asset.primitive == "sphere":  # every turn; BOP lists axes, so the three principal ones
+        return {"symmetries_continuous": [about["x"], about["y"], about["z"]]}
+    if asset.primitive == "cone":
+        return {"symmetries_continuous": [about["z"]]}
+    if asset.primitive in ("cylinder", "capsule", "torus"):
+        return {"symmetries_continuous": [about["z"]], "symmetries_discrete": [_pose(flip)]}
+    return {}
+
+
+def _box_rotations(extents: np.ndarray) -> list[np.ndarray]:
+    """The turns other than none that map a box of these extents onto itself: the proper signed
+    permutations of the axes that only exchange axes of equal length."""
+    turns = []
+    for order in itertools.permutations(range(3)):
+        if not np.allclose(extents[list(order)], extents, rtol=1e-9, atol=0):
+            continue
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            turn = np.zeros((3, 3))
+            turn[range(3), order] = signs
+            if np.linalg.det(turn) > 0 and not np.array_equal(turn, np.eye(3)):
+                turns.append(turn)
+    return turns
+
+
+def _pose(rotation: np.ndarray) -> list[float]:
+    pose = np.eye(4)
+    pose[:3, :3] = rotation
+    return [float(v) for v in pose.ravel()]
 
 
 def diameter(points: np.ndarray) -> float:

@@ -6,6 +6,7 @@ mesh; a lens and a moved asset file refused."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 
 from sceneforge.labels.export import export
@@ -321,3 +323,72 @@ def test_a_sequence_is_a_scene_whose_world_poses_agree_across_its_images(tmp_pat
                   @ _pose(gt["cam_R_m2c"], gt["cam_t_m2c"]) for gt in gts[i]] for i in im_ids]
         assert not np.allclose(cameras[im_ids[0]]["cam_R_w2c"], cameras[im_ids[1]]["cam_R_w2c"])  # the camera orbits
         assert np.allclose(world[0], world[1], atol=1e-3)  # objects standing still: one world pose (mm)
+
+
+def _turn(axis: list[float], angle: float) -> np.ndarray:
+    """Rodrigues' rotation matrix about a unit axis."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def test_symmetries_map_each_written_model_onto_itself_and_no_more(bop):
+    _, dest = bop
+    info = _json(dest / "models" / "models_info.json")
+    models = {obj_id: read_ply(dest / "models" / f"obj_{int(obj_id):06d}.ply")[0] for obj_id in info}
+    # The 120 x 100 x 80 mm box: exactly the three half turns about its axes move its corners onto corners.
+    box = models["1"]
+    turns = [np.reshape(flat, (4, 4)) for flat in info["1"]["symmetries_discrete"]]
+    assert len(turns) == 3 and "symmetries_continuous" not in info["1"]
+    for turn in turns:
+        assert np.allclose(turn[:3, 3], 0) and np.allclose(np.abs(np.diag(turn[:3, :3])).sum(), 3)
+        assert cKDTree(box).query(box @ turn[:3, :3].T + turn[:3, 3])[0].max() < 1e-3
+    assert cKDTree(box).query(box @ _turn([0, 0, 1], np.pi / 2).T)[0].max() > 5  # 120 vs 100 mm: not a symmetry
+    # The ring lies on the analytic torus (70 mm to the tube's middle, 20 mm tube), which every
+    # listed turn, and every angle about a continuous axis, maps onto itself.
+    def off_torus(points: np.ndarray) -> float:
+        return float(np.abs(np.hypot(np.hypot(points[:, 0], points[:, 1]) - 70, points[:, 2]) - 20).max())
+
+    ring = models["3"]
+    assert off_torus(ring) < 1e-3
+    assert [c["axis"] for c in info["3"]["symmetries_continuous"]] == [[0, 0, 1]]
+    for entry in info["3"]["symmetries_continuous"]:
+        for angle in (0.3, 1.7, 4.0):
+            assert off_torus((ring - entry["offset"]) @ _turn(entry["axis"], angle).T + entry["offset"]) < 1e-3
+    for flat in info["3"]["symmetries_discrete"]:
+        turn = np.reshape(flat, (4, 4))
+        assert off_torus(ring @ turn[:3, :3].T + turn[:3, 3]) < 1e-3
+    assert off_torus(ring @ _turn([1, 0, 0], np.pi / 2).T) > 10  # a quarter turn about x is not one
+    ball = models["2"]
+    for entry in info["2"]["symmetries_continuous"]:
+        moved = ball @ _turn(entry["axis"], 1.1).T
+        assert np.abs(np.linalg.norm(moved, axis=1) - 50).max() < 1e-3
+
+
+def test_symmetries_of_a_cube_a_cone_and_files():
+    from sceneforge.labels.bop import symmetries
+    from sceneforge.scenes.spec import AssetRef
+
+    cube = symmetries(AssetRef.primitive_asset("box", {"extents": (0.1, 0.1, 0.1)}))["symmetries_discrete"]
+    corners = np.array(list(itertools.product((-50.0, 50.0), repeat=3)))
+    assert len(cube) == 23  # the cube's 24 turns but the identity
+    assert len({tuple(np.round(t, 9)) for t in cube}) == 23
+    for flat in cube:
+        turn = np.reshape(flat, (4, 4))[:3, :3]
+        assert cKDTree(corners).query(corners @ turn.T)[0].max() < 1e-9
+    square = symmetries(AssetRef.primitive_asset("box", {"extents": (0.1, 0.1, 0.3)}))["symmetries_discrete"]
+    assert len(square) == 7  # a square prism: four quarter turns about z, each with or without the flip
+    cone = symmetries(AssetRef.primitive_asset("cone", {"radius": 0.1, "height": 0.2}))
+    assert cone == {"symmetries_continuous": [{"axis": [0.0, 0.0, 1.0], "offset": [0.0, 0.0, 0.0]}]}  # no flip
+    assert symmetries(AssetRef(path="/x.glb", hash="0")) == {}
+
+
+def test_a_textured_primitive_has_no_symmetries(tmp_path):
+    textures = tmp_path / "textures"
+    textures.mkdir()
+    shutil.copy(ROOT / "examples" / "assets" / "textures" / "objects" / "coffee.jpg", textures)
+    recipe = write_recipe(tmp_path, "count: 1\nrender: {resolution: [32, 24], samples: 1}\nground: {size: 8}\n"
+                                    "objects: [{category: can, asset: {primitive: cylinder},"
+                                    " material: {texture_folder: textures}}]\n")
+    store = render_dataset(load_recipe(recipe), tmp_path / "out").store
+    info = _json(export(store, "bop", tmp_path / "bop") / "models" / "models_info.json")
+    assert "symmetries_continuous" not in info["1"] and "symmetries_discrete" not in info["1"]
