@@ -22,6 +22,7 @@ from PIL import Image
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
 
 from sceneforge.floor.axes import opengl_pose
+from sceneforge.floor.colour import srgb_to_linear
 from sceneforge.floor.files import atomic_write, link_or_copy
 from sceneforge.scenes.assets import SHARP_EDGE_ANGLE_DEG, AssetMaterial, AssetModel, asset_model, ground_model, texture_image
 from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpec
@@ -155,11 +156,15 @@ def _add_mesh(stage: Usd.Stage, name: str, model: AssetModel, pose, change: Mate
     mesh.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)  # the polygons as rendered, not a limit surface
     mesh.CreateExtentAttr(UsdGeom.Boundable.ComputeExtentFromPlugins(mesh, Usd.TimeCode.Default()))
     primvars = UsdGeom.PrimvarsAPI(mesh)
-    normals, corners = corner_normals(vertices, faces)
+    normals, corners = _model_normals(model)
     normal = primvars.CreatePrimvar("normals", Sdf.ValueTypeNames.Normal3fArray, UsdGeom.Tokens.faceVarying)
     normal.Set(Vt.Vec3fArray.FromNumpy(normals))
     normal.SetIndices(Vt.IntArray.FromNumpy(corners.astype(np.int32)))
     materials = [_changed(own, change) for own in model.materials]
+    vertex_colors = model.colors is not None and change.texture is None and change.base_color is None
+    if vertex_colors:  # multiplying the base colour, as the renderer's do (linear, like every USD colour)
+        primvars.CreatePrimvar("displayColor", Sdf.ValueTypeNames.Color3fArray, UsdGeom.Tokens.vertex).Set(
+            Vt.Vec3fArray.FromNumpy(srgb_to_linear(model.colors[:, :3] / 255).astype(np.float32)))
     if files.folder is not None and any(_maps(m) for m in materials):
         st = primvars.CreatePrimvar("st", Sdf.ValueTypeNames.TexCoord2fArray,
                                     UsdGeom.Tokens.vertex if model.uv is not None else UsdGeom.Tokens.faceVarying)
@@ -169,14 +174,20 @@ def _add_mesh(stage: Usd.Stage, name: str, model: AssetModel, pose, change: Mate
     counts = np.bincount(face_materials, minlength=len(materials))
     main = int(counts.argmax())
     binding = UsdShade.MaterialBindingAPI.Apply(mesh.GetPrim())
-    binding.Bind(_material(stage, f"/World/Looks/{name}", materials[main], change, files))
+    binding.Bind(_material(stage, f"/World/Looks/{name}", materials[main], change, vertex_colors, files))
     for i in np.flatnonzero(counts):
         if i != main:
             subset = binding.CreateMaterialBindSubset(f"material_{i}", Vt.IntArray.FromNumpy(
                 np.flatnonzero(face_materials == i).astype(np.int32)), UsdGeom.Tokens.face)
             UsdShade.MaterialBindingAPI.Apply(subset.GetPrim()).Bind(
-                _material(stage, f"/World/Looks/{name}_{i}", materials[i], change, files))
+                _material(stage, f"/World/Looks/{name}_{i}", materials[i], change, vertex_colors, files))
     return mesh
+
+
+@lru_cache(maxsize=32)
+def _model_normals(model: AssetModel) -> tuple[np.ndarray, np.ndarray]:
+    """``corner_normals`` of an asset's mesh, once per model (models are cached and compared by identity)."""
+    return corner_normals(np.asarray(model.mesh.vertices, dtype=np.float64), np.asarray(model.mesh.faces))
 
 
 def corner_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +195,7 @@ def corner_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     whose faces meet at more than ``SHARP_EDGE_ANGLE_DEG`` (and along boundary and non-manifold
     edges); each is the corner-angle weighted mean of its fan's face normals.
 
-    Returns the distinct normals (N, 3, float32) and, per face corner (face-major, 3F), the index of its normal.
+    Returns one normal per fan (N, 3, float32) and, per face corner (face-major, 3F), the index of its fan.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -200,9 +211,8 @@ def corner_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     corner_ids = np.arange(faces.size).reshape(faces.shape)
     start, end = faces.ravel(), faces[:, [1, 2, 0]].ravel()
     start_corner, end_corner = corner_ids.ravel(), corner_ids[:, [1, 2, 0]].ravel()
-    _, edge, uses = np.unique(np.sort(np.stack([start, end], axis=1), axis=1), axis=0,
-                              return_inverse=True, return_counts=True)
-    edge = edge.ravel()
+    low, high = np.minimum(start, end).astype(np.int64), np.maximum(start, end).astype(np.int64)
+    _, edge, uses = np.unique(low * len(vertices) + high, return_inverse=True, return_counts=True)
     order = np.argsort(edge, kind="stable")
     pair = np.flatnonzero((edge[order][:-1] == edge[order][1:]) & (uses[edge[order][:-1]] == 2))
     first, second = order[pair], order[pair + 1]
@@ -219,9 +229,7 @@ def corner_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     sums = np.zeros((count, 3))
     np.add.at(sums, fan, (face_normals[:, None, :] * angles[:, :, None]).reshape(-1, 3))
     length = np.linalg.norm(sums, axis=1, keepdims=True)
-    normals, shared = np.unique(np.where(length > 0, sums / np.maximum(length, 1e-300), sums).astype(np.float32),
-                                axis=0, return_inverse=True)  # fans of one flat face share their normal
-    return normals, shared.ravel()[fan]
+    return (sums / np.where(length > 0, length, 1.0)).astype(np.float32), fan
 
 
 def box_uv(vertices: np.ndarray, faces: np.ndarray, size: float) -> np.ndarray:
@@ -257,8 +265,10 @@ def _maps(material: AssetMaterial) -> bool:
         "bump_texture", "opacity_texture"))
 
 
-def _material(stage: Usd.Stage, path: str, spec: AssetMaterial, change: MaterialSpec, files: _Files) -> UsdShade.Material:
-    """A UsdPreviewSurface with a UsdUVTexture per map (docs/formats.md: what maps where)."""
+def _material(stage: Usd.Stage, path: str, spec: AssetMaterial, change: MaterialSpec, vertex_colors: bool,
+              files: _Files) -> UsdShade.Material:
+    """A UsdPreviewSurface with a UsdUVTexture per map (docs/formats.md: what maps where); without a
+    base colour map, ``vertex_colors`` read the mesh's ``displayColor`` as the base colour."""
     material = UsdShade.Material.Define(stage, path)
     surface = UsdShade.Shader.Define(stage, f"{path}/surface")
     surface.CreateIdAttr("UsdPreviewSurface")
@@ -289,8 +299,8 @@ def _material(stage: Usd.Stage, path: str, spec: AssetMaterial, change: Material
         if source is None:
             socket.Set(value)
         else:
-            socket.ConnectToSource(source.ConnectableAPI(), output,
-                                   UsdShade.AttributeType.Output, Sdf.ValueTypeNames.Float3 if output == "rgb" else Sdf.ValueTypeNames.Float)
+            socket.ConnectToSource(source.ConnectableAPI(), output, UsdShade.AttributeType.Output,
+                                   Sdf.ValueTypeNames.Float3 if output in ("rgb", "result") else Sdf.ValueTypeNames.Float)
 
     # Coverage: glTF's alpha modes; transmission (no UsdPreviewSurface input) makes the surface
     # see-through where it is not cut away (opacity 1 - transmission, the ior kept), as UsdPreviewSurface
@@ -300,7 +310,14 @@ def _material(stage: Usd.Stage, path: str, spec: AssetMaterial, change: Material
     opacity_map = spec.alpha_mode != "OPAQUE" and spec.opacity_texture is not None
     base_alpha = spec.alpha_mode != "OPAQUE" and spec.opacity_texture is None and spec.texture is not None
     base = texture("base_color", spec.texture, "sRGB", (*spec.base_color, coverage if base_alpha else 1.0))
-    put("diffuseColor", Sdf.ValueTypeNames.Color3f, Gf.Vec3f(*spec.base_color), base)
+    if base is None and vertex_colors:  # UsdPreviewSurface cannot multiply: vertex-coloured assets have white factors
+        base = UsdShade.Shader.Define(stage, f"{path}/vertex_colors")
+        base.CreateIdAttr("UsdPrimvarReader_float3")
+        base.CreateInput("varname", Sdf.ValueTypeNames.String).Set("displayColor")
+        base.CreateInput("fallback", Sdf.ValueTypeNames.Float3).Set(Gf.Vec3f(*spec.base_color))
+        put("diffuseColor", Sdf.ValueTypeNames.Color3f, source=base, output="result")
+    else:
+        put("diffuseColor", Sdf.ValueTypeNames.Color3f, Gf.Vec3f(*spec.base_color), base)
     opacity = texture("opacity", spec.opacity_texture if opacity_map else None, "raw", (coverage,) * 4)
     if opacity is not None:
         put("opacity", Sdf.ValueTypeNames.Float, source=opacity, output="r")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -231,7 +232,9 @@ for o in bpy.data.objects:
     elif o.type == "LIGHT":
         objects[o.name].update(light=o.data.type, energy=o.data.energy, color=list(o.data.color))
     elif o.type == "MESH":
-        objects[o.name].update(vertices=len(o.data.vertices))
+        images = [bpy.path.abspath(n.image.filepath) for m in o.data.materials for n in m.node_tree.nodes
+                  if n.type == "TEX_IMAGE" and n.image]
+        objects[o.name].update(vertices=len(o.data.vertices), images=images)
 background = bpy.context.scene.world.node_tree.nodes["Background"].inputs
 print("RESULT" + json.dumps({"result": sorted(result), "objects": objects,
                              "background": [list(background["Color"].default_value)[:3], background["Strength"].default_value]}))
@@ -260,8 +263,17 @@ def test_blender_reimports_the_frame(usd_store):
     assert camera["sensor_fit"] == "HORIZONTAL" and camera["lens"] / camera["sensor_width"] * width == pytest.approx(fx)
     assert camera["shift_x"] == pytest.approx(((width - 1) / 2 - cx) / width, abs=1e-6)
     assert camera["shift_y"] == pytest.approx((cy - (height - 1) / 2) * fx / fy / width, abs=1e-6)
-    for obj in record["objects"]:
-        np.testing.assert_allclose(objects[f"object_{obj['instance_id']}"]["matrix"], obj["world_from_object"], atol=1e-6)
+    assert any(o.material.texture for o in spec.objects)  # the box's photo
+    for obj, obj_spec in zip(record["objects"], spec.objects, strict=True):
+        imported_object = objects[f"object_{obj['instance_id']}"]
+        np.testing.assert_allclose(imported_object["matrix"], obj["world_from_object"], atol=1e-6)
+        # The texture-folder photo comes back as the material's image, read from beside the stage.
+        photos = [rgba(path) for path in imported_object["images"]]
+        if obj_spec.material.texture is None:
+            assert not photos
+        else:
+            assert [p.shape for p in photos] == [(6, 10, 4)] and np.array_equal(photos[0], rgba(obj_spec.material.texture))
+            assert all(path.startswith(str(store.root / "scenes" / "textures")) for path in imported_object["images"])
     lights = [objects[f"light_{i}"] for i in range(len(spec.lights))]
     assert [(o["light"], o["energy"]) for o in lights] == [(s.type.upper(), pytest.approx(s.energy)) for s in spec.lights]
     for light, light_spec in zip(lights, spec.lights):
@@ -559,3 +571,17 @@ def test_blender_imports_the_hdri_turn_and_the_smooth_normals(shapes):
     assert open(imported["image"], "rb").read() == (folder / "sky.hdr").read_bytes()
     radial = (np.array(imported["corners"]) - [0, 0, 0.06]) / 0.06
     assert np.linalg.norm(np.array(imported["normals"]) - radial, axis=1).max() < 3e-3
+
+
+def test_vertex_colours_are_the_base_colour(tmp_path, monkeypatch):
+    model = two_quads((AssetMaterial(base_color=(1.0, 1.0, 1.0)),), [0, 0, 0, 0])
+    colors = np.random.default_rng(3).integers(0, 256, (6, 4), dtype=np.uint8)
+    stage, spec = cards_stage(tmp_path, monkeypatch, dataclasses.replace(model, colors=colors))
+    prim = stage.GetPrimAtPath(f"/World/object_{spec.objects[0].instance_id}")
+    reader, output = wired(surface_of(prim), "diffuseColor")
+    assert reader.GetIdAttr().Get() == "UsdPrimvarReader_float3" and reader.GetInput("varname").Get() == "displayColor"
+    display = UsdGeom.PrimvarsAPI(prim).GetPrimvar("displayColor")
+    assert display.GetInterpolation() == UsdGeom.Tokens.vertex
+    srgb = colors[:, :3] / 255  # USD colours are linear: the sRGB curve undone
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    np.testing.assert_allclose(np.array(display.Get()), linear, atol=1e-6)
