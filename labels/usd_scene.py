@@ -302,11 +302,15 @@ def _material(stage: Usd.Stage, path: str, spec: AssetMaterial, change: Material
             socket.ConnectToSource(source.ConnectableAPI(), output, UsdShade.AttributeType.Output,
                                    Sdf.ValueTypeNames.Float3 if output in ("rgb", "result") else Sdf.ValueTypeNames.Float)
 
-    # Coverage: glTF's alpha modes; transmission (no UsdPreviewSurface input) makes the surface
-    # see-through where it is not cut away (opacity 1 - transmission, the ior kept), as UsdPreviewSurface
-    # describes clear glass: transparent, with a specular response.
-    glass = 1.0 - spec.transmission
-    coverage = spec.alpha * (1.0 if spec.alpha_mode == "MASK" else glass) if spec.alpha_mode != "OPAQUE" else glass
+    # Coverage: glTF's alpha modes. UsdPreviewSurface has no transmission: a transmissive surface
+    # is written as it describes clear glass, transparent with its specular response and ior
+    # (opacity x (1 - transmission)); a cut-out keeps its holes and its transmission is data only.
+    if spec.alpha_mode == "OPAQUE":
+        coverage = 1.0 - spec.transmission
+    elif spec.alpha_mode == "MASK":
+        coverage = spec.alpha
+    else:
+        coverage = spec.alpha * (1.0 - spec.transmission)
     opacity_map = spec.alpha_mode != "OPAQUE" and spec.opacity_texture is not None
     base_alpha = spec.alpha_mode != "OPAQUE" and spec.opacity_texture is None and spec.texture is not None
     base = texture("base_color", spec.texture, "sRGB", (*spec.base_color, coverage if base_alpha else 1.0))

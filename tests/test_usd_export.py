@@ -432,7 +432,7 @@ def test_glass_blend_and_opaque_opacity(tmp_path, monkeypatch):
     materials = (
         AssetMaterial(alpha=0.9, alpha_mode="BLEND", transmission=1.0, ior=1.45),  # clear glass
         AssetMaterial(texture=cutout, alpha=0.8, alpha_mode="BLEND", transmission=0.5),  # the base map's alpha
-        AssetMaterial(texture=cutout),  # OPAQUE: alpha ignored
+        AssetMaterial(texture=cutout, transmission=0.25),  # OPAQUE: alpha ignored, transmission kept
         AssetMaterial(alpha=0.7, alpha_mode="MASK", alpha_cutoff=0.3, transmission=0.7),  # cut-outs stay cut-outs
     )
     stage, spec = cards_stage(tmp_path, monkeypatch, two_quads(materials, [0, 1, 2, 3]))
@@ -449,7 +449,7 @@ def test_glass_blend_and_opaque_opacity(tmp_path, monkeypatch):
     texture, output = wired(blend, "opacity")
     assert output == "a" and wired(blend, "diffuseColor")[0].GetPath() == texture.GetPath()
     assert texel_value(texture, "a", cutout[1, 2]) == pytest.approx(cutout[1, 2, 3] / 255 * 0.8 * 0.5)
-    assert opaque.GetInput("opacity").Get() == 1.0 and not opaque.GetInput("opacity").HasConnectedSource()
+    assert opaque.GetInput("opacity").Get() == pytest.approx(0.75) and not opaque.GetInput("opacity").HasConnectedSource()
     assert mask.GetInput("opacity").Get() == pytest.approx(0.7) and mask.GetInput("opacityThreshold").Get() == pytest.approx(0.3)
     assert bound[3].GetPrim().GetCustomDataByKey("sceneforge:transmission") == pytest.approx(0.7)
 
