@@ -168,7 +168,7 @@ def _add_mesh(stage: Usd.Stage, name: str, model: AssetModel, pose, change: Mate
     if files.folder is not None and any(_maps(m) for m in materials):
         st = primvars.CreatePrimvar("st", Sdf.ValueTypeNames.TexCoord2fArray,
                                     UsdGeom.Tokens.vertex if model.uv is not None else UsdGeom.Tokens.faceVarying)
-        uv = model.uv if model.uv is not None else box_uv(vertices, faces, change.texture_size)
+        uv = model.uv if model.uv is not None else _box_uv(vertices, faces, change.texture_size)
         st.Set(Vt.Vec2fArray.FromNumpy(np.asarray(uv, dtype=np.float32)))
     face_materials = np.asarray(model.face_materials, dtype=np.int64)
     counts = np.bincount(face_materials, minlength=len(materials))
@@ -232,7 +232,7 @@ def corner_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     return (sums / np.where(length > 0, length, 1.0)).astype(np.float32), fan
 
 
-def box_uv(vertices: np.ndarray, faces: np.ndarray, size: float) -> np.ndarray:
+def _box_uv(vertices: np.ndarray, faces: np.ndarray, size: float) -> np.ndarray:
     """Per face corner (3F, 2) texture coordinates of the renderer's box projection (one copy of the
     image per ``size`` metres of the object's own coordinates, each face projected along the axis
     its normal leans on most; the renderer blends the projections near 45 degrees, USD cannot)."""
