@@ -13,11 +13,11 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from pxr import Gf, Usd, UsdGeom, UsdLux, UsdShade
+from pxr import Usd, UsdGeom, UsdLux, UsdShade
 
 from sceneforge.labels import usd_scene
 from sceneforge.labels.export import export
-from sceneforge.labels.usd_scene import scene_stage, scene_usda
+from sceneforge.labels.usd_scene import scene_usda
 from sceneforge.pipeline import render_dataset
 from sceneforge.scenes.assets import AssetMaterial, AssetModel, TextureTransform
 from sceneforge.scenes.recipe import load_recipe
