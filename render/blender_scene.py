@@ -29,15 +29,13 @@ import numpy as np
 from sceneforge.floor.axes import opengl_pose
 from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import Passes
-from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, ground_model, texture_image
+from sceneforge.scenes.assets import SHARP_EDGE_ANGLE_DEG, AssetMaterial, AssetModel, asset_model, ground_model, texture_image
 from sceneforge.scenes.camera import render_camera
 from sceneforge.scenes.motion import interpolate
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
 
 from .decode import decode
 
-# Faces meeting at more than this angle get a hard edge (box corners, cylinder caps).
-_SHARP_EDGE_ANGLE = math.radians(40)
 # Blender's default camera sensor width (mm); a lens's wider render widens it (_place_camera).
 _SENSOR_WIDTH_MM = 36.0
 # Cycles GPU backends, most capable first.
@@ -335,7 +333,7 @@ class Renderer:
             colors.data.foreach_set("color_srgb", (model.colors.astype(np.float32) / 255).ravel())
         mesh.update()
         mesh.shade_smooth()
-        mesh.set_sharp_from_angle(angle=_SHARP_EDGE_ANGLE)
+        mesh.set_sharp_from_angle(angle=math.radians(SHARP_EDGE_ANGLE_DEG))
         for i, own in enumerate(model.materials):
             mesh.materials.append(self._material(f"{name}_{i}", own, f"{asset_key}/{i}", override, model))
         obj = bpy.data.objects.new(name, mesh)

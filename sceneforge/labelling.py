@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from sceneforge.floor.frame import Passes
 from sceneforge.labels.annotate import frame_record, stored_passes
-from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.store import DOCUMENTS, DatasetStore
 from sceneforge.scenes.spec import SceneSpec
 
 
@@ -19,7 +20,7 @@ class LabelAndStore:
     """Label one rendered frame and write its files into the store at ``store_root`` (picklable).
 
     With ``usd``, the frame's scene is also written as a USD stage (``scenes/NNNNNN.usda``; a rig
-    camera's view: ``scenes/NNNNNN_NAME.usda``).
+    camera's view: ``scenes/NNNNNN_NAME.usda``), its images in ``scenes/textures``.
     """
 
     store_root: str
@@ -31,7 +32,7 @@ class LabelAndStore:
         if self.usd:
             from sceneforge.labels.usd_scene import scene_usda  # pxr: only where USD is written
 
-            documents["usd"] = scene_usda(spec, passes.exposure_ev)
+            documents["usd"] = scene_usda(spec, passes.exposure_ev, (Path(self.store_root) / DOCUMENTS["usd"]).parent)
         files, checks = _store(self.store_root).write_frame_files(spec.index, stored_passes(spec, passes), documents,
                                                                     spec.camera.name)
         return frame_record(spec, passes, files, checks, render_seconds)

@@ -49,6 +49,9 @@ USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
 ASSET_SUFFIXES = MESH_SUFFIXES + USD_SUFFIXES
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tga", ".bmp", ".tif", ".tiff")
 MAX_LIBRARY_FILES = 10_000  # per assets[] entry
+# Faces meeting at more than this angle (degrees) get a hard edge (box corners, cylinder caps): the
+# renderer and the USD export split their shading normals there alike.
+SHARP_EDGE_ANGLE_DEG = 40.0
 
 
 class AssetError(ValueError):
