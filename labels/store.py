@@ -500,7 +500,7 @@ class DatasetStore:
         atomic_write(self.root / "frames.jsonl", lambda tmp: tmp.write_text(_json_lines(records)))
 
     def _remove_partial_files(self) -> None:
-        for folder in (*self.meta["passes"], "scenes"):
+        for folder in (*self.meta["passes"], "scenes", "scenes/textures"):  # textures: the USD stages' maps
             for tmp in (self.root / folder).glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
 

@@ -99,6 +99,8 @@ def _verify(store: DatasetStore, repair: bool) -> VerifyReport:
             relative = path.relative_to(store.root).as_posix()
             if path.name.endswith(".tmp"):
                 report.temporary.append(relative)
+            elif path.is_dir():  # scenes/textures: the USD stages' maps, shared by content
+                report.temporary += [p.relative_to(store.root).as_posix() for p in sorted(path.glob(".*.tmp"))]
             elif not path.name.startswith(".") and relative not in named:  # dot files: the stage's own markers
                 report.orphans.append(relative)
     finished = store.meta.get("counts", {}).get("finished")

@@ -428,3 +428,25 @@ def test_an_internal_error_shows_its_traceback_and_asks_for_a_report(capsys, tmp
         code, err = cli(capsys, "validate", recipe)
     assert code == 1 and "Traceback" in err and "RuntimeError: a bug" in err
     assert "internal error: this is a bug in SceneForge, not in your input; please report it" in err
+
+
+def test_the_usd_stages_textures_are_neither_orphans_nor_left_half_written(tmp_path):
+    """A textured scene's USD maps live in scenes/textures/, shared by content: verify knows them,
+    and a map left half-written by a crash is removed by verify --repair and by the next run."""
+    textures = tmp_path / "textures"
+    textures.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "examples" / "assets" / "textures" / "objects" / "coffee.jpg", textures)
+    recipe = write_recipe(tmp_path, STORE_RECIPE.replace("extents: [0.12, 0.1, 0.1]}",
+                                                         "extents: [0.12, 0.1, 0.1]}\n    material: {texture_folder: textures}"))
+    store = render_dataset(load_recipe(recipe), tmp_path / "out", usd=True).store
+    maps = sorted((store.root / "scenes" / "textures").glob("*.png"))
+    assert len(maps) == 1 and verify_store(store).problems == 0
+    partial = store.root / "scenes" / "textures" / f".{maps[0].name}.99.tmp"
+    partial.write_bytes(b"half")
+    report = verify_store(store)
+    assert report.temporary == [partial.relative_to(store.root).as_posix()] and not report.orphans
+    verify_store(store, repair=True)
+    assert not partial.exists() and maps[0].exists()
+    partial.write_bytes(b"half")
+    render_dataset(load_recipe(recipe), store.root, usd=True)
+    assert not partial.exists() and verify_store(DatasetStore(store.root)).problems == 0
