@@ -56,7 +56,7 @@ class AssetError(ValueError):
     """An asset file that cannot be read; the message names the file and the reason."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)  # compared by value: it holds numbers only
 class TextureTransform:
     """glTF's KHR_texture_transform of a map's UVs: scaled, then rotated (radians), then offset."""
 
