@@ -476,6 +476,8 @@ class Renderer:
             links.new(self._texture(material, f"{key}/normal", maps.normal_texture, coordinates, data=True).outputs["Color"],
                       normal_map.inputs["Color"])
             normal = normal_map.outputs["Normal"]
+        elif maps.normal_texture is not None:
+            normal = self._box_normal(material, self._image(f"{key}/normal", maps.normal_texture, True), coordinates[0])
         if maps.bump_texture is not None and maps.bump_distance > 0:
             bump = nodes.new("ShaderNodeBump")
             bump.inputs["Distance"].default_value = maps.bump_distance
@@ -501,6 +503,77 @@ class Renderer:
             bsdf.inputs["Sheen Weight"].default_value = 1.0
             bsdf.inputs["Sheen Tint"].default_value = (*maps.sheen_color, 1.0)
             bsdf.inputs["Sheen Roughness"].default_value = maps.sheen_roughness
+
+    @staticmethod
+    def _box_normal(material, image, vector):
+        """The world normal of a tangent-space normal map on a box-projected surface (no UVs).
+
+        Cycles' box projection maps the face along +-X by u = +-y, v = z, along +-Y by u = -+x,
+        v = z, along +-Z by u = -+y, v = x (object axes, the sign that of the normal's component):
+        each projection's tangent (dP/du), bitangent (dP/dv) and axis make a right-handed frame,
+        so the map's (x, y, z) is x T + y B + z N in it. The three are blended by the normal's
+        components to the 4th power (Cycles' own blend of the colour differs only where faces meet
+        at a slant), then turned from object into world space.
+        """
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+
+        def node(kind: str, operation: str | None = None, *inputs):
+            made = nodes.new(kind)
+            if operation is not None:
+                made.operation = operation
+            for socket, value in zip(made.inputs, inputs):
+                if isinstance(value, (int, float)):
+                    socket.default_value = value
+                elif value is not None:
+                    links.new(value, socket)
+            return made
+
+        def math(operation: str, a, b=None):
+            return node("ShaderNodeMath", operation, a, b).outputs[0]
+
+        def split(vector):
+            parts = node("ShaderNodeSeparateXYZ", None, vector).outputs
+            return parts["X"], parts["Y"], parts["Z"]
+
+        def combine(x, y, z):
+            return node("ShaderNodeCombineXYZ", None, x, y, z).outputs[0]
+
+        co = split(vector)
+        object_normal = nodes.new("ShaderNodeTexCoord").outputs["Normal"]
+        n = split(object_normal)
+        sign = [math("SIGN", c) for c in n]
+        weighted = None
+        for axis in range(3):
+            s = sign[axis]
+            if axis == 0:  # u = s y, v = z; T = s Y, B = Z, N = s X
+                uv = (math("MULTIPLY", s, co[1]), co[2])
+            elif axis == 1:  # u = -s x, v = z; T = -s X, B = Z, N = s Y
+                uv = (math("MULTIPLY", math("MULTIPLY", s, -1.0), co[0]), co[2])
+            else:  # u = -s y, v = x; T = -s Y, B = X, N = s Z
+                uv = (math("MULTIPLY", math("MULTIPLY", s, -1.0), co[1]), co[0])
+            texture = nodes.new("ShaderNodeTexImage")
+            texture.image = image
+            links.new(combine(*uv, 0.0), texture.inputs["Vector"])
+            decoded = node("ShaderNodeVectorMath", "MULTIPLY_ADD", texture.outputs["Color"], None, None)
+            decoded.inputs[1].default_value, decoded.inputs[2].default_value = (2.0, 2.0, 2.0), (-1.0, -1.0, -1.0)
+            x, y, z = split(decoded.outputs["Vector"])
+            sx, sz = math("MULTIPLY", s, x), math("MULTIPLY", s, z)
+            if axis == 0:
+                local = combine(sz, sx, y)
+            elif axis == 1:
+                local = combine(math("MULTIPLY", sx, -1.0), sz, y)
+            else:
+                local = combine(y, math("MULTIPLY", sx, -1.0), sz)
+            weight = math("POWER", math("ABSOLUTE", n[axis]), 4.0)
+            part = node("ShaderNodeVectorMath", "SCALE", local, None)
+            links.new(weight, part.inputs["Scale"])
+            weighted = part.outputs[0] if weighted is None else node(
+                "ShaderNodeVectorMath", "ADD", weighted, part.outputs[0]).outputs[0]
+        blended = node("ShaderNodeVectorMath", "NORMALIZE", weighted).outputs[0]
+        world = nodes.new("ShaderNodeVectorTransform")
+        world.vector_type, world.convert_from, world.convert_to = "NORMAL", "OBJECT", "WORLD"
+        links.new(blended, world.inputs["Vector"])
+        return world.outputs["Vector"]
 
     @staticmethod
     def _multiply(material, a, b):

@@ -493,3 +493,52 @@ def test_each_map_has_its_rendered_effect(tmp_path):
     # Red turned by 120 degrees of hue is green, in the albedo pass (the base colour).
     red, green, blue = (float(albedo[regions["hue"][0]][:, c].mean()) for c in range(3))
     assert green > 0.8 and red < 0.05 and blue < 0.05
+
+
+def test_a_texture_set_on_a_box_without_uvs_shades_by_its_normal_map(tmp_path):
+    """Two boxes seen from straight above, their top face box-projected (u along -Y there, as
+    Cycles maps it): a set whose normal map tilts 40 degrees towards +u, lit by a sun 30 degrees
+    above the -Y horizon, shines at Lambert's cos 20 degrees, one tilted towards -u stays dark; its
+    colour map (dark to light along u) brightens towards -Y in the albedo pass, where the normal
+    map's tangent points."""
+    ramp = np.zeros((8, 8, 4), np.uint8)
+    ramp[..., :3] = np.linspace(40, 220, 8).astype(np.uint8)[None, :, None]  # u (columns) dark to light
+    ramp[..., 3] = 255
+    for name, tilt in (("toward", 40), ("away", -40)):
+        folder = tmp_path / "sets" / name
+        folder.mkdir(parents=True)
+        (folder / f"{name}_Color.png").write_bytes(png(ramp if name == "toward" else flat((204, 204, 204, 255))))
+        (folder / f"{name}_NormalGL.png").write_bytes(png(tilted_normal(tilt)))
+    text = "\n".join([
+        "seed: 4", "count: 1",
+        "render: {resolution: [64, 64], samples: 8, albedo: true}",
+        "camera: {fov_deg: 50, look_at: [0, 0, 0], distance: 0.8, elevation_deg: 90, azimuth_deg: 0, exposure: {ev: 0}}",
+        "placement: {area: [0.4, 0.4], min_gap: 0.05, rotation: {yaw_deg: 0}}",
+        "background: {color: [0, 0, 0], strength: 0}",
+        "lights: [{type: sun, energy: 3, elevation_deg: 30, azimuth_deg: 270}]",
+        "objects:", *(f"  - {{category: {name}, asset: {{primitive: box, extents: [0.12, 0.12, 0.04]}},"
+                      f" material: {{texture_folder: sets/{name}, texture_size: 0.12, specular: 0}}}}"
+                      for name in ("toward", "away")), ""])
+    store = render_dataset(load_recipe(write_recipe(tmp_path, text)), tmp_path / "out").store
+    (record,) = store.records()
+    linear = srgb_to_linear(store.read_rgb(record)).mean(axis=-1)
+    albedo = srgb_to_linear(store.read_rgb(record, "albedo")).mean(axis=-1)
+    instance = store.read_instance(record)
+    K, pose = np.asarray(record["camera"]["K"]), np.asarray(record["camera"]["world_from_camera"])
+    u, v = np.meshgrid(np.arange(64) + 0.5, np.arange(64) + 0.5)
+    rays = np.stack([u - 0.5, v - 0.5, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T @ pose[:3, :3].T
+    top = pose[:3, 3] + rays * ((0.04 - pose[2, 3]) / rays[..., 2])[..., None]
+    found = {}
+    for obj in record["objects"]:
+        centre = np.asarray(obj["world_from_object"])[:3, 3]
+        face = (instance == obj["instance_id"]) & np.all(np.abs(top[..., :2] - centre[:2]) < 0.045, axis=-1)
+        found[obj["category"]] = face, top[..., 1] - centre[1]
+    # Lambert's shading (radiance over albedo) is E cos / pi.
+    toward, away = ((linear / np.maximum(albedo, 1e-3))[found[name][0]].mean() for name in ("toward", "away"))
+    assert found["toward"][0].sum() > 40 and found["away"][0].sum() > 40
+    assert toward == pytest.approx(3 / math.pi * math.cos(math.radians(20)), rel=0.1) and away < 0.02 * toward
+    # One texture copy spans the face, the copies meeting on its centre line (object y = 0): on
+    # its -Y half u = -y / 0.12 grows towards -Y, so the far part is the lighter.
+    face, dy = found["toward"]
+    far, near = albedo[face & (dy > -0.05) & (dy < -0.03)].mean(), albedo[face & (dy > -0.025) & (dy < -0.008)].mean()
+    assert far > 1.5 * near  # the colour's u runs towards -Y, as the normal map's tangent
