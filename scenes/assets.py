@@ -582,6 +582,9 @@ def texture_files(folder: Path) -> tuple[str, ...]:
     if is_texture_set(folder):
         files = [str(folder.resolve())]
     elif sets := sorted(str(p.resolve()) for p in folder.iterdir() if is_texture_set(p)):
+        if others := sorted(p.name for p in folder.iterdir() if p.is_dir() and str(p.resolve()) not in sets):
+            raise AssetError(f"{folder}: a library of texture sets, but {others[0]}/ is not one (no file named "
+                             f"like a map: *_Color, *_Roughness, ...)" + (f" (and {len(others) - 1} more)" if len(others) > 1 else ""))
         files = sets
     else:
         files = sorted(str(p.resolve()) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -599,7 +602,7 @@ def texture_files(folder: Path) -> tuple[str, ...]:
     return tuple(files)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)  # a set is up to 7 maps: a few sets is what a scene's objects share
 def texture_maps(path: str) -> AssetMaterial:
     """The maps of a texture: an image file (base colour only) or a texture set folder, as an
     AssetMaterial whose factors are 1 (docs/materials.md, "Texture folders"); cached per process.

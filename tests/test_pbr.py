@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -327,6 +328,11 @@ def test_texture_folder_kinds(tmp_path):
     empty.mkdir()
     with pytest.raises(AssetError, match=r"empty: holds no images .* and no texture sets"):
         texture_files(empty)
+    library = tmp_path / "library"
+    shutil.copytree(SETS / "Bricks102", library / "Bricks102")
+    (library / "Unfinished").mkdir()
+    with pytest.raises(AssetError, match=r"library: a library of texture sets, but Unfinished/ is not one"):
+        texture_files(library)
 
 
 @pytest.mark.parametrize("files, message", [
@@ -418,10 +424,10 @@ def srgb_to_linear(pixels: np.ndarray) -> np.ndarray:
 
 
 def test_each_map_has_its_rendered_effect(tmp_path):
-    """Six slabs seen from straight above under a sun 30 degrees above the +X horizon, no sky:
+    """Seven slabs seen from straight above under a sun 30 degrees above the +X horizon, no sky:
     plain; normal map tilted 40 degrees towards +X (the sun) and away; roughness map smooth (-X
-    half) and rough (+X half) on metal; emissive map on the +X half; a red texture turned by 120
-    degrees of hue."""
+    half) and rough (+X half) on metal, and the same with roughness_scale 0.02; emissive map on the
+    +X half; a red texture turned by 120 degrees of hue."""
     white = flat((255, 255, 255, 255))
     slabs = {
         "plain": ({"pbrMetallicRoughness": {"baseColorFactor": [0.8, 0.8, 0.8, 1], "metallicFactor": 0}}, []),
@@ -438,13 +444,15 @@ def test_each_map_has_its_rendered_effect(tmp_path):
         "hue": ({"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}, "metallicFactor": 0}},
                 [flat((255, 0, 0, 255))]),
     }
+    slabs["scaled"] = slabs["rough"]  # the same, its roughness scaled by 0.02 in the recipe
     assets, groups = [], []
     for name, (material, images) in slabs.items():
         slab_gltf(tmp_path / f"{name}.gltf", material, images or [white])
         assets.append(f"  - {{category: {name}, path: {name}.gltf}}")
         # No specular layer on the Lambert slabs: their radiance is albedo E cos / pi exactly.
         look = {"hue": ", material: {hue_shift_deg: 120}", "plain": ", material: {specular: 0}",
-                "toward": ", material: {specular: 0}", "away": ", material: {specular: 0}"}.get(name, "")
+                "toward": ", material: {specular: 0}", "away": ", material: {specular: 0}",
+                "scaled": ", material: {roughness_scale: 0.02}"}.get(name, "")
         groups.append(f"  - {{category: {name}, asset: {{library: {name}}}{look}}}")
     text = "\n".join([
         "seed: 2", "count: 1",
@@ -488,6 +496,7 @@ def test_each_map_has_its_rendered_effect(tmp_path):
     # Smooth metal mirrors the black sky (the sun's reflection leaves upwards, away from the camera);
     # rough metal spreads the sun's light into the camera.
     assert mean("rough", 2) > 0.1 and mean("rough", 1) < 0.2 * mean("rough", 2)
+    assert mean("scaled", 2) < 0.2 * mean("rough", 2)  # roughness_scale 0.02 makes the rough half a mirror
     # The emissive half adds its 0.25 of radiance to the same sunlit colour.
     assert mean("glow", 2) - mean("glow", 1) == pytest.approx(0.25, abs=0.04)
     # Red turned by 120 degrees of hue is green, in the albedo pass (the base colour).
