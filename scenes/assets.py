@@ -403,8 +403,8 @@ def _check_gltf_images(path: Path, document: dict, binary: bytes) -> None:
 # refused unless it is a material extension (KHR_materials_*: the material falls back to its core
 # PBR, as glTF's fallback rules intend); geometry extensions change what the buffers mean.
 GLTF_EXTENSIONS = (
-    "KHR_materials_emissive_strength", "KHR_materials_transmission", "KHR_materials_volume", "KHR_materials_ior",
-    "KHR_materials_clearcoat", "KHR_materials_sheen", "KHR_texture_transform",
+    "KHR_materials_emissive_strength", "KHR_materials_transmission", "KHR_materials_ior", "KHR_materials_clearcoat",
+    "KHR_materials_sheen", "KHR_texture_transform",
 )
 # (name, (roughness, metallic) factors, AssetMaterial fields, maps to drop) of a glTF material.
 _GltfMaterial = tuple[str | None, tuple[float, float], dict, tuple[str, ...]]
@@ -419,9 +419,10 @@ _GLTF_MAPS = {
 
 
 def _gltf_materials(document: dict) -> list[_GltfMaterial]:
-    """Per glTF material: its name, its roughness and metallic factors, the AssetMaterial fields trimesh does not read (factors of the
-    core and of the extensions, UV transform), and the maps to drop (those on a second UV set,
-    which the mesh does not carry). Raises AssetError naming materials[i] on a bad value."""
+    """Per glTF material: its name and its roughness and metallic factors (to match trimesh's
+    material to it), the AssetMaterial fields trimesh does not read (factors of the core and of
+    the extensions, UV transform), and the maps to drop (those on a second UV set, which the mesh
+    does not carry). Raises AssetError naming materials[i] on a bad value."""
     required = document.get("extensionsRequired", [])
     if missing := [e for e in required if e not in GLTF_EXTENSIONS and not e.startswith("KHR_materials_")]:
         raise AssetError(f"it requires the glTF extension(s) {', '.join(missing)}; "
@@ -436,6 +437,7 @@ def _gltf_materials(document: dict) -> list[_GltfMaterial]:
 
 
 def _gltf_material_fields(entry: dict) -> _GltfMaterial:
+    """One glTF material's entry of _gltf_materials."""
     pbr, extensions = entry.get("pbrMetallicRoughness", {}), entry.get("extensions", {})
     mode = entry.get("alphaMode", "OPAQUE")
     if mode not in ("OPAQUE", "MASK", "BLEND"):
@@ -500,7 +502,7 @@ def _trimesh_material(material, gltf: list[_GltfMaterial] = ()) -> AssetMaterial
     ``gltf``: see _gltf_materials), or OBJ's MTL (diffuse colour and map, a dielectric)."""
     import trimesh
     if isinstance(material, trimesh.visual.material.SimpleMaterial):
-        base = tuple(float(c) / 255 for c in np.asarray(material.diffuse)[:3])
+        base = (1.0, 1.0, 1.0) if material.diffuse is None else tuple(float(c) / 255 for c in np.asarray(material.diffuse)[:3])
         return AssetMaterial(base, None if material.image is None else _image_array(material.image), 0.5, 0.0)
     if not isinstance(material, trimesh.visual.material.PBRMaterial):
         return AssetMaterial()
@@ -509,8 +511,8 @@ def _trimesh_material(material, gltf: list[_GltfMaterial] = ()) -> AssetMaterial
     roughness = 1.0 if material.roughnessFactor is None else material.roughnessFactor
     metallic = 1.0 if material.metallicFactor is None else material.metallicFactor
     fields, dropped = {}, ()
-    for name, own, found, skip in gltf:  # the glTF material this one was made from
-        if name == material.name and np.allclose(own, (roughness, metallic), atol=1e-6):
+    for gltf_name, factors, found, skip in gltf:  # the glTF material this one was made from
+        if gltf_name == material.name and np.allclose(factors, (roughness, metallic), atol=1e-6):
             fields, dropped = found, skip
             break
     maps = {}
