@@ -424,10 +424,11 @@ def srgb_to_linear(pixels: np.ndarray) -> np.ndarray:
 
 
 def test_each_map_has_its_rendered_effect(tmp_path):
-    """Seven slabs seen from straight above under a sun 30 degrees above the +X horizon, no sky:
+    """Eight slabs seen from straight above under a sun 30 degrees above the +X horizon, no sky:
     plain; normal map tilted 40 degrees towards +X (the sun) and away; roughness map smooth (-X
     half) and rough (+X half) on metal, and the same with roughness_scale 0.02; emissive map on the
-    +X half; a red texture turned by 120 degrees of hue."""
+    +X half; a red texture turned by 120 degrees of hue; a black | white texture moved half a copy
+    along u by KHR_texture_transform."""
     white = flat((255, 255, 255, 255))
     slabs = {
         "plain": ({"pbrMetallicRoughness": {"baseColorFactor": [0.8, 0.8, 0.8, 1], "metallicFactor": 0}}, []),
@@ -445,6 +446,9 @@ def test_each_map_has_its_rendered_effect(tmp_path):
                 [flat((255, 0, 0, 255))]),
     }
     slabs["scaled"] = slabs["rough"]  # the same, its roughness scaled by 0.02 in the recipe
+    slabs["shifted"] = ({"pbrMetallicRoughness": {"metallicFactor": 0, "baseColorTexture": {
+        "index": 0, "extensions": {"KHR_texture_transform": {"offset": [0.5, 0]}}}}},
+        [halves((0, 0, 0, 255), (255, 255, 255, 255))])  # black | white, moved half a copy along u
     assets, groups = [], []
     for name, (material, images) in slabs.items():
         slab_gltf(tmp_path / f"{name}.gltf", material, images or [white])
@@ -502,6 +506,9 @@ def test_each_map_has_its_rendered_effect(tmp_path):
     # Red turned by 120 degrees of hue is green, in the albedo pass (the base colour).
     red, green, blue = (float(albedo[regions["hue"][0]][:, c].mean()) for c in range(3))
     assert green > 0.8 and red < 0.05 and blue < 0.05
+    # KHR_texture_transform's offset of half a copy swaps the texture's halves on the slab.
+    grey = albedo.mean(axis=-1)
+    assert grey[regions["shifted"][1]].mean() > 0.9 and grey[regions["shifted"][2]].mean() < 0.02
 
 
 def test_a_texture_set_on_a_box_without_uvs_shades_by_its_normal_map(tmp_path):
