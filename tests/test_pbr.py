@@ -511,38 +511,45 @@ def test_each_map_has_its_rendered_effect(tmp_path):
     assert grey[regions["shifted"][1]].mean() > 0.9 and grey[regions["shifted"][2]].mean() < 0.02
 
 
-def test_a_texture_set_on_a_box_without_uvs_shades_by_its_normal_map(tmp_path):
-    """Two boxes seen from straight above, their top face box-projected (u along -Y there, as
+def test_a_texture_set_on_a_box_without_uvs_shades_by_its_normal_and_bump_maps(tmp_path):
+    """Four boxes seen from straight above, their top face box-projected (u along -Y there, as
     Cycles maps it): a set whose normal map tilts 40 degrees towards +u, lit by a sun 30 degrees
     above the -Y horizon, shines at Lambert's cos 20 degrees, one tilted towards -u stays dark; its
     colour map (dark to light along u) brightens towards -Y in the albedo pass, where the normal
-    map's tangent points."""
+    map's tangent points; a displacement ramp along u darkens its face as the slope it makes."""
     ramp = np.zeros((8, 8, 4), np.uint8)
     ramp[..., :3] = np.linspace(40, 220, 8).astype(np.uint8)[None, :, None]  # u (columns) dark to light
     ramp[..., 3] = 255
-    for name, tilt in (("toward", 40), ("away", -40)):
+    height = np.zeros((64, 64, 4), np.uint8)
+    height[..., :3] = np.linspace(0, 255, 64).round().astype(np.uint8)[None, :, None]  # rising along u
+    height[..., 3] = 255
+    for name in ("toward", "away", "plain", "bumpy"):
         folder = tmp_path / "sets" / name
         folder.mkdir(parents=True)
-        (folder / f"{name}_Color.png").write_bytes(png(ramp if name == "toward" else flat((204, 204, 204, 255))))
-        (folder / f"{name}_NormalGL.png").write_bytes(png(tilted_normal(tilt)))
+        grey = flat((204, 204, 204, 255), 64 if name == "bumpy" else 8)  # a set's maps share one size
+        (folder / f"{name}_Color.png").write_bytes(png(ramp if name == "toward" else grey))
+        if name in ("toward", "away"):
+            (folder / f"{name}_NormalGL.png").write_bytes(png(tilted_normal(40 if name == "toward" else -40)))
+        elif name == "bumpy":
+            (folder / f"{name}_Displacement.png").write_bytes(png(height))
     text = "\n".join([
         "seed: 4", "count: 1",
-        "render: {resolution: [64, 64], samples: 8, albedo: true}",
-        "camera: {fov_deg: 50, look_at: [0, 0, 0], distance: 0.8, elevation_deg: 90, azimuth_deg: 0, exposure: {ev: 0}}",
-        "placement: {area: [0.4, 0.4], min_gap: 0.05, rotation: {yaw_deg: 0}}",
+        "render: {resolution: [80, 80], samples: 8, albedo: true}",
+        "camera: {fov_deg: 60, look_at: [0, 0, 0], distance: 0.8, elevation_deg: 90, azimuth_deg: 0, exposure: {ev: 0}}",
+        "placement: {area: [0.5, 0.5], min_gap: 0.04, rotation: {yaw_deg: 0}}",
         "background: {color: [0, 0, 0], strength: 0}",
         "lights: [{type: sun, energy: 3, elevation_deg: 30, azimuth_deg: 270}]",
         "objects:", *(f"  - {{category: {name}, asset: {{primitive: box, extents: [0.12, 0.12, 0.04]}},"
                       f" material: {{texture_folder: sets/{name}, texture_size: 0.12, specular: 0}}}}"
-                      for name in ("toward", "away")), ""])
+                      for name in ("toward", "away", "plain", "bumpy")), ""])
     store = render_dataset(load_recipe(write_recipe(tmp_path, text)), tmp_path / "out").store
     (record,) = store.records()
     linear = srgb_to_linear(store.read_rgb(record)).mean(axis=-1)
     albedo = srgb_to_linear(store.read_rgb(record, "albedo")).mean(axis=-1)
     instance = store.read_instance(record)
     K, pose = np.asarray(record["camera"]["K"]), np.asarray(record["camera"]["world_from_camera"])
-    u, v = np.meshgrid(np.arange(64) + 0.5, np.arange(64) + 0.5)
-    rays = np.stack([u - 0.5, v - 0.5, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T @ pose[:3, :3].T
+    u, v = np.meshgrid(np.arange(80), np.arange(80))
+    rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T @ pose[:3, :3].T
     top = pose[:3, 3] + rays * ((0.04 - pose[2, 3]) / rays[..., 2])[..., None]
     found = {}
     for obj in record["objects"]:
@@ -558,3 +565,10 @@ def test_a_texture_set_on_a_box_without_uvs_shades_by_its_normal_map(tmp_path):
     face, dy = found["toward"]
     far, near = albedo[face & (dy > -0.05) & (dy < -0.03)].mean(), albedo[face & (dy > -0.025) & (dy < -0.008)].mean()
     assert far > 1.5 * near  # the colour's u runs towards -Y, as the normal map's tangent
+    # The displacement rises 5 mm (SET_BUMP_DISTANCE) over the 0.12 m copy towards -Y, the sun's
+    # side: the bumped face tilts atan(0.005 / 0.12) away from it (away from the copies' seam).
+    shading = linear / np.maximum(albedo, 1e-3)
+    (bumpy, dy), (plain, _) = found["bumpy"], found["plain"]
+    bumped = shading[bumpy & (np.abs(dy) > 0.008)].mean() / shading[plain].mean()
+    tilt = math.atan(0.005 / 0.12)
+    assert bumped == pytest.approx(math.cos(math.radians(60) + tilt) / math.cos(math.radians(60)), abs=0.02)
