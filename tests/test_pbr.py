@@ -424,11 +424,11 @@ def srgb_to_linear(pixels: np.ndarray) -> np.ndarray:
 
 
 def test_each_map_has_its_rendered_effect(tmp_path):
-    """Eight slabs seen from straight above under a sun 30 degrees above the +X horizon, no sky:
+    """Eleven slabs seen from straight above under a sun 30 degrees above the +X horizon, no sky:
     plain; normal map tilted 40 degrees towards +X (the sun) and away; roughness map smooth (-X
     half) and rough (+X half) on metal, and the same with roughness_scale 0.02; emissive map on the
     +X half; a red texture turned by 120 degrees of hue; a black | white texture moved half a copy
-    along u by KHR_texture_transform."""
+    along u by KHR_texture_transform; black slabs with a clearcoat, a sheen, and neither."""
     white = flat((255, 255, 255, 255))
     slabs = {
         "plain": ({"pbrMetallicRoughness": {"baseColorFactor": [0.8, 0.8, 0.8, 1], "metallicFactor": 0}}, []),
@@ -449,6 +449,12 @@ def test_each_map_has_its_rendered_effect(tmp_path):
     slabs["shifted"] = ({"pbrMetallicRoughness": {"metallicFactor": 0, "baseColorTexture": {
         "index": 0, "extensions": {"KHR_texture_transform": {"offset": [0.5, 0]}}}}},
         [halves((0, 0, 0, 255), (255, 255, 255, 255))])  # black | white, moved half a copy along u
+    black = {"baseColorFactor": [0, 0, 0, 1], "metallicFactor": 0, "roughnessFactor": 1}
+    slabs["coat"] = ({"pbrMetallicRoughness": black, "extensions": {
+        "KHR_materials_clearcoat": {"clearcoatFactor": 1, "clearcoatRoughnessFactor": 0.6}}}, [])
+    slabs["sheen"] = ({"pbrMetallicRoughness": black, "extensions": {
+        "KHR_materials_sheen": {"sheenColorFactor": [1, 1, 1], "sheenRoughnessFactor": 0.5}}}, [])
+    slabs["black"] = ({"pbrMetallicRoughness": black}, [])
     assets, groups = [], []
     for name, (material, images) in slabs.items():
         slab_gltf(tmp_path / f"{name}.gltf", material, images or [white])
@@ -456,14 +462,15 @@ def test_each_map_has_its_rendered_effect(tmp_path):
         # No specular layer on the Lambert slabs: their radiance is albedo E cos / pi exactly.
         look = {"hue": ", material: {hue_shift_deg: 120}", "plain": ", material: {specular: 0}",
                 "toward": ", material: {specular: 0}", "away": ", material: {specular: 0}",
-                "scaled": ", material: {roughness_scale: 0.02}"}.get(name, "")
+                "scaled": ", material: {roughness_scale: 0.02}", **dict.fromkeys(
+                    ("coat", "sheen", "black"), ", material: {specular: 0}")}.get(name, "")
         groups.append(f"  - {{category: {name}, asset: {{library: {name}}}{look}}}")
     text = "\n".join([
         "seed: 2", "count: 1",
-        "render: {resolution: [96, 96], samples: 16, albedo: true}",
-        "camera: {fov_deg: 70, look_at: [0, 0, 0], distance: 0.7, elevation_deg: 90, azimuth_deg: 0,"
+        "render: {resolution: [112, 112], samples: 16, albedo: true}",
+        "camera: {fov_deg: 70, look_at: [0, 0, 0], distance: 0.75, elevation_deg: 90, azimuth_deg: 0,"
         " exposure: {ev: 0}}",
-        "placement: {area: [0.5, 0.5], min_gap: 0.02, rotation: {yaw_deg: 0}}",
+        "placement: {area: [0.62, 0.62], min_gap: 0.02, rotation: {yaw_deg: 0}}",
         "background: {color: [0, 0, 0], strength: 0}",
         "lights: [{type: sun, energy: 3, elevation_deg: 30, azimuth_deg: 0}]",
         "assets:", *assets, "objects:", *groups, ""])
@@ -475,8 +482,8 @@ def test_each_map_has_its_rendered_effect(tmp_path):
     instance = store.read_instance(record)
     # World X of every pixel's ray where it meets the slabs' top (z = 0.01; the camera looks down).
     K, pose = np.asarray(record["camera"]["K"]), np.asarray(record["camera"]["world_from_camera"])
-    u, v = np.meshgrid(np.arange(96) + 0.5, np.arange(96) + 0.5)
-    rays = np.stack([u - 0.5, v - 0.5, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T @ pose[:3, :3].T
+    u, v = np.meshgrid(np.arange(112), np.arange(112))
+    rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T @ pose[:3, :3].T
     x = pose[0, 3] + rays[..., 0] * (0.01 - pose[2, 3]) / rays[..., 2]
     regions = {}
     for obj in record["objects"]:
@@ -506,6 +513,8 @@ def test_each_map_has_its_rendered_effect(tmp_path):
     # Red turned by 120 degrees of hue is green, in the albedo pass (the base colour).
     red, green, blue = (float(albedo[regions["hue"][0]][:, c].mean()) for c in range(3))
     assert green > 0.8 and red < 0.05 and blue < 0.05
+    # A black slab without a specular layer is black; a clearcoat, or a sheen, reflects some sun.
+    assert mean("black") < 1e-3 and mean("coat") > 0.005 and mean("sheen") > 0.005
     # KHR_texture_transform's offset of half a copy swaps the texture's halves on the slab.
     grey = albedo.mean(axis=-1)
     assert grey[regions["shifted"][1]].mean() > 0.9 and grey[regions["shifted"][2]].mean() < 0.02
