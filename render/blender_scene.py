@@ -444,7 +444,8 @@ class Renderer:
     def _pbr_maps(self, material, bsdf, maps: AssetMaterial, key: str, override: MaterialSpec, coordinates: tuple,
                   has_uv: bool) -> None:
         """Roughness and metallic (factor x map, or the spec's value; x the spec's roughness_scale),
-        normal map (tangent space, needs UVs), bump, emission, clearcoat and sheen of a material.
+        normal map (tangent space on the UVs, or on each box projection's frame: _box_normal), bump,
+        emission, clearcoat and sheen of a material.
         Cycles has no ambient-occlusion input: ``occlusion_texture`` is not rendered (the USD export
         keeps it). Transparency is wired by the glass part (``alpha``, ``transmission``, ``ior``)."""
         nodes, links = material.node_tree.nodes, material.node_tree.links
