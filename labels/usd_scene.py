@@ -22,9 +22,19 @@ from PIL import Image
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
 
 from sceneforge.floor.axes import opengl_pose
-from sceneforge.floor.colour import srgb_to_linear
+from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
 from sceneforge.floor.files import atomic_write, link_or_copy
-from sceneforge.scenes.assets import SHARP_EDGE_ANGLE_DEG, AssetMaterial, AssetModel, asset_model, ground_model, texture_image
+from sceneforge.scenes.assets import (
+    SHARP_EDGE_ANGLE_DEG,
+    AssetMaterial,
+    AssetModel,
+    asset_model,
+    ground_model,
+    hue_shifted,
+    hue_shifted_image,
+    texture_maps,
+    with_texture,
+)
 from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpec
 
 # In USD's lens unit, a tenth of a scene unit (here 36 mm, a full-frame sensor's width); only
@@ -164,7 +174,8 @@ def _add_mesh(stage: Usd.Stage, name: str, model: AssetModel, pose, change: Mate
     vertex_colors = model.colors is not None and change.texture is None and change.base_color is None
     if vertex_colors:  # multiplying the base colour, as the renderer's do (linear, like every USD colour)
         primvars.CreatePrimvar("displayColor", Sdf.ValueTypeNames.Color3fArray, UsdGeom.Tokens.vertex).Set(
-            Vt.Vec3fArray.FromNumpy(srgb_to_linear(model.colors[:, :3] / 255).astype(np.float32)))
+            Vt.Vec3fArray.FromNumpy(hue_shifted(srgb_to_linear(model.colors[:, :3] / 255), change.hue_shift_deg or 0.0)
+                                    .astype(np.float32)))
     if files.folder is not None and any(_maps(m) for m in materials):
         st = primvars.CreatePrimvar("st", Sdf.ValueTypeNames.TexCoord2fArray,
                                     UsdGeom.Tokens.vertex if model.uv is not None else UsdGeom.Tokens.faceVarying)
@@ -248,14 +259,28 @@ def _box_uv(vertices: np.ndarray, faces: np.ndarray, size: float) -> np.ndarray:
 
 
 def _changed(own: AssetMaterial, change: MaterialSpec) -> AssetMaterial:
-    """The asset's material with the scene's changes, as the renderer applies them: a texture
-    replaces the base colour map (tinted by ``base_color``), a colour alone replaces colour and map."""
+    """The asset's material with the scene's changes, as the renderer applies them: a texture (an
+    image or a texture set) replaces the asset's maps (its colour tinted by ``base_color``), a
+    colour alone replaces colour and map; ``roughness_scale`` multiplies the roughness, and a hue
+    shift turns the colour (baked into the colour map, which then carries the tint too)."""
+    material = own if change.texture is None else with_texture(own, texture_maps(change.texture))
     values = {key: getattr(change, key) for key in ("roughness", "metallic", "specular") if getattr(change, key) is not None}
     if change.texture is not None:
-        values.update(texture=texture_image(change.texture), base_color=tuple(change.base_color or (1.0, 1.0, 1.0)))
+        values.update(base_color=tuple(change.base_color or (1.0, 1.0, 1.0)))
     elif change.base_color is not None:
         values.update(texture=None, base_color=tuple(change.base_color))
-    return dataclasses.replace(own, **values)
+    if change.roughness_scale is not None:
+        values["roughness"] = min(1.0, values.get("roughness", material.roughness) * change.roughness_scale)
+    material = dataclasses.replace(material, **values)
+    if change.hue_shift_deg:
+        if material.texture is None:
+            material = dataclasses.replace(material, base_color=tuple(hue_shifted(material.base_color, change.hue_shift_deg)))
+        else:
+            tinted = material.texture.copy()
+            tinted[..., :3] = linear_to_srgb8(srgb_to_linear(tinted[..., :3] / 255.0) * material.base_color)
+            material = dataclasses.replace(material, texture=hue_shifted_image(tinted, change.hue_shift_deg),
+                                           base_color=(1.0, 1.0, 1.0))
+    return material
 
 
 def _maps(material: AssetMaterial) -> bool:

@@ -29,7 +29,17 @@ import numpy as np
 from sceneforge.floor.axes import opengl_pose
 from sceneforge.floor.errors import UserError
 from sceneforge.floor.frame import Passes
-from sceneforge.scenes.assets import SHARP_EDGE_ANGLE_DEG, AssetMaterial, AssetModel, asset_model, ground_model, texture_image
+from sceneforge.scenes.assets import (
+    SHARP_EDGE_ANGLE_DEG,
+    AssetMaterial,
+    AssetModel,
+    TextureTransform,
+    asset_model,
+    ground_model,
+    hue_shifted,
+    texture_maps,
+    with_texture,
+)
 from sceneforge.scenes.camera import render_camera
 from sceneforge.scenes.motion import interpolate
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
@@ -40,6 +50,14 @@ from .decode import decode
 _SENSOR_WIDTH_MM = 36.0
 # Cycles GPU backends, most capable first.
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
+
+
+def blender_uv_mapping(transform: TextureTransform) -> tuple[tuple[float, float], float, tuple[float, float]]:
+    """(location, rotation about Z in radians, scale) of a Mapping node (type POINT) on Blender's
+    UVs (v up) that applies glTF's KHR_texture_transform, which is defined on v-down UVs: flipping
+    v on both sides turns its rotation's matrix into Blender's and adds the offset terms below."""
+    (ox, oy), angle, (sx, sy) = transform.offset, transform.rotation, transform.scale
+    return (ox + math.sin(angle) * sy, 1.0 - oy - math.cos(angle) * sy), angle, (sx, sy)
 
 
 class Renderer:
@@ -343,29 +361,26 @@ class Renderer:
     def _material(self, name: str, own: AssetMaterial, own_key: str, override: MaterialSpec, model: AssetModel):
         """Principled BSDF of the asset's material with the spec's changes (see MaterialSpec).
 
-        The base colour is texture x colour factor x vertex colours; the same socket feeds the albedo AOV.
+        The base colour is texture x colour factor x vertex colours (hue-shifted by the spec); the
+        same socket feeds the albedo AOV. A spec's texture (an image or a texture set) replaces the
+        asset's maps (``maps``); the other maps are wired by ``_pbr_maps``.
         """
         material = self._bpy.data.materials.new(name)
         material.use_nodes = True
         nodes, links = material.node_tree.nodes, material.node_tree.links
         bsdf = nodes["Principled BSDF"]
+        maps, key = (own, own_key) if override.texture is None else (
+            with_texture(own, texture_maps(override.texture)), override.texture)
         if override.texture is not None:
-            image, key, factor, vertex_colors = texture_image(override.texture), override.texture, override.base_color, False
+            image, factor, vertex_colors = maps.texture, override.base_color, False
         elif override.base_color is not None:
-            image, key, factor, vertex_colors = None, None, override.base_color, False
+            image, factor, vertex_colors = None, override.base_color, False
         else:
-            image, key, factor, vertex_colors = own.texture, own_key, own.base_color, model.colors is not None
+            image, factor, vertex_colors = own.texture, own.base_color, model.colors is not None
+        coordinates = self._uv_vector(material, model, override, maps)
         color = None
         if image is not None:
-            texture = nodes.new("ShaderNodeTexImage")
-            texture.image = self._image(key, image)
-            if model.uv is None:  # box projection in object coordinates, one copy per texture_size metres
-                coordinates, mapping = nodes.new("ShaderNodeTexCoord"), nodes.new("ShaderNodeMapping")
-                mapping.inputs["Scale"].default_value = (1 / override.texture_size,) * 3
-                links.new(coordinates.outputs["Object"], mapping.inputs["Vector"])
-                links.new(mapping.outputs["Vector"], texture.inputs["Vector"])
-                texture.projection, texture.projection_blend = "BOX", 0.2
-            color = texture.outputs["Color"]
+            color = self._texture(material, key, image, coordinates, data=False).outputs["Color"]
         if vertex_colors:
             attribute = nodes.new("ShaderNodeVertexColor")
             attribute.layer_name = "Col"
@@ -374,6 +389,14 @@ class Renderer:
         factor = (1.0, 1.0, 1.0) if factor is None else factor
         if color is not None and tuple(factor) != (1.0, 1.0, 1.0):
             color = self._multiply(material, color, factor)
+        if override.hue_shift_deg:
+            if color is None:
+                factor = tuple(hue_shifted(factor, override.hue_shift_deg))
+            else:  # Blender's node turns the hue by (Hue - 0.5) of a full turn
+                shift = nodes.new("ShaderNodeHueSaturation")
+                shift.inputs["Hue"].default_value = 0.5 + override.hue_shift_deg / 360
+                links.new(color, shift.inputs["Color"])
+                color = shift.outputs["Color"]
         albedo = nodes.new("ShaderNodeOutputAOV")
         albedo.aov_name = "albedo"
         for socket in (bsdf.inputs["Base Color"], albedo.inputs["Color"]):
@@ -381,10 +404,176 @@ class Renderer:
                 socket.default_value = (*factor, 1.0)
             else:
                 links.new(color, socket)
-        bsdf.inputs["Roughness"].default_value = own.roughness if override.roughness is None else override.roughness
-        bsdf.inputs["Metallic"].default_value = own.metallic if override.metallic is None else override.metallic
         bsdf.inputs["Specular IOR Level"].default_value = own.specular if override.specular is None else override.specular
+        self._pbr_maps(material, bsdf, maps, key, override, coordinates, model.uv is not None)
         return material
+
+    def _uv_vector(self, material, model: AssetModel, override: MaterialSpec, maps: AssetMaterial):
+        """(vector socket, box projection?) every map of a material reads: the mesh's UVs through
+        the UV transform (socket None: the UVs as they are), or without UVs a box projection in
+        object coordinates, one copy per ``texture_size`` metres."""
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+        if model.uv is None:
+            coordinates, mapping = nodes.new("ShaderNodeTexCoord"), nodes.new("ShaderNodeMapping")
+            mapping.inputs["Scale"].default_value = (1 / override.texture_size,) * 3
+            links.new(coordinates.outputs["Object"], mapping.inputs["Vector"])
+            return mapping.outputs["Vector"], True
+        if maps.uv_transform == TextureTransform():
+            return None, False
+        location, rotation, scale = blender_uv_mapping(maps.uv_transform)
+        coordinates, mapping = nodes.new("ShaderNodeTexCoord"), nodes.new("ShaderNodeMapping")
+        mapping.inputs["Location"].default_value = (*location, 0.0)
+        mapping.inputs["Rotation"].default_value = (0.0, 0.0, rotation)
+        mapping.inputs["Scale"].default_value = (*scale, 1.0)
+        links.new(coordinates.outputs["UV"], mapping.inputs["Vector"])
+        return mapping.outputs["Vector"], False
+
+    def _texture(self, material, key: str, pixels: np.ndarray, coordinates: tuple, data: bool):
+        """An Image Texture node of ``pixels`` reading ``coordinates`` (see _uv_vector); ``data``:
+        a linear map (roughness, normal, ...) rather than an sRGB colour."""
+        texture = material.node_tree.nodes.new("ShaderNodeTexImage")
+        texture.image = self._image(key, pixels, data)
+        vector, box = coordinates
+        if vector is not None:
+            material.node_tree.links.new(vector, texture.inputs["Vector"])
+        if box:
+            texture.projection, texture.projection_blend = "BOX", 0.2
+        return texture
+
+    def _pbr_maps(self, material, bsdf, maps: AssetMaterial, key: str, override: MaterialSpec, coordinates: tuple,
+                  has_uv: bool) -> None:
+        """Roughness and metallic (factor x map, or the spec's value; x the spec's roughness_scale),
+        normal map (tangent space on the UVs, or on each box projection's frame: _box_normal), bump,
+        emission, clearcoat and sheen of a material.
+        Cycles has no ambient-occlusion input: ``occlusion_texture`` is not rendered (the USD export
+        keeps it). Transparency is wired by the glass part (``alpha``, ``transmission``, ``ior``)."""
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+        scale = 1.0 if override.roughness_scale is None else override.roughness_scale
+        values = {
+            "Roughness": (maps.roughness if override.roughness is None else override.roughness) * scale,
+            "Metallic": maps.metallic if override.metallic is None else override.metallic,
+        }
+        packed = maps.metallic_roughness_texture
+        split = None
+        if packed is not None and (override.roughness is None or override.metallic is None):
+            split = nodes.new("ShaderNodeSeparateColor")
+            links.new(self._texture(material, f"{key}/metallic_roughness", packed, coordinates, data=True).outputs["Color"],
+                      split.inputs["Color"])
+        for socket, channel, replaced in (("Roughness", "Green", override.roughness), ("Metallic", "Blue", override.metallic)):
+            if split is None or replaced is not None:
+                bsdf.inputs[socket].default_value = min(max(values[socket], 0.0), 1.0)
+                continue
+            product = nodes.new("ShaderNodeMath")
+            product.operation, product.use_clamp = "MULTIPLY", True
+            links.new(split.outputs[channel], product.inputs[0])
+            product.inputs[1].default_value = values[socket]
+            links.new(product.outputs["Value"], bsdf.inputs[socket])
+        normal = None
+        if maps.normal_texture is not None and has_uv:
+            normal_map = nodes.new("ShaderNodeNormalMap")
+            normal_map.space, normal_map.uv_map = "TANGENT", "UVMap"
+            normal_map.inputs["Strength"].default_value = maps.normal_scale
+            links.new(self._texture(material, f"{key}/normal", maps.normal_texture, coordinates, data=True).outputs["Color"],
+                      normal_map.inputs["Color"])
+            normal = normal_map.outputs["Normal"]
+        elif maps.normal_texture is not None:
+            normal = self._box_normal(material, self._image(f"{key}/normal", maps.normal_texture, True), coordinates[0])
+        if maps.bump_texture is not None and maps.bump_distance > 0:
+            bump = nodes.new("ShaderNodeBump")
+            bump.inputs["Distance"].default_value = maps.bump_distance
+            links.new(self._texture(material, f"{key}/bump", maps.bump_texture, coordinates, data=True).outputs["Color"],
+                      bump.inputs["Height"])
+            if normal is not None:
+                links.new(normal, bump.inputs["Normal"])
+            normal = bump.outputs["Normal"]
+        if normal is not None:
+            links.new(normal, bsdf.inputs["Normal"])
+        if any(maps.emissive):
+            bsdf.inputs["Emission Strength"].default_value = maps.emissive_strength
+            if maps.emissive_texture is None:
+                bsdf.inputs["Emission Color"].default_value = (*maps.emissive, 1.0)
+            else:
+                emission = self._texture(material, f"{key}/emissive", maps.emissive_texture, coordinates, data=False)
+                links.new(self._multiply(material, emission.outputs["Color"], tuple(maps.emissive)),
+                          bsdf.inputs["Emission Color"])
+        if maps.clearcoat > 0:
+            bsdf.inputs["Coat Weight"].default_value = maps.clearcoat
+            bsdf.inputs["Coat Roughness"].default_value = maps.clearcoat_roughness
+        if any(maps.sheen_color):
+            bsdf.inputs["Sheen Weight"].default_value = 1.0
+            bsdf.inputs["Sheen Tint"].default_value = (*maps.sheen_color, 1.0)
+            bsdf.inputs["Sheen Roughness"].default_value = maps.sheen_roughness
+
+    @staticmethod
+    def _box_normal(material, image, vector):
+        """The world normal of a tangent-space normal map on a box-projected surface (no UVs).
+
+        Cycles' box projection maps the face along +-X by u = +-y, v = z, along +-Y by u = -+x,
+        v = z, along +-Z by u = -+y, v = x (object axes, the sign that of the normal's component):
+        each projection's tangent (dP/du), bitangent (dP/dv) and axis make a right-handed frame,
+        so the map's (x, y, z) is x T + y B + z N in it. The three are blended by the normal's
+        components to the 4th power (Cycles' own blend of the colour differs only where faces meet
+        at a slant), then turned from object into world space.
+        """
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+
+        def node(kind: str, operation: str | None = None, *inputs):
+            made = nodes.new(kind)
+            if operation is not None:
+                made.operation = operation
+            for socket, value in zip(made.inputs, inputs):
+                if isinstance(value, (int, float)):
+                    socket.default_value = value
+                elif value is not None:
+                    links.new(value, socket)
+            return made
+
+        def math(operation: str, a, b=None):
+            return node("ShaderNodeMath", operation, a, b).outputs[0]
+
+        def split(vector):
+            parts = node("ShaderNodeSeparateXYZ", None, vector).outputs
+            return parts["X"], parts["Y"], parts["Z"]
+
+        def combine(x, y, z):
+            return node("ShaderNodeCombineXYZ", None, x, y, z).outputs[0]
+
+        co = split(vector)
+        object_normal = nodes.new("ShaderNodeTexCoord").outputs["Normal"]
+        n = split(object_normal)
+        sign = [math("SIGN", c) for c in n]
+        weighted = None
+        for axis in range(3):
+            s = sign[axis]
+            if axis == 0:  # u = s y, v = z; T = s Y, B = Z, N = s X
+                uv = (math("MULTIPLY", s, co[1]), co[2])
+            elif axis == 1:  # u = -s x, v = z; T = -s X, B = Z, N = s Y
+                uv = (math("MULTIPLY", math("MULTIPLY", s, -1.0), co[0]), co[2])
+            else:  # u = -s y, v = x; T = -s Y, B = X, N = s Z
+                uv = (math("MULTIPLY", math("MULTIPLY", s, -1.0), co[1]), co[0])
+            texture = nodes.new("ShaderNodeTexImage")
+            texture.image = image
+            links.new(combine(*uv, 0.0), texture.inputs["Vector"])
+            decoded = node("ShaderNodeVectorMath", "MULTIPLY_ADD", texture.outputs["Color"], None, None)
+            decoded.inputs[1].default_value, decoded.inputs[2].default_value = (2.0, 2.0, 2.0), (-1.0, -1.0, -1.0)
+            x, y, z = split(decoded.outputs["Vector"])
+            sx, sz = math("MULTIPLY", s, x), math("MULTIPLY", s, z)
+            if axis == 0:
+                local = combine(sz, sx, y)
+            elif axis == 1:
+                local = combine(math("MULTIPLY", sx, -1.0), sz, y)
+            else:
+                local = combine(y, math("MULTIPLY", sx, -1.0), sz)
+            weight = math("POWER", math("ABSOLUTE", n[axis]), 4.0)
+            part = node("ShaderNodeVectorMath", "SCALE", local, None)
+            links.new(weight, part.inputs["Scale"])
+            weighted = part.outputs[0] if weighted is None else node(
+                "ShaderNodeVectorMath", "ADD", weighted, part.outputs[0]).outputs[0]
+        blended = node("ShaderNodeVectorMath", "NORMALIZE", weighted).outputs[0]
+        world = nodes.new("ShaderNodeVectorTransform")
+        world.vector_type, world.convert_from, world.convert_to = "NORMAL", "OBJECT", "WORLD"
+        links.new(blended, world.inputs["Vector"])
+        return world.outputs["Vector"]
 
     @staticmethod
     def _multiply(material, a, b):
@@ -401,11 +590,12 @@ class Renderer:
             material.node_tree.links.new(b, socket["B_Color"])
         return socket["Result_Color"]
 
-    def _image(self, key: str, pixels: np.ndarray):
-        """A Blender image of uint8 RGBA pixels (sRGB, top row first), made once per scene and key."""
+    def _image(self, key: str, pixels: np.ndarray, data: bool = False):
+        """A Blender image of uint8 RGBA pixels (top row first; sRGB, or linear ``data``), made once
+        per scene and key."""
         if key not in self._images:
             height, width = pixels.shape[:2]
-            image = self._bpy.data.images.new(key, width, height, alpha=True)
+            image = self._bpy.data.images.new(key, width, height, alpha=True, is_data=data)
             image.pixels.foreach_set((pixels[::-1].astype(np.float32) / 255).ravel())
             self._images[key] = image
         return self._images[key]

@@ -26,13 +26,14 @@ import json
 import math
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
 from sceneforge.floor.images import MAX_IMAGE_PIXELS, checked_image_size
 
 from .spec import AssetRef
@@ -58,7 +59,7 @@ class AssetError(ValueError):
     """An asset file that cannot be read; the message names the file and the reason."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)  # compared by value: it holds numbers only
 class TextureTransform:
     """glTF's KHR_texture_transform of a map's UVs: scaled, then rotated (radians), then offset."""
 
@@ -336,8 +337,11 @@ def _read_mesh_file(path: Path) -> tuple[list[_Part], list[AssetMaterial]]:
     image limits) and OBJ faces (three or more corners, each an existing vertex)."""
     import trimesh
     suffix = path.suffix.lower()
+    gltf = []
     if suffix in (".gltf", ".glb"):
-        _check_gltf_images(path)
+        document, binary = _gltf_document(path)
+        _check_gltf_images(path, document, binary)
+        gltf = _gltf_materials(document)
     elif suffix == ".obj":
         _check_obj_faces(path)
     scene = trimesh.load(str(path), force="scene", process=False)
@@ -351,7 +355,7 @@ def _read_mesh_file(path: Path) -> tuple[list[_Part], list[AssetMaterial]]:
         if isinstance(visual, trimesh.visual.TextureVisuals):
             if visual.uv is not None and len(visual.uv) == len(geometry.vertices):
                 uv = np.asarray(visual.uv, dtype=np.float64)[faces].reshape(-1, 2)
-            material = _trimesh_material(visual.material)
+            material = _trimesh_material(visual.material, gltf)
         elif visual.kind == "vertex":
             colors = np.asarray(visual.vertex_colors, dtype=np.uint8)[faces].reshape(-1, 4)
         elif visual.kind == "face":
@@ -364,19 +368,21 @@ def _read_mesh_file(path: Path) -> tuple[list[_Part], list[AssetMaterial]]:
     return parts, materials
 
 
-def _check_gltf_images(path: Path) -> None:
-    """Every image of a glTF file exists and declares a size within the limits (images[i] named)."""
+def _gltf_document(path: Path) -> tuple[dict, bytes]:
+    """The JSON document of a glTF file and, for a .glb, its binary chunk (read once, parsed once)."""
     data = path.read_bytes()
-    binary = b""
-    if path.suffix.lower() == ".glb":
-        if len(data) < 20 or data[:4] != b"glTF":
-            raise AssetError("not a binary glTF file (no glTF header)")
-        json_length = int.from_bytes(data[12:16], "little")
-        document = json.loads(data[20:20 + json_length])
-        rest = data[20 + json_length:]
-        binary = rest[8:8 + int.from_bytes(rest[:4], "little")] if len(rest) >= 8 else b""
-    else:
-        document = json.loads(data)
+    if path.suffix.lower() != ".glb":
+        return json.loads(data), b""
+    if len(data) < 20 or data[:4] != b"glTF":
+        raise AssetError("not a binary glTF file (no glTF header)")
+    json_length = int.from_bytes(data[12:16], "little")
+    rest = data[20 + json_length:]
+    binary = rest[8:8 + int.from_bytes(rest[:4], "little")] if len(rest) >= 8 else b""
+    return json.loads(data[20:20 + json_length]), binary
+
+
+def _check_gltf_images(path: Path, document: dict, binary: bytes) -> None:
+    """Every image of a glTF file exists and declares a size within the limits (images[i] named)."""
     views = document.get("bufferViews", [])
     for i, image in enumerate(document.get("images", [])):
         uri = image.get("uri")
@@ -394,6 +400,83 @@ def _check_gltf_images(path: Path) -> None:
                 checked_image_size(file)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise AssetError(f"images[{i}] ({uri or 'embedded'}): {exc}") from None
+
+
+# glTF extensions read into AssetMaterial. A file that *requires* an extension outside these is
+# refused unless it is a material extension (KHR_materials_*: the material falls back to its core
+# PBR, as glTF's fallback rules intend); geometry extensions change what the buffers mean.
+GLTF_EXTENSIONS = (
+    "KHR_materials_emissive_strength", "KHR_materials_transmission", "KHR_materials_ior", "KHR_materials_clearcoat",
+    "KHR_materials_sheen", "KHR_texture_transform",
+)
+# (name, (roughness, metallic) factors, AssetMaterial fields, maps to drop) of a glTF material.
+_GltfMaterial = tuple[str | None, tuple[float, float], dict, tuple[str, ...]]
+# glTF material key of each map, and the texture-info dictionary that holds it.
+_GLTF_MAPS = {
+    "texture": ("pbrMetallicRoughness", "baseColorTexture"),
+    "metallic_roughness_texture": ("pbrMetallicRoughness", "metallicRoughnessTexture"),
+    "normal_texture": (None, "normalTexture"),
+    "occlusion_texture": (None, "occlusionTexture"),
+    "emissive_texture": (None, "emissiveTexture"),
+}
+
+
+def _gltf_materials(document: dict) -> list[_GltfMaterial]:
+    """Per glTF material: its name and its roughness and metallic factors (to match trimesh's
+    material to it), the AssetMaterial fields trimesh does not read (factors of the core and of
+    the extensions, UV transform), and the maps to drop (those on a second UV set, which the mesh
+    does not carry). Raises AssetError naming materials[i] on a bad value."""
+    required = document.get("extensionsRequired", [])
+    if missing := [e for e in required if e not in GLTF_EXTENSIONS and not e.startswith("KHR_materials_")]:
+        raise AssetError(f"it requires the glTF extension(s) {', '.join(missing)}; "
+                         f"SceneForge reads {', '.join(GLTF_EXTENSIONS)}")
+    found = []
+    for i, entry in enumerate(document.get("materials", [])):
+        try:
+            found.append(_gltf_material_fields(entry))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise AssetError(f"materials[{i}] ({entry.get('name', 'unnamed')}): {exc}") from None
+    return found
+
+
+def _gltf_material_fields(entry: dict) -> _GltfMaterial:
+    """One glTF material's entry of _gltf_materials."""
+    pbr, extensions = entry.get("pbrMetallicRoughness", {}), entry.get("extensions", {})
+    mode = entry.get("alphaMode", "OPAQUE")
+    if mode not in ("OPAQUE", "MASK", "BLEND"):
+        raise ValueError(f"alphaMode {mode!r} is not OPAQUE, MASK or BLEND")
+    emissive = tuple(float(c) for c in entry.get("emissiveFactor", (0.0, 0.0, 0.0)))
+    fields = {
+        "alpha": _unit(pbr.get("baseColorFactor", (1.0, 1.0, 1.0, 1.0))[3]),
+        "alpha_mode": mode,
+        "alpha_cutoff": _unit(entry.get("alphaCutoff", 0.5)),
+        "normal_scale": float(entry.get("normalTexture", {}).get("scale", 1.0)),
+        "emissive": emissive,
+        "emissive_strength": float(extensions.get("KHR_materials_emissive_strength", {}).get("emissiveStrength", 1.0)),
+        "transmission": _unit(extensions.get("KHR_materials_transmission", {}).get("transmissionFactor", 0.0)),
+        "ior": float(extensions.get("KHR_materials_ior", {}).get("ior", 1.5)),
+    }
+    if (clearcoat := extensions.get("KHR_materials_clearcoat")) is not None:
+        fields["clearcoat"] = _unit(clearcoat.get("clearcoatFactor", 0.0))
+        fields["clearcoat_roughness"] = _unit(clearcoat.get("clearcoatRoughnessFactor", 0.0))
+    if (sheen := extensions.get("KHR_materials_sheen")) is not None:
+        fields["sheen_color"] = tuple(_unit(c) for c in sheen.get("sheenColorFactor", (0.0, 0.0, 0.0)))
+        fields["sheen_roughness"] = _unit(sheen.get("sheenRoughnessFactor", 0.0))
+    infos = {name: (pbr if parent else entry).get(key) for name, (parent, key) in _GLTF_MAPS.items()}
+    infos = {name: info for name, info in infos.items() if isinstance(info, dict)}
+    # One transform for every map: the base colour's, else the first map's that has one.
+    for info in sorted(infos.values(), key=lambda info: info is not infos.get("texture")):
+        if (transform := info.get("extensions", {}).get("KHR_texture_transform")) is not None:
+            fields["uv_transform"] = TextureTransform(
+                offset=tuple(float(v) for v in transform.get("offset", (0.0, 0.0))),
+                rotation=float(transform.get("rotation", 0.0)),
+                scale=tuple(float(v) for v in transform.get("scale", (1.0, 1.0))),
+            )
+            break
+    second_uv = tuple(name for name, info in infos.items()
+                      if info.get("extensions", {}).get("KHR_texture_transform", {}).get("texCoord", info.get("texCoord", 0)))
+    factors = (float(pbr.get("roughnessFactor", 1.0)), float(pbr.get("metallicFactor", 1.0)))
+    return entry.get("name"), factors, fields, second_uv
 
 
 def _check_obj_faces(path: Path) -> None:
@@ -417,26 +500,43 @@ def _check_obj_faces(path: Path) -> None:
                                      "vertices come before it")
 
 
-def _trimesh_material(material) -> AssetMaterial:
-    """glTF PBR, or OBJ's MTL (diffuse colour and map, a dielectric), as an AssetMaterial."""
+def _trimesh_material(material, gltf: list[_GltfMaterial] = ()) -> AssetMaterial:
+    """glTF PBR (its maps, plus the factors and extensions of the glTF material it came from,
+    ``gltf``: see _gltf_materials), or OBJ's MTL (diffuse colour and map, a dielectric)."""
     import trimesh
-    if isinstance(material, trimesh.visual.material.PBRMaterial):
-        factor, texture = material.baseColorFactor, material.baseColorTexture
-        # glTF's defaults for absent factors are 1.0.
-        roughness = 1.0 if material.roughnessFactor is None else material.roughnessFactor
-        metallic = 1.0 if material.metallicFactor is None else material.metallicFactor
-    elif isinstance(material, trimesh.visual.material.SimpleMaterial):
-        factor, texture, roughness, metallic = material.diffuse, material.image, 0.5, 0.0
-    else:
+    if isinstance(material, trimesh.visual.material.SimpleMaterial):
+        base = (1.0, 1.0, 1.0) if material.diffuse is None else tuple(float(c) / 255 for c in np.asarray(material.diffuse)[:3])
+        return AssetMaterial(base, None if material.image is None else _image_array(material.image), 0.5, 0.0)
+    if not isinstance(material, trimesh.visual.material.PBRMaterial):
         return AssetMaterial()
+    factor = material.baseColorFactor
+    # glTF's defaults for absent factors are 1.0.
+    roughness = 1.0 if material.roughnessFactor is None else material.roughnessFactor
+    metallic = 1.0 if material.metallicFactor is None else material.metallicFactor
+    fields, dropped = {}, ()
+    for gltf_name, factors, found, skip in gltf:  # the glTF material this one was made from
+        if gltf_name == material.name and np.allclose(factors, (roughness, metallic), atol=1e-6):
+            fields, dropped = found, skip
+            break
+    maps = {}
+    for name, attribute in (("texture", "baseColorTexture"), ("metallic_roughness_texture", "metallicRoughnessTexture"),
+                            ("normal_texture", "normalTexture"), ("occlusion_texture", "occlusionTexture"),
+                            ("emissive_texture", "emissiveTexture")):
+        image = getattr(material, attribute, None)
+        if image is not None and name not in dropped:
+            maps[name] = _image_array(image, normal=name == "normal_texture", what=name)
     base = (1.0, 1.0, 1.0) if factor is None else tuple(float(c) / 255 for c in np.asarray(factor)[:3])
-    return AssetMaterial(base, None if texture is None else _image_array(texture), _unit(roughness), _unit(metallic))
+    return AssetMaterial(base_color=base, roughness=_unit(roughness), metallic=_unit(metallic), **maps, **fields)
 
 
-def _image_array(image) -> np.ndarray:
-    """A PIL image (opened, not decoded yet) as uint8 RGBA, refusing images beyond MAX_IMAGE_PIXELS."""
+def _image_array(image, *, normal: bool = False, what: str = "texture") -> np.ndarray:
+    """A PIL image (opened, not decoded yet) as uint8 RGBA, refusing images beyond MAX_IMAGE_PIXELS,
+    and a ``normal`` map that is not a colour image (a tangent-space normal needs three channels)."""
     if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise AssetError(f"a {image.width}x{image.height} texture is larger than {MAX_IMAGE_PIXELS} pixels")
+        raise AssetError(f"{what}: a {image.width}x{image.height} image is larger than {MAX_IMAGE_PIXELS} pixels")
+    if normal and len(image.getbands()) < 3:
+        raise AssetError(f"{what}: a normal map needs 3 channels (RGB), this image has {len(image.getbands())} "
+                         f"({image.mode})")
     return np.asarray(image.convert("RGBA"), dtype=np.uint8)
 
 
@@ -458,20 +558,161 @@ def library_files(base: Path, pattern: str) -> list[Path]:
     return files
 
 
+# A texture set's maps, by the suffix of the file name's stem (ambientCG's names; case ignored).
+SET_MAPS = {
+    "color": "texture", "basecolor": "texture", "roughness": "roughness", "metalness": "metallic",
+    "normalgl": "normal_gl", "normaldx": "normal_dx", "opacity": "opacity_texture",
+    "displacement": "bump_texture", "ambientocclusion": "occlusion_texture", "emission": "emissive_texture",
+}
+SET_BUMP_DISTANCE = 0.005  # metres of height a set's *_Displacement map spans (it is shading only)
+
+
+def _set_map(file: Path) -> str | None:
+    """The map a file of a texture set holds (a value of SET_MAPS), or None for other files."""
+    name = file.stem.lower()
+    return next((held for suffix, held in SET_MAPS.items() if name.endswith("_" + suffix)), None)
+
+
+def is_texture_set(folder: Path) -> bool:
+    """Whether a folder is a texture set: it holds a file named like a map (``*_Color``, ...)."""
+    return folder.is_dir() and any(p.is_file() and _set_map(p) for p in folder.iterdir())
+
+
 def texture_files(folder: Path) -> tuple[str, ...]:
-    """The images of a texture folder (absolute paths, sorted), each checked to open as an image
-    within the size limits. Raises AssetError naming the folder or the image."""
+    """The textures of a texture folder (absolute paths, sorted): the folder itself when it is a
+    texture set, its set folders when it holds sets, else its images, each checked to read within
+    the size limits. Raises AssetError naming the folder or the file."""
     if not folder.is_dir():
         raise AssetError(f"{folder}: no such folder")
-    files = sorted(str(p.resolve()) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if is_texture_set(folder):
+        files = [str(folder.resolve())]
+    elif sets := sorted(str(p.resolve()) for p in folder.iterdir() if is_texture_set(p)):
+        if others := sorted(p.name for p in folder.iterdir() if p.is_dir() and str(p.resolve()) not in sets):
+            raise AssetError(f"{folder}: a library of texture sets, but {others[0]}/ is not one (no file named "
+                             f"like a map: *_Color, *_Roughness, ...)" + (f" (and {len(others) - 1} more)" if len(others) > 1 else ""))
+        files = sets
+    else:
+        files = sorted(str(p.resolve()) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise AssetError(f"{folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise AssetError(f"{folder}: holds no images ({', '.join(IMAGE_SUFFIXES)}) and no texture sets "
+                         "(folders of *_Color, *_Roughness, ... maps)")
     for file in files:
+        if Path(file).is_dir():
+            texture_maps(file)  # every map read and checked now, not mid-run
+            continue
         try:
             checked_image_size(Path(file))
         except (OSError, ValueError) as exc:
             raise AssetError(f"cannot read {file}: {exc}") from None
     return tuple(files)
+
+
+@lru_cache(maxsize=4)  # a set is up to 7 maps: a few sets is what a scene's objects share
+def texture_maps(path: str) -> AssetMaterial:
+    """The maps of a texture: an image file (base colour only) or a texture set folder, as an
+    AssetMaterial whose factors are 1 (docs/materials.md, "Texture folders"); cached per process.
+
+    A set's roughness and metalness are packed into ``metallic_roughness_texture`` (G, B), a
+    missing one of the two filled with roughness 0.5 or metalness 0; a DirectX normal map has its
+    G flipped; ``*_Displacement`` becomes the bump map. Every map of a set must have the set's
+    size. Raises AssetError naming the set and the map's file."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return AssetMaterial(base_color=(1.0, 1.0, 1.0), texture=texture_image(path))
+    maps: dict[str, tuple[Path, np.ndarray]] = {}
+    for file in sorted(folder.iterdir()):
+        key = _set_map(file) if file.is_file() else None
+        if key is None:
+            continue  # previews, .mtlx, .usdc and the like beside the maps
+        where = f"texture set {folder}: {file.name}"
+        if file.suffix.lower() not in IMAGE_SUFFIXES:
+            raise AssetError(f"{where}: unknown image format {file.suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}")
+        if key in maps:
+            raise AssetError(f"{where}: a second {key} map (the first is {maps[key][0].name})")
+        try:
+            pixels = _read_image_file(file, normal=key.startswith("normal"))
+        except (OSError, ValueError) as exc:
+            raise AssetError(f"{where}: {exc}") from None
+        if maps and pixels.shape[:2] != (first := next(iter(maps.values())))[1].shape[:2]:
+            raise AssetError(f"{where}: {pixels.shape[1]}x{pixels.shape[0]} pixels, but {first[0].name} has "
+                             f"{first[1].shape[1]}x{first[1].shape[0]}; every map of a set must have the same size")
+        maps[key] = (file, pixels)
+    if "texture" not in maps:
+        raise AssetError(f"texture set {folder}: no base colour map (*_Color)")
+    if "normal_gl" in maps and "normal_dx" in maps:
+        raise AssetError(f"texture set {folder}: both {maps['normal_gl'][0].name} and {maps['normal_dx'][0].name}; "
+                         "keep one normal map")
+    fields: dict = {"texture": maps["texture"][1]}
+    for key in ("opacity_texture", "bump_texture", "occlusion_texture", "emissive_texture"):
+        if key in maps:
+            fields[key] = maps[key][1]
+    if "emissive_texture" in maps:
+        fields["emissive"] = (1.0, 1.0, 1.0)
+    if "opacity_texture" in maps:  # a set's opacity map cuts its holes (leaves, fences, perforated sheet)
+        fields["alpha_mode"] = "MASK"
+    if "bump_texture" in maps:
+        fields["bump_distance"] = SET_BUMP_DISTANCE
+    if "normal_gl" in maps:
+        fields["normal_texture"] = maps["normal_gl"][1]
+    elif "normal_dx" in maps:  # DirectX's green points down: flip it to OpenGL's +Y
+        flipped = maps["normal_dx"][1].copy()
+        flipped[..., 1] = 255 - flipped[..., 1]
+        fields["normal_texture"] = flipped
+    if "roughness" in maps or "metallic" in maps:
+        shape = fields["texture"].shape[:2]
+        packed = np.full((*shape, 4), 255, dtype=np.uint8)
+        packed[..., 1] = maps["roughness"][1][..., 0] if "roughness" in maps else 128
+        packed[..., 2] = maps["metallic"][1][..., 0] if "metallic" in maps else 0
+        fields.update(metallic_roughness_texture=packed, roughness=1.0, metallic=1.0)
+    return AssetMaterial(base_color=(1.0, 1.0, 1.0), **fields)
+
+
+_MAP_FIELDS = ("texture", "metallic_roughness_texture", "normal_texture", "occlusion_texture", "emissive_texture",
+               "bump_texture", "opacity_texture")
+
+
+def with_texture(own: AssetMaterial, texture: AssetMaterial) -> AssetMaterial:
+    """An asset's material with a texture's maps (``texture_maps``) in place of all its own, on
+    its UVs as they are: roughness and metallic become the texture's when it packs them, the
+    emission, bump and (with an opacity map) alpha mode the texture's; other factors stay."""
+    changes = {name: getattr(texture, name) for name in _MAP_FIELDS}
+    changes.update(base_color=texture.base_color, normal_scale=texture.normal_scale, uv_transform=TextureTransform(),
+                   emissive=texture.emissive, emissive_strength=texture.emissive_strength,
+                   bump_distance=texture.bump_distance)
+    if texture.metallic_roughness_texture is not None:
+        changes.update(roughness=texture.roughness, metallic=texture.metallic)
+    if texture.opacity_texture is not None:
+        changes.update(alpha=texture.alpha, alpha_mode=texture.alpha_mode, alpha_cutoff=texture.alpha_cutoff)
+    return replace(own, **changes)
+
+
+def hue_shifted(linear: np.ndarray | tuple[float, float, float], degrees: float) -> np.ndarray:
+    """Linear RGB colours (..., 3) with their hue turned by ``degrees``: HSV of the linear values,
+    as Blender's Hue/Saturation node turns the colour it is given."""
+    linear = np.asarray(linear, dtype=np.float64)
+    high, low = linear.max(axis=-1), linear.min(axis=-1)
+    chroma = high - low
+    safe = np.where(chroma > 0, chroma, 1.0)
+    r, g, b = np.moveaxis(linear, -1, 0)
+    hue = np.where(high == r, ((g - b) / safe) % 6, np.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = (hue + degrees / 60) % 6  # in sixths of a turn
+    # HSV back to RGB: each channel is the value less the share of the chroma its distance from the hue takes.
+    share = np.stack([np.clip(np.abs((hue - k + 3) % 6 - 3) - 1, 0, 1) for k in (0, 2, 4)], axis=-1)
+    return high[..., None] - chroma[..., None] * share
+
+
+def hue_shifted_image(pixels: np.ndarray, degrees: float) -> np.ndarray:
+    """``hue_shifted`` for every pixel of a uint8 RGBA sRGB image (turned on the linear values, as
+    the renderer turns the texture it samples); alpha kept."""
+    turned = hue_shifted(srgb_to_linear(pixels[..., :3] / 255.0), degrees)
+    return np.concatenate([linear_to_srgb8(turned), pixels[..., 3:]], axis=-1)
+
+
+def _read_image_file(file: Path, normal: bool = False) -> np.ndarray:
+    """An image file as uint8 RGBA (see read_texture), its size checked before it is read."""
+    if file.stat().st_size > MAX_ASSET_BYTES:
+        raise ValueError(f"{file.stat().st_size} bytes is more than the {MAX_ASSET_BYTES} byte limit")
+    return read_texture(file.read_bytes(), normal=normal)
 
 
 @lru_cache(maxsize=8)
@@ -480,9 +721,9 @@ def texture_image(path: str) -> np.ndarray:
     return read_texture(Path(path).read_bytes())
 
 
-def read_texture(data: bytes) -> np.ndarray:
+def read_texture(data: bytes, normal: bool = False) -> np.ndarray:
     """Encoded image bytes (PNG, JPEG, TGA, ...) as uint8 RGBA, top row first; the declared size
-    is checked before the pixels decode."""
+    is checked before the pixels decode (a ``normal`` map must have three channels)."""
     from PIL import Image
 
     try:
@@ -490,7 +731,7 @@ def read_texture(data: bytes) -> np.ndarray:
     except ValueError as exc:
         raise AssetError(f"a texture {exc}") from None
     with Image.open(io.BytesIO(data)) as image:
-        return _image_array(image)
+        return _image_array(image, normal=normal, what="normal map" if normal else "texture")
 
 
 def _read_usd(
@@ -603,40 +844,134 @@ def _usd_mesh(mesh, world: np.ndarray, materials: dict[str, int], material_list:
 
 
 def _usd_material(material) -> AssetMaterial:
-    """A UsdPreviewSurface material (diffuse colour or texture, roughness, metallic); others are grey."""
-    from pxr import Ar, UsdShade
+    """A UsdPreviewSurface material: its inputs (diffuseColor, roughness, metallic, normal,
+    occlusion, emissiveColor, opacity, opacityThreshold, ior, clearcoat, clearcoatRoughness), each
+    a constant or a UsdUVTexture (its ``scale`` the factor; the base colour's UsdTransform2d the UV
+    transform). Other surfaces are grey."""
+    from pxr import UsdShade
 
     shader = material.ComputeSurfaceSource()[0]
     if not shader or shader.GetIdAttr().Get() != "UsdPreviewSurface":
         return AssetMaterial()
+    where = f"material {material.GetPath()}"
 
     def source(name: str, default):
-        """(constant value, texture shader) of an input, following connections through node graphs."""
+        """(constant value, (texture shader, output channel name) or None) of an input,
+        following connections through node graphs."""
         attribute = shader.GetInput(name)
         producers = attribute.GetValueProducingAttributes() if attribute else []
         if not producers:
             return default, None
         if UsdShade.Output.IsOutput(producers[0]):
             producer = UsdShade.Shader(producers[0].GetPrim())
-            return default, producer if producer.GetIdAttr().Get() == "UsdUVTexture" else None
+            if producer.GetIdAttr().Get() != "UsdUVTexture":
+                return default, None
+            return default, (producer, UsdShade.Output(producers[0]).GetBaseName())
         value = producers[0].Get()
         return (default if value is None else value), None
 
-    color, texture_shader = source("diffuseColor", (0.18, 0.18, 0.18))  # UsdPreviewSurface's default
-    texture = None
-    if texture_shader is not None:
-        file = texture_shader.GetInput("file").Get() if texture_shader.GetInput("file") else None
-        if file is None or not file.resolvedPath:
-            raise AssetError(f"material {material.GetPath()}: texture {file.path if file else '(none)'} not found")
-        asset = Ar.GetResolver().OpenAsset(Ar.ResolvedPath(file.resolvedPath))
-        if asset is None or asset.GetSize() > MAX_ASSET_BYTES:
-            raise AssetError(f"material {material.GetPath()}: cannot read texture {file.resolvedPath}")
-        texture = read_texture(asset.GetBuffer())
-        scale = texture_shader.GetInput("scale").Get() if texture_shader.GetInput("scale") else None
-        color = (1.0, 1.0, 1.0) if scale is None else tuple(scale)[:3]
-    roughness, _ = source("roughness", 0.5)
-    metallic, _ = source("metallic", 0.0)
-    return AssetMaterial(tuple(float(c) for c in color), texture, _unit(roughness), _unit(metallic))
+    fields: dict = {}
+    color, texture = source("diffuseColor", (0.18, 0.18, 0.18))  # UsdPreviewSurface's default
+    if texture is not None:
+        fields["texture"], scale = _usd_texture(texture[0], f"{where} diffuseColor")
+        color = scale[:3]
+        fields["uv_transform"] = _usd_transform(texture[0])
+    fields["base_color"] = tuple(float(c) for c in color)
+    roughness, rough_texture = source("roughness", 0.5)
+    metallic, metal_texture = source("metallic", 0.0)
+    packed = None
+    for channel, (value, texture, name) in ((1, (roughness, rough_texture, "roughness")),
+                                            (2, (metallic, metal_texture, "metallic"))):
+        if texture is not None:
+            image, scale = _usd_texture(texture[0], f"{where} {name}")
+            taken = _USD_CHANNELS.get(texture[1], 0)
+            if packed is None:
+                packed = np.full((*image.shape[:2], 4), 255, dtype=np.uint8)
+            elif packed.shape[:2] != image.shape[:2]:
+                raise AssetError(f"{where} {name}: its {image.shape[1]}x{image.shape[0]} texture differs in size from "
+                                 f"the roughness texture ({packed.shape[1]}x{packed.shape[0]}); they are packed together")
+            packed[..., channel] = image[..., taken]
+            value = scale[taken]
+        fields["roughness" if channel == 1 else "metallic"] = _unit(value)
+    if packed is not None:
+        if rough_texture is None or metal_texture is None:  # the constant one is its factor times a white map
+            packed[..., 2 if metal_texture is None else 1] = 255
+        fields["metallic_roughness_texture"] = packed
+    if (normal := source("normal", None)[1]) is not None:
+        fields["normal_texture"], _ = _usd_texture(normal[0], f"{where} normal", normal_map=True)
+    if (occlusion := source("occlusion", None)[1]) is not None:
+        image, _ = _usd_texture(occlusion[0], f"{where} occlusion")
+        fields["occlusion_texture"] = _channel_to_red(image, _USD_CHANNELS.get(occlusion[1], 0))
+    emissive, emissive_texture = source("emissiveColor", (0.0, 0.0, 0.0))
+    if emissive_texture is not None:
+        fields["emissive_texture"], scale = _usd_texture(emissive_texture[0], f"{where} emissiveColor")
+        emissive = scale[:3]
+    fields["emissive"] = tuple(float(c) for c in emissive)
+    opacity, opacity_texture = source("opacity", 1.0)
+    if opacity_texture is not None:
+        image, scale = _usd_texture(opacity_texture[0], f"{where} opacity")
+        taken = _USD_CHANNELS.get(opacity_texture[1], 3)
+        fields["opacity_texture"], opacity = _channel_to_red(image, taken), scale[taken]
+    threshold = _unit(source("opacityThreshold", 0.0)[0])
+    fields["alpha"] = _unit(opacity)
+    if threshold > 0:
+        fields["alpha_mode"], fields["alpha_cutoff"] = "MASK", threshold
+    elif fields["alpha"] < 1 or opacity_texture is not None:
+        fields["alpha_mode"] = "BLEND"
+    fields["ior"] = float(source("ior", 1.5)[0])
+    fields["clearcoat"] = _unit(source("clearcoat", 0.0)[0])
+    fields["clearcoat_roughness"] = _unit(source("clearcoatRoughness", 0.01)[0])
+    return AssetMaterial(**fields)
+
+
+_USD_CHANNELS = {"r": 0, "g": 1, "b": 2, "a": 3}
+
+
+def _channel_to_red(image: np.ndarray, channel: int) -> np.ndarray:
+    """One channel of an RGBA image, as the R (and G, B) of an opaque grey image."""
+    grey = np.repeat(image[..., channel:channel + 1], 4, axis=-1)
+    grey[..., 3] = 255
+    return grey
+
+
+def _usd_texture(texture, where: str, normal_map: bool = False) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The image of a UsdUVTexture (uint8 RGBA) and its ``scale`` (RGBA factors, 1 when unset)."""
+    from pxr import Ar
+
+    file = texture.GetInput("file").Get() if texture.GetInput("file") else None
+    if file is None or not file.resolvedPath:
+        raise AssetError(f"{where}: texture {file.path if file else '(none)'} not found")
+    asset = Ar.GetResolver().OpenAsset(Ar.ResolvedPath(file.resolvedPath))
+    if asset is None or asset.GetSize() > MAX_ASSET_BYTES:
+        raise AssetError(f"{where}: cannot read texture {file.resolvedPath}")
+    try:
+        image = read_texture(asset.GetBuffer(), normal=normal_map)
+    except AssetError as exc:
+        raise AssetError(f"{where}: {file.path}: {exc}") from None
+    scale = texture.GetInput("scale").Get() if texture.GetInput("scale") else None
+    return image, (1.0, 1.0, 1.0, 1.0) if scale is None else tuple(float(v) for v in scale)
+
+
+def _usd_transform(texture) -> TextureTransform:
+    """The UsdTransform2d feeding a UsdUVTexture's ``st`` as glTF's transform (glTF's v points down,
+    USD's up: see TextureTransform); none: the identity."""
+    from pxr import UsdShade
+
+    st = texture.GetInput("st")
+    producers = st.GetValueProducingAttributes() if st else []
+    if not producers or not UsdShade.Output.IsOutput(producers[0]):
+        return TextureTransform()
+    node = UsdShade.Shader(producers[0].GetPrim())
+    if node.GetIdAttr().Get() != "UsdTransform2d":
+        return TextureTransform()
+
+    def value(name: str, default):
+        found = node.GetInput(name).Get() if node.GetInput(name) else None
+        return default if found is None else found
+
+    (tx, ty), angle, (sx, sy) = value("translation", (0.0, 0.0)), math.radians(value("rotation", 0.0)), value("scale", (1.0, 1.0))
+    return TextureTransform(offset=(tx - math.sin(angle) * sy, 1 - ty - math.cos(angle) * sy), rotation=angle,
+                            scale=(float(sx), float(sy)))
 
 
 def _unit(value: float) -> float:

@@ -116,9 +116,18 @@ class Material(Section):
     specular: UnitInterval | None = Field(None, description="0..1, Blender's Specular IOR Level (0.5: IOR 1.5)")
     texture_folder: str | None = Field(
         None, min_length=1,
-        description="folder of images (relative to the recipe): each object takes one at random as base colour",
+        description="folder (relative to the recipe) of images, each object taking one at random as base colour; "
+                    "or a texture set (*_Color, *_Roughness, *_NormalGL, ... maps, all used together); or a folder "
+                    "of texture sets, each object taking one at random (docs/materials.md)",
     )
     texture_size: float = Field(1.0, gt=0, description="metres per texture copy on surfaces without UVs")
+    # Material randomisation (docs/materials.md), drawn per object per scene from stream (15, ...).
+    roughness_scale: Positive | None = Field(
+        None, description="multiplies the roughness (factor and map, or `roughness`), clamped to 0..1; "
+                          "e.g. {uniform: [0.6, 1.4]}")
+    hue_shift_deg: Number | None = Field(
+        None, description="turns the hue of the base colour (factor, texture, vertex colours), degrees; "
+                          "e.g. {uniform: [-30, 30]}")
     _textures: tuple[str, ...] = PrivateAttr(())  # the folder's images, listed by load_recipe
 
 

@@ -287,7 +287,8 @@ def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     objects_rng, lights_rng, world_rng, supports_rng = (scene_stream(seed, key) for key in ((0,), (1,), (2,), (4,)))
     objects, props, layout, movers = _sample_objects(recipe, scene_index, objects_rng, supports_rng)
     ground = None if recipe.ground is None else GroundSpec(
-        size=recipe.ground.size, material=_sample_material(recipe.ground.material, "ground.material", world_rng)
+        size=recipe.ground.size,
+        material=_sample_material(recipe.ground.material, "ground.material", world_rng, scene_stream(seed, (15, 3))),
     )
     background = recipe.background
     background_color = _sample_color(background.color or DEFAULT_BACKGROUND, world_rng)
@@ -412,7 +413,9 @@ def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     frame f (3, f), supports (4); in a sequence: object motion (5), trajectory (6), shake (7),
     noise of frame f (8, f), point-track queries (9; a rig's camera k: (9, k)); image and depth
     sensors of frame f (10, f); the rig's cameras (13, 1); lens coefficients (13, 2); exposure of
-    frame f (13, 3, f), of a sequence (13, 3, 0); rig camera k's noise in frame i (14, i, k)."""
+    frame f (13, 3, f), of a sequence (13, 3, 0); rig camera k's noise in frame i (14, i, k);
+    material randomisation of placed object k (15, 0, k), of support i (15, 1, i), of the walls
+    (15, 2), of the ground (15, 3)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -619,12 +622,14 @@ def _build_supports(
     stand on by name (the ground's is ``placement.area``)."""
     width, depth = recipe.placement.area
     surfaces = {"ground": [Rect(np.eye(4), (width / 2, depth / 2), whole=False)]}
-    props = [] if recipe.ground is None or recipe.ground.walls is None else _walls(recipe.ground, layout, rng)
+    walls_look = scene_stream(scene_seed(recipe.seed, scene_index), (15, 2))
+    props = [] if recipe.ground is None or recipe.ground.walls is None else _walls(recipe.ground, layout, rng, walls_look)
     for i, support in enumerate(recipe.supports):
         size = np.array([float(draw(v, rng)) for v in support.size])
         x, y = (float(draw(v, rng)) for v in support.position)
         yaw = math.radians(float(draw(support.yaw_deg, rng)))
-        material = _sample_material(support.material, f"supports[{i}].material", rng)
+        material = _sample_material(support.material, f"supports[{i}].material", rng,
+                                    scene_stream(scene_seed(recipe.seed, scene_index), (15, 1, i)))
         world_from_support = _pose(rotation_about_z(yaw), (x, y, 0.0))
         parts, tops = _support_parts(support, size)
         if parts is None:
@@ -652,10 +657,10 @@ def _build_supports(
     return props, surfaces
 
 
-def _walls(ground: Ground, layout: Layout, rng: np.random.Generator) -> list[PropSpec]:
+def _walls(ground: Ground, layout: Layout, rng: np.random.Generator, look_rng: np.random.Generator) -> list[PropSpec]:
     """The four walls of the ground (boxes whose inner faces stand on its edges), added to the layout."""
     walls, half = ground.walls, ground.size / 2
-    material = _sample_material(walls.material, "ground.walls.material", rng)
+    material = _sample_material(walls.material, "ground.walls.material", rng, look_rng)
     t, outer = walls.thickness, ground.size + 2 * walls.thickness
     parts = [((outer, t, walls.height), (0.0, side * (half + t / 2), 0.0)) for side in (-1, 1)]
     parts += [((t, ground.size, walls.height), (side * (half + t / 2), 0.0, 0.0)) for side in (-1, 1)]
@@ -711,7 +716,8 @@ def _scatter(
         for k in range(count):
             asset, keypoints = _sample_asset(group, group_index, library, library_keypoints, rng)
             mesh = asset_mesh(asset)
-            material = _sample_material(group.material, f"objects[{group_index}].material", rng)
+            look_rng = scene_stream(scene_seed(recipe.seed, scene_index), (15, 0, len(placed)))
+            material = _sample_material(group.material, f"objects[{group_index}].material", rng, look_rng)
             candidate = Body(mesh, np.eye(4), fixed=False)
             failures: Counter[str] = Counter()
             for _ in range(placement.max_tries):
@@ -764,8 +770,11 @@ def _pose(rotation: np.ndarray, translation) -> np.ndarray:
     return pose
 
 
-def _sample_material(material: Material, where: str, rng: np.random.Generator) -> MaterialSpec:
-    """The changes a material makes to an asset's own; fields left out stay None (kept)."""
+def _sample_material(
+    material: Material, where: str, rng: np.random.Generator, look_rng: np.random.Generator
+) -> MaterialSpec:
+    """The changes a material makes to an asset's own; fields left out stay None (kept). The
+    randomisation fields draw from ``look_rng`` (stream (15, ...)), so existing recipes keep their scenes."""
     texture = None
     if material.texture_folder is not None:
         if not material._textures:
@@ -778,7 +787,19 @@ def _sample_material(material: Material, where: str, rng: np.random.Generator) -
         specular=None if material.specular is None else _unit(draw(material.specular, rng)),
         texture=texture,
         texture_size=material.texture_size,
+        **_sample_look(material, look_rng),
     )
+
+
+def _sample_look(material: Material, rng: np.random.Generator) -> dict[str, float]:
+    """The drawn randomisation fields of a material (roughness scale, hue shift) that it sets."""
+    drawn = {}
+    for name in ("roughness_scale", "hue_shift_deg"):
+        if (value := getattr(material, name)) is not None:
+            drawn[name] = float(draw(value, rng))
+    if "roughness_scale" in drawn:
+        drawn["roughness_scale"] = max(drawn["roughness_scale"], 0.0)
+    return drawn
 
 
 def _sample_lights(recipe: Recipe, index: int, rng: np.random.Generator) -> list[LightSpec]:

@@ -61,7 +61,8 @@ class MaterialSpec(_Spec):
     """Changes to an asset's own materials; None keeps the asset's value.
 
     ``base_color`` (linear RGB) replaces the asset's colour, texture and vertex colours;
-    ``texture`` (an image file) replaces them too, tinted by ``base_color`` when both are set.
+    ``texture`` (an image file, or a texture set folder: all its maps) replaces them too, tinted by
+    ``base_color`` when both are set.
     Surfaces without UVs get the texture box-projected, one copy per ``texture_size`` metres.
     """
 
@@ -71,6 +72,10 @@ class MaterialSpec(_Spec):
     specular: float | None = None
     texture: str | None = None
     texture_size: float = 1.0
+    # Material randomisation (docs/materials.md): roughness multiplied (then clamped to 0..1),
+    # base colour's hue turned by degrees.
+    roughness_scale: float | None = None
+    hue_shift_deg: float | None = None
 
 
 class ObjectSpec(_Spec):

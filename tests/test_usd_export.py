@@ -585,3 +585,34 @@ def test_vertex_colours_are_the_base_colour(tmp_path, monkeypatch):
     srgb = colors[:, :3] / 255  # USD colours are linear: the sRGB curve undone
     linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
     np.testing.assert_allclose(np.array(display.Get()), linear, atol=1e-6)
+
+
+def test_a_texture_set_with_a_roughness_scale_and_a_hue_shift(tmp_path):
+    """The scene's material changes reach the stage as the renderer applies them: a texture set's
+    maps replace the box's, the roughness is scaled, and the colour map is the set's turned by the
+    hue shift (checked pixel by pixel with colorsys on the linear values)."""
+    import colorsys
+
+    shutil.copytree(ROOT / "examples" / "assets" / "textures" / "sets" / "Bricks102", tmp_path / "bricks")
+    recipe = load_recipe(write_recipe(tmp_path, "count: 1\nrender: {resolution: [32, 24], samples: 1}\nobjects:\n"
+                                      "  - {category: box, asset: {primitive: box},\n"
+                                      "     material: {texture_folder: bricks, roughness_scale: 0.5, hue_shift_deg: 120}}\n"))
+    spec = sample(recipe, 0)
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "frame.usda").write_text(scene_usda(spec, 0.0, tmp_path / "scenes"))
+    stage = Usd.Stage.Open(str(tmp_path / "scenes" / "frame.usda"))
+    surface = surface_of(stage.GetPrimAtPath(f"/World/object_{spec.objects[0].instance_id}"))
+    colour, _ = wired(surface, "diffuseColor")
+    source = rgba(str(tmp_path / "bricks" / "Bricks102_256_Color.jpg"))
+    written = decoded(colour)
+    assert written.shape == source.shape
+    for y, x in ((3, 5), (100, 40), (120, 250)):
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in source[y, x, :3] / 255]
+        h, s, v = colorsys.rgb_to_hsv(*linear)
+        turned = colorsys.hsv_to_rgb((h + 1 / 3) % 1, s, v)
+        expected = [255 * (12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055) for c in turned]
+        assert np.abs(written[y, x, :3] - np.asarray(expected)).max() <= 1, (y, x)
+    roughness, output = wired(surface, "roughness")
+    assert output == "g" and tuple(roughness.GetInput("scale").Get())[1] == pytest.approx(0.5)
+    normal, _ = wired(surface, "normal")  # the set's normal map replaced the primitive's (none)
+    np.testing.assert_array_equal(decoded(normal)[..., :3], rgba(str(tmp_path / "bricks" / "Bricks102_256_NormalGL.jpg"))[..., :3])
