@@ -12,8 +12,9 @@ import colorsys
 import hashlib
 import math
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -63,6 +64,9 @@ from .spec import (
     SensorSpec,
     SequenceSpec,
 )
+
+if TYPE_CHECKING:
+    import trimesh
 
 DEFAULT_BACKGROUND = (0.05, 0.05, 0.05)  # linear RGB, when neither a colour nor an HDRI is given
 
@@ -758,14 +762,15 @@ def _scatter(
 
 
 def _arrange(recipe: Recipe, scene_index: int, group_index: int, layout: Layout, rects: list[Rect],
-             meshes: list, rng: np.random.Generator) -> list[int]:
+             meshes: list[trimesh.Trimesh], rng: np.random.Generator) -> list[int]:
     """Stand the meshes of an arranged group in rows on ``rects`` (a shelf's boards, lowest first),
     facing each rectangle's front (its -Y side); returns their body indices.
 
     A row fills from side to side and is centred; the next row stands behind it (``rows`` at most),
     then the next layer on top of the first layer's objects, then the next rectangle. Every draw
     (spacing, facing, jitter) comes from the group's own stream ``rng``."""
-    arrange, group, min_gap = recipe.objects[group_index].arrange, recipe.objects[group_index], recipe.placement.min_gap
+    group, min_gap = recipe.objects[group_index], recipe.placement.min_gap
+    arrange = group.arrange
     spacing = float(draw(arrange.spacing, rng))
     row_gap = spacing if arrange.row_spacing is None else float(draw(arrange.row_spacing, rng))
     jitter, yaw_jitter = float(draw(arrange.jitter, rng)), float(draw(arrange.yaw_jitter_deg, rng))
@@ -790,7 +795,7 @@ def _arrange(recipe: Recipe, scene_index: int, group_index: int, layout: Layout,
     for rect in rects:
         if k == len(meshes):
             break
-        (hx, hy), left, right, back = rect.half, -rect.half[0] + min_gap, rect.half[0] - min_gap, rect.half[1] - min_gap
+        hy, left, right, back = rect.half[1], -rect.half[0] + min_gap, rect.half[0] - min_gap, rect.half[1] - min_gap
         rows: list[list[tuple[int, float]]] = []  # (object, the left edge of its slot) of each row
         fronts: list[float] = []  # the front edge of each row
         x, y, depth = left, -hy, 0.0
@@ -802,7 +807,7 @@ def _arrange(recipe: Recipe, scene_index: int, group_index: int, layout: Layout,
                     break
             if x + width > right or y + length > back:
                 if not bodies and not rows:
-                    raise fail(k, "wider or deeper than the surface" if x == left and y == -hy else "the surface is full")
+                    raise fail(k, "it is wider or deeper than the surface")
                 break
             if not rows or x == left:
                 rows.append([])
@@ -838,8 +843,8 @@ def _arrange(recipe: Recipe, scene_index: int, group_index: int, layout: Layout,
     return bodies
 
 
-def _place_arranged(layout: Layout, rect: Rect, surface: Rect | int, mesh, yaw: float, local: np.ndarray,
-                    fail, k: int) -> int:
+def _place_arranged(layout: Layout, rect: Rect, surface: Rect | int, mesh: trimesh.Trimesh, yaw: float,
+                    local: np.ndarray, fail: Callable[[int, str], UserError], k: int) -> int:
     """Stand ``mesh`` turned by ``yaw`` from ``rect``'s facing, its origin at ``local`` (the
     rectangle's axes), on ``surface`` (the rectangle, or the top of the body below it in a stack);
     the body's index, or the UserError ``fail`` makes."""
