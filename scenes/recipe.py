@@ -14,7 +14,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -159,9 +159,10 @@ class Torus(Section):
 Primitive = Annotated[Union[Box, Sphere, Cylinder, Cone, Capsule, Torus], Field(discriminator="primitive")]
 
 
-def primitive_size(primitive: Box | Sphere | Cylinder | Cone | Capsule | Torus, value: Any) -> np.ndarray:
-    """The x, y, z sizes of a primitive standing upright, its numbers read by ``value`` (a drawn
-    value, or a bound of the distribution)."""
+def primitive_size(primitive: Box | Sphere | Cylinder | Cone | Capsule | Torus,
+                   value: Callable[[Any], float]) -> np.ndarray:
+    """The x, y, z sizes of a primitive standing upright, each of its number fields read by
+    ``value`` (such as the largest value the field's distribution can draw)."""
     p = {name: value(v) for name, v in primitive if name not in ("primitive", "extents")}
     if isinstance(primitive, Box):
         return np.array([value(v) for v in primitive.extents], dtype=float)
