@@ -382,14 +382,30 @@ def report(
     typer.echo(f"Report: {written.resolve()}")
 
 
+MAX_AXES_LISTED = 10  # asset files whose up axis `validate` names, per library entry
+
+
 @app.command(cls=SceneForgeCommand)
 def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
-    """Check a recipe and report every problem as FILE:LINE:COL: field.path: message."""
+    """Check a recipe and report every problem as FILE:LINE:COL: field.path: message; name the up axis
+    each asset file is loaded with, and warn about assets that would lie on their side."""
     from sceneforge.scenes.recipe import load_recipe
     from sceneforge.scenes.sampling import sample_views
 
+    from sceneforge.scenes.upright import up_axis_notes
+
     loaded = load_recipe(recipe, _overrides(None, None, None, None, set_))
     sample_views(loaded, 0)
+    notes = up_axis_notes(loaded)
+    for entry in dict.fromkeys(note.entry for note in notes):
+        mine = [note for note in notes if note.entry == entry]
+        where = loaded.where("assets", entry, "path")
+        axes = "; ".join(f"{Path(note.path).name}: {note.up_axis} up ({note.source})" for note in mine[:MAX_AXES_LISTED])
+        more = f"; and {len(mine) - MAX_AXES_LISTED} more" if len(mine) > MAX_AXES_LISTED else ""
+        typer.echo(f"{where}: up axis: {axes}{more}")
+        for note in mine:
+            if note.warning is not None:
+                stderr.print(f"warning: {where}: {note.warning}", markup=False, highlight=False)
     width, height = loaded.render.resolution
     typer.echo(
         f"{recipe}: OK: {loaded.count} frame(s) at {width}x{height}, {loaded.render.samples} samples; "

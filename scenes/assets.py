@@ -145,6 +145,7 @@ class AssetModel:
     uv: np.ndarray | None  # (V, 2), v up (OpenGL convention)
     colors: np.ndarray | None  # (V, 4) uint8 sRGB vertex colours, multiplying the base colour
     keypoints: Keypoints = Keypoints()  # a primitive's canonical ones, or a USD file's
+    up_axis: str = "Z"  # the file's axis that was turned to +Z: the declared one, else the file's own
 
 
 def asset_mesh(asset: AssetRef) -> trimesh.Trimesh:
@@ -327,6 +328,7 @@ def _normalised(
         uv=table[:, 3:5].copy() if has_uv else None,
         colors=table[:, -4:].astype(np.uint8) if has_colors else None,
         keypoints=keypoints,
+        up_axis=up_axis,
     )
 
 

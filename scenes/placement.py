@@ -124,30 +124,45 @@ class Layout:
         """One attempt at standing a new loose ``body`` (turned by ``rotation``) on ``surface``: a
         flat rectangle, or the top of the body with that index. Returns (index of the body, "") or
         (None, why the attempt failed); the same body may try again."""
-        mesh = body.mesh
-        turned = mesh.vertices @ rotation.T
-        pose = np.eye(4)
-        pose[:3, :3] = rotation
         if isinstance(surface, Rect):
             # The object's footprint (or its origin), in the rectangle's axes, must lie on the rectangle.
+            turned = body.mesh.vertices @ rotation.T
             footprint = turned[:, :2] @ surface.world_from_rect[:2, :2] if surface.whole else np.zeros((1, 2))
             low, high = -np.asarray(surface.half) - footprint.min(axis=0), np.asarray(surface.half) - footprint.max(axis=0)
             if np.any(low > high):
                 return None, "did not fit on the surface"
-            local = np.append(rng.uniform(low, high), [0.0, 1.0])
-            pose[:3, 3] = (surface.world_from_rect @ local)[:3] - [0.0, 0.0, turned[:, 2].min()]
+            xy = (surface.world_from_rect @ np.append(rng.uniform(low, high), [0.0, 1.0]))[:2]
+        else:
+            low, high = self.bodies[surface].bounds
+            xy = rng.uniform(low[:2], high[:2])
+        return self.place(body, rotation, xy, surface, rng.uniform(0.0, drop_height) if drop_height > 0 else 0.0)
+
+    def place(self, body: Body, rotation: np.ndarray, xy: np.ndarray, surface: Rect | int,
+              lift: float = 0.0, flat: bool = False) -> tuple[int | None, str]:
+        """Stand a new loose ``body`` (turned by ``rotation``, its origin over the world point
+        ``xy``) on ``surface`` (a rectangle's plane, or the top of the body with that index), raised
+        by ``lift``, unless it hits something there. Returns (index of the body, "") or (None, why not).
+
+        On a body, the new one stands where vertical rays first find contact, or with ``flat`` on
+        the body's highest point (exact on flat tops such as a box's, where two boxes turned a
+        little apart touch edge on edge, which the rays cannot see)."""
+        mesh = body.mesh
+        turned = mesh.vertices @ rotation.T
+        pose = np.eye(4)
+        pose[:3, :3] = rotation
+        pose[:2, 3] = xy
+        if isinstance(surface, Rect):
+            pose[2, 3] = surface.world_from_rect[2, 3] - turned[:, 2].min()
             # Standing on the top face of a part, the object is wholly above that part.
             ignored, touching, region = surface.part, None, surface.region
         else:
             base = self.bodies[surface]
-            low, high = base.bounds
-            pose[:2, 3] = rng.uniform(low[:2], high[:2])
-            height = _drop_height(base, mesh, rotation, pose[:2, 3])
+            height = base.bounds[1, 2] - turned[:, 2].min() if flat else _drop_height(base, mesh, rotation, pose[:2, 3])
             if height is None:
                 return None, "missed the objects below"
             pose[2, 3] = height + STACK_LIFT
             ignored, touching, region = None, surface, base.region
-        pose[2, 3] += rng.uniform(0.0, drop_height) if drop_height > 0 else 0.0
+        pose[2, 3] += lift
         if (turned[:, 2].min() + pose[2, 3]) < -1e-9:
             return None, "reached below the ground"
         body.move(pose)

@@ -14,7 +14,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -168,6 +168,22 @@ class Torus(Section):
 Primitive = Annotated[Union[Box, Sphere, Cylinder, Cone, Capsule, Torus], Field(discriminator="primitive")]
 
 
+def primitive_size(primitive: Box | Sphere | Cylinder | Cone | Capsule | Torus,
+                   value: Callable[[Any], float]) -> np.ndarray:
+    """The x, y, z sizes of a primitive standing upright, each of its number fields read by
+    ``value`` (such as the largest value the field's distribution can draw)."""
+    p = {name: value(v) for name, v in primitive if name not in ("primitive", "extents")}
+    if isinstance(primitive, Box):
+        return np.array([value(v) for v in primitive.extents], dtype=float)
+    if isinstance(primitive, Sphere):
+        return np.full(3, 2 * p["radius"])
+    if isinstance(primitive, Torus):
+        outer = 2 * (p["major_radius"] + p["minor_radius"])
+        return np.array([outer, outer, 2 * p["minor_radius"]])
+    height = max(p["height"], 2 * p["radius"]) if isinstance(primitive, Capsule) else p["height"]
+    return np.array([2 * p["radius"], 2 * p["radius"], height])
+
+
 class LibraryAsset(Section):
     """A random asset of one category of the recipe's ``assets`` library, drawn per object."""
 
@@ -240,6 +256,19 @@ class ObjectGroup(Section):
     )
     distractor: bool = Field(False, description="drawn (and occluding) but never labeled")
     motion: Motion | None = Field(None, description="how the objects move in a sequence (needs `sequence`)")
+    board: int | None = Field(
+        None, ge=0, le=49, description="with place_on a shelf: the board the objects stand on (0: the lowest); "
+                                       "default: any board",
+    )
+    arrange: ArrangeChoice | None = Field(
+        None, description="rows: line the objects up in rows facing the surface's front (`rows` or a section); "
+                          "default: scattered at random",
+    )
+
+    @field_validator("arrange")
+    @classmethod
+    def _arrange_section(cls, arrange: Any) -> Any:
+        return Arrange(type="rows") if arrange == "rows" else arrange
 
     @field_validator("count")
     @classmethod
@@ -248,6 +277,34 @@ class ObjectGroup(Section):
         if smallest < 0:
             raise ValueError("counts must be >= 0")
         return count
+
+
+class Arrange(Section):
+    """Objects lined up in rows on their surface, each turned to face its front (a shelf's open
+    side, the -Y side of a bin or of the ground's area): a row fills from side to side (centred),
+    the next row stands behind it, then the next board (lowest first) or layer.
+
+    An object's own front is its -Y side (glTF's forward +Z, loaded +Z up). Spacing, jitter and
+    facing are drawn per scene from their own stream; positions never overlap by jitter (each
+    slot is widened by it)."""
+
+    type: Literal["rows"] = Field(description="rows (and columns) facing the front")
+    spacing: NonNegative = Field(0.01, description="gap between neighbours in a row, edge to edge, metres "
+                                                   "(at least placement.min_gap)")
+    row_spacing: NonNegative | None = Field(None, description="gap between rows, front to back, metres; "
+                                                              "default: spacing")
+    rows: int | None = Field(None, ge=1, le=1000, description="rows per board (or layer) at most; default: as many as fit")
+    layers: int = Field(1, ge=1, le=100, description="layers stacked on each other: each object of a layer stands on "
+                                                     "the one below it (boxes on a pallet)")
+    facing: Number = Field(0.0, description="degrees about +Z from facing the front (180: the back), drawn per object")
+    jitter: NonNegative = Field(0.0, description="largest position offset along and across a row, metres, per object")
+    yaw_jitter_deg: NonNegative = Field(0.0, description="largest turn off the facing, degrees, per object")
+
+
+ArrangeChoice = Annotated[
+    Union[Annotated[Literal["rows"], Tag("shorthand")], Annotated[Arrange, Tag("section")]],
+    Discriminator(lambda v: "shorthand" if isinstance(v, str) else "section"),
+]
 
 
 class Motion(Section):
@@ -309,12 +366,30 @@ class Bin(_Support):
 
 
 class Shelf(_Support):
-    """Two side panels and ``boards`` evenly spaced boards (the lowest on the ground, the top one
-    at the full height): objects placed on it stand on any board."""
+    """``boards`` evenly spaced boards (the lowest on the ground, the top one at the full height)
+    between two side panels, in front of a back panel: objects placed on it stand on any board, or
+    on the one ``objects[].board`` names. Its front (the open side) faces its own -Y."""
 
     type: Literal["shelf"] = Field(description="a shelf")
     size: Vec3 = Field((0.8, 0.3, 1.0), description="outside width (x), depth (y) and height (z), metres")
     boards: int = Field(3, ge=1, le=50, description="number of boards, 1..50")
+    back: bool = Field(True, description="a back panel on the +Y side, the full height (false: open at the back)")
+    sides: bool = Field(True, description="side panels at both ends, the full height (false: the boards hang on "
+                                          "the back panel)")
+
+    @model_validator(mode="after")
+    def _held_up(self) -> Shelf:
+        if not (self.back or self.sides):
+            raise ValueError("a shelf needs its sides or its back: nothing would hold the boards up")
+        return self
+
+    def board_bottoms(self, height: float) -> list[float]:
+        """The heights of the boards' undersides, lowest first, for a shelf ``height`` tall (a
+        single board is at the top)."""
+        if self.boards == 1:
+            return [height - self.thickness]
+        step = (height - self.thickness) / (self.boards - 1)
+        return [k * step for k in range(self.boards)]
 
 
 Support = Annotated[Union[Bin, Shelf], Field(discriminator="type")]
@@ -889,7 +964,84 @@ class Recipe(Section):
             if group.place_on != "ground" and group.place_on not in support_names and group.place_on not in earlier:
                 choices = ", ".join(dict.fromkeys(["ground", *support_names, *earlier]))
                 problems.append((("objects", i, "place_on"), f"'{group.place_on}' is not ground, a support or an earlier group's category; expected one of: {choices}"))
-        return problems + self._motion_problems() + self._rig_problems()
+        return problems + self._arrangement_problems() + self._motion_problems() + self._rig_problems()
+
+    def _arrangement_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) of ``board`` and ``arrange`` fields that do not fit their surface."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        supports = {support.name: support for support in self.supports}
+        for i, group in enumerate(self.objects):
+            support = supports.get(group.place_on)
+            if group.board is not None:
+                if not isinstance(support, Shelf):
+                    problems.append((("objects", i, "board"), f"'{group.place_on}' is not a shelf; `board` chooses "
+                                                              "a shelf's board"))
+                elif group.board >= support.boards:
+                    problems.append((("objects", i, "board"), f"shelf '{support.name}' has {support.boards} board(s), "
+                                                              f"numbered 0 (the lowest) to {support.boards - 1}"))
+            arrange = group.arrange
+            if arrange is None:
+                continue
+            if support is None and group.place_on != "ground":
+                problems.append((("objects", i, "arrange"), f"rows stand on a surface (ground or a support), not on "
+                                                            f"the '{group.place_on}' objects"))
+            smallest = min(bounds(arrange.spacing)[0],
+                           bounds(arrange.spacing if arrange.row_spacing is None else arrange.row_spacing)[0])
+            if smallest < self.placement.min_gap:
+                problems.append((("objects", i, "arrange"), f"spacing can be {smallest:g} m, less than "
+                                                            f"placement.min_gap ({self.placement.min_gap:g} m)"))
+            if arrange.layers > 1 and isinstance(support, Shelf) and group.board is None and support.boards > 1:
+                problems.append((("objects", i, "arrange", "layers"), "layers stack up to the board above: choose "
+                                                                      "the board (board: N)"))
+        return problems
+
+    def fit_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) of object groups that can draw an object taller than the clear
+        height above a shelf board they may stand on (the gap up to the next board's underside),
+        checked with the largest size the group can draw and the smallest shelf (call after
+        ``load_recipe`` has read the assets)."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        supports = {support.name: (i, support) for i, support in enumerate(self.supports)}
+        for i, group in enumerate(self.objects):
+            j, shelf = supports.get(group.place_on, (None, None))
+            if not isinstance(shelf, Shelf) or shelf.boards == 1 or (group.board is not None and group.board == shelf.boards - 1):
+                continue  # nothing above the top board
+            tall, how = self._tallest(group)
+            layers = group.arrange.layers if group.arrange is not None else 1
+            shortest = bounds(shelf.size[2])[0]
+            bottoms = shelf.board_bottoms(shortest)
+            gap = bottoms[1] - bottoms[0] - shelf.thickness
+            if tall * layers <= gap:
+                continue
+            board = group.board if group.board is not None else 0
+            stack = f"{layers} layers of " if layers > 1 else ""
+            some = "" if group.board is not None else f" (every board but the top one, {shelf.boards - 1}, has this gap)"
+            smallest = f" (its smallest: size z {shortest:g} m)" if bounds(shelf.size[2])[1] > shortest else ""
+            problems.append((("objects", i), (
+                f"{stack}'{group.category}' objects {how.format(f'{tall * layers:.4g} m')}; the gap above board {board} of "
+                f"shelf '{shelf.name}' (supports[{j}]){smallest}, from its top at {bottoms[board] + shelf.thickness:.4g} m "
+                f"to board {board + 1}'s underside at {bottoms[board + 1]:.4g} m, is {gap:.4g} m{some}; choose the top "
+                f"board (board: {shelf.boards - 1}), smaller objects, a taller shelf or fewer boards")))
+        return problems
+
+    def _tallest(self, group: ObjectGroup) -> tuple[float, str]:
+        """The largest height a group's object can have as it is placed, and how to say so: upright
+        (yaw rotations, rows) the largest z size; turned at random (so3) its smallest side, the
+        least height it can stand at."""
+        if isinstance(group.asset, LibraryAsset):
+            sizes = [asset_model(ref).mesh.extents for entry in self.assets if entry.category == group.asset.library
+                     for ref in entry._refs]
+            how = "are up to {} tall (the tallest of their library's assets)"
+        else:
+            sizes = [primitive_size(group.asset, lambda v: bounds(v)[1])]
+            fixed = all(bounds(v)[0] == bounds(v)[1] for name, value in group.asset if name != "primitive"
+                        for v in (value if isinstance(value, tuple) else (value,)))
+            how = "are {} tall" if fixed else "can be {} tall (the largest size their distributions can draw)"
+        if not sizes:
+            return 0.0, how
+        if group.arrange is None and self.placement.rotation == "so3":
+            return max(float(np.min(size)) for size in sizes), how + ", even lying on their smallest side (rotation: so3)"
+        return max(float(size[2]) for size in sizes), how
 
     def _rig_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(field location, message) of rig cameras that clash: both forms, names, positions, lenses."""
@@ -1152,7 +1304,7 @@ def _validated(tree: Any, path: Path, base: Path, overrides: Mapping[str, Any],
     recipe._base_dir = base
     if problems := recipe.limit_problems() or _load_files(recipe, base) + recipe.reference_problems() + recipe.lens_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
-    if problems := recipe.keypoint_problems():
+    if problems := recipe.keypoint_problems() + recipe.fit_problems():
         raise UserError.listing([(recipe.source(*loc), message) for loc, message in problems])
     return recipe
 

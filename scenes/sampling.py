@@ -12,8 +12,9 @@ import colorsys
 import hashlib
 import math
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from .recipe import (
     Material,
     ObjectGroup,
     Recipe,
+    Shelf,
     Support,
     cameras_inside_message,
     cameras_too_close,
@@ -62,6 +64,9 @@ from .spec import (
     SensorSpec,
     SequenceSpec,
 )
+
+if TYPE_CHECKING:
+    import trimesh
 
 DEFAULT_BACKGROUND = (0.05, 0.05, 0.05)  # linear RGB, when neither a colour nor an HDRI is given
 
@@ -285,7 +290,7 @@ def _scene(recipe: Recipe, scene_index: int) -> _Scene:
 def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     seed = scene_seed(recipe.seed, scene_index)
     objects_rng, lights_rng, world_rng, supports_rng = (scene_stream(seed, key) for key in ((0,), (1,), (2,), (4,)))
-    objects, props, layout, movers = _sample_objects(recipe, scene_index, objects_rng, supports_rng)
+    objects, props, layout, movers = _sample_objects(recipe, scene_index, seed, objects_rng, supports_rng)
     ground = None if recipe.ground is None else GroundSpec(
         size=recipe.ground.size,
         material=_sample_material(recipe.ground.material, "ground.material", world_rng, scene_stream(seed, (15, 3))),
@@ -415,7 +420,7 @@ def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     sensors of frame f (10, f); the rig's cameras (13, 1); lens coefficients (13, 2); exposure of
     frame f (13, 3, f), of a sequence (13, 3, 0); rig camera k's noise in frame i (14, i, k);
     material randomisation of placed object k (15, 0, k), of support i (15, 1, i), of the walls
-    (15, 2), of the ground (15, 3)."""
+    (15, 2), of the ground (15, 3); the rows arrangement of object group g (17, g)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -577,7 +582,7 @@ class _Mover:
 
 
 def _sample_objects(
-    recipe: Recipe, scene_index: int, rng: np.random.Generator, supports_rng: np.random.Generator
+    recipe: Recipe, scene_index: int, seed: int, rng: np.random.Generator, supports_rng: np.random.Generator
 ) -> tuple[list[ObjectSpec], list[PropSpec], Layout, list[_Mover]]:
     """The scene's labeled objects and its props (support parts, then distractors), at rest, or
     where a simulated sequence starts (dropped from up to drop_height, not settled); the layout
@@ -589,7 +594,7 @@ def _sample_objects(
     attempts = physics.attempts if settle else 1
     for _ in range(attempts):
         layout.clear_loose()
-        placed = _scatter(recipe, scene_index, layout, surfaces, rng)
+        placed = _scatter(recipe, scene_index, seed, layout, surfaces, rng)
         if not settle or (problem := layout.settle(physics.seconds)) is None:
             break
     else:
@@ -650,8 +655,9 @@ def _build_supports(
                 "move it (position) or make it smaller"
             )
         region = Region(world_from_support, (size[0] / 2, size[1] / 2))
+        front = -support.thickness / 2 if isinstance(support, Shelf) and support.back else 0.0  # the boards' centre, before the back
         surfaces[support.name] = [
-            Rect(world_from_support @ _pose(np.eye(3), (0.0, 0.0, top)), half, part=first + part, region=region)
+            Rect(world_from_support @ _pose(np.eye(3), (0.0, front, top)), half, part=first + part, region=region)
             for part, top, half in tops
         ]
     return props, surfaces
@@ -686,20 +692,25 @@ def _support_parts(support: Support, size: np.ndarray) -> tuple[list | None, lis
             ((inner[0], t, height - t), (0.0, (depth - t) / 2, t)),
         ]
         return parts, [(0, t, (inner[0] / 2, inner[1] / 2))]
-    if width <= 2 * t or height < t * support.boards:
+    sides, back = 2 * t * support.sides, t * support.back
+    if width <= sides or depth <= back or height < t * support.boards:
         return None, []
-    inner = width - 2 * t
-    parts = [((t, depth, height), (-(width - t) / 2, 0.0, 0.0)), ((t, depth, height), ((width - t) / 2, 0.0, 0.0))]
-    step = (height - t) / (support.boards - 1) if support.boards > 1 else 0.0
-    bottoms = [k * step for k in range(support.boards)] if support.boards > 1 else [height - t]
-    parts += [((inner, depth, t), (0.0, 0.0, z)) for z in bottoms]
-    return parts, [(2 + k, z + t, (inner / 2, depth / 2)) for k, z in enumerate(bottoms)]
+    inner, front = (width - sides, depth - back)  # the boards, between the sides and in front of the back
+    parts = [((t, depth, height), (side * (width - t) / 2, 0.0, 0.0)) for side in (-1, 1) if support.sides]
+    if support.back:
+        parts.append(((inner, t, height), (0.0, (depth - t) / 2, 0.0)))
+    first = len(parts)
+    parts += [((inner, front, t), (0.0, -back / 2, z)) for z in support.board_bottoms(height)]
+    return parts, [(first + k, z + t, (inner / 2, front / 2)) for k, z in enumerate(support.board_bottoms(height))]
 
 
 def _scatter(
-    recipe: Recipe, scene_index: int, layout: Layout, surfaces: dict[str, list[Rect]], rng: np.random.Generator
+    recipe: Recipe, scene_index: int, seed: int, layout: Layout, surfaces: dict[str, list[Rect]],
+    rng: np.random.Generator,
 ) -> list[tuple[int, int, AssetRef, MaterialSpec, Keypoints]]:
-    """Stand every object on its surface; returns (group index, body index, asset, material, keypoints) of each."""
+    """Stand every object on its surface; returns (group index, body index, asset, material, keypoints) of each.
+    Scattered groups draw from ``rng``; arranged groups draw their assets and materials from it,
+    and their arrangement from the stream (17, group index) of the scene ``seed``."""
     placement = recipe.placement
     drop_height = placement.physics.drop_height if placement.physics else 0.0
     by_category: dict[str, list[int]] = {}  # body indices of the objects placed so far, per category
@@ -713,10 +724,24 @@ def _scatter(
                 f"{recipe.where('objects', group_index, 'place_on')}: scene {scene_index}: there is no '{group.place_on}' "
                 "object to stand on (its group drew a count of 0)"
             )
+        if group.board is not None:
+            options = [options[group.board]]  # a shelf's boards, lowest first (checked when the recipe loads)
+        if group.arrange is not None:
+            drawn = [(*_sample_asset(group, group_index, library, library_keypoints, rng),
+                      _sample_material(group.material, f"objects[{group_index}].material", rng,
+                                       scene_stream(seed, (15, 0, len(placed) + k)))) for k in range(count)]
+            bodies = _arrange(recipe, scene_index, group_index, layout, options, [asset_mesh(a) for a, _, _ in drawn],
+                              scene_stream(seed, (17, group_index)))
+            placed += [(group_index, body, asset, material, keypoints)
+                       for body, (asset, keypoints, material) in zip(bodies, drawn)]
+            by_category.setdefault(group.category, []).extend(bodies)
+            if len(placed) > MAX_INSTANCES:
+                raise UserError(f"{recipe.where('objects')}: more than {MAX_INSTANCES} objects in scene {scene_index}")
+            continue
         for k in range(count):
             asset, keypoints = _sample_asset(group, group_index, library, library_keypoints, rng)
             mesh = asset_mesh(asset)
-            look_rng = scene_stream(scene_seed(recipe.seed, scene_index), (15, 0, len(placed)))
+            look_rng = scene_stream(seed, (15, 0, len(placed)))
             material = _sample_material(group.material, f"objects[{group_index}].material", rng, look_rng)
             candidate = Body(mesh, np.eye(4), fixed=False)
             failures: Counter[str] = Counter()
@@ -740,6 +765,101 @@ def _scatter(
             if len(placed) > MAX_INSTANCES:
                 raise UserError(f"{recipe.where('objects')}: more than {MAX_INSTANCES} objects in scene {scene_index}")
     return placed
+
+
+def _arrange(recipe: Recipe, scene_index: int, group_index: int, layout: Layout, rects: list[Rect],
+             meshes: list[trimesh.Trimesh], rng: np.random.Generator) -> list[int]:
+    """Stand the meshes of an arranged group in rows on ``rects`` (a shelf's boards, lowest first),
+    facing each rectangle's front (its -Y side); returns their body indices.
+
+    A row fills from side to side and is centred; the next row stands behind it (``rows`` at most),
+    then the next layer on top of the first layer's objects, then the next rectangle. Every draw
+    (spacing, facing, jitter) comes from the group's own stream ``rng``."""
+    group, min_gap = recipe.objects[group_index], recipe.placement.min_gap
+    arrange = group.arrange
+    spacing = float(draw(arrange.spacing, rng))
+    row_gap = spacing if arrange.row_spacing is None else float(draw(arrange.row_spacing, rng))
+    jitter, yaw_jitter = float(draw(arrange.jitter, rng)), float(draw(arrange.yaw_jitter_deg, rng))
+    yaws = [math.radians(float(draw(arrange.facing, rng)) + rng.uniform(-yaw_jitter, yaw_jitter)) for _ in meshes]
+    offsets = [rng.uniform(-jitter, jitter, 2) for _ in meshes]
+    # Each object's footprint in its rectangle's axes, widened by the jitter on every side.
+    footprints = []
+    for mesh, yaw in zip(meshes, yaws):
+        xy = mesh.vertices[:, :2] @ rotation_about_z(yaw)[:2, :2].T
+        footprints.append((xy.min(axis=0) - jitter, xy.max(axis=0) + jitter))
+
+    def fail(k: int, why: str) -> UserError:
+        low, high = footprints[k]
+        size = high - low - 2 * jitter
+        return UserError(f"{recipe.where('objects', group_index, 'arrange')}: scene {scene_index}: no room for "
+                         f"'{group.category}' {k + 1} of {len(meshes)} in rows on {group.place_on}: {why} (the object's "
+                         f"footprint is {size[0]:.3g} x {size[1]:.3g} m, spacing {spacing:.3g} m, jitter {jitter:.3g} m); "
+                         "place fewer or smaller objects, or give them more room")
+
+    bodies: list[int] = []
+    k = 0
+    for rect in rects:
+        if k == len(meshes):
+            break
+        hy, left, right, back = rect.half[1], -rect.half[0] + min_gap, rect.half[0] - min_gap, rect.half[1] - min_gap
+        rows: list[list[tuple[int, float]]] = []  # (object, the left edge of its slot) of each row
+        fronts: list[float] = []  # the front edge of each row
+        x, y, depth = left, -hy, 0.0
+        while k < len(meshes):
+            width, length = footprints[k][1] - footprints[k][0]
+            if rows and rows[-1] and x + width > right:  # the row is full: start the next one behind it
+                x, y, depth = left, y + depth + row_gap, 0.0
+                if arrange.rows is not None and len(rows) == arrange.rows:
+                    break
+            if x + width > right or y + length > back:
+                if not bodies and not rows:
+                    raise fail(k, "it is wider or deeper than the surface")
+                break
+            if not rows or x == left:
+                rows.append([])
+                fronts.append(y)
+            rows[-1].append((k, x))
+            x, depth, k = x + width + spacing, max(depth, length), k + 1
+        first_layer: list[tuple[int, np.ndarray]] = []  # (body, the slot's centre in the rectangle's axes)
+        for row, front in zip(rows, fronts):
+            last, last_x = row[-1]
+            shift = (right - (last_x + footprints[last][1][0] - footprints[last][0][0])) / 2  # centres the row
+            for j, slot_x in row:
+                low = footprints[j][0]
+                local = np.array([slot_x + shift - low[0], front - low[1]]) + offsets[j]
+                body = _place_arranged(layout, rect, rect, meshes[j], yaws[j], local, fail, j)
+                centre = np.array([slot_x + shift, front]) + (footprints[j][1] - footprints[j][0]) / 2
+                first_layer.append((body, centre))
+                bodies.append(body)
+        below = first_layer
+        for _ in range(arrange.layers - 1):
+            layer = []
+            for base, centre in below:
+                if k == len(meshes):
+                    break
+                middle = (footprints[k][0] + footprints[k][1]) / 2
+                body = _place_arranged(layout, rect, base, meshes[k], yaws[k], centre - middle + offsets[k], fail, k)
+                layer.append((body, centre))
+                bodies.append(body)
+                k += 1
+            below = layer
+    if k < len(meshes):
+        raise fail(k, f"{len(meshes) - k} of {len(meshes)} objects are left when every row"
+                      f"{' and layer' if arrange.layers > 1 else ''} is full")
+    return bodies
+
+
+def _place_arranged(layout: Layout, rect: Rect, surface: Rect | int, mesh: trimesh.Trimesh, yaw: float,
+                    local: np.ndarray, fail: Callable[[int, str], UserError], k: int) -> int:
+    """Stand ``mesh`` turned by ``yaw`` from ``rect``'s facing, its origin at ``local`` (the
+    rectangle's axes), on ``surface`` (the rectangle, or the top of the body below it in a stack);
+    the body's index, or the UserError ``fail`` makes."""
+    rotation = rect.world_from_rect[:3, :3] @ rotation_about_z(yaw)
+    xy = (rect.world_from_rect @ np.array([local[0], local[1], 0.0, 1.0]))[:2]
+    body, why = layout.place(Body(mesh, np.eye(4), fixed=False), rotation, xy, surface, flat=True)
+    if body is None:
+        raise fail(k, why)
+    return body
 
 
 def _sample_asset(
