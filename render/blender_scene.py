@@ -33,13 +33,17 @@ from sceneforge.scenes.assets import AssetMaterial, AssetModel, asset_model, gro
 from sceneforge.scenes.camera import render_camera
 from sceneforge.scenes.motion import interpolate
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
+from sceneforge.scenes.transparency import see_through
 
-from .decode import decode
+from .decode import BEHIND_LAYER, decode
 
 # Faces meeting at more than this angle get a hard edge (box corners, cylinder caps).
 _SHARP_EDGE_ANGLE = math.radians(40)
 # Blender's default camera sensor width (mm); a lens's wider render widens it (_place_camera).
 _SENSOR_WIDTH_MM = 36.0
+# Label passes take the first surface with at least this alpha (Cycles' default, set explicitly:
+# docs/formats.md, "Glass and cut-outs").
+_PASS_ALPHA_THRESHOLD = 0.5
 # Cycles GPU backends, most capable first.
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
 
@@ -55,6 +59,7 @@ class Renderer:
         self._bpy = bpy
         self._scene_key: str | None = None
         self._images: dict[str, object] = {}  # textures of the built scene, each loaded into Blender once
+        self._see_through = None  # with the behind pass: the collection of glass and blended bodies
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
         scene.render.engine = "CYCLES"
@@ -147,9 +152,10 @@ class Renderer:
     def _clear(self) -> None:
         self._scene_key = None
         self._images.clear()
+        self._see_through = None
         data = self._bpy.data
         data.batch_remove([*data.objects, *data.meshes, *data.materials, *data.lights, *data.cameras,
-                           *data.images, *data.actions])
+                           *data.images, *data.actions, *data.collections])
         data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
 
     def _build(self, spec: SceneSpec, label_passes: bool) -> None:
@@ -166,7 +172,9 @@ class Renderer:
         scene.cycles.transparent_max_bounces = settings.transparent_bounces
         layer = scene.view_layers[0]
         layer.use_pass_z = layer.use_pass_normal = layer.use_pass_object_index = label_passes
+        layer.pass_alpha_threshold = _PASS_ALPHA_THRESHOLD
         self._set_albedo_output(label_passes and spec.render.albedo)
+        self._set_behind_layer(label_passes and spec.render.behind)
 
         self._set_world(spec)
 
@@ -190,6 +198,26 @@ class Renderer:
             self._link(self._bpy.data.objects.new(f"light_{i}", data), opengl_pose(light.world_from_light))
         self._add_camera(spec)  # before the bodies: it sets the shutter their motion is keyed in
         self._place_bodies(spec)
+
+    def _set_behind_layer(self, enabled: bool) -> None:
+        """The behind pass: a second view layer of the same render, without the see-through
+        collection (glass and blended bodies, filled by ``_add_mesh``), writing only depth and
+        object index from one sample per pixel (the first sample's camera rays, as the main layer's
+        label passes)."""
+        layers = self._scene.view_layers
+        if BEHIND_LAYER in layers and not enabled:
+            layers.remove(layers[BEHIND_LAYER])
+        if not enabled:
+            return
+        self._see_through = self._bpy.data.collections.new("see_through")
+        self._scene.collection.children.link(self._see_through)
+        layer = layers.get(BEHIND_LAYER) or layers.new(BEHIND_LAYER)
+        layer.samples = 1
+        layer.cycles.use_denoising = False
+        layer.use_pass_z = layer.use_pass_object_index = True
+        layer.use_pass_normal = False
+        layer.pass_alpha_threshold = _PASS_ALPHA_THRESHOLD
+        layer.layer_collection.children[self._see_through.name].exclude = True
 
     def _set_world(self, spec: SceneSpec) -> None:
         """A colour or an HDRI (turned about +Z by a Mapping node); a backdrop image needs a
@@ -340,7 +368,8 @@ class Renderer:
             mesh.materials.append(self._material(f"{name}_{i}", own, f"{asset_key}/{i}", override, model))
         obj = bpy.data.objects.new(name, mesh)
         obj.pass_index = pass_index
-        self._scene.collection.objects.link(obj)
+        hides = all(see_through(own, override).hides_behind for own in model.materials)
+        (self._scene.collection if self._see_through is None or hides else self._see_through).objects.link(obj)
 
     def _material(self, name: str, own: AssetMaterial, own_key: str, override: MaterialSpec, model: AssetModel):
         """Principled BSDF of the asset's material with the spec's changes (see MaterialSpec).
@@ -357,7 +386,7 @@ class Renderer:
             image, key, factor, vertex_colors = None, None, override.base_color, False
         else:
             image, key, factor, vertex_colors = own.texture, own_key, own.base_color, model.colors is not None
-        color = None
+        color = base_alpha = None
         if image is not None:
             texture = nodes.new("ShaderNodeTexImage")
             texture.image = self._image(key, image)
@@ -367,7 +396,7 @@ class Renderer:
                 links.new(coordinates.outputs["Object"], mapping.inputs["Vector"])
                 links.new(mapping.outputs["Vector"], texture.inputs["Vector"])
                 texture.projection, texture.projection_blend = "BOX", 0.2
-            color = texture.outputs["Color"]
+            color, base_alpha = texture.outputs["Color"], texture.outputs["Alpha"]
         if vertex_colors:
             attribute = nodes.new("ShaderNodeVertexColor")
             attribute.layer_name = "Col"
@@ -386,7 +415,69 @@ class Renderer:
         bsdf.inputs["Roughness"].default_value = own.roughness if override.roughness is None else override.roughness
         bsdf.inputs["Metallic"].default_value = own.metallic if override.metallic is None else override.metallic
         bsdf.inputs["Specular IOR Level"].default_value = own.specular if override.specular is None else override.specular
+        self._transparency(material, bsdf, own, own_key, override, model, base_alpha)
         return material
+
+    def _transparency(self, material, bsdf, own: AssetMaterial, own_key: str, override: MaterialSpec,
+                      model: AssetModel, base_alpha) -> None:
+        """Alpha (OPAQUE, MASK as a hard step at the cutoff, BLEND continuous), transmission and IOR.
+
+        The surface's alpha is ``alpha`` x the opacity map's R (the spec's image, else the asset's),
+        or else x the base texture's alpha (``base_alpha``: its socket, None without one). Cycles
+        writes the label passes at the first surface whose alpha is at least the view layer's
+        ``pass_alpha_threshold`` (0.5): MASK holes and BLEND pixels under 0.5 show what is behind.
+        """
+        values = see_through(own, override)
+        bsdf.inputs["Transmission Weight"].default_value = values.transmission
+        bsdf.inputs["IOR"].default_value = values.ior
+        if values.alpha_mode == "OPAQUE":
+            return
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+        source = None
+        if override.opacity_texture is not None:
+            source = self._texture_node(material, f"opacity:{override.opacity_texture}",
+                                        texture_image(override.opacity_texture), model, override.texture_size)
+        elif own.opacity_texture is not None:
+            source = self._texture_node(material, f"opacity:{own_key}", own.opacity_texture, model,
+                                        override.texture_size)
+        elif base_alpha is not None:
+            source = base_alpha
+        if source is None:  # a constant alpha
+            alpha = values.alpha if values.alpha_mode == "BLEND" else float(values.alpha >= values.alpha_cutoff)
+            bsdf.inputs["Alpha"].default_value = alpha
+            return
+        alpha = self._math(material, "MULTIPLY", source, values.alpha)
+        if values.alpha_mode == "MASK":  # 1 where alpha >= cutoff, else 0
+            alpha = self._math(material, "SUBTRACT", 1.0, self._math(material, "LESS_THAN", alpha, values.alpha_cutoff))
+        links.new(alpha, bsdf.inputs["Alpha"])
+
+    def _texture_node(self, material, key: str, pixels: np.ndarray, model: AssetModel, texture_size: float):
+        """The R output of a data (non-colour) image on the model's UVs, or box-projected in object
+        coordinates, one copy per ``texture_size`` metres, on a model without UVs."""
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+        texture = nodes.new("ShaderNodeTexImage")
+        texture.image = self._image(key, pixels, data=True)
+        if model.uv is None:
+            coordinates, mapping = nodes.new("ShaderNodeTexCoord"), nodes.new("ShaderNodeMapping")
+            mapping.inputs["Scale"].default_value = (1 / texture_size,) * 3
+            links.new(coordinates.outputs["Object"], mapping.inputs["Vector"])
+            links.new(mapping.outputs["Vector"], texture.inputs["Vector"])
+            texture.projection, texture.projection_blend = "BOX", 0.2
+        separate = nodes.new("ShaderNodeSeparateColor")
+        links.new(texture.outputs["Color"], separate.inputs["Color"])
+        return separate.outputs["Red"]
+
+    @staticmethod
+    def _math(material, operation: str, a, b):
+        """A Math node's output: ``a`` OPERATION ``b``, each a socket or a constant."""
+        node = material.node_tree.nodes.new("ShaderNodeMath")
+        node.operation = operation
+        for socket, value in zip(node.inputs, (a, b)):
+            if isinstance(value, float):
+                socket.default_value = value
+            else:
+                material.node_tree.links.new(value, socket)
+        return node.outputs["Value"]
 
     @staticmethod
     def _multiply(material, a, b):
@@ -403,11 +494,14 @@ class Renderer:
             material.node_tree.links.new(b, socket["B_Color"])
         return socket["Result_Color"]
 
-    def _image(self, key: str, pixels: np.ndarray):
-        """A Blender image of uint8 RGBA pixels (sRGB, top row first), made once per scene and key."""
+    def _image(self, key: str, pixels: np.ndarray, data: bool = False):
+        """A Blender image of uint8 RGBA pixels (sRGB colour, or linear ``data``; top row first),
+        made once per scene and key."""
         if key not in self._images:
             height, width = pixels.shape[:2]
             image = self._bpy.data.images.new(key, width, height, alpha=True)
+            if data:  # before the pixels: changing a generated image's colour space regenerates it blank
+                image.colorspace_settings.name = "Non-Color"
             image.pixels.foreach_set((pixels[::-1].astype(np.float32) / 255).ravel())
             self._images[key] = image
         return self._images[key]

@@ -778,7 +778,22 @@ def _sample_material(material: Material, where: str, rng: np.random.Generator) -
         specular=None if material.specular is None else _unit(draw(material.specular, rng)),
         texture=texture,
         texture_size=material.texture_size,
+        **_sample_transparency(material, rng),
     )
+
+
+def _sample_transparency(material: Material, rng: np.random.Generator) -> dict:
+    """The transparency changes of a material (MaterialSpec fields), drawn from a stream of their
+    own: ``rng`` jumped ahead, which draws nothing from ``rng``, so these fields never change a
+    scene's other values."""
+    own = np.random.Generator(rng.bit_generator.jumped())
+    mode = material.alpha_mode
+    if mode is None:  # an opacity image or an alpha alone would do nothing on an OPAQUE asset
+        mode = "MASK" if material.opacity_texture is not None else "BLEND" if material.alpha is not None else None
+    unit = {name: None if (value := getattr(material, name)) is None else _unit(draw(value, own))
+            for name in ("transmission", "alpha", "alpha_cutoff")}
+    ior = None if material.ior is None else float(draw(material.ior, own))
+    return {**unit, "ior": ior, "alpha_mode": mode, "opacity_texture": material.opacity_texture}
 
 
 def _sample_lights(recipe: Recipe, index: int, rng: np.random.Generator) -> list[LightSpec]:
