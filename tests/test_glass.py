@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
 from sceneforge.pipeline import render_specs
-from sceneforge.scenes.recipe import RenderSettings
-from sceneforge.scenes.sampling import look_at
+from sceneforge.scenes.recipe import RenderSettings, load_recipe
+from sceneforge.scenes.sampling import look_at, sample
 from sceneforge.scenes.spec import AssetRef, CameraSpec, GroundSpec, LightSpec, MaterialSpec, ObjectSpec, RenderSpec, SceneSpec
+
+from .helpers import run_cli, write_recipe
 
 W, H = 64, 48
 F = (W / 2) / math.tan(math.radians(17))
@@ -245,3 +248,61 @@ def test_blended_card_labels_and_the_behind_pass_that_sees_through_it(rendered, 
     assert np.all(np.isclose(depth, expected, rtol=1e-4) | (on_card & np.isclose(depth, back_face, rtol=1e-4)))
     assert np.array_equal(store.read_pass(record, "instance_behind")[safe], behind_instance[safe])
     assert np.allclose(store.read_pass(record, "depth_behind")[safe], behind_depth[safe], rtol=1e-4)
+
+
+GLASS_RECIPE = """\
+seed: 5
+count: 4
+render: {resolution: [48, 36], samples: 1}
+objects:
+  - category: bottle
+    count: 3
+    asset: {primitive: capsule, radius: 0.03, height: 0.2}
+    material: {color: [0.9, 1, 0.9], roughness: 0.1%s}
+ground: {size: 2, material: {color: [0.5, 0.5, 0.5]%s}}
+"""
+
+
+def test_transparency_fields_draw_per_object_and_change_nothing_else(tmp_path):
+    plain = load_recipe(write_recipe(tmp_path, GLASS_RECIPE % ("", ""), "plain.yaml"))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "holes.png")
+    glass = load_recipe(write_recipe(tmp_path, GLASS_RECIPE % (
+        ", transmission: {uniform: [0.5, 1]}, ior: {uniform: [1.3, 1.6]}",
+        ", opacity_texture: holes.png, alpha: 0.9"), "glass.yaml"))
+    for index in range(plain.count):
+        a, b = sample(plain, index), sample(glass, index)
+        assert [o.world_from_object for o in a.objects] == [o.world_from_object for o in b.objects]
+        assert a.camera == b.camera and [o.material.base_color for o in a.objects] == [o.material.base_color for o in b.objects]
+        transmissions = [o.material.transmission for o in b.objects]
+        assert all(0.5 <= t <= 1 for t in transmissions) and len(set(transmissions)) == len(transmissions)
+        assert all(1.3 <= o.material.ior <= 1.6 for o in b.objects)
+        assert all(o.material.alpha_mode is None and o.material.transmission is None for o in a.objects)
+        ground = b.ground.material
+        assert (ground.alpha_mode, ground.alpha, ground.opacity_texture) == ("MASK", 0.9, str(tmp_path / "holes.png"))
+
+
+@pytest.mark.parametrize(("field", "expected"), [
+    ("transmission: 1.5", "objects[0].material.transmission: "),
+    ("ior: {uniform: [0.5, 1.5]}", "objects[0].material.ior: must lie in [1, 5]"),
+    ("alpha_mode: CLIP", "objects[0].material.alpha_mode: "),
+    ("alpha_cutoff: -0.1", "objects[0].material.alpha_cutoff: "),
+    ("opacity_texture: missing.png", "objects[0].material.opacity_texture: file not found"),
+    ("opacity_texture: notes.txt", "objects[0].material.opacity_texture: expected a .png"),
+    ("opacity_texture: broken.png", "objects[0].material.opacity_texture: "),
+])
+def test_bad_transparency_fields_name_the_file_position_and_field(tmp_path, field, expected):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    text = GLASS_RECIPE % (", " + field, "")
+    path = write_recipe(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        load_recipe(path)
+    line = text.splitlines()[7]
+    column = line.index(field.split(": ", 1)[1]) + 1  # the value's position
+    assert str(info.value).startswith(f"{path}:8:{column}: {expected}"), str(info.value)
+
+
+def test_bad_transparency_field_exits_2_without_a_traceback(tmp_path):
+    path = write_recipe(tmp_path, GLASS_RECIPE % (", ior: 9", ""))
+    result = run_cli("validate", path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path}:8:" in result.stderr and "objects[0].material.ior" in result.stderr
