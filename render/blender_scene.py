@@ -214,6 +214,9 @@ class Renderer:
         layer = layers.get(BEHIND_LAYER) or layers.new(BEHIND_LAYER)
         layer.samples = 1
         layer.cycles.use_denoising = False
+        # Without the world's shader Cycles builds no environment importance map for this layer
+        # (seconds per frame with an HDRI); labels never read the world.
+        layer.use_sky = False
         layer.use_pass_z = layer.use_pass_object_index = True
         layer.use_pass_normal = False
         layer.pass_alpha_threshold = _PASS_ALPHA_THRESHOLD
@@ -432,7 +435,6 @@ class Renderer:
         bsdf.inputs["IOR"].default_value = values.ior
         if values.alpha_mode == "OPAQUE":
             return
-        nodes, links = material.node_tree.nodes, material.node_tree.links
         source = None
         if override.opacity_texture is not None:
             source = self._texture_node(material, f"opacity:{override.opacity_texture}",
@@ -449,7 +451,7 @@ class Renderer:
         alpha = self._math(material, "MULTIPLY", source, values.alpha)
         if values.alpha_mode == "MASK":  # 1 where alpha >= cutoff, else 0
             alpha = self._math(material, "SUBTRACT", 1.0, self._math(material, "LESS_THAN", alpha, values.alpha_cutoff))
-        links.new(alpha, bsdf.inputs["Alpha"])
+        material.node_tree.links.new(alpha, bsdf.inputs["Alpha"])
 
     def _texture_node(self, material, key: str, pixels: np.ndarray, model: AssetModel, texture_size: float):
         """The R output of a data (non-colour) image on the model's UVs, or box-projected in object

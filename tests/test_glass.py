@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -306,3 +307,21 @@ def test_bad_transparency_field_exits_2_without_a_traceback(tmp_path):
     result = run_cli("validate", path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{path}:8:" in result.stderr and "objects[0].material.ior" in result.stderr
+
+
+def test_behind_pass_reaches_the_torch_dataset_and_the_preview(rendered):
+    from sceneforge.labels.preview import MIN_TILE_WIDTH, contact_sheet, instance_colour
+    from sceneforge.labels.torch import SceneForgeDataset
+
+    store, records = rendered
+    sample = SceneForgeDataset(store, passes=("depth_behind", "instance_behind"))[0]
+    assert sample["depth_behind"].shape == (1, H, W) and sample["instance_behind"].shape == (H, W)
+    assert np.array_equal(sample["depth_behind"][0].numpy(), store.read_pass(records[0], "depth_behind"))
+    assert np.array_equal(sample["instance_behind"].numpy(), store.read_pass(records[0], "instance_behind"))
+    sheet = contact_sheet(store, [0])
+    tile = W * -(-MIN_TILE_WIDTH // W)
+    assert sheet.shape[1] == 6 * tile  # rgb, depth, normals, instances, depth behind, behind
+    behind_tile = sheet[:, 5 * tile:]
+    glass = cv2.resize(store.read_pass(records[0], "instance_behind"), (tile, sheet.shape[0]), interpolation=cv2.INTER_NEAREST)
+    below_caption = np.arange(sheet.shape[0])[:, None] >= 20
+    assert np.all(behind_tile[(glass == 2) & below_caption] == instance_colour(2))
