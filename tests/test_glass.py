@@ -74,12 +74,16 @@ def rendered(tmp_path_factory):
     Image.fromarray(window).save(folder / "window.png")
     card_material = MaterialSpec(base_color=(0.8, 0.3, 0.2), roughness=0.5, alpha_mode="MASK",
                                  opacity_texture=str(folder / "window.png"), texture_size=TILE)
+    # The same window as the alpha of a base colour texture (glTF's way): no opacity image.
+    Image.fromarray(np.dstack([np.full((16, 16, 3), 200, np.uint8), window])).save(folder / "window_rgba.png")
+    textured_card = MaterialSpec(texture=str(folder / "window_rgba.png"), alpha_mode="MASK", texture_size=TILE)
     specs = [
         _scene(0, _object(1, AssetRef.primitive_asset("sphere", {"radius": SPHERE_RADIUS}), (0.0, 0.0, 0.0), GLASS)),
         _scene(1, _object(1, AssetRef.primitive_asset("box", {"extents": tuple(CARD)}), (0.0, 0.0, 0.0), card_material)),
         *(_scene(2 + k, _object(1, AssetRef.primitive_asset("box", {"extents": tuple(CARD)}), (0.0, 0.0, 0.0),
                                 MaterialSpec(base_color=(0.2, 0.3, 0.8), alpha=alpha, alpha_mode="BLEND")))
           for k, alpha in enumerate(BLEND_ALPHAS)),
+        _scene(4, _object(1, AssetRef.primitive_asset("box", {"extents": tuple(CARD)}), (0.0, 0.0, 0.0), textured_card)),
     ]
     store = DatasetStore.open_for_writing(folder / "out", recipe={}, recipe_hash="glass", categories=["c1", "c2"],
                                           resolution=(W, H), requested=len(specs), behind=True)
@@ -198,9 +202,10 @@ def test_behind_pass_sees_through_the_glass_only(rendered):
     assert np.array_equal(behind_depth[~sphere & safe], depth[~sphere & safe])
 
 
-def test_alpha_cut_card_labels_only_its_opaque_pixels(rendered):
+@pytest.mark.parametrize("index", [1, 4], ids=["opacity image", "base texture alpha"])
+def test_alpha_cut_card_labels_only_its_opaque_pixels(rendered, index):
     store, records = rendered
-    record, d = records[1], rays()
+    record, d = records[index], rays()
     instance, depth, normals = store.read_instance(record), store.read_depth(record), store.read_normals(record)
     expected_depth, expected_instance = card_truth(d)
     safe = away_from_edges(card_truth)
