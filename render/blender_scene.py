@@ -1,7 +1,8 @@
 """The Blender scene builder: SceneSpec -> Blender data -> one Cycles render -> the frame's passes.
 
 ONE Cycles render per frame writes every pass (RGB, depth, normals, object index) into one
-multilayer EXR in a private scratch folder; label passes never cost a second render. Frames of
+multilayer EXR in a private scratch folder; label passes never cost a second render (the optional
+behind pass is a second view layer of the same render: one sample, no world). Frames of
 one scene, and the views of one frame (rig cameras), reuse the built Blender scene: only the
 camera moves (and changes intrinsics and image size), and in a sequence the objects.
 
