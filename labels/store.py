@@ -180,9 +180,9 @@ class DatasetStore:
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
                     "depth_sensor": "planar z a depth sensor measures (noise, quantisation), metres, 0 = hole",
                     "rgb_clean": "the render without the sensor model; rgb is what the sensor saw",
-                    "see_through": "labels take the first surface with alpha >= 0.5 (cut-out holes show what is "
-                                   "behind); glass is a surface; depth_behind/instance_behind: the same ray without "
-                                   "glass and blended bodies",
+                    "see_through": "labels take the first surface that is not wholly transparent (cut-out holes "
+                                   "show what is behind); glass and blended surfaces are surfaces; depth_behind/"
+                                   "instance_behind: the same ray without glass and blended bodies",
                     "flow": "pixels (dx, dy) to the point's position in the next/previous frame; "
                             "flow_valid bit 1 forward, bit 2 backward",
                     "keypoints": "objects[].keypoints: [u, v, visibility] in the category's keypoint order, pixel "

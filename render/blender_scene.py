@@ -42,9 +42,10 @@ from .decode import BEHIND_LAYER, decode
 _SHARP_EDGE_ANGLE = math.radians(40)
 # Blender's default camera sensor width (mm); a lens's wider render widens it (_place_camera).
 _SENSOR_WIDTH_MM = 36.0
-# Label passes take the first surface with at least this alpha (Cycles' default, set explicitly:
-# docs/formats.md, "Glass and cut-outs").
-_PASS_ALPHA_THRESHOLD = 0.5
+# Label passes take the first surface with at least this alpha: any surface that is not wholly
+# transparent. Cycles' default, 0.5, leaves surfaces below it to chance: a path that scatters off
+# one before reaching an opaque surface keeps its labels (docs/formats.md, "Glass and cut-outs").
+_PASS_ALPHA_THRESHOLD = 1 / 1024
 # Cycles GPU backends, most capable first.
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
 
@@ -429,7 +430,8 @@ class Renderer:
         The surface's alpha is ``alpha`` x the opacity map's R (the spec's image, else the asset's),
         or else x the base texture's alpha (``base_alpha``: its socket, None without one). Cycles
         writes the label passes at the first surface whose alpha is at least the view layer's
-        ``pass_alpha_threshold`` (0.5): MASK holes and BLEND pixels under 0.5 show what is behind.
+        ``pass_alpha_threshold`` (1/1024): MASK holes and wholly transparent BLEND pixels show what
+        is behind.
         """
         values = see_through(own, override)
         bsdf.inputs["Transmission Weight"].default_value = values.transmission

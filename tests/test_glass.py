@@ -35,7 +35,7 @@ GREY = MaterialSpec(base_color=(0.5, 0.5, 0.5), roughness=0.6)
 SPHERE_RADIUS, SPHERE_CENTRE = 0.12, np.array([0.0, 0.0, 0.12])
 CUBE_LOW, CUBE_HIGH = np.array([-0.05, 0.3, 0.0]), np.array([0.35, 0.7, 0.4])  # behind both, to the right
 CARD = np.array([0.4, 0.01, 0.4])  # a thin box standing at the origin, facing the camera (-Y)
-BLEND_ALPHAS = (0.3, 0.7)  # a blended card on each side of the labels' alpha threshold, 0.5
+BLEND_ALPHAS = (0.1, 0.7)  # blended cards, faint and strong
 TILE = 0.2  # metres per copy of the opacity image: holes where both x and z are in the middle half of a copy
 
 
@@ -233,27 +233,20 @@ def solid_card_truth(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("k", range(len(BLEND_ALPHAS)))
-def test_blended_card_labels_and_the_behind_pass_that_sees_through_it(rendered, k):
-    """Alpha >= 0.5: the card owns its pixels. Below, Cycles decides per pixel by its path sampling
-    (docs/formats.md): each pixel is the card or what is behind, with that surface's depth."""
+def test_blended_card_owns_its_pixels_and_the_behind_pass_sees_through_it(rendered, k):
+    """A blended surface labels every pixel where it is not wholly transparent (its front face,
+    whatever its alpha); the behind pass shows what it covers."""
     store, records = rendered
     record, d = records[2 + k], rays()
     card_depth, card_instance = solid_card_truth(d)
     behind_depth, behind_instance = behind_glass(d)
     safe = away_from_edges(solid_card_truth) & away_from_edges(lambda d: behind_glass(d))
-    assert (safe & (card_instance == 1)).sum() > 300
-    instance, depth = store.read_instance(record)[safe], store.read_depth(record)[safe]
-    if BLEND_ALPHAS[k] >= 0.5:
-        assert np.array_equal(instance, card_instance[safe])
-    else:
-        assert np.all((instance == card_instance[safe]) | (instance == behind_instance[safe]))
-        assert 0 < (instance == 1).sum() < (card_instance[safe] == 1).sum()
-    on_card = instance == 1
-    back_face = ((CARD[1] / 2 - EYE[1]) / d[..., 1])[safe]  # a path may pass the front face and stop at the back one
-    expected = np.where(on_card, card_depth[safe], behind_depth[safe])
-    assert np.all(np.isclose(depth, expected, rtol=1e-4) | (on_card & np.isclose(depth, back_face, rtol=1e-4)))
+    assert (safe & (card_instance == 1)).sum() > 300 and (safe & (card_instance != behind_instance)).sum() > 300
+    assert np.array_equal(store.read_instance(record)[safe], card_instance[safe])
+    assert np.allclose(store.read_depth(record)[safe], card_depth[safe], rtol=1e-4)
     assert np.array_equal(store.read_pass(record, "instance_behind")[safe], behind_instance[safe])
     assert np.allclose(store.read_pass(record, "depth_behind")[safe], behind_depth[safe], rtol=1e-4)
+
 
 
 GLASS_RECIPE = """\

@@ -31,10 +31,11 @@ What each pixel means is written once here and in docs/formats.md:
 
 Depth and instance come from one camera ray per pixel (Cycles writes data passes on the first
 sample), so they are never blends of two surfaces; normals are averaged over all samples and
-renormalised. Every label pass takes the first surface whose alpha is at least 0.5: holes of an
-alpha-masked (MASK) surface, and BLEND pixels below 0.5, label what is seen through them; glass
-(transmission) is a surface like any other (docs/formats.md, "Glass and cut-outs"). With a lens every label pass takes, per pixel, the wide render's pixel nearest its
-source, and colour is resampled bilinearly (docs/formats.md, "Lenses").
+renormalised. Every label pass takes the first surface that is not wholly transparent: holes of
+an alpha-masked (MASK) surface, and BLEND pixels of alpha 0, label what is seen through them;
+glass (transmission) and partly transparent BLEND surfaces are surfaces like any other
+(docs/formats.md, "Glass and cut-outs"). With a lens every label pass takes, per pixel, the wide
+render's pixel nearest its source, and colour is resampled bilinearly (docs/formats.md, "Lenses").
 """
 
 from __future__ import annotations
