@@ -221,6 +221,12 @@ def test_alpha_cut_card_labels_only_its_opaque_pixels(rendered, index):
     assert np.array_equal(store.read_pass(record, "instance_behind"), instance)
     (card_record,) = [o for o in record["objects"] if o["instance_id"] == 1]
     assert card_record["visible_pixels"] == (instance == 1).sum()
+    # The amodal mask is ray-cast against the mesh, which has no holes (docs/formats.md): the
+    # card's whole outline, so an unoccluded card with holes has visibility below 1.
+    outline = solid_card_truth(d)[1] == 1
+    assert abs(card_record["unoccluded_pixels"] - outline.sum()) <= 0.05 * outline.sum()
+    assert card_record["visibility"] == pytest.approx(card_record["visible_pixels"] / card_record["unoccluded_pixels"])
+    assert card_record["visibility"] < 0.9
 
 
 def solid_card_truth(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
