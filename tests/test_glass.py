@@ -1,9 +1,11 @@
 """Glass and alpha cut-outs: every label against geometry computed here by hand.
 
-A glass sphere (transmission 1, roughness 0) and an alpha-cut card (a thin box with a window
-pattern, alpha mode MASK) stand on a ground plane z = 0 in front of an opaque labeled cube, seen
-from a known pose. Labels take the glass surface and the card's opaque parts, and what is seen
-through the card's holes; the behind pass takes what the glass hides.
+A glass sphere (transmission 1, roughness 0), an alpha-cut card (a thin box with a window
+pattern, alpha mode MASK, from an opacity image or the base texture's alpha) and blended cards
+(BLEND, alpha 0.1 and 0.7) stand, one per scene, on a ground plane z = 0 in front of an opaque
+labeled cube, seen from a known pose. Labels take the glass surface, the blended cards and the
+card's opaque parts, and what is seen through the card's holes; the behind pass takes what glass
+and blended cards hide.
 """
 
 from __future__ import annotations
