@@ -52,6 +52,8 @@ def stored_passes(spec: SceneSpec, passes: Passes) -> dict[str, np.ndarray]:
         stored["depth_sensor"] = depth_sensor_pass(spec, passes.depth, passes.normals, clean, passes.instance)
     if spec.sequence is not None and spec.sequence.flow:
         stored.update(flow_passes(spec, passes.depth, passes.instance))
+    if passes.depth_behind is not None:
+        stored["depth_behind"], stored["instance_behind"] = passes.depth_behind, passes.instance_behind
     if spec.camera.stereo_baseline is not None:
         stored["disparity"] = disparity_map(passes.depth, spec.camera.K, spec.camera.stereo_baseline)
     return stored

@@ -1,7 +1,8 @@
 """Contact sheets: one row per view (a frame's, or each rig camera's of it) with RGB, depth,
 normals, instances (boxes, class names, keypoints and skeletons, dashed amodal outlines), forward
 flow (colour wheel) in sequences, disparity in stereo views, the clean RGB and the depth sensor's
-depth (holes black) with a sensor model, and the refined RGB when there is one; the refiner's
+depth (holes black) with a sensor model, what glass hides (depth and instances behind) with
+``render.behind``, and the refined RGB when there is one; the refiner's
 before/after sheet; and a sequence's animation, boxes and track ids drawn on each frame."""
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def _row(store: DatasetStore, record: dict, clipped_threshold: float) -> np.ndar
     if "depth_sensor" in record["files"]:
         sensed = store.read_depth_sensor(record)
         tiles.append(("depth sensor", enlarge(depth_colours(np.where(sensed > 0, sensed, np.inf)))))
+    if "depth_behind" in record["files"]:
+        tiles.append(("depth behind", enlarge(depth_colours(store.read_pass(record, "depth_behind")))))
+        tiles.append(("behind", enlarge(_id_colours(rgb, store.read_pass(record, "instance_behind")))))
     if "rgb_refined" in record["files"]:
         tiles.append(("refined", enlarge(store.read_rgb(record, "rgb_refined"))))
     title = view_stem(record["index"], view_name(record))
@@ -161,6 +165,12 @@ def depth_colours(depth: np.ndarray) -> np.ndarray:
     scaled = np.clip((np.where(finite, depth, far) - near) / max(far - near, 1e-6), 0, 1)
     colours = cv2.applyColorMap((255 * (1 - scaled)).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
     return np.where(finite[..., None], colours, 0).astype(np.uint8)
+
+
+def _id_colours(rgb: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The RGB darkened, each nonzero id's pixels filled in its instance colour."""
+    palette = np.array([instance_colour(i) for i in range(int(ids.max()) + 1)], np.uint8)
+    return np.where(ids[..., None] > 0, palette[ids], rgb // 3).astype(np.uint8)
 
 
 def _normal_colours(normals: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ Each sample holds the colour images as stored PNGs (``KEY.rgb.png``, and ``KEY.a
 store's dtype: ``KEY.depth.npy``, ``KEY.distance.npy``, ``KEY.normals.npy``, ``KEY.instance.npy``,
 ``KEY.semantic.npy`` (and ``KEY.flow_forward.npy``, ``KEY.flow_backward.npy``,
 ``KEY.flow_valid.npy`` for sequences, ``KEY.disparity.npy`` in stereo pairs,
-``KEY.depth_sensor.npy`` with a depth sensor), plus ``KEY.json``, the frame record. webdataset's
+``KEY.depth_sensor.npy`` with a depth sensor, ``KEY.depth_behind.npy`` and
+``KEY.instance_behind.npy`` with ``render.behind``), plus ``KEY.json``, the frame record. webdataset's
 default decoder reads ``.npy`` exactly (uint16 ids above 255, float32 depth with its ``inf``),
 where its image decoders turn 16-bit PNGs into 8 bit and it has none for EXR. A sequence's frames
 are keyed ``SEQUENCE_FRAME`` (both six digits); their records carry ``sequence``. ``dataset.json`` beside the

@@ -29,7 +29,7 @@ import OpenEXR
 
 from sceneforge.floor.errors import StorageError, UserError
 from sceneforge.floor.files import LockHeld, atomic_write, folder_lock
-from sceneforge.floor.frame import FLOW_PASSES, FRAME_PASSES, STEREO_PASSES, STORED_PASSES
+from sceneforge.floor.frame import BEHIND_PASSES, FLOW_PASSES, FRAME_PASSES, STEREO_PASSES, STORED_PASSES
 
 STORE_FORMAT = "sceneforge.store/1"
 # Text documents of a frame, beside its passes: the SceneSpec and, optionally, its USD stage.
@@ -149,13 +149,13 @@ class DatasetStore:
     def open_for_writing(
         cls, root: str | Path, *, recipe: dict, recipe_hash: str, categories: list[str],
         resolution: tuple[int, int], requested: int, albedo: bool = False, flow: bool = False,
-        sensor: bool = False, depth_sensor: bool = False,
+        sensor: bool = False, depth_sensor: bool = False, behind: bool = False,
         keypoints: Mapping[str, tuple[Sequence[str], Sequence[tuple[str, str]]]] | None = None,
         cameras: tuple[str, ...] = ("",), stereo_pairs: tuple[tuple[str, str], ...] = (),
     ) -> DatasetStore:
         """Create a store, or reopen one made from the same recipe to resume it (``albedo``,
         ``flow``: frames also hold those passes; ``sensor``: ``rgb_clean``, ``depth_sensor``: that
-        pass; ``keypoints``: each category's keypoint names and skeleton, as name pairs;
+        pass; ``behind``: ``depth_behind`` and ``instance_behind``; ``keypoints``: each category's keypoint names and skeleton, as name pairs;
         ``cameras``: the names of a rig's views, with ``stereo_pairs`` (left, right) of them;
         ``requested`` counts views)."""
         root = Path(root)
@@ -170,7 +170,8 @@ class DatasetStore:
                                for i, name in enumerate(categories)],
                 "passes": [*FRAME_PASSES, *(["albedo"] if albedo else []), *(FLOW_PASSES if flow else ()),
                            *(STEREO_PASSES if stereo_pairs else ()),
-                           *(["rgb_clean"] if sensor else []), *(["depth_sensor"] if depth_sensor else [])],
+                           *(["rgb_clean"] if sensor else []), *(["depth_sensor"] if depth_sensor else []),
+                           *(BEHIND_PASSES if behind else ())],
                 "resolution": list(resolution),
                 "conventions": {
                     "camera": "opencv: +x right, +y down, +z forward; K pixel centres at integers",
@@ -179,6 +180,9 @@ class DatasetStore:
                     "normals": "unit vectors in the opencv camera frame, 0 = no hit",
                     "depth_sensor": "planar z a depth sensor measures (noise, quantisation), metres, 0 = hole",
                     "rgb_clean": "the render without the sensor model; rgb is what the sensor saw",
+                    "see_through": "labels take the first surface that is not wholly transparent (cut-out holes "
+                                   "show what is behind); glass and blended surfaces are surfaces; depth_behind/"
+                                   "instance_behind: the same ray without glass and blended bodies",
                     "flow": "pixels (dx, dy) to the point's position in the next/previous frame; "
                             "flow_valid bit 1 forward, bit 2 backward",
                     "keypoints": "objects[].keypoints: [u, v, visibility] in the category's keypoint order, pixel "

@@ -14,7 +14,8 @@ the boxes' frame (a pixel centre u is at u + 0.5) and COCO's visibility 0/1/2, K
 keypoints of any category, the rest zero) and one tensor per requested pass:
 ``depth``, ``distance`` (1 x H x W metres, inf = no hit), ``normals`` (3 x H x W), ``instance``,
 ``semantic`` (H x W int64), ``albedo`` and ``rgb_clean`` (3 x H x W), ``depth_sensor`` (1 x H x W
-metres, 0 = hole), and in sequences ``flow_forward``,
+metres, 0 = hole), with ``render.behind`` ``depth_behind`` (1 x H x W metres) and ``instance_behind``
+(H x W int64: what glass and blended bodies hide), and in sequences ``flow_forward``,
 ``flow_backward`` (2 x H x W pixels) and ``flow_valid`` (H x W uint8 bits), in stereo views
 ``disparity`` (1 x H x W pixels). Frames of a sequence
 also carry ``sequence`` (scene index, frame); ``point_tracks(scene_index)`` gives a sequence's
@@ -51,7 +52,7 @@ from .rle import decode_mask
 from .store import DatasetStore, frames_of, view_name
 
 DENSE_PASSES = ("depth", "distance", "normals", "instance", "semantic", "albedo", "flow_forward", "flow_backward",
-                "flow_valid", "disparity", "rgb_clean", "depth_sensor")
+                "flow_valid", "disparity", "rgb_clean", "depth_sensor", "depth_behind", "instance_behind")
 
 
 class SceneForgeDataset(Dataset):
@@ -132,6 +133,8 @@ class SceneForgeDataset(Dataset):
             "rgb_clean": lambda: image_tensor(store.read_rgb(record, "rgb_clean")),
             "depth_sensor": lambda: torch.from_numpy(store.read_depth_sensor(record)).unsqueeze(0),
             "disparity": lambda: torch.from_numpy(store.read_disparity(record)).unsqueeze(0),
+            "depth_behind": lambda: torch.from_numpy(store.read_pass(record, "depth_behind")).unsqueeze(0),
+            "instance_behind": lambda: torch.from_numpy(store.read_pass(record, "instance_behind").astype(np.int64)),
         }
         for name in self.passes:
             sample[name] = readers[name]()

@@ -32,10 +32,12 @@ from sceneforge.scenes.assets import (
     ground_model,
     hue_shifted,
     hue_shifted_image,
+    texture_image,
     texture_maps,
     with_texture,
 )
 from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpec
+from sceneforge.scenes.transparency import see_through
 
 # In USD's lens unit, a tenth of a scene unit (here 36 mm, a full-frame sensor's width); only
 # the ratios of apertures and focal length set the intrinsics.
@@ -261,8 +263,9 @@ def _box_uv(vertices: np.ndarray, faces: np.ndarray, size: float) -> np.ndarray:
 def _changed(own: AssetMaterial, change: MaterialSpec) -> AssetMaterial:
     """The asset's material with the scene's changes, as the renderer applies them: a texture (an
     image or a texture set) replaces the asset's maps (its colour tinted by ``base_color``), a
-    colour alone replaces colour and map; ``roughness_scale`` multiplies the roughness, and a hue
-    shift turns the colour (baked into the colour map, which then carries the tint too)."""
+    colour alone replaces colour and map; ``roughness_scale`` multiplies the roughness, a hue
+    shift turns the colour (baked into the colour map, which then carries the tint too), and the
+    transparency changes (``see_through``) and opacity image replace the asset's."""
     material = own if change.texture is None else with_texture(own, texture_maps(change.texture))
     values = {key: getattr(change, key) for key in ("roughness", "metallic", "specular") if getattr(change, key) is not None}
     if change.texture is not None:
@@ -271,6 +274,9 @@ def _changed(own: AssetMaterial, change: MaterialSpec) -> AssetMaterial:
         values.update(texture=None, base_color=tuple(change.base_color))
     if change.roughness_scale is not None:
         values["roughness"] = min(1.0, values.get("roughness", material.roughness) * change.roughness_scale)
+    values.update(dataclasses.asdict(see_through(material, change)))
+    if change.opacity_texture is not None:
+        values["opacity_texture"] = texture_image(change.opacity_texture)
     material = dataclasses.replace(material, **values)
     if change.hue_shift_deg:
         if material.texture is None:

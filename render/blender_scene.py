@@ -1,7 +1,8 @@
 """The Blender scene builder: SceneSpec -> Blender data -> one Cycles render -> the frame's passes.
 
 ONE Cycles render per frame writes every pass (RGB, depth, normals, object index) into one
-multilayer EXR in a private scratch folder; label passes never cost a second render. Frames of
+multilayer EXR in a private scratch folder; label passes never cost a second render (the optional
+behind pass is a second view layer of the same render: one sample, no world). Frames of
 one scene, and the views of one frame (rig cameras), reuse the built Blender scene: only the
 camera moves (and changes intrinsics and image size), and in a sequence the objects.
 
@@ -37,17 +38,23 @@ from sceneforge.scenes.assets import (
     asset_model,
     ground_model,
     hue_shifted,
+    texture_image,
     texture_maps,
     with_texture,
 )
 from sceneforge.scenes.camera import render_camera
 from sceneforge.scenes.motion import interpolate
 from sceneforge.scenes.spec import MaterialSpec, SceneSpec
+from sceneforge.scenes.transparency import see_through
 
-from .decode import decode
+from .decode import BEHIND_LAYER, decode
 
 # Blender's default camera sensor width (mm); a lens's wider render widens it (_place_camera).
 _SENSOR_WIDTH_MM = 36.0
+# Label passes take the first surface with at least this alpha: any surface that is not wholly
+# transparent. Cycles' default, 0.5, leaves surfaces below it to chance: a path that scatters off
+# one before reaching an opaque surface keeps its labels (docs/formats.md, "Glass and cut-outs").
+_PASS_ALPHA_THRESHOLD = 1 / 1024
 # Cycles GPU backends, most capable first.
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
 
@@ -71,6 +78,7 @@ class Renderer:
         self._bpy = bpy
         self._scene_key: str | None = None
         self._images: dict[str, object] = {}  # textures of the built scene, each loaded into Blender once
+        self._see_through = None  # with the behind pass: the collection of glass and blended bodies
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
         scene.render.engine = "CYCLES"
@@ -163,9 +171,10 @@ class Renderer:
     def _clear(self) -> None:
         self._scene_key = None
         self._images.clear()
+        self._see_through = None
         data = self._bpy.data
         data.batch_remove([*data.objects, *data.meshes, *data.materials, *data.lights, *data.cameras,
-                           *data.images, *data.actions])
+                           *data.images, *data.actions, *data.collections])
         data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
 
     def _build(self, spec: SceneSpec, label_passes: bool) -> None:
@@ -182,7 +191,9 @@ class Renderer:
         scene.cycles.transparent_max_bounces = settings.transparent_bounces
         layer = scene.view_layers[0]
         layer.use_pass_z = layer.use_pass_normal = layer.use_pass_object_index = label_passes
+        layer.pass_alpha_threshold = _PASS_ALPHA_THRESHOLD
         self._set_albedo_output(label_passes and spec.render.albedo)
+        self._set_behind_layer(label_passes and spec.render.behind)
 
         self._set_world(spec)
 
@@ -206,6 +217,29 @@ class Renderer:
             self._link(self._bpy.data.objects.new(f"light_{i}", data), opengl_pose(light.world_from_light))
         self._add_camera(spec)  # before the bodies: it sets the shutter their motion is keyed in
         self._place_bodies(spec)
+
+    def _set_behind_layer(self, enabled: bool) -> None:
+        """The behind pass: a second view layer of the same render, without the see-through
+        collection (glass and blended bodies, filled by ``_add_mesh``), writing only depth and
+        object index from one sample per pixel (the first sample's camera rays, as the main layer's
+        label passes)."""
+        layers = self._scene.view_layers
+        if BEHIND_LAYER in layers and not enabled:
+            layers.remove(layers[BEHIND_LAYER])
+        if not enabled:
+            return
+        self._see_through = self._bpy.data.collections.new("see_through")
+        self._scene.collection.children.link(self._see_through)
+        layer = layers.get(BEHIND_LAYER) or layers.new(BEHIND_LAYER)
+        layer.samples = 1
+        layer.cycles.use_denoising = False
+        # Without the world's shader Cycles builds no environment importance map for this layer
+        # (seconds per frame with an HDRI); labels never read the world.
+        layer.use_sky = False
+        layer.use_pass_z = layer.use_pass_object_index = True
+        layer.use_pass_normal = False
+        layer.pass_alpha_threshold = _PASS_ALPHA_THRESHOLD
+        layer.layer_collection.children[self._see_through.name].exclude = True
 
     def _set_world(self, spec: SceneSpec) -> None:
         """A colour or an HDRI (turned about +Z by a Mapping node); a backdrop image needs a
@@ -356,7 +390,8 @@ class Renderer:
             mesh.materials.append(self._material(f"{name}_{i}", own, f"{asset_key}/{i}", override, model))
         obj = bpy.data.objects.new(name, mesh)
         obj.pass_index = pass_index
-        self._scene.collection.objects.link(obj)
+        hides = all(see_through(own, override).hides_behind for own in model.materials)
+        (self._scene.collection if self._see_through is None or hides else self._see_through).objects.link(obj)
 
     def _material(self, name: str, own: AssetMaterial, own_key: str, override: MaterialSpec, model: AssetModel):
         """Principled BSDF of the asset's material with the spec's changes (see MaterialSpec).
@@ -378,9 +413,10 @@ class Renderer:
         else:
             image, factor, vertex_colors = own.texture, own.base_color, model.colors is not None
         coordinates = self._uv_vector(material, model, override, maps)
-        color = None
+        color = base_alpha = None
         if image is not None:
-            color = self._texture(material, key, image, coordinates, data=False).outputs["Color"]
+            texture = self._texture(material, key, image, coordinates, data=False)
+            color, base_alpha = texture.outputs["Color"], texture.outputs["Alpha"]
         if vertex_colors:
             attribute = nodes.new("ShaderNodeVertexColor")
             attribute.layer_name = "Col"
@@ -406,6 +442,7 @@ class Renderer:
                 links.new(color, socket)
         bsdf.inputs["Specular IOR Level"].default_value = own.specular if override.specular is None else override.specular
         self._pbr_maps(material, bsdf, maps, key, override, coordinates, model.uv is not None)
+        self._transparency(material, bsdf, maps, key, override, coordinates, base_alpha)
         return material
 
     def _uv_vector(self, material, model: AssetModel, override: MaterialSpec, maps: AssetMaterial):
@@ -574,6 +611,53 @@ class Renderer:
         world.vector_type, world.convert_from, world.convert_to = "NORMAL", "OBJECT", "WORLD"
         links.new(blended, world.inputs["Vector"])
         return world.outputs["Vector"]
+
+    def _transparency(self, material, bsdf, maps: AssetMaterial, key: str, override: MaterialSpec,
+                      coordinates: tuple, base_alpha) -> None:
+        """Alpha (OPAQUE, MASK as a hard step at the cutoff, BLEND continuous), transmission and IOR.
+
+        The surface's alpha is ``alpha`` x the opacity map's R (the spec's image, else that of the
+        asset or its texture set: ``maps``), or else x the base texture's alpha (``base_alpha``:
+        its socket, None without one). Cycles
+        writes the label passes at the first surface whose alpha is at least the view layer's
+        ``pass_alpha_threshold`` (1/1024): MASK holes and wholly transparent BLEND pixels show what
+        is behind.
+        """
+        values = see_through(maps, override)
+        bsdf.inputs["Transmission Weight"].default_value = values.transmission
+        bsdf.inputs["IOR"].default_value = values.ior
+        if values.alpha_mode == "OPAQUE":
+            return
+        source = base_alpha
+        if override.opacity_texture is not None:
+            opacity_key, opacity = f"opacity:{override.opacity_texture}", texture_image(override.opacity_texture)
+        else:
+            opacity_key, opacity = f"{key}/opacity", maps.opacity_texture
+        if opacity is not None:
+            separate = material.node_tree.nodes.new("ShaderNodeSeparateColor")
+            texture = self._texture(material, opacity_key, opacity, coordinates, data=True)
+            material.node_tree.links.new(texture.outputs["Color"], separate.inputs["Color"])
+            source = separate.outputs["Red"]
+        if source is None:  # a constant alpha
+            alpha = values.alpha if values.alpha_mode == "BLEND" else float(values.alpha >= values.alpha_cutoff)
+            bsdf.inputs["Alpha"].default_value = alpha
+            return
+        alpha = self._math(material, "MULTIPLY", source, values.alpha)
+        if values.alpha_mode == "MASK":  # 1 where alpha >= cutoff, else 0
+            alpha = self._math(material, "SUBTRACT", 1.0, self._math(material, "LESS_THAN", alpha, values.alpha_cutoff))
+        material.node_tree.links.new(alpha, bsdf.inputs["Alpha"])
+
+    @staticmethod
+    def _math(material, operation: str, a, b):
+        """A Math node's output: ``a`` OPERATION ``b``, each a socket or a constant."""
+        node = material.node_tree.nodes.new("ShaderNodeMath")
+        node.operation = operation
+        for socket, value in zip(node.inputs, (a, b)):
+            if isinstance(value, float):
+                socket.default_value = value
+            else:
+                material.node_tree.links.new(value, socket)
+        return node.outputs["Value"]
 
     @staticmethod
     def _multiply(material, a, b):

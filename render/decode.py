@@ -24,6 +24,8 @@ from .sensor import sensed_image
 
 # Cycles writes this depth where a camera ray escapes to the background.
 _NO_HIT_DEPTH = 1e9
+# The view layer of the optional behind pass (render/blender_scene.py); the main layer is the other one.
+BEHIND_LAYER = "behind"
 
 
 def decode(spec: SceneSpec, path: Path) -> Passes:
@@ -34,8 +36,8 @@ def decode(spec: SceneSpec, path: Path) -> Passes:
 
 
 def read_multilayer_exr(path: Path, camera: CameraSpec, backdrop: np.ndarray | None = None) -> Passes:
-    """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered)
-    of a frame seen by ``camera`` (its pose turns the normals, its exposure and sensor model make
+    """Decode a Cycles multilayer EXR (Combined; Depth, Normal, IndexOB and albedo when rendered;
+    the behind layer's Depth and IndexOB when it has one) of a frame seen by ``camera`` (its pose turns the normals, its exposure and sensor model make
     the image: render/develop.py, render/sensor.py).
 
     ``backdrop`` (linear RGB, H x W x 3) goes behind a render with a transparent film.
@@ -43,21 +45,26 @@ def read_multilayer_exr(path: Path, camera: CameraSpec, backdrop: np.ndarray | N
     image first (the backdrop stays an undistorted picture behind the warped render).
     """
     channels = OpenEXR.File(str(path), separate_channels=True).channels()
-    by_pass = {name.split(".", 1)[1]: data.pixels for name, data in channels.items() if "." in name}
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    for name, data in channels.items():
+        if "." in name:
+            layer, channel = name.split(".", 1)
+            layers.setdefault(layer, {})[channel] = data.pixels
+    behind = layers.pop(BEHIND_LAYER, None)
+    (by_pass,) = layers.values()
     if camera.lens is not None:
         by_pass = warp_channels(by_pass, camera)
+        behind = None if behind is None else warp_channels(behind, camera)
     rgb = np.stack([by_pass[f"Combined.{c}"] for c in "RGB"], axis=-1)
     if backdrop is not None:  # Cycles writes premultiplied alpha
         rgb = rgb + (1.0 - by_pass["Combined.A"])[..., None] * backdrop
     normals = instance = albedo = None
-    depth = by_pass.get("Depth.Z")
-    if depth is not None:
-        depth = np.where(depth >= _NO_HIT_DEPTH, np.inf, depth).astype(np.float32)
+    depth = _depth(by_pass.get("Depth.Z"))
     if "Normal.X" in by_pass:
         world_normals = np.stack([by_pass[f"Normal.{c}"] for c in "XYZ"], axis=-1)
         normals = world_to_camera_normals(world_normals, np.asarray(camera.world_from_camera))
     if "IndexOB.X" in by_pass:
-        instance = np.rint(by_pass["IndexOB.X"]).astype(np.uint16)
+        instance = _ids(by_pass["IndexOB.X"])
     if "albedo.R" in by_pass:
         albedo = linear_to_srgb8(np.stack([by_pass[f"albedo.{c}"] for c in "RGB"], axis=-1))
     # The one place the linear image becomes the stored 8-bit one (the clean and the sensed image):
@@ -66,7 +73,18 @@ def read_multilayer_exr(path: Path, camera: CameraSpec, backdrop: np.ndarray | N
     ev = choose_ev(rgb, exposure)
     image, clean = sensed_image(expose(rgb, ev), camera, lambda linear: view_transform(linear, exposure.view_transform))
     return Passes(rgb=image, depth=depth, normals=normals, instance=instance, albedo=albedo, rgb_clean=clean,
-                  exposure_ev=ev)
+                  exposure_ev=ev, depth_behind=None if behind is None else _depth(behind["Depth.Z"]),
+                  instance_behind=None if behind is None else _ids(behind["IndexOB.X"]))
+
+
+def _depth(channel: np.ndarray | None) -> np.ndarray | None:
+    """Cycles' Z channel as planar depth, inf where the ray hit nothing."""
+    return None if channel is None else np.where(channel >= _NO_HIT_DEPTH, np.inf, channel).astype(np.float32)
+
+
+def _ids(channel: np.ndarray) -> np.ndarray:
+    """Cycles' object index channel as uint16 ids."""
+    return np.rint(channel).astype(np.uint16)
 
 
 # Colour channels, resampled; every other channel (depth, normals, object index) is a label.

@@ -75,6 +75,7 @@ def render_dataset(
             flow=recipe.sequence is not None and recipe.sequence.flow,
             sensor=recipe.camera.sensor is not None,
             depth_sensor=recipe.camera.depth_sensor is not None,
+            behind=recipe.render.behind,
             cameras=tuple(cameras),
             stereo_pairs=tuple(recipe.stereo_pairs),
         )

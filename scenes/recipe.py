@@ -128,7 +128,29 @@ class Material(Section):
     hue_shift_deg: Number | None = Field(
         None, description="turns the hue of the base colour (factor, texture, vertex colours), degrees; "
                           "e.g. {uniform: [-30, 30]}")
+    # Transparency (docs/recipes.md, "Glass and cut-outs"):
+    transmission: UnitInterval | None = Field(None, description="0..1: 0 opaque, 1 glass (light passes through, refracted)")
+    ior: Number | None = Field(None, description="index of refraction of glass, 1..5 (water 1.33, glass 1.5)")
+    alpha: UnitInterval | None = Field(
+        None, description="0..1, coverage; multiplies opacity_texture (or the base texture's alpha)")
+    alpha_mode: Literal["OPAQUE", "MASK", "BLEND"] | None = Field(
+        None, description="OPAQUE: alpha ignored; MASK: a hole where alpha < alpha_cutoff, opaque elsewhere; BLEND: "
+                          "partly transparent. Default: MASK with opacity_texture, BLEND with alpha, else the asset's")
+    alpha_cutoff: UnitInterval | None = Field(None, description="0..1, MASK: opaque where alpha >= this (asset default 0.5)")
+    opacity_texture: str | None = Field(
+        None, description="image (png, jpg, tif, bmp) relative to the recipe file: its red channel is the opacity "
+                          "(white opaque); box-projected like texture_folder images on surfaces without UVs")
     _textures: tuple[str, ...] = PrivateAttr(())  # the folder's images, listed by load_recipe
+
+    @field_validator("ior")
+    @classmethod
+    def _ior(cls, value: Any) -> Any:
+        return None if value is None else check_within(value, 1.0, 5.0)
+
+    @field_validator("opacity_texture")
+    @classmethod
+    def _opacity(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info, IMAGE_SUFFIXES)
 
 
 class Box(Section):
@@ -855,6 +877,9 @@ class RenderSettings(Section):
     glossy_bounces: int = Field(4, ge=0, le=1024, description="most glossy bounces")
     transmission_bounces: int = Field(12, ge=0, le=1024, description="most transmission (glass) bounces")
     transparent_bounces: int = Field(8, ge=0, le=1024, description="most transparent (alpha) bounces")
+    behind: bool = Field(
+        False, description="also write depth_behind and instance_behind: the labels with glass (transmission > 0) "
+                           "and blended (alpha_mode BLEND) bodies left out, from a 1-sample second view layer")
 
 
 class RefineSettings(Section):

@@ -894,7 +894,8 @@ def _sample_material(
     material: Material, where: str, rng: np.random.Generator, look_rng: np.random.Generator
 ) -> MaterialSpec:
     """The changes a material makes to an asset's own; fields left out stay None (kept). The
-    randomisation fields draw from ``look_rng`` (stream (15, ...)), so existing recipes keep their scenes."""
+    randomisation and transparency fields draw from ``look_rng`` (stream (15, ...)), so existing
+    recipes keep their scenes."""
     texture = None
     if material.texture_folder is not None:
         if not material._textures:
@@ -908,6 +909,7 @@ def _sample_material(
         texture=texture,
         texture_size=material.texture_size,
         **_sample_look(material, look_rng),
+        **_sample_transparency(material, look_rng),
     )
 
 
@@ -920,6 +922,18 @@ def _sample_look(material: Material, rng: np.random.Generator) -> dict[str, floa
     if "roughness_scale" in drawn:
         drawn["roughness_scale"] = max(drawn["roughness_scale"], 0.0)
     return drawn
+
+
+def _sample_transparency(material: Material, rng: np.random.Generator) -> dict:
+    """The transparency changes of a material (MaterialSpec fields) it sets, drawn from ``rng``
+    (the look stream, after ``_sample_look``'s draws)."""
+    mode = material.alpha_mode
+    if mode is None:  # an opacity image or an alpha alone would do nothing on an OPAQUE asset
+        mode = "MASK" if material.opacity_texture is not None else "BLEND" if material.alpha is not None else None
+    unit = {name: None if (value := getattr(material, name)) is None else _unit(draw(value, rng))
+            for name in ("transmission", "alpha", "alpha_cutoff")}
+    ior = None if material.ior is None else float(draw(material.ior, rng))
+    return {**unit, "ior": ior, "alpha_mode": mode, "opacity_texture": material.opacity_texture}
 
 
 def _sample_lights(recipe: Recipe, index: int, rng: np.random.Generator) -> list[LightSpec]:

@@ -76,6 +76,13 @@ class MaterialSpec(_Spec):
     # base colour's hue turned by degrees.
     roughness_scale: float | None = None
     hue_shift_deg: float | None = None
+    # Transparency (scenes/transparency.py; docs/formats.md, "Glass and cut-outs"):
+    alpha: float | None = None  # multiplies the opacity image's R or the base texture's alpha
+    alpha_mode: Literal["OPAQUE", "MASK", "BLEND"] | None = None
+    alpha_cutoff: float | None = None  # MASK: opaque where alpha >= cutoff
+    opacity_texture: str | None = None  # absolute path of an image whose R is the opacity (box-projected without UVs)
+    transmission: float | None = None  # 0 opaque .. 1 glass
+    ior: float | None = None
 
 
 class ObjectSpec(_Spec):
@@ -230,6 +237,7 @@ class RenderSpec(_Spec):
     transmission_bounces: int
     transparent_bounces: int
     noise_seed: int  # seed of the sampling pattern: the image noise of this frame
+    behind: bool = False  # also the depth and instance of what glass and blended surfaces hide
 
 
 class MotionState(_Spec):

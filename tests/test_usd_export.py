@@ -616,3 +616,23 @@ def test_a_texture_set_with_a_roughness_scale_and_a_hue_shift(tmp_path):
     assert output == "g" and tuple(roughness.GetInput("scale").Get())[1] == pytest.approx(0.5)
     normal, _ = wired(surface, "normal")  # the set's normal map replaced the primitive's (none)
     np.testing.assert_array_equal(decoded(normal)[..., :3], rgba(str(tmp_path / "bricks" / "Bricks102_256_NormalGL.jpg"))[..., :3])
+
+
+def test_the_scenes_glass_and_opacity_changes_reach_the_stage(tmp_path):
+    """A recipe's transmission and IOR make the box clear glass in the stage (opacity 0, the IOR,
+    the exact values in customData); an opacity image becomes a MASK material's opacity map."""
+    Image.fromarray(np.tile(np.array([[0], [255]], dtype=np.uint8), (4, 8))).save(tmp_path / "holes.png")
+    recipe = load_recipe(write_recipe(tmp_path, "count: 1\nrender: {resolution: [32, 24], samples: 1}\nobjects:\n"
+                                      "  - {category: glass, asset: {primitive: sphere}, material: {transmission: 1, ior: 1.45}}\n"
+                                      "  - {category: card, asset: {primitive: box}, material: {opacity_texture: holes.png}}\n"))
+    spec = sample(recipe, 0)
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "frame.usda").write_text(scene_usda(spec, 0.0, tmp_path / "scenes"))
+    stage = Usd.Stage.Open(str(tmp_path / "scenes" / "frame.usda"))
+    glass, card = (surface_of(stage.GetPrimAtPath(f"/World/object_{o.instance_id}")) for o in spec.objects)
+    assert glass.GetInput("opacity").Get() == pytest.approx(0.0) and glass.GetInput("ior").Get() == pytest.approx(1.45)
+    material = stage.GetPrimAtPath(glass.GetPath().GetParentPath())
+    assert material.IsA(UsdShade.Material) and material.GetCustomDataByKey("sceneforge:transmission") == pytest.approx(1.0)
+    opacity, output = wired(card, "opacity")
+    assert output == "r" and card.GetInput("opacityThreshold").Get() == pytest.approx(0.5)
+    np.testing.assert_array_equal(decoded(opacity)[..., 0], np.asarray(Image.open(tmp_path / "holes.png")))

@@ -16,6 +16,9 @@ What each pixel means is written once here and in docs/formats.md:
 - ``instance``: uint16 instance id of the object seen (0 = background or unlabeled geometry).
 - ``semantic``: uint16 category id of the object seen (0 = background).
 - ``albedo`` (optional): 8-bit sRGB of the surface base colour, averaged over samples.
+- ``depth_behind``, ``instance_behind`` (optional, ``render.behind``): ``depth`` and ``instance``
+  of the same pixel-centre ray with every glass (transmission > 0) and blended (alpha mode BLEND)
+  body left out: what those surfaces hide; equal to ``depth`` and ``instance`` elsewhere.
 - ``rgb_refined`` (after ``refine apply``): the refiner's 8-bit sRGB image of the frame.
 - ``flow_forward``, ``flow_backward`` (sequences): float32 (dx, dy) in pixels from each pixel
   centre to where the surface point seen there is in the next / previous frame (+x right, +y
@@ -28,8 +31,11 @@ What each pixel means is written once here and in docs/formats.md:
 
 Depth and instance come from one camera ray per pixel (Cycles writes data passes on the first
 sample), so they are never blends of two surfaces; normals are averaged over all samples and
-renormalised. With a lens every label pass takes, per pixel, the wide render's pixel nearest its
-source, and colour is resampled bilinearly (docs/formats.md, "Lenses").
+renormalised. Every label pass takes the first surface that is not wholly transparent: holes of
+an alpha-masked (MASK) surface, and BLEND pixels of alpha 0, label what is seen through them;
+glass (transmission) and partly transparent BLEND surfaces are surfaces like any other
+(docs/formats.md, "Glass and cut-outs"). With a lens every label pass takes, per pixel, the wide
+render's pixel nearest its source, and colour is resampled bilinearly (docs/formats.md, "Lenses").
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class Passes:
     albedo: np.ndarray | None = None  # uint8, H x W x 3, sRGB
     rgb_clean: np.ndarray | None = None  # uint8, H x W x 3, sRGB without the sensor model (when rgb has one)
     exposure_ev: float = 0.0  # the EV rgb was developed with (stops: linear values times 2 ** ev)
+    depth_behind: np.ndarray | None = None  # float32 metres, planar Z without glass and blended bodies
+    instance_behind: np.ndarray | None = None  # uint16, the same ray's ids
 
 
 @dataclass(frozen=True)
@@ -77,13 +85,16 @@ STORED_PASSES: dict[str, StoredPass] = {
     "flow_backward": StoredPass(".exr", "float32", "XY"),
     "flow_valid": StoredPass(".png", "uint8", ""),
     "disparity": StoredPass(".exr", "float32", "Z"),
+    "depth_behind": StoredPass(".exr", "float32", "Z"),
+    "instance_behind": StoredPass(".png", "uint16", ""),
 }
 # Written for every frame; albedo only when the recipe asks for it, the flow passes for sequences
 # with flow, disparity for the views of a stereo pair, rgb_clean with a sensor model, depth_sensor
-# with a depth sensor model, rgb_refined by the refiner.
+# with a depth sensor model, rgb_refined by the refiner, the behind passes with render.behind.
 FRAME_PASSES = ("rgb", "depth", "distance", "normals", "instance", "semantic")
 FLOW_PASSES = ("flow_forward", "flow_backward", "flow_valid")
 STEREO_PASSES = ("disparity",)
+BEHIND_PASSES = ("depth_behind", "instance_behind")
 FORWARD_VALID, BACKWARD_VALID = 1, 2  # the bits of flow_valid
 
 
