@@ -383,12 +383,18 @@ def report(
 
 
 @app.command(cls=SceneForgeCommand)
-def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
+def validate(
+    recipe: RecipeArg, set_: SetOpt = None,
+    check_assets: Annotated[bool, typer.Option("--check-assets", help="Parse every file of the asset library "
+                                               "(by default only those the first scene draws).")] = False,
+) -> None:
     """Check a recipe and report every problem as FILE:LINE:COL: field.path: message."""
     from sceneforge.scenes.recipe import load_recipe
     from sceneforge.scenes.sampling import sample_views
 
     loaded = load_recipe(recipe, _overrides(None, None, None, None, set_))
+    if check_assets and (problems := loaded.asset_problems()):
+        raise UserError.listing([(loaded.source(*loc), message) for loc, message in problems])
     sample_views(loaded, 0)
     width, height = loaded.render.resolution
     typer.echo(

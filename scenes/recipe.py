@@ -1077,6 +1077,19 @@ class Recipe(Section):
                 first[category] = (loc, names, skeleton)  # report each change once
         return list(dict.fromkeys(problems))
 
+    def asset_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) of every listed library file that cannot be parsed: each is
+        parsed now (``validate --check-assets``; the mesh cache keeps what it converts)."""
+        problems = []
+        for i, entry in enumerate(self.assets):
+            for _, files in entry._options:
+                for file in files:
+                    try:
+                        file.model()
+                    except AssetError as exc:
+                        problems.append((("assets", i, file.field), str(exc)))
+        return problems
+
     def materials(self) -> list[tuple[tuple, Material]]:
         """(field location, material) of every material of the recipe."""
         found = [(("objects", i, "material"), group.material) for i, group in enumerate(self.objects)]
@@ -1249,15 +1262,17 @@ def _load_files(recipe: Recipe, base: Path) -> list[tuple[tuple, str]]:
     fields (checking each file cheaply, parsing none but USD files whose keypoints are needed);
     returns the problems as (field location, message)."""
     problems = []
+    unlisted = False  # an entry whose categories are unknown, as its files could not be listed
     for i, entry in enumerate(recipe.assets):
         field = "manifest" if entry.manifest is not None else "path"
         try:
             entry._options = _entry_options(entry, i, base)
         except AssetError as exc:
             problems.append((("assets", i, field), str(exc)))
-    declared = list(recipe.library)
+            unlisted |= entry.category is None
+    declared = list(dict.fromkeys([*recipe.library, *(e.category for e in recipe.assets if e.category is not None)]))
     for i, group in enumerate(recipe.objects):
-        if isinstance(group.asset, LibraryAsset) and group.asset.library not in declared:
+        if isinstance(group.asset, LibraryAsset) and group.asset.library not in declared and not unlisted:
             known = ", ".join(repr(c) for c in declared) or "none (add an assets section)"
             message = f"no asset category {group.asset.library!r}; the assets section has: {known}"
             problems.append((("objects", i, "asset", "library"), message))
