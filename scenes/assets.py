@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import stat
 import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
@@ -162,15 +163,18 @@ def check_asset_file(path: Path) -> int:
     """The size of an asset file after the cheap checks (it exists, a known format, within
     MAX_ASSET_BYTES); nothing is parsed. Raises AssetError naming the file."""
     try:
-        if not path.is_file():
-            raise AssetError(f"cannot read {path}: no such file")
-        if path.suffix.lower() not in ASSET_SUFFIXES:
-            raise AssetError(f"cannot read {path}: unknown asset format; expected one of {', '.join(ASSET_SUFFIXES)}")
-        if (length := path.stat().st_size) > MAX_ASSET_BYTES:
-            raise AssetError(f"cannot read {path}: {length} bytes is more than the {MAX_ASSET_BYTES} byte limit")
+        info = path.stat()  # one system call: libraries list thousands of files
+    except FileNotFoundError:
+        info = None
     except OSError as exc:
         raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return length
+    if info is None or not stat.S_ISREG(info.st_mode):
+        raise AssetError(f"cannot read {path}: no such file")
+    if path.suffix.lower() not in ASSET_SUFFIXES:
+        raise AssetError(f"cannot read {path}: unknown asset format; expected one of {', '.join(ASSET_SUFFIXES)}")
+    if info.st_size > MAX_ASSET_BYTES:
+        raise AssetError(f"cannot read {path}: {info.st_size} bytes is more than the {MAX_ASSET_BYTES} byte limit")
+    return info.st_size
 
 
 def asset_ref(
@@ -620,17 +624,30 @@ def library_files(base: Path, pattern: str) -> list[Path]:
     (``**`` recurses), relative to ``base``. Raises AssetError when nothing matches."""
     target = base / pattern
     if any(c in pattern for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(str(target), recursive=True) if Path(p).is_file())
+        files = sorted(Path(p).resolve() for p in glob.glob(str(target), recursive=True) if Path(p).is_file())
     elif target.is_dir():
-        files = sorted(p for p in target.iterdir() if p.is_file())
+        files = sorted(folder_files(target.resolve()))
     else:
-        return [target]
+        return [target.resolve()]
     files = [p for p in files if p.suffix.lower() in ASSET_SUFFIXES]
     if not files:
         raise AssetError(f"{pattern}: matches no asset files ({', '.join(ASSET_SUFFIXES)})")
     if len(files) > MAX_LIBRARY_FILES:
         raise AssetError(f"{pattern}: matches {len(files)} asset files, more than {MAX_LIBRARY_FILES}")
     return files
+
+
+def folder_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The files in a (resolved) folder, and in its sub-folders when ``recursive``, as resolved
+    paths: one directory read per folder, a symbolic link followed only to its file."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file():
+                found.append(Path(entry.path).resolve() if entry.is_symlink() else Path(entry.path))
+            elif recursive and entry.is_dir(follow_symlinks=False):
+                found += folder_files(Path(entry.path), recursive)
+    return found
 
 
 def texture_files(folder: Path) -> tuple[str, ...]:

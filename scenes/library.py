@@ -26,6 +26,7 @@ from .assets import (
     asset_model,
     asset_ref,
     check_asset_file,
+    folder_files,
 )
 from .spec import AssetRef
 
@@ -82,7 +83,7 @@ def folder_categories(folder: Path, written: str) -> list[tuple[Path, str]]:
         raise AssetError(f"{written}: no such folder (category_from: folder needs a folder of category folders)")
     found = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in ASSET_SUFFIXES)
+        files = sorted(p for p in folder_files(sub, recursive=True) if p.suffix.lower() in ASSET_SUFFIXES)
         found += [(file, sub.name[:MAX_CATEGORY_LENGTH]) for file in files]
         if len(found) > MAX_LIBRARY_FILES:
             raise AssetError(f"{written}: holds more than {MAX_LIBRARY_FILES} asset files")

@@ -1309,7 +1309,7 @@ def _entry_options(entry: AssetEntry, index: int, base: Path) -> tuple[tuple[flo
     options = []
     for option, weight in source_options(entry.path):
         if entry.category_from == "folder":
-            found = folder_categories(base / option, option)
+            found = folder_categories((base / option).resolve(), option)
         else:
             found = [(file, entry.category) for file in library_files(base, option)]
         options_of_entry = {"up_axis": entry.up_axis, "scale": entry.scale, "size": entry.size}
@@ -1320,31 +1320,29 @@ def _entry_options(entry: AssetEntry, index: int, base: Path) -> tuple[tuple[flo
 
 def _library_files(entry: AssetEntry, index: int, field: str, listed: list[tuple[Path, str, str, dict]]
                    ) -> tuple[LibraryFile, ...]:
-    """One LibraryFile per listed (file, category, manifest row, load options) and variant choice."""
+    """One LibraryFile per listed (absolute file, category, manifest row, load options) and variant
+    choice, with its keypoints: those the entry declares, else the file's own (USD files only:
+    they are parsed for them now), with the entry's skeleton."""
+    skeleton = tuple(entry.skeleton)
+    if entry.keypoints is not None:
+        keypoints = Keypoints(tuple(entry.keypoints), np.array(list(entry.keypoints.values()),
+                                                               dtype=np.float64).reshape(-1, 3), skeleton)
+    else:
+        keypoints = Keypoints(skeleton=skeleton)
+    choices = [tuple(sorted(choice.items())) for choice in entry.variant_choices()]
     files = []
     for path, category, row, options in listed:
-        path = path.resolve()
         try:
             check_asset_file(path)
         except AssetError as exc:
             raise AssetError(f"{row}: {exc}" if row else str(exc)) from None
-        for choice in entry.variant_choices():
-            file = LibraryFile(str(path), category, index, field, row, tuple(sorted(choice.items())), **options)
-            files.append(replace(file, keypoints=_file_keypoints(entry, file)))
+        for choice in choices:
+            file = LibraryFile(str(path), category, index, field, row, choice, **options, keypoints=keypoints)
+            if entry.keypoints is None and path.suffix.lower() in USD_SUFFIXES:
+                own = file.model()[1].keypoints
+                file = replace(file, keypoints=Keypoints(own.names, own.positions, skeleton))
+            files.append(file)
     return tuple(files)
-
-
-def _file_keypoints(entry: AssetEntry, file: LibraryFile) -> Keypoints:
-    """An asset's keypoints: those its library entry declares, else the file's own (USD files
-    only: they are parsed for them now), with the entry's skeleton."""
-    skeleton = tuple(entry.skeleton)
-    if entry.keypoints is not None:
-        return Keypoints(tuple(entry.keypoints), np.array(list(entry.keypoints.values()), dtype=np.float64).reshape(-1, 3),
-                         skeleton)
-    if Path(file.path).suffix.lower() not in USD_SUFFIXES:
-        return Keypoints(skeleton=skeleton)
-    own = file.model()[1].keypoints
-    return Keypoints(own.names, own.positions, skeleton)
 
 
 def _read_yaml(path: Path) -> CommentedMap:
