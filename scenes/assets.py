@@ -3,7 +3,8 @@
 Every asset is in metres, +Z up, rests with its lowest point on z = 0 and is centred on the Z
 axis, so that a pose's translation is the point where it stands on the ground. The conductor
 (labels) and the Blender worker both use ``asset_model``, so the rendered geometry is exactly the
-geometry that labels are computed from. Files are parsed once per process (bounded caches).
+geometry that labels are computed from. Files are parsed once per process (bounded caches), and
+converted meshes are kept on disk for every process and later run (``mesh_cache_dir``).
 
 Formats: glTF/GLB, OBJ (+MTL), PLY and STL through trimesh; USD (.usd, .usda, .usdc, .usdz)
 through usd-core: the stage is composed (references, payloads, sublayers, variant selections),
@@ -439,17 +440,18 @@ def _save_npz(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
 def _material_from(plain: dict, data: Mapping[str, np.ndarray], index: int) -> AssetMaterial:
     """An AssetMaterial from its cached form: arrays from ``data``, the rest from ``plain``;
     fields the cache lacks keep their defaults."""
-    values = {}
+    def tuples(value):  # JSON lists back to the tuples the dataclasses hold
+        return tuple(map(tuples, value)) if isinstance(value, list) else value
+
+    defaults, values = AssetMaterial(), {}
     for item in fields(AssetMaterial):
         if (key := f"material{index}.{item.name}") in data:
             values[item.name] = data[key].astype(np.uint8)
         elif item.name in plain:
-            value = plain[item.name]
-            if item.name == "uv_transform":
-                value = TextureTransform(tuple(value["offset"]), float(value["rotation"]), tuple(value["scale"]))
-            elif isinstance(value, list):
-                value = tuple(value)
-            values[item.name] = value
+            value, default = plain[item.name], getattr(defaults, item.name)
+            if is_dataclass(default):  # TextureTransform
+                value = type(default)(**{name: tuples(v) for name, v in value.items()})
+            values[item.name] = tuples(value)
     return AssetMaterial(**values)
 
 
@@ -626,7 +628,7 @@ def library_files(base: Path, pattern: str) -> list[Path]:
     if any(c in pattern for c in "*?["):
         files = sorted(Path(p).resolve() for p in glob.glob(str(target), recursive=True) if Path(p).is_file())
     elif target.is_dir():
-        files = sorted(folder_files(target.resolve()))
+        files = sorted(folder_files(target.resolve()), key=lambda p: p.name)  # the order of Paths in one folder
     else:
         return [target.resolve()]
     files = [p for p in files if p.suffix.lower() in ASSET_SUFFIXES]

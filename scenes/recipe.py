@@ -1020,12 +1020,12 @@ class Recipe(Section):
     def library(self) -> dict[str, tuple[LibraryFile, ...]]:
         """The listed asset files of each library category, every option of every entry (empty
         before ``load_recipe``); a scene draws from its entries' drawn options only."""
-        library: dict[str, tuple[LibraryFile, ...]] = {}
+        library: dict[str, list[LibraryFile]] = {}
         for entry in self.assets:
             for _, files in entry._options:
                 for file in files:
-                    library[file.category] = library.get(file.category, ()) + (file,)
-        return library
+                    library.setdefault(file.category, []).append(file)
+        return {category: tuple(files) for category, files in library.items()}
 
     def _group_keypoint_lists(self) -> list[tuple[tuple, str, tuple[str, ...], tuple[tuple[str, str], ...]]]:
         """(field location, labeled category, keypoint names, skeleton) of every kind of asset each

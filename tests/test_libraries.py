@@ -3,6 +3,7 @@ libraries (folders, category folders, manifests), the on-disk mesh cache, and th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -250,6 +251,32 @@ def test_cached_meshes_equal_converted_ones(tmp_path, monkeypatch):
     assert np.array_equal(cached.uv, fresh.uv) and np.array_equal(cached.face_materials, fresh.face_materials)
     (material,) = cached.materials
     assert np.array_equal(material.texture, fresh.materials[0].texture) and material.base_color == fresh.materials[0].base_color
+    # Every material field comes back, whatever its type (a map, a factor, a colour, a mode, a transform).
+    rng = np.random.default_rng(0)
+    changed = {}
+    for item in dataclasses.fields(assets.AssetMaterial):
+        default = getattr(assets.AssetMaterial(), item.name)
+        if default is None:
+            changed[item.name] = rng.integers(0, 256, (3, 5, 4), dtype=np.uint8)
+        elif isinstance(default, str):
+            changed[item.name] = "BLEND"
+        elif isinstance(default, float):
+            changed[item.name] = default + 0.25
+        elif isinstance(default, tuple):
+            changed[item.name] = tuple(v + 0.125 for v in default)
+        else:
+            changed[item.name] = assets.TextureTransform((0.5, 0.25), 0.75, (2.0, 4.0))
+    full = dataclasses.replace(fresh, materials=(assets.AssetMaterial(**changed),))
+    assets._store_model("all-fields", full)
+    (back,) = assets._cached_model("all-fields").materials
+    for name, value in changed.items():
+        got = getattr(back, name)
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(got, value), name
+        elif isinstance(value, assets.TextureTransform):
+            assert (got.offset, got.rotation, got.scale) == (value.offset, value.rotation, value.scale)
+        else:
+            assert got == value, name
     # The key follows the MTL's texture: a changed map is a different key.
     copy = tmp_path / "spot"
     copy.mkdir()
