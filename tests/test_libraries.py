@@ -14,6 +14,7 @@ from textwrap import dedent
 
 import cv2
 import numpy as np
+import OpenEXR
 import pytest
 
 from sceneforge.floor.colour import srgb_to_linear
@@ -47,6 +48,12 @@ def test_environment_level_of_analytic_maps(tmp_path):
     # a bright ground (lower half) and the azimuth pattern do not change it.
     cosine = write_hdr(tmp_path / "cosine.hdr", lambda p, a: np.cos(p) * (1 + 0.9 * np.cos(a)), lower=100.0)
     assert environment_level(str(cosine)) == pytest.approx(2 / 3, rel=1e-2)
+    # OpenEXR keeps float32: a constant sky's level is its value.
+    pixels = np.full((32, 64, 3), 0.25, np.float32)
+    pixels[16:] = 9.0  # the ground half does not count
+    OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                 {"RGB": pixels}).write(str(tmp_path / "sky.exr"))
+    assert environment_level(str(tmp_path / "sky.exr")) == pytest.approx(0.25, rel=1e-6)
     # The shipped maps differ by far more than the level can hide.
     levels = {p.name: environment_level(str(p)) for p in EXAMPLE_HDRIS.glob("*.hdr")}
     assert len(levels) == 3 and max(levels.values()) > 4 * min(levels.values())
