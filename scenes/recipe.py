@@ -80,6 +80,7 @@ MAX_LIGHTS = 1000
 KELVIN_RANGE = (1667.0, 25000.0)
 HDRI_SUFFIXES = (".hdr", ".exr")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+Options = tuple[tuple[float, tuple[str, ...]], ...]  # a source's options: (weight, the files each stands for)
 
 
 class Section(BaseModel):
@@ -402,9 +403,6 @@ class Light(Section):
         if self.kelvin is not None and self.color is not None:
             raise ValueError("give color or kelvin, not both")
         return self
-
-
-Options = tuple[tuple[float, tuple[str, ...]], ...]  # a source's options: (weight, the files each stands for)
 
 
 def resolve_source(value: str | PathChoice, base: Path, candidates: Callable[[Path], tuple[str, ...]]) -> Options:
