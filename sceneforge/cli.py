@@ -386,7 +386,11 @@ MAX_AXES_LISTED = 10  # asset files whose up axis `validate` names, per library 
 
 
 @app.command(cls=SceneForgeCommand)
-def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
+def validate(
+    recipe: RecipeArg, set_: SetOpt = None,
+    check_assets: Annotated[bool, typer.Option("--check-assets", help="Parse every file of the asset library "
+                                               "(by default only those the first scene draws).")] = False,
+) -> None:
     """Check a recipe and report every problem as FILE:LINE:COL: field.path: message; name the up axis
     each asset file is loaded with, and warn about assets that would lie on their side."""
     from sceneforge.scenes.recipe import load_recipe
@@ -395,8 +399,10 @@ def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     from sceneforge.scenes.upright import up_axis_notes
 
     loaded = load_recipe(recipe, _overrides(None, None, None, None, set_))
-    sample_views(loaded, 0)
-    notes = up_axis_notes(loaded)
+    if check_assets and (problems := loaded.asset_problems()):
+        raise UserError.listing([(loaded.source(*loc), message) for loc, message in problems])
+    views = sample_views(loaded, 0)
+    notes = up_axis_notes(loaded, None if check_assets else {b.asset.path for b in [*views[0].objects, *views[0].props] if b.asset.path})
     for entry in dict.fromkeys(note.entry for note in notes):
         mine = [note for note in notes if note.entry == entry]
         where = loaded.where("assets", entry, "path")

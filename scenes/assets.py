@@ -3,7 +3,8 @@
 Every asset is in metres, +Z up, rests with its lowest point on z = 0 and is centred on the Z
 axis, so that a pose's translation is the point where it stands on the ground. The conductor
 (labels) and the Blender worker both use ``asset_model``, so the rendered geometry is exactly the
-geometry that labels are computed from. Files are parsed once per process (bounded caches).
+geometry that labels are computed from. Files are parsed once per process (bounded caches), and
+converted meshes are kept on disk for every process and later run (``mesh_cache_dir``).
 
 Formats: glTF/GLB, OBJ (+MTL), PLY and STL through trimesh; USD (.usd, .usda, .usdc, .usdz)
 through usd-core: the stage is composed (references, payloads, sublayers, variant selections),
@@ -24,9 +25,12 @@ import hashlib
 import io
 import json
 import math
+import os
+import stat
 import urllib.parse
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
+from sceneforge.floor.files import atomic_write
 from sceneforge.floor.images import MAX_IMAGE_PIXELS, checked_image_size
 
 from .spec import AssetRef
@@ -160,29 +165,51 @@ def asset_model(asset: AssetRef) -> AssetModel:
     return _file_model(asset.model_dump_json())
 
 
-def file_asset(
+def check_asset_file(path: Path) -> int:
+    """The size of an asset file after the cheap checks (it exists, a known format, within
+    MAX_ASSET_BYTES); nothing is parsed. Raises AssetError naming the file."""
+    try:
+        info = path.stat()  # one system call: libraries list thousands of files
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        raise AssetError(f"cannot read {path}: no such file")
+    if path.suffix.lower() not in ASSET_SUFFIXES:
+        raise AssetError(f"cannot read {path}: unknown asset format; expected one of {', '.join(ASSET_SUFFIXES)}")
+    if info.st_size > MAX_ASSET_BYTES:
+        raise AssetError(f"cannot read {path}: {info.st_size} bytes is more than the {MAX_ASSET_BYTES} byte limit")
+    return info.st_size
+
+
+def asset_ref(
     path: Path, *, variants: Mapping[str, str] | None = None, up_axis: str | None = None,
     scale: float = 1.0, size: float | None = None,
 ) -> AssetRef:
-    """The reference of an asset file with its load options, parsed now to check it.
-
-    The hash covers the file's bytes and the options. Raises AssetError naming the file.
-    """
+    """The reference of an asset file with its load options, checked (``check_asset_file``) and
+    hashed but not parsed: the hash covers the file's bytes and the options. Raises AssetError."""
     path = path.resolve()
+    check_asset_file(path)
     try:
-        if not path.is_file():
-            raise AssetError(f"cannot read {path}: no such file")
-        if path.suffix.lower() not in ASSET_SUFFIXES:
-            raise AssetError(f"cannot read {path}: unknown asset format; expected one of {', '.join(ASSET_SUFFIXES)}")
-        if (length := path.stat().st_size) > MAX_ASSET_BYTES:
-            raise AssetError(f"cannot read {path}: {length} bytes is more than the {MAX_ASSET_BYTES} byte limit")
         with path.open("rb") as file:  # bounded even if the file grows after the check
             digest = hashlib.blake2b(file.read(MAX_ASSET_BYTES), digest_size=8)
     except OSError as exc:
         raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from None
     options = {"variants": dict(sorted((variants or {}).items())), "up_axis": up_axis, "scale": scale, "size": size}
     digest.update(json.dumps(options, sort_keys=True).encode())
-    ref = AssetRef(path=str(path), **options, hash=digest.hexdigest())
+    return AssetRef(path=str(path), **options, hash=digest.hexdigest())
+
+
+def file_asset(
+    path: Path, *, variants: Mapping[str, str] | None = None, up_axis: str | None = None,
+    scale: float = 1.0, size: float | None = None,
+) -> AssetRef:
+    """The reference of an asset file with its load options (``asset_ref``), parsed now to check it.
+
+    Raises AssetError naming the file.
+    """
+    ref = asset_ref(path, variants=variants, up_axis=up_axis, scale=scale, size=size)
     asset_model(ref)
     return ref
 
@@ -259,6 +286,19 @@ class _Part:
 @lru_cache(maxsize=32)
 def _file_model(ref_json: str) -> AssetModel:
     ref = AssetRef.model_validate_json(ref_json)
+    key = _mesh_cache_key(ref)
+    if key is not None and (model := _cached_model(key)) is not None:
+        MESH_CACHE_COUNTS["reused"] += 1
+        return model
+    model = _converted(ref)
+    MESH_CACHE_COUNTS["converted"] += 1
+    if key is not None:
+        _store_model(key, model)
+    return model
+
+
+def _converted(ref: AssetRef) -> AssetModel:
+    """Parse an asset file into its normalised model."""
     path = Path(ref.path)
     try:
         keypoints = Keypoints()
@@ -274,6 +314,150 @@ def _file_model(ref_json: str) -> AssetModel:
         raise AssetError(f"cannot read {path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - parsers fail in many ways on damaged files
         raise AssetError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+
+
+# The on-disk cache of converted meshes (docs/recipes.md, "Asset libraries"): one .npz per
+# converted file, keyed by content, shared by every process (workers, later runs).
+MESH_CACHE_COUNTS: Counter[str] = Counter()  # this process' conversions ("converted") and cache hits ("reused")
+_CACHE_VERSION = 1
+
+
+def mesh_cache_dir() -> Path:
+    """Where converted meshes are kept: ``$SCENEFORGE_CACHE/meshes``, else ``~/.cache/sceneforge/meshes``."""
+    root = os.environ.get("SCENEFORGE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "sceneforge") / "meshes"
+
+
+@lru_cache(maxsize=1)
+def _converter_hash() -> str:
+    """The conversion code itself: a changed reader never reuses meshes an older one converted."""
+    return hashlib.blake2b(Path(__file__).read_bytes(), digest_size=8).hexdigest()
+
+
+def _mesh_cache_key(ref: AssetRef) -> str | None:
+    """The cache key of a file asset: its bytes and load options (``ref.hash``), the bytes of the
+    files it names (OBJ's MTL files and their maps, glTF's buffers and images) and the converter.
+    None for USD, whose composition can pull in any file."""
+    path = Path(ref.path)
+    suffix = path.suffix.lower()
+    if suffix in USD_SUFFIXES:
+        return None
+    digest = hashlib.blake2b(f"{_CACHE_VERSION}/{_converter_hash()}/{ref.hash}".encode(), digest_size=16)
+    try:
+        for dependency in _referenced_files(path):
+            digest.update(str(dependency.name).encode())
+            if dependency.is_file() and dependency.stat().st_size <= MAX_ASSET_BYTES:
+                digest.update(hashlib.blake2b(dependency.read_bytes(), digest_size=16).digest())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None  # unreadable references: convert without the cache, which reports the problem
+    return digest.hexdigest()
+
+
+def _referenced_files(path: Path) -> list[Path]:
+    """Files an OBJ (its MTL files and their maps) or glTF (buffers, images) refers to."""
+    suffix = path.suffix.lower()
+    found: list[Path] = []
+    if suffix == ".obj":
+        with open(path, encoding="utf-8", errors="replace") as obj:
+            libraries = [path.parent / line.split(None, 1)[1].strip() for line in obj if line.startswith("mtllib ")]
+        found += libraries
+        for library in libraries:
+            if library.is_file() and library.stat().st_size <= MAX_ASSET_BYTES:
+                found += [library.parent / line.split()[-1] for line in library.read_text(errors="replace").splitlines()
+                          if line.strip().lower().startswith(("map_", "bump ", "disp ", "norm ")) and len(line.split()) > 1]
+    elif suffix == ".gltf":
+        document = json.loads(path.read_bytes())
+        uris = [item.get("uri") for key in ("buffers", "images") for item in document.get(key, [])]
+        found += [path.parent / urllib.parse.unquote(uri) for uri in uris if uri and not uri.startswith("data:")]
+    return found
+
+
+def _cached_model(key: str) -> AssetModel | None:
+    """The model stored under ``key``, or None when there is none or it is damaged (never trusted:
+    every array is checked against the others before use)."""
+    import trimesh
+    file = mesh_cache_dir() / f"{key}.npz"
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            vertices, faces = data["vertices"].astype(np.float64), data["faces"].astype(np.int64)
+            face_materials = data["face_materials"].astype(np.int32)
+            uv = data["uv"].astype(np.float64) if "uv" in data else None
+            colors = data["colors"].astype(np.uint8) if "colors" in data else None
+            materials = tuple(_material_from(meta["materials"][i], data, i) for i in range(len(meta["materials"])))
+            keypoints = Keypoints(tuple(meta["keypoints"]), data["keypoints"].astype(np.float64).reshape(-1, 3),
+                                  tuple(tuple(pair) for pair in meta["skeleton"]))
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - a damaged or foreign cache file is converted again
+        return None
+    consistent = (
+        meta.get("version") == _CACHE_VERSION and vertices.ndim == 2 and vertices.shape[1] == 3
+        and faces.ndim == 2 and faces.shape[1] == 3 and len(faces) == len(face_materials) and len(materials) > 0
+        and (not faces.size or 0 <= faces.min() <= faces.max() < len(vertices))
+        and (not face_materials.size or 0 <= face_materials.min() <= face_materials.max() < len(materials))
+        and (uv is None or uv.shape == (len(vertices), 2)) and (colors is None or colors.shape == (len(vertices), 4))
+        and len(keypoints.names) == len(keypoints.positions) and bool(np.all(np.isfinite(vertices)))
+    )
+    if not consistent:
+        return None
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    mesh.vertices.flags.writeable = False
+    return AssetModel(mesh, materials, face_materials, uv, colors, keypoints)
+
+
+def _store_model(key: str, model: AssetModel) -> None:
+    """Write ``model`` under ``key`` atomically (readers see no file or a whole one); a cache that
+    cannot be written only costs the next process a conversion."""
+    arrays: dict[str, np.ndarray] = {
+        "vertices": np.asarray(model.mesh.vertices, dtype=np.float64), "faces": np.asarray(model.mesh.faces, dtype=np.int64),
+        "face_materials": model.face_materials, "keypoints": model.keypoints.positions,
+    }
+    if model.uv is not None:
+        arrays["uv"] = model.uv
+    if model.colors is not None:
+        arrays["colors"] = model.colors
+    materials = []
+    for i, material in enumerate(model.materials):
+        plain = {}
+        for item in fields(material):
+            value = getattr(material, item.name)
+            if isinstance(value, np.ndarray):
+                arrays[f"material{i}.{item.name}"] = value
+            elif value is not None:
+                plain[item.name] = asdict(value) if is_dataclass(value) else value
+        materials.append(plain)
+    meta = {"version": _CACHE_VERSION, "materials": materials, "keypoints": list(model.keypoints.names),
+            "skeleton": [list(pair) for pair in model.keypoints.skeleton]}
+    folder = mesh_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / f"{key}.npz", lambda tmp: _save_npz(tmp, meta, arrays))
+    except (OSError, TypeError, ValueError):
+        pass
+
+
+def _save_npz(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as file:  # a file object: np.savez would add .npz to the temporary name
+        np.savez_compressed(file, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def _material_from(plain: dict, data: Mapping[str, np.ndarray], index: int) -> AssetMaterial:
+    """An AssetMaterial from its cached form: arrays from ``data``, the rest from ``plain``;
+    fields the cache lacks keep their defaults."""
+    def tuples(value):  # JSON lists back to the tuples the dataclasses hold
+        return tuple(map(tuples, value)) if isinstance(value, list) else value
+
+    defaults, values = AssetMaterial(), {}
+    for item in fields(AssetMaterial):
+        if (key := f"material{index}.{item.name}") in data:
+            values[item.name] = data[key].astype(np.uint8)
+        elif item.name in plain:
+            value, default = plain[item.name], getattr(defaults, item.name)
+            if is_dataclass(default):  # TextureTransform
+                value = type(default)(**{name: tuples(v) for name, v in value.items()})
+            values[item.name] = tuples(value)
+    return AssetMaterial(**values)
 
 
 def _normalised(
@@ -547,11 +731,11 @@ def library_files(base: Path, pattern: str) -> list[Path]:
     (``**`` recurses), relative to ``base``. Raises AssetError when nothing matches."""
     target = base / pattern
     if any(c in pattern for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(str(target), recursive=True) if Path(p).is_file())
+        files = sorted(Path(p).resolve() for p in glob.glob(str(target), recursive=True) if Path(p).is_file())
     elif target.is_dir():
-        files = sorted(p for p in target.iterdir() if p.is_file())
+        files = sorted(folder_files(target.resolve()), key=lambda p: p.name)  # the order of Paths in one folder
     else:
-        return [target]
+        return [target.resolve()]
     files = [p for p in files if p.suffix.lower() in ASSET_SUFFIXES]
     if not files:
         raise AssetError(f"{pattern}: matches no asset files ({', '.join(ASSET_SUFFIXES)})")
@@ -601,12 +785,94 @@ def texture_files(folder: Path) -> tuple[str, ...]:
     for file in files:
         if Path(file).is_dir():
             texture_maps(file)  # every map read and checked now, not mid-run
-            continue
-        try:
-            checked_image_size(Path(file))
-        except (OSError, ValueError) as exc:
-            raise AssetError(f"cannot read {file}: {exc}") from None
+        else:
+            check_texture(Path(file))
     return tuple(files)
+
+
+def folder_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The files in a (resolved) folder, and in its sub-folders when ``recursive``, as resolved
+    paths: one directory read per folder, a symbolic link followed only to its file."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file():
+                found.append(Path(entry.path).resolve() if entry.is_symlink() else Path(entry.path))
+            elif recursive and entry.is_dir(follow_symlinks=False):
+                found += folder_files(Path(entry.path), recursive)
+    return found
+
+
+def texture_candidates(path: Path) -> tuple[str, ...]:
+    """The textures one option of a ``texture_folder`` stands for (absolute paths, sorted): an
+    image file, or a folder's images or texture sets (``texture_files``). Each is opaque to sampling
+    (it becomes ``MaterialSpec.texture``) and checked here. Raises AssetError naming the path."""
+    if path.is_file():
+        return (check_texture(path),)
+    return texture_files(path)
+
+
+def check_texture(path: Path) -> str:
+    """One texture candidate checked (a known image format within the size limits), as an absolute
+    path. Raises AssetError naming it."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise AssetError(f"cannot read {path}: unknown image format; expected one of {', '.join(IMAGE_SUFFIXES)}")
+    try:
+        checked_image_size(path)
+    except (OSError, ValueError) as exc:
+        raise AssetError(f"cannot read {path}: {exc}") from None
+    return str(path.resolve())
+
+
+def environment_level(path: str) -> float:
+    """The light level of an equirectangular environment map: the cosine-weighted mean luminance
+    (Rec. 709) of its upper hemisphere, the map's top half (+Z is up). It is the irradiance the
+    map gives a surface facing up, divided by pi: a map of constant radiance L has level L, as a
+    world colour of L does. Read once per file and process (the size checked before decoding)."""
+    file = Path(path)
+    stat = file.stat()
+    return _environment_level(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _environment_level(path: str, size: int, mtime_ns: int) -> float:
+    pixels = read_environment(Path(path))
+    height = pixels.shape[0]
+    polar = (np.arange(height) + 0.5) / height * math.pi  # each row's angle from +Z
+    upper = polar < math.pi / 2
+    weights = np.cos(polar[upper]) * np.sin(polar[upper])  # cos(theta) dOmega, per row
+    luminance = pixels[upper] @ np.array([0.2126, 0.7152, 0.0722])  # (rows, W)
+    return float((luminance.mean(axis=1) * weights).sum() / weights.sum())
+
+
+def read_environment(path: Path) -> np.ndarray:
+    """An HDR image (Radiance ``.hdr`` or OpenEXR) as float32 linear RGB (H, W, 3), top row first;
+    its declared size is checked before its pixels decode. Raises AssetError naming the file."""
+    try:
+        checked_image_size(path)
+        if path.suffix.lower() == ".exr":
+            import OpenEXR
+
+            channels = OpenEXR.File(str(path)).channels()
+            if "RGB" in channels:
+                pixels = channels["RGB"].pixels
+            elif "RGBA" in channels:
+                pixels = channels["RGBA"].pixels[..., :3]
+            else:
+                pixels = np.stack([channels[c].pixels for c in "RGB"], axis=-1)
+        else:
+            import cv2
+
+            bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if bgr is None or bgr.ndim != 3:
+                raise ValueError("not a readable Radiance HDR image")
+            pixels = bgr[..., 2::-1]
+    except (OSError, ValueError, KeyError) as exc:
+        raise AssetError(f"cannot read {path}: {exc}") from None
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if not np.all(np.isfinite(pixels)):
+        raise AssetError(f"cannot read {path}: it holds pixels that are not finite numbers")
+    return pixels
 
 
 @lru_cache(maxsize=4)  # a set is up to 7 maps: a few sets is what a scene's objects share

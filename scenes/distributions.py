@@ -17,6 +17,13 @@ A *vector* (a 3D point or offset) is three numbers, each drawn on its own, or a 
 
 A *rotation* is ``yaw`` (uniform about +Z), ``so3`` (uniform over all orientations) or
 ``{yaw_deg: number}`` (about +Z by a drawn angle).
+
+A *source* (of files: HDRIs, images, textures, assets) is a path or a weighted choice of paths,
+each a file or a folder, relative to the recipe::
+
+    assets/hdri/sky.hdr                                  # one file
+    assets/hdri/                                         # a folder: any of its files
+    {choice: [assets/hdri/a.hdr, assets/hdri/indoor/], weights: [2, 1]}  # one option per scene
 """
 
 from __future__ import annotations
@@ -130,6 +137,31 @@ class Choice(_ChoiceBase):
 
 class IntChoice(_ChoiceBase):
     choice: list[int] = Field(description="the options, one drawn")
+
+
+class PathChoice(_ChoiceBase):
+    choice: list[Annotated[str, Field(min_length=1)]] = Field(
+        description="the options, files or folders relative to the recipe: one drawn per scene"
+    )
+
+
+SOURCE_HELP = "expected a file or folder path, or {choice: [path, ...], weights: [...]}"
+Source = Annotated[
+    Union[Annotated[str, Field(min_length=1), Tag("path")], Annotated[PathChoice, Tag("choice")]],
+    Discriminator(
+        lambda v: "path" if isinstance(v, str) else "choice" if isinstance(v, (dict, PathChoice)) else None,
+        custom_error_type="source", custom_error_message=SOURCE_HELP,
+    ),
+]
+"""Files of a recipe field: a file, a folder (its files) or a weighted ``choice`` of files and folders."""
+
+
+def source_options(value: str | PathChoice) -> list[tuple[str, float]]:
+    """(path, weight) of each option of a source: a plain path is one option of weight 1."""
+    if isinstance(value, str):
+        return [(value, 1.0)]
+    weights = value.weights or [1.0] * len(value.choice)
+    return list(zip(value.choice, map(float, weights)))
 
 
 def _kind(value: Any) -> str | None:

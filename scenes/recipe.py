@@ -41,21 +41,35 @@ from sceneforge.floor.devices import DEVICE_HELP, parse_device
 from sceneforge.floor.errors import MAX_LISTED, SourcePosition, UserError
 from sceneforge.floor.images import checked_image_size
 
-from .assets import PRIMITIVE_KEYPOINTS, AssetError, Keypoints, asset_model, file_asset, library_files, texture_files
+from .assets import (
+    MAX_LIBRARY_FILES,
+    PRIMITIVE_KEYPOINTS,
+    USD_SUFFIXES,
+    AssetError,
+    Keypoints,
+    check_asset_file,
+    check_texture,
+    library_files,
+    texture_candidates,
+)
 from .distributions import (
     Elevation,
     Integer,
     NonNegative,
     Number,
+    PathChoice,
     Positive,
     Rotation,
+    Source,
     UnitInterval,
     Vector,
     bounds,
     check_within,
+    source_options,
 )
+from .library import LibraryFile, folder_categories, read_manifest
 from .camera import lens_problem
-from .spec import LENS_COEFFICIENTS, AssetRef, CameraSpec, LensSpec, Matrix3
+from .spec import LENS_COEFFICIENTS, CameraSpec, LensSpec, Matrix3
 
 MAX_RECIPE_BYTES = 256 << 10  # ruamel.yaml (pure Python) parses about 50 KB/s here: validate stays within seconds
 MAX_VARIANT_COMBINATIONS = 1000
@@ -67,6 +81,7 @@ MAX_LIGHTS = 1000
 KELVIN_RANGE = (1667.0, 25000.0)
 HDRI_SUFFIXES = (".hdr", ".exr")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+Options = tuple[tuple[float, tuple[str, ...]], ...]  # a source's options: (weight, the files each stands for)
 
 
 class Section(BaseModel):
@@ -114,11 +129,12 @@ class Material(Section):
     roughness: UnitInterval | None = Field(None, description="0..1")
     metallic: UnitInterval | None = Field(None, description="0..1")
     specular: UnitInterval | None = Field(None, description="0..1, Blender's Specular IOR Level (0.5: IOR 1.5)")
-    texture_folder: str | None = Field(
-        None, min_length=1,
-        description="folder (relative to the recipe) of images, each object taking one at random as base colour; "
-                    "or a texture set (*_Color, *_Roughness, *_NormalGL, ... maps, all used together); or a folder "
-                    "of texture sets, each object taking one at random (docs/materials.md)",
+    texture_folder: Source | None = Field(
+        None,
+        description="textures (relative to the recipe): a folder of images (each object takes one at random as base "
+                    "colour), an image, a texture set (*_Color, *_Roughness, *_NormalGL, ... maps, all used together), "
+                    "a folder of texture sets (each object takes one), or {choice: [any of these, ...], weights: [...]} "
+                    "(one option per scene; docs/materials.md)",
     )
     texture_size: float = Field(1.0, gt=0, description="metres per texture copy on surfaces without UVs")
     # Material randomisation (docs/materials.md), drawn per object per scene from stream (15, ...).
@@ -140,7 +156,8 @@ class Material(Section):
     opacity_texture: str | None = Field(
         None, description="image (png, jpg, tif, bmp) relative to the recipe file: its red channel is the opacity "
                           "(white opaque); box-projected like texture_folder images on surfaces without UVs")
-    _textures: tuple[str, ...] = PrivateAttr(())  # the folder's images, listed by load_recipe
+    _options: Options = PrivateAttr(())  # texture_folder's options, listed by load_recipe
+    _textures: tuple[str, ...] = PrivateAttr(())  # every option's textures, in order
 
     @field_validator("ior")
     @classmethod
@@ -150,7 +167,16 @@ class Material(Section):
     @field_validator("opacity_texture")
     @classmethod
     def _opacity(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _existing_file(value, info, IMAGE_SUFFIXES)
+        """The image as an absolute path (relative to the recipe's folder), checked to read."""
+        if value is None:
+            return None
+        path = (Path((info.context or {}).get("recipe_dir", ".")) / Path(value).expanduser()).resolve()
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.is_file():
+            raise ValueError(f"file not found: {path}")
+        try:
+            return check_texture(path)
+        except AssetError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class Box(Section):
@@ -226,12 +252,24 @@ KeypointName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class AssetEntry(Section):
-    """Asset files of one library category, with how to load them."""
+    """Asset files of the library, with their categories and how to load them."""
 
-    category: str = Field(min_length=1, max_length=128, description="library category the files belong to")
-    path: str = Field(
-        min_length=1,
-        description="a file, a folder (its asset files) or a glob such as 'cars/**/*.usdz', relative to the recipe",
+    category: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="library category the files belong to (with a manifest: of rows without one)",
+    )
+    path: Source | None = Field(
+        None,
+        description="a file, a folder (its asset files), a glob such as 'cars/**/*.usdz', or {choice: [...], "
+                    "weights: [...]} of them (one option per scene), relative to the recipe",
+    )
+    category_from: Literal["folder"] | None = Field(
+        None, description="folder: path is a folder of category folders, each file's category is its folder's name",
+    )
+    manifest: str | None = Field(
+        None, min_length=1,
+        description="instead of path: a CSV (with a header row) or JSON list naming file, category and optionally "
+                    "scale, size, up_axis of each asset; files relative to the manifest",
     )
     variants: dict[str, Union[str, Annotated[list[str], Field(min_length=1)]]] = Field(
         {}, description="USD variant selections on the default prim; a list: each choice is one more asset",
@@ -246,13 +284,20 @@ class AssetEntry(Section):
     skeleton: list[tuple[KeypointName, KeypointName]] = Field(
         [], description="pairs of keypoint names joined by a skeleton edge: [[name_a, name_b], ...]",
     )
-    _refs: tuple[AssetRef, ...] = PrivateAttr(())  # loaded by load_recipe
-    _keypoints: tuple[Keypoints, ...] = PrivateAttr(())  # of each of _refs: the declared ones, or the file's
+    _options: tuple[tuple[float, tuple[LibraryFile, ...]], ...] = PrivateAttr(())  # listed by load_recipe
 
     @model_validator(mode="after")
     def _bounded(self) -> AssetEntry:
         if self.size is not None and "scale" in self.model_fields_set:
             raise ValueError("give scale or size, not both")
+        if (self.path is None) == (self.manifest is None):
+            raise ValueError("give path or manifest (one of them)")
+        if self.category_from is not None and self.path is None:
+            raise ValueError("category_from goes with path (a manifest names each row's category)")
+        if self.category_from is not None and self.category is not None:
+            raise ValueError("give category or category_from, not both")
+        if self.path is not None and self.category_from is None and self.category is None:
+            raise ValueError("give the files' category (or category_from: folder)")
         if math.prod(len(v) if isinstance(v, list) else 1 for v in self.variants.values()) > MAX_VARIANT_COMBINATIONS:
             raise ValueError(f"more than {MAX_VARIANT_COMBINATIONS} variant combinations")
         return self
@@ -476,21 +521,41 @@ class Light(Section):
         return self
 
 
-def _existing_file(value: str | None, info: ValidationInfo, suffixes: tuple[str, ...]) -> str | None:
-    """An absolute path to an existing file, relative paths taken from the recipe's folder."""
-    if value is None:
-        return None
-    base = Path((info.context or {}).get("recipe_dir", "."))
-    path = (base / Path(value).expanduser()).resolve()
-    if path.suffix.lower() not in suffixes:
-        raise ValueError(f"expected a {' or '.join(suffixes)} file, got {value!r}")
-    if not path.is_file():
-        raise ValueError(f"file not found: {path}")
-    try:
-        checked_image_size(path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    return str(path)
+def resolve_source(value: str | PathChoice, base: Path, candidates: Callable[[Path], tuple[str, ...]]) -> Options:
+    """The options of a source field (a file, a folder, or a weighted choice of them), relative
+    paths taken from ``base``, each resolved by ``candidates`` to the files it stands for.
+    Raises AssetError naming the option."""
+    return tuple((weight, candidates(base / Path(option).expanduser())) for option, weight in source_options(value))
+
+
+def image_candidates(suffixes: tuple[str, ...]) -> Callable[[Path], tuple[str, ...]]:
+    """What a path of an image field stands for: the file itself, or a folder's files with these
+    suffixes; each checked to declare a size within the image limits (absolute paths, sorted)."""
+    kinds = " or ".join(suffixes)
+
+    def candidates(path: Path) -> tuple[str, ...]:
+        path = path.resolve()
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not files:
+                raise AssetError(f"{path}: holds no {kinds} files")
+            if len(files) > MAX_LIBRARY_FILES:
+                raise AssetError(f"{path}: holds {len(files)} files, more than {MAX_LIBRARY_FILES}")
+        elif path.suffix.lower() not in suffixes:
+            what = "no such file or folder" if not path.exists() else f"expected a {kinds} file or a folder of them"
+            raise AssetError(f"{what}: {path.name!r}" if path.exists() else f"{what}: {path}")
+        elif not path.is_file():
+            raise AssetError(f"file not found: {path}")
+        else:
+            files = [path]
+        for file in files:
+            try:
+                checked_image_size(file)
+            except (OSError, ValueError) as exc:
+                raise AssetError(f"{file}: {exc}") from None
+        return tuple(map(str, files))
+
+    return candidates
 
 
 class Background(Section):
@@ -499,24 +564,28 @@ class Background(Section):
 
     color: Color | None = Field(None, description="[0.05, 0.05, 0.05] unless hdri is given")
     strength: Number = Field(1.0, description="multiplies the world's light (colour or HDRI), >= 0")
-    hdri: str | None = Field(None, description="equirectangular .hdr/.exr, relative to the recipe file")
+    hdri: Source | None = Field(
+        None, description="equirectangular .hdr/.exr: a file, a folder of them or {choice: [...], weights: [...]}, "
+                          "relative to the recipe file; one drawn per scene",
+    )
+    hdri_level: Positive | None = Field(
+        None, description="scale each HDRI so that its measured level (cosine-weighted mean luminance of its upper "
+                          "hemisphere) is this, before strength; default: the map as it is",
+    )
     rotation_deg: Number = Field(0.0, description="HDRI turn about +Z (only with hdri)")
-    image: str | None = Field(None, description="backdrop image (png, jpg, tif, bmp), relative to the recipe file")
-
-    @field_validator("hdri")
-    @classmethod
-    def _hdri(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _existing_file(value, info, HDRI_SUFFIXES)
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _existing_file(value, info, IMAGE_SUFFIXES)
+    image: Source | None = Field(
+        None, description="backdrop image (png, jpg, tif, bmp): a file, a folder of them or {choice: [...]}, relative "
+                          "to the recipe file; one drawn per scene",
+    )
+    _hdris: Options = PrivateAttr(())  # listed by load_recipe
+    _images: Options = PrivateAttr(())
 
     @model_validator(mode="after")
     def _one_world(self) -> Background:
         if self.hdri is not None and self.color is not None:
             raise ValueError("give color or hdri, not both")
+        if self.hdri_level is not None and self.hdri is None:
+            raise ValueError("hdri_level needs an hdri")
         return self
 
 
@@ -1020,17 +1089,20 @@ class Recipe(Section):
                                                                       "the board (board: N)"))
         return problems
 
-    def fit_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+    def fit_problems(self, libraries: bool = False) -> list[tuple[tuple[str | int, ...], str]]:
         """(field location, message) of object groups that can draw an object taller than the clear
         height above a shelf board they may stand on (the gap up to the next board's underside),
-        checked with the largest size the group can draw and the smallest shelf (call after
-        ``load_recipe`` has read the assets)."""
+        checked with the largest size the group can draw and the smallest shelf. Groups drawing
+        from an asset library only with ``libraries`` (it parses every file of the library, which
+        loading a recipe never does; ``validate --check-assets`` does)."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
         supports = {support.name: (i, support) for i, support in enumerate(self.supports)}
         for i, group in enumerate(self.objects):
             j, shelf = supports.get(group.place_on, (None, None))
             if not isinstance(shelf, Shelf) or shelf.boards == 1 or (group.board is not None and group.board == shelf.boards - 1):
                 continue  # nothing above the top board
+            if isinstance(group.asset, LibraryAsset) and not libraries:
+                continue
             tall, how = self._tallest(group)
             layers = group.arrange.layers if group.arrange is not None else 1
             shortest = bounds(shelf.size[2])[0]
@@ -1054,8 +1126,8 @@ class Recipe(Section):
         (yaw rotations, rows) the largest z size; turned at random (so3) its smallest side, the
         least height it can stand at."""
         if isinstance(group.asset, LibraryAsset):
-            sizes = [asset_model(ref).mesh.extents for entry in self.assets if entry.category == group.asset.library
-                     for ref in entry._refs]
+            sizes = [file.model()[1].mesh.extents for entry in self.assets for _, files in entry._options
+                     for file in files if file.category == group.asset.library]
             how = "are up to {} tall (the tallest of their library's assets)"
         else:
             sizes = [primitive_size(group.asset, lambda v: bounds(v)[1])]
@@ -1142,20 +1214,15 @@ class Recipe(Section):
         return problems
 
     @property
-    def library(self) -> dict[str, tuple[AssetRef, ...]]:
-        """The loaded asset files of each library category (empty before ``load_recipe``)."""
-        library: dict[str, tuple[AssetRef, ...]] = {}
+    def library(self) -> dict[str, tuple[LibraryFile, ...]]:
+        """The listed asset files of each library category, every option of every entry (empty
+        before ``load_recipe``); a scene draws from its entries' drawn options only."""
+        library: dict[str, list[LibraryFile]] = {}
         for entry in self.assets:
-            library[entry.category] = library.get(entry.category, ()) + entry._refs
-        return library
-
-    @property
-    def library_keypoints(self) -> dict[str, tuple[Keypoints, ...]]:
-        """The keypoints of each asset of ``library``, in the same order (empty before ``load_recipe``)."""
-        keypoints: dict[str, tuple[Keypoints, ...]] = {}
-        for entry in self.assets:
-            keypoints[entry.category] = keypoints.get(entry.category, ()) + entry._keypoints
-        return keypoints
+            for _, files in entry._options:
+                for file in files:
+                    library.setdefault(file.category, []).append(file)
+        return {category: tuple(files) for category, files in library.items()}
 
     def _group_keypoint_lists(self) -> list[tuple[tuple, str, tuple[str, ...], tuple[tuple[str, str], ...]]]:
         """(field location, labeled category, keypoint names, skeleton) of every kind of asset each
@@ -1166,9 +1233,11 @@ class Recipe(Section):
                 continue
             if isinstance(group.asset, LibraryAsset):
                 for j, entry in enumerate(self.assets):
-                    if entry.category == group.asset.library:
-                        found += [(("assets", j, "keypoints" if entry.keypoints is not None else "path"), group.category,
-                                   k.names, k.skeleton) for k in entry._keypoints]
+                    field = "keypoints" if entry.keypoints is not None else "manifest" if entry.manifest else "path"
+                    found += [(("assets", j, field), group.category, names, skeleton)
+                              for names, skeleton in dict.fromkeys(
+                                  (file.keypoints.names, file.keypoints.skeleton) for _, files in entry._options
+                                  for file in files if file.category == group.asset.library)]
             else:
                 found.append((("objects", i, "asset", "primitive"), group.category,
                               *PRIMITIVE_KEYPOINTS[group.asset.primitive]))
@@ -1187,7 +1256,7 @@ class Recipe(Section):
         assets have different keypoint lists (call after ``load_recipe`` has read the assets)."""
         problems = []
         for i, entry in enumerate(self.assets):
-            for names in dict.fromkeys(k.names for k in entry._keypoints):
+            for names in dict.fromkeys(file.keypoints.names for _, files in entry._options for file in files):
                 for j, pair in enumerate(entry.skeleton):
                     if unknown := [name for name in pair if name not in names]:
                         known = ", ".join(names) or "none"
@@ -1205,6 +1274,20 @@ class Recipe(Section):
                 first[category] = (loc, names, skeleton)  # report each change once
         return list(dict.fromkeys(problems))
 
+    def asset_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(field location, message) of every listed library file that cannot be parsed (each is
+        parsed now: ``validate --check-assets``; the mesh cache keeps what it converts), else of the
+        library groups whose objects can be too tall for their shelf board (``fit_problems``)."""
+        problems = []
+        for i, entry in enumerate(self.assets):
+            for _, files in entry._options:
+                for file in files:
+                    try:
+                        file.model()
+                    except AssetError as exc:
+                        problems.append((("assets", i, file.field), str(exc)))
+        return problems or self.fit_problems(libraries=True)
+
     def materials(self) -> list[tuple[tuple, Material]]:
         """(field location, material) of every material of the recipe."""
         found = [(("objects", i, "material"), group.material) for i, group in enumerate(self.objects)]
@@ -1219,7 +1302,13 @@ class Recipe(Section):
         """Hash of everything that decides the rendered frames (frame count and refiner excluded),
         asset files included."""
         content = self.model_dump(mode="json", exclude={"count", "refine"})
-        content["asset_hashes"] = [[ref.hash for ref in entry._refs] for entry in self.assets]
+        try:  # the files' bytes, read now (listing the library read none)
+            content["asset_hashes"] = [[file.content_hash for _, files in entry._options for file in files]
+                                       for entry in self.assets]
+        except AssetError as exc:
+            raise UserError(str(exc)) from None
+        content["world_files"] = [[Path(f).name for _, files in options for f in files]
+                                  for options in (self.background._hdris, self.background._images)]
         content["textures"] = [[Path(t).name for t in m._textures] for _, m in self.materials()]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -1367,42 +1456,91 @@ def _rename_deprecated_on(tree: Any, path: Path) -> None:
 
 
 def _load_files(recipe: Recipe, base: Path) -> list[tuple[tuple, str]]:
-    """Load the asset library and list the texture folders into the recipe's private fields;
+    """List the asset library, the texture folders and the world's files into the recipe's private
+    fields (checking each file cheaply, parsing none but USD files whose keypoints are needed);
     returns the problems as (field location, message)."""
     problems = []
+    unlisted = False  # an entry whose categories are unknown, as its files could not be listed
     for i, entry in enumerate(recipe.assets):
+        field = "manifest" if entry.manifest is not None else "path"
         try:
-            entry._refs = tuple(
-                file_asset(file, variants=choice, up_axis=entry.up_axis, scale=entry.scale, size=entry.size)
-                for file in library_files(base, entry.path)
-                for choice in entry.variant_choices()
-            )
+            entry._options = _entry_options(entry, i, base)
         except AssetError as exc:
-            problems.append((("assets", i, "path"), str(exc)))
-            continue
-        entry._keypoints = tuple(_entry_keypoints(entry, ref) for ref in entry._refs)
-    declared = list(dict.fromkeys(entry.category for entry in recipe.assets))
+            problems.append((("assets", i, field), str(exc)))
+            unlisted |= entry.category is None
+    declared = list(dict.fromkeys([*recipe.library, *(e.category for e in recipe.assets if e.category is not None)]))
     for i, group in enumerate(recipe.objects):
-        if isinstance(group.asset, LibraryAsset) and group.asset.library not in declared:
+        if isinstance(group.asset, LibraryAsset) and group.asset.library not in declared and not unlisted:
             known = ", ".join(repr(c) for c in declared) or "none (add an assets section)"
             message = f"no asset category {group.asset.library!r}; the assets section has: {known}"
             problems.append((("objects", i, "asset", "library"), message))
     for loc, material in recipe.materials():
         if material.texture_folder is not None:
             try:
-                material._textures = texture_files(base / material.texture_folder)
+                material._options = resolve_source(material.texture_folder, base, texture_candidates)
             except AssetError as exc:
                 problems.append(((*loc, "texture_folder"), str(exc)))
+            material._textures = tuple(t for _, textures in material._options for t in textures)
+    background = recipe.background
+    for name, suffixes in (("hdri", HDRI_SUFFIXES), ("image", IMAGE_SUFFIXES)):
+        if (value := getattr(background, name)) is not None:
+            try:
+                setattr(background, f"_{name}s", resolve_source(value, base, image_candidates(suffixes)))
+            except AssetError as exc:
+                problems.append((("background", name), str(exc)))
     return problems
 
 
-def _entry_keypoints(entry: AssetEntry, ref: AssetRef) -> Keypoints:
-    """An asset's keypoints: those its library entry declares, else the file's own, with the entry's skeleton."""
-    if entry.keypoints is None:
-        own = asset_model(ref).keypoints
-        return Keypoints(own.names, own.positions, tuple(entry.skeleton))
-    return Keypoints(tuple(entry.keypoints), np.array(list(entry.keypoints.values()), dtype=np.float64).reshape(-1, 3),
-                     tuple(entry.skeleton))
+def _entry_options(entry: AssetEntry, index: int, base: Path) -> tuple[tuple[float, tuple[LibraryFile, ...]], ...]:
+    """The files of a library entry, per option of its path (one option for a manifest), listed
+    and checked cheaply (a USD file is parsed only for keypoints the entry does not declare)."""
+    if entry.manifest is not None:
+        rows = read_manifest((base / entry.manifest).resolve())
+        missing = [row.where for row in rows if row.category is None and entry.category is None]
+        if missing:
+            raise AssetError(f"{missing[0]}: no category (give a category column, or the entry's category)")
+        listed = [(row.file, row.category or entry.category, row.where,
+                   {"up_axis": row.up_axis or entry.up_axis,
+                    **({"scale": entry.scale, "size": entry.size} if row.scale is None and row.size is None
+                       else {"scale": row.scale or 1.0, "size": row.size})}) for row in rows]
+        return ((1.0, _library_files(entry, index, "manifest", listed)),)
+    options = []
+    for option, weight in source_options(entry.path):
+        if entry.category_from == "folder":
+            found = folder_categories((base / option).resolve(), option)
+        else:
+            found = [(file, entry.category) for file in library_files(base, option)]
+        options_of_entry = {"up_axis": entry.up_axis, "scale": entry.scale, "size": entry.size}
+        listed = [(file, category, "", options_of_entry) for file, category in found]
+        options.append((weight, _library_files(entry, index, "path", listed)))
+    return tuple(options)
+
+
+def _library_files(entry: AssetEntry, index: int, field: str, listed: list[tuple[Path, str, str, dict]]
+                   ) -> tuple[LibraryFile, ...]:
+    """One LibraryFile per listed (absolute file, category, manifest row, load options) and variant
+    choice, with its keypoints: those the entry declares, else the file's own (USD files only:
+    they are parsed for them now), with the entry's skeleton."""
+    skeleton = tuple(entry.skeleton)
+    if entry.keypoints is not None:
+        keypoints = Keypoints(tuple(entry.keypoints), np.array(list(entry.keypoints.values()),
+                                                               dtype=np.float64).reshape(-1, 3), skeleton)
+    else:
+        keypoints = Keypoints(skeleton=skeleton)
+    choices = [tuple(sorted(choice.items())) for choice in entry.variant_choices()]
+    files = []
+    for path, category, row, options in listed:
+        try:
+            check_asset_file(path)
+        except AssetError as exc:
+            raise AssetError(f"{row}: {exc}" if row else str(exc)) from None
+        for choice in choices:
+            file = LibraryFile(str(path), category, index, field, row, choice, **options, keypoints=keypoints)
+            if entry.keypoints is None and path.suffix.lower() in USD_SUFFIXES:
+                own = file.model()[1].keypoints
+                file = replace(file, keypoints=Keypoints(own.names, own.positions, skeleton))
+            files.append(file)
+    return tuple(files)
 
 
 def _read_yaml(path: Path) -> CommentedMap:

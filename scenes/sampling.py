@@ -13,6 +13,7 @@ import hashlib
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -21,9 +22,10 @@ import numpy as np
 from sceneforge.floor.colour import srgb_to_linear
 from sceneforge.floor.errors import UserError
 
-from .assets import Keypoints, asset_mesh, asset_model
+from .assets import AssetError, Keypoints, asset_mesh, asset_model, environment_level
 from .camera import camera_rays, lens_problem
 from .distributions import draw, draw_rotation, draw_vector, rotation_about_z
+from .library import LibraryFile
 from .motion import camera_track, catmull_rom, held, kinematic_poses, orbit_eyes, path_poses, shake, shaken
 from .placement import Body, Layout, Rect, Region
 from .raycast import visible_fractions
@@ -210,7 +212,7 @@ def _rig_frame(recipe: Recipe, index: int) -> SceneSpec:
         background_color=scene.background_color,
         background_strength=scene.background_strength,
         hdri=scene.hdri,
-        background_image=recipe.background.image,
+        background_image=scene.background_image,
         render=RenderSpec(
             **recipe.render.model_dump(exclude={"resolution"}),
             noise_seed=int(camera_rng.integers(0, 2**31)),
@@ -233,6 +235,7 @@ class _Scene:
     hdri: HdriSpec | None
     lens: LensSpec | None
     motion: SequenceMotion | None
+    background_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,22 +293,71 @@ def _scene(recipe: Recipe, scene_index: int) -> _Scene:
 def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     seed = scene_seed(recipe.seed, scene_index)
     objects_rng, lights_rng, world_rng, supports_rng = (scene_stream(seed, key) for key in ((0,), (1,), (2,), (4,)))
-    objects, props, layout, movers = _sample_objects(recipe, scene_index, seed, objects_rng, supports_rng)
-    ground = None if recipe.ground is None else GroundSpec(
-        size=recipe.ground.size,
-        material=_sample_material(recipe.ground.material, "ground.material", world_rng, scene_stream(seed, (15, 3))),
-    )
+    textures = _SCENE_TEXTURES.set({
+        id(material): _drawn_option(material._options, scene_stream(seed, (16, 3, k)))
+        for k, (_, material) in enumerate(recipe.materials()) if len(material._options) > 1
+    })
+    try:
+        objects, props, layout, movers = _sample_objects(recipe, scene_index, seed, objects_rng, supports_rng)
+        ground = None if recipe.ground is None else GroundSpec(
+            size=recipe.ground.size,
+            material=_sample_material(recipe.ground.material, "ground.material", world_rng, scene_stream(seed, (15, 3))),
+        )
+    finally:
+        _SCENE_TEXTURES.reset(textures)
     background = recipe.background
     background_color = _sample_color(background.color or DEFAULT_BACKGROUND, world_rng)
     strength = max(0.0, float(draw(background.strength, world_rng)))
-    hdri = None if background.hdri is None else HdriSpec(
-        path=background.hdri, rotation_deg=float(draw(background.rotation_deg, world_rng)), strength=strength,
-    )
+    hdri = None if background.hdri is None else _sample_hdri(recipe, scene_index, strength, world_rng,
+                                                             scene_stream(seed, (16, 0)))
+    image = None if background.image is None else _drawn_file(recipe, "image", background._images,
+                                                               scene_stream(seed, (16, 1)))
     lens = _sample_lens(recipe, scene_index, scene_stream(seed, (13, 2)))
     motion = None if recipe.sequence is None else _sample_motion(recipe, scene_index, seed, objects, props, lens,
                                                                  layout, movers)
     lights = [spec for i, light in enumerate(recipe.lights) for spec in _sample_lights(recipe, i, lights_rng)]
-    return _Scene(seed, objects, props, lights, ground, background_color, strength, hdri, lens, motion)
+    return _Scene(seed, objects, props, lights, ground, background_color, strength, hdri, lens, motion, image)
+
+
+# The texture options drawn for the scene being sampled (id of a recipe Material -> its textures),
+# for materials whose texture_folder is a choice: every _sample_material of the scene reads them.
+_SCENE_TEXTURES: ContextVar[dict[int, tuple[str, ...]]] = ContextVar("scene textures", default={})
+
+
+def _drawn_option(options: tuple[tuple[float, tuple], ...], rng: np.random.Generator) -> tuple:
+    """The files of one option of a source (a file, folder or choice), drawn by weight."""
+    if len(options) == 1:
+        return options[0][1]
+    weights = np.array([weight for weight, _ in options])
+    return options[int(rng.choice(len(options), p=weights / weights.sum()))][1]
+
+
+def _drawn_file(recipe: Recipe, field: str, options: tuple[tuple[float, tuple[str, ...]], ...],
+                rng: np.random.Generator) -> str:
+    """One file of a background source for a scene: an option by weight, then one of its files."""
+    if not options:
+        raise UserError(f"background.{field}: not listed (a recipe with files must come from load_recipe)")
+    files = _drawn_option(options, rng)
+    return files[int(rng.integers(len(files)))]
+
+
+def _sample_hdri(recipe: Recipe, scene_index: int, strength: float, world_rng: np.random.Generator,
+                 rng: np.random.Generator) -> HdriSpec:
+    """The scene's HDRI (drawn from ``rng``), turned by a rotation from the world stream, its
+    strength scaled so that its level is ``hdri_level`` when that is given."""
+    background = recipe.background
+    path = _drawn_file(recipe, "hdri", background._hdris, rng)
+    rotation = float(draw(background.rotation_deg, world_rng))
+    if background.hdri_level is not None:
+        try:
+            measured = environment_level(path)
+        except (AssetError, OSError) as exc:
+            raise UserError(f"{recipe.where('background', 'hdri')}: scene {scene_index}: {exc}") from None
+        if not measured > 0:
+            raise UserError(f"{recipe.where('background', 'hdri_level')}: scene {scene_index}: {path} is black in "
+                            "its upper half (level 0); it cannot be brought to a level")
+        strength *= max(0.0, float(draw(background.hdri_level, rng))) / measured
+    return HdriSpec(path=path, rotation_deg=rotation, strength=strength)
 
 
 def _sample_lens(recipe: Recipe, scene_index: int, rng: np.random.Generator) -> LensSpec | None:
@@ -420,7 +472,9 @@ def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     sensors of frame f (10, f); the rig's cameras (13, 1); lens coefficients (13, 2); exposure of
     frame f (13, 3, f), of a sequence (13, 3, 0); rig camera k's noise in frame i (14, i, k);
     material randomisation of placed object k (15, 0, k), of support i (15, 1, i), of the walls
-    (15, 2), of the ground (15, 3); the rows arrangement of object group g (17, g)."""
+    (15, 2), of the ground (15, 3); the world's files: HDRI and its level (16, 0), backdrop image
+    (16, 1), option of ``assets[i].path`` (16, 2, i), option of the k-th material's
+    ``texture_folder`` (16, 3, k); the rows arrangement of object group g (17, g)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -714,7 +768,7 @@ def _scatter(
     placement = recipe.placement
     drop_height = placement.physics.drop_height if placement.physics else 0.0
     by_category: dict[str, list[int]] = {}  # body indices of the objects placed so far, per category
-    library, library_keypoints = recipe.library, recipe.library_keypoints
+    library = _scene_library(recipe, scene_index)
     placed = []
     for group_index, group in enumerate(recipe.objects):
         count = int(draw(group.count, rng))  # >= 0: checked when the recipe loads
@@ -727,7 +781,7 @@ def _scatter(
         if group.board is not None:
             options = [options[group.board]]  # a shelf's boards, lowest first (checked when the recipe loads)
         if group.arrange is not None:
-            drawn = [(*_sample_asset(group, group_index, library, library_keypoints, rng),
+            drawn = [(*_sample_asset(recipe, group, group_index, library, rng),
                       _sample_material(group.material, f"objects[{group_index}].material", rng,
                                        scene_stream(seed, (15, 0, len(placed) + k)))) for k in range(count)]
             bodies = _arrange(recipe, scene_index, group_index, layout, options, [asset_mesh(a) for a, _, _ in drawn],
@@ -739,7 +793,7 @@ def _scatter(
                 raise UserError(f"{recipe.where('objects')}: more than {MAX_INSTANCES} objects in scene {scene_index}")
             continue
         for k in range(count):
-            asset, keypoints = _sample_asset(group, group_index, library, library_keypoints, rng)
+            asset, keypoints = _sample_asset(recipe, group, group_index, library, rng)
             mesh = asset_mesh(asset)
             look_rng = scene_stream(seed, (15, 0, len(placed)))
             material = _sample_material(group.material, f"objects[{group_index}].material", rng, look_rng)
@@ -862,18 +916,34 @@ def _place_arranged(layout: Layout, rect: Rect, surface: Rect | int, mesh: trime
     return body
 
 
+def _scene_library(recipe: Recipe, scene_index: int) -> dict[str, list[LibraryFile]]:
+    """The library files a scene draws from, by category: of each ``assets`` entry, the option of
+    its path drawn for the scene (stream (16, 2, entry)); an entry of one option always gives it."""
+    seed = scene_seed(recipe.seed, scene_index)
+    library: dict[str, list[LibraryFile]] = {}
+    for i, entry in enumerate(recipe.assets):
+        for file in _drawn_option(entry._options, scene_stream(seed, (16, 2, i))) if entry._options else ():
+            library.setdefault(file.category, []).append(file)
+    return library
+
+
 def _sample_asset(
-    group: ObjectGroup, group_index: int, library: dict[str, tuple[AssetRef, ...]],
-    library_keypoints: dict[str, tuple[Keypoints, ...]], rng: np.random.Generator,
+    recipe: Recipe, group: ObjectGroup, group_index: int, library: dict[str, list[LibraryFile]],
+    rng: np.random.Generator,
 ) -> tuple[AssetRef, Keypoints]:
-    """An asset of the group, and its keypoints (a library entry's, or a primitive's canonical ones)."""
+    """An asset of the group, and its keypoints (a library entry's, or a primitive's canonical
+    ones); a library file is parsed here, the first time a scene draws it."""
     if isinstance(group.asset, LibraryAsset):
         choices = library.get(group.asset.library)
         if not choices:
-            raise UserError(f"objects[{group_index}].asset.library: no loaded assets of category "
-                            f"{group.asset.library!r} (a recipe with assets must come from load_recipe)")
-        chosen = int(rng.integers(len(choices)))
-        return choices[chosen], library_keypoints[group.asset.library][chosen]
+            raise UserError(f"{recipe.where('objects', group_index, 'asset', 'library')}: no listed assets of "
+                            f"category {group.asset.library!r} in this scene's options (a recipe with assets must "
+                            "come from load_recipe)")
+        file = choices[int(rng.integers(len(choices)))]
+        try:
+            return file.model()[0], file.keypoints
+        except AssetError as exc:
+            raise UserError(f"{recipe.where('assets', file.entry, file.field)}: {exc}") from None
     params: dict = {}
     for name, value in group.asset:
         if name == "primitive":
@@ -898,9 +968,10 @@ def _sample_material(
     recipes keep their scenes."""
     texture = None
     if material.texture_folder is not None:
-        if not material._textures:
+        textures = _SCENE_TEXTURES.get().get(id(material), material._textures)
+        if not textures:
             raise UserError(f"{where}.texture_folder: not listed (a recipe with textures must come from load_recipe)")
-        texture = material._textures[int(rng.integers(len(material._textures)))]
+        texture = textures[int(rng.integers(len(textures)))]
     return MaterialSpec(
         base_color=None if material.color is None else _sample_color(material.color, rng),
         roughness=None if material.roughness is None else _unit(draw(material.roughness, rng)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .assets import USD_SUFFIXES, asset_model
+from .assets import USD_SUFFIXES
 from .recipe import Arrange, LibraryAsset, Recipe
 
 ELONGATED = 1.5  # the longest side at least this many times the height: the asset clearly lies
@@ -31,24 +31,26 @@ class AxisNote:
     warning: str | None
 
 
-def up_axis_notes(recipe: Recipe) -> list[AxisNote]:
-    """One note per asset file of a loaded recipe (variants of a file share it), in library order."""
+def up_axis_notes(recipe: Recipe, drawn: set[str] | None = None) -> list[AxisNote]:
+    """One note per asset file of a loaded recipe (variants of a file share it), in library order;
+    only the files whose paths are in ``drawn`` when it is given (a library is parsed lazily: the
+    files a scene drew are the ones already read)."""
     upright = {group.asset.library for group in recipe.objects if isinstance(group.asset, LibraryAsset)
                and (isinstance(group.arrange, Arrange) or recipe.placement.rotation != "so3")}
     notes: dict[tuple[int, str], AxisNote] = {}
     for i, entry in enumerate(recipe.assets):
-        for ref in entry._refs:
-            if (i, ref.path) in notes:
+        for file in (file for _, files in entry._options for file in files):
+            if (i, file.path) in notes or (drawn is not None and file.path not in drawn):
                 continue
-            model = asset_model(ref)
+            ref, model = file.model()
             usd = Path(ref.path).suffix.lower() in USD_SUFFIXES
             source = "declared" if ref.up_axis is not None else "USD upAxis" if usd else "the default, glTF's +Y up"
             x, y, z = (float(e) for e in model.mesh.extents)
             warning = None
-            if entry.category in upright and (ref.up_axis is not None or not usd) and y >= x and y >= ELONGATED * z:
+            if file.category in upright and (ref.up_axis is not None or not usd) and y >= x and y >= ELONGATED * z:
                 other = "Z" if model.up_axis == "Y" else "Y"
                 warning = (f"{Path(ref.path).name} loaded {model.up_axis} up ({source}) stands {z:.3g} m tall with its "
                            f"longest side ({y:.3g} m) lying flat; loaded {other} up it would stand upright. If it should "
                            f"stand, set up_axis: {other}")
-            notes[(i, ref.path)] = AxisNote(i, ref.path, model.up_axis, source, warning)
+            notes[(i, file.path)] = AxisNote(i, file.path, model.up_axis, source, warning)
     return list(notes.values())

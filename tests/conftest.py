@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,15 @@ from sceneforge.pipeline import render_dataset
 from sceneforge.scenes.recipe import load_recipe
 
 from .helpers import TINY_RECIPE, write_recipe
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mesh_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The converted-mesh cache of every test (and the workers they start): a fresh folder, never
+    the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["SCENEFORGE_CACHE"] = str(folder)
+    return folder
 
 
 @pytest.fixture

@@ -269,5 +269,5 @@ def test_recipe_hash_follows_the_asset_files_bytes(tmp_path):
     asset.write_bytes(trimesh.creation.box(extents=(0.1, 0.2, 0.3)).export(file_type="glb"))
     after = load_recipe(path)
     assert after.content_hash() != before.content_hash()
-    (ref,) = after.library["a"]
-    assert_normalised(asset_model(ref).mesh, [0.1, 0.3, 0.2])  # glTF is +Y up
+    (listed,) = after.library["a"]
+    assert_normalised(asset_model(listed.ref()).mesh, [0.1, 0.3, 0.2])  # glTF is +Y up

@@ -294,7 +294,7 @@ def test_transparency_fields_draw_per_object_and_change_nothing_else(tmp_path):
     ("alpha_mode: CLIP", "objects[0].material.alpha_mode: "),
     ("alpha_cutoff: -0.1", "objects[0].material.alpha_cutoff: "),
     ("opacity_texture: missing.png", "objects[0].material.opacity_texture: file not found"),
-    ("opacity_texture: notes.txt", "objects[0].material.opacity_texture: expected a .png"),
+    ("opacity_texture: notes.txt", "objects[0].material.opacity_texture: cannot read"),
     ("opacity_texture: broken.png", "objects[0].material.opacity_texture: "),
 ])
 def test_bad_transparency_fields_name_the_file_position_and_field(tmp_path, field, expected):
