@@ -15,13 +15,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-SPEC_FORMAT = "sceneforge.scenespec/4"
+SPEC_FORMAT = "sceneforge.scenespec/5"
 # Format 1 posed lights in Blender's axes (shining along -Z) and named the noise seed cycles_seed;
 # format 2 had no sequences; format 3 had one ideal pinhole camera per frame (no rig, lens,
-# exposure, sensors) and no keypoints: their fields' defaults read it unchanged.
+# exposure, sensors) and no keypoints; format 4 had no PBR randomisation, transparency or behind
+# pass: their fields' defaults read it unchanged.
 _FORMAT_1 = "sceneforge.scenespec/1"
 _FORMAT_2 = "sceneforge.scenespec/2"
 _FORMAT_3 = "sceneforge.scenespec/3"
+_FORMAT_4 = "sceneforge.scenespec/4"
 
 Vector3 = tuple[float, float, float]
 Matrix3 = tuple[Vector3, Vector3, Vector3]
@@ -268,7 +270,7 @@ class SceneSpec(_Spec):
     in a sequence (``sequence``) the poses of what moves.
     """
 
-    format: Literal["sceneforge.scenespec/4"] = SPEC_FORMAT
+    format: Literal["sceneforge.scenespec/5"] = SPEC_FORMAT
     index: int
     scene_index: int
     seed: int  # the scene's seed
@@ -299,11 +301,11 @@ class SceneSpec(_Spec):
         found = data.get("format") if isinstance(data, dict) else None
         if found == _FORMAT_1:
             data = _upgrade_format_1(data)
-        elif found in (_FORMAT_2, _FORMAT_3):
+        elif found in (_FORMAT_2, _FORMAT_3, _FORMAT_4):
             data = {**data, "format": SPEC_FORMAT}
         elif found != SPEC_FORMAT:
             raise ValueError(f"unsupported SceneSpec format {found!r}; this SceneForge reads {SPEC_FORMAT!r}, "
-                             f"{_FORMAT_3!r}, {_FORMAT_2!r} and {_FORMAT_1!r}")
+                             f"{_FORMAT_4!r}, {_FORMAT_3!r}, {_FORMAT_2!r} and {_FORMAT_1!r}")
         return cls.model_validate(data)
 
     def content_key(self) -> str:

@@ -83,6 +83,21 @@ def test_a_format_3_spec_is_read_as_one_ideal_pinhole_camera(recipe):
     })
 
 
+def test_a_format_4_spec_reads_with_its_materials_unchanged_and_no_behind_pass(recipe):
+    """Format 4 had no material randomisation, transparency or behind pass: absent, they are None
+    (the asset's own values) and off, which is what format 4 frames were rendered with."""
+    current = sample(recipe, 0)
+    document = json.loads(current.to_json())
+    for obj in document["objects"]:
+        for field in ("roughness_scale", "hue_shift_deg", "transmission", "ior", "alpha", "alpha_mode",
+                      "alpha_cutoff", "opacity_texture"):
+            del obj["material"][field]
+    del document["render"]["behind"]
+    document["format"] = "sceneforge.scenespec/4"
+    spec = SceneSpec.from_json(json.dumps(document))
+    assert spec.format == SPEC_FORMAT and spec == current and not spec.render.behind
+
+
 @pytest.mark.parametrize("found", ["sceneforge.scenespec/9", None])
 def test_a_spec_of_an_unknown_format_is_refused_not_misread(recipe, found):
     document = json.loads(sample(recipe, 0).to_json())
