@@ -3,7 +3,7 @@ label-preserving refiner, trained on the same data for the same steps, in one ta
 
     python benchmarks/refine_compare.py --store OUT --real DIR [--real-labeled LABELED] [--steps 150]
                                         [--size 48] [--batch 4] [--width 16] [--blocks 3]
-                                        [--architectures cyclegan,cut,fastcut,sceneforge]
+                                        [--architectures cyclegan,cut,fastcut,sceneforge] [--runs DIR]
 
 Columns: SWD to the photos (mean over the pyramid levels; lower is closer), two-sample accuracy
 (a small CNN telling refined from photos; 0.5 = indistinguishable), edge agreement of refined vs
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--architectures", default="cyclegan,cut,fastcut,sceneforge")
+    parser.add_argument("--runs", type=Path, help="keep the training runs in DIR/ARCHITECTURE (for 'refine preview'; a run already there is resumed, not retrained)")
     args = parser.parse_args()
     store = DatasetStore(args.store)
     records = store.records()
@@ -71,11 +72,12 @@ def main() -> None:
     print("|" + "|".join("-" * (w + 2) for w in (10, 6, 15, 14, 14, 10, 8, 10)) + "|")
     _row("renders", renders, renders, real, instances, store, args, None, None)
     with tempfile.TemporaryDirectory() as tmp:
+        runs = args.runs or Path(tmp)
         for architecture in args.architectures.split(","):
             options = TrainOptions.preset(architecture, channels=args.width, blocks=args.blocks, disc_channels=args.width,
                                           steps=args.steps, size=args.size, batch=args.batch, checkpoint_every=args.steps,
                                           seed=args.seed)
-            run = Path(tmp) / architecture
+            run = runs / architecture
             result = train(store.root, args.real, run, options, "cpu")
             parameters = sum(p.numel() for p in training_setup(options, torch.device("cpu"))[0].parameters())
             _row(architecture, renders, refined_images(store, records, run, "cpu"), real, instances, store, args,
