@@ -4,13 +4,16 @@ label-preserving refiner, trained on the same data for the same steps, in one ta
     python benchmarks/refine_compare.py --store OUT --real DIR [--real-labeled LABELED] [--steps 150]
                                         [--size 48] [--batch 4] [--width 16] [--blocks 3]
                                         [--architectures cyclegan,cut,fastcut,sceneforge] [--runs DIR]
+                                        [--temporal-weight W]
 
 Columns: SWD to the photos (mean over the pyramid levels; lower is closer), two-sample accuracy
 (a small CNN telling refined from photos; 0.5 = indistinguishable), edge agreement of refined vs
 render at instance boundaries and structure SSIM (label validity: 1 = kept), trained parameters,
-seconds per training step (CPU), and the task probe's mean IoU on the labeled real set: the probe
-is ``sceneforge.refine.probe`` (``probe_miou`` below is the one hook; "—" until that module
-provides it, or without ``--real-labeled``). The first row is the renders themselves.
+seconds per training step (CPU), on a sequence store the flicker the refiner adds
+(``warping_error``'s ``added``, 8-bit levels, refine/temporal.py; train with ``--temporal-weight``
+to compare), and the task probe's mean IoU on the labeled real set: the probe is
+``sceneforge.refine.probe`` (``probe_miou`` below is the one hook; "—" until that module provides
+it, or without ``--real-labeled``). The first row is the renders themselves.
 docs/refiner.md quotes a run on the sim-to-real fixture of tests/test_refine_sim2real.py.
 """
 
@@ -29,6 +32,7 @@ from sceneforge.labels.torch import image_tensor
 from sceneforge.refine.apply import refined_images
 from sceneforge.refine.data import RealPhotos
 from sceneforge.refine.metrics import label_validity, sliced_wasserstein, two_sample_accuracy
+from sceneforge.refine.temporal import warping_error
 from sceneforge.refine.train import TrainOptions, train, training_setup
 
 
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--architectures", default="cyclegan,cut,fastcut,sceneforge")
+    parser.add_argument("--temporal-weight", type=float, default=0.0, help="train with the temporal loss (sequence stores)")
     parser.add_argument("--runs", type=Path, help="keep the training runs in DIR/ARCHITECTURE (for 'refine preview'; a run already there is resumed, not retrained)")
     args = parser.parse_args()
     store = DatasetStore(args.store)
@@ -68,15 +73,15 @@ def main() -> None:
     print(f"{len(records)} frames, {len(real)} photos; {args.steps} steps of batch {args.batch} at {args.size} px, "
           f"generator width {args.width}, {args.blocks} blocks, CPU ({torch.get_num_threads()} threads)")
     print(f"| {'refiner':10} | {'SWD':>6} | {'two-sample acc.':>15} | {'edge agreement':>14} | {'structure SSIM':>14} "
-          f"| {'parameters':>10} | {'s / step':>8} | {'probe mIoU':>10} |")
-    print("|" + "|".join("-" * (w + 2) for w in (10, 6, 15, 14, 14, 10, 8, 10)) + "|")
+          f"| {'parameters':>10} | {'s / step':>8} | {'flicker':>7} | {'probe mIoU':>10} |")
+    print("|" + "|".join("-" * (w + 2) for w in (10, 6, 15, 14, 14, 10, 8, 7, 10)) + "|")
     _row("renders", renders, renders, real, instances, store, args, None, None)
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp)
         for architecture in args.architectures.split(","):
             options = TrainOptions.preset(architecture, channels=args.width, blocks=args.blocks, disc_channels=args.width,
                                           steps=args.steps, size=args.size, batch=args.batch, checkpoint_every=args.steps,
-                                          seed=args.seed)
+                                          seed=args.seed, temporal_weight=args.temporal_weight)
             run = runs / architecture
             result = train(store.root, args.real, run, options, "cpu")
             parameters = sum(p.numel() for p in training_setup(options, torch.device("cpu"))[0].parameters())
@@ -92,9 +97,11 @@ def _row(name: str, renders: list[np.ndarray], refined: list[np.ndarray], real: 
     accuracy = two_sample_accuracy(square, real, seed=args.seed)
     validity = label_validity(_images(renders), _images(refined), instances)
     miou = probe_miou(store, refined, args.real_labeled, args.seed)
+    temporal = warping_error(store, store.records(), refined)
     cells = [f"{swd:6.1f}", f"{accuracy:15.2f}", f"{validity['edge_agreement_ratio']:14.3f}",
              f"{validity['structure_ssim']:14.3f}", f"{parameters / 1e6:9.3f}M" if parameters else f"{'—':>10}",
-             f"{seconds:8.3f}" if seconds else f"{'—':>8}", f"{miou:10.3f}" if miou is not None else f"{'—':>10}"]
+             f"{seconds:8.3f}" if seconds else f"{'—':>8}", f"{temporal['added']:7.2f}" if temporal else f"{'—':>7}",
+             f"{miou:10.3f}" if miou is not None else f"{'—':>10}"]
     print(f"| {name:10} | " + " | ".join(cells) + " |", flush=True)
 
 
