@@ -21,7 +21,7 @@ from sceneforge.refine import evaluate
 from sceneforge.refine.apply import REFINED
 from sceneforge.refine.data import SIGNED, SyntheticFrames
 from sceneforge.refine.model import Generator
-from sceneforge.refine.temporal import SequencePairs, consecutive_pairs, flow_mask, masked_warp_difference, pair_batches, warp_back, warping_error
+from sceneforge.refine.temporal import SequencePairs, consecutive_pairs, flow_mask, pair_batches, warp_back, warping_error
 from sceneforge.refine.train import TrainOptions, temporal_loss, train
 from sceneforge.labels.torch import image_tensor
 from sceneforge.scenes.recipe import load_recipe
