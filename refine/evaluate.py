@@ -17,6 +17,7 @@ from .apply import refined_images
 from .data import RealPhotos
 from .device import pick_device
 from .metrics import frechet_and_kernel_distance, label_validity, sliced_wasserstein, two_sample_accuracy
+from .temporal import warping_error
 
 
 def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | None = None, count: int = 200,
@@ -25,7 +26,8 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
                    on_stage: Callable[[str], None] | None = None) -> dict:
     """Compare the first ``count`` renders and their refined versions with the photos in
     ``real_dir``: SWD (per pyramid level and mean; lower is closer), two-sample classifier accuracy
-    (0.5 = indistinguishable), label validity of refined vs render, and FID/KID with user weights.
+    (0.5 = indistinguishable), label validity of refined vs render, the warping error of
+    consecutive frames of sequences (refine/temporal.py), and FID/KID with user weights.
     The refined frames are ``rgb_refined/`` or, with ``checkpoint``, computed now.
     Progress: ``on_start(frames, 0)``, ``on_frame()`` after each refined frame is read or computed,
     then ``on_stage(name)`` before each measurement."""
@@ -61,6 +63,10 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
         "label_validity": label_validity(_images(raw, on), _images(refined, on), torch.from_numpy(
             np.stack([store.read_instance(r).astype(np.int64) for r in records])).to(on)),
     }
+    stage("warping error")
+    temporal = warping_error(store, records, refined)
+    if temporal is not None:
+        report["warping_error"] = temporal
     if inception_weights is not None:
         stage("FID/KID")
         report["fid_kid"] = {name: frechet_and_kernel_distance(images, real, inception_weights, seed=seed)

@@ -13,7 +13,7 @@ import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
@@ -23,6 +23,7 @@ from . import checkpoint
 from .data import SIGNED, RealPhotos, SyntheticFrames, training_batches
 from .device import autocast, pick_device
 from .model import CycleModels, RefinerConfig
+from .temporal import SequencePairs, flow_mask, masked_warp_difference, pair_batches
 
 log = logging.getLogger("sceneforge")
 
@@ -45,19 +46,29 @@ class TrainOptions:
     checkpoint_every: int = 500
     seed: int = 0
     mixed_precision: bool = True  # bf16 autocast on a GPU
+    objective: str = "cycle"  # "cycle" (CycleGAN's two generators) or "cut" (one generator, PatchNCE; refine/cut.py)
+    nce_weight: float = 1.0  # CUT: 1 with identity NCE; FastCUT: 10 without
+    nce_identity: bool = True
+    temporal_weight: float = 0.0  # sequence stores: weight of the flow-warped temporal loss (0: off)
     config: RefinerConfig = field(default_factory=RefinerConfig)
 
     @classmethod
     def preset(cls, architecture: str, *, channels: int = 64, blocks: int = 9, disc_channels: int = 64,
                **options) -> TrainOptions:
-        """``sceneforge`` (the label-preserving refiner) or ``cyclegan`` (the published baseline:
-        its architecture and no structure loss), with the networks' widths and the generator's depth."""
+        """``sceneforge`` (the label-preserving refiner), ``cyclegan`` (the published baseline: its
+        architecture and no structure loss), ``cut`` or ``fastcut`` (CUT as published: CycleGAN's
+        generator and discriminator, PatchNCE instead of the cycle), with the networks' widths and
+        the generator's depth."""
         if architecture == "sceneforge":
             config, structure = RefinerConfig(), cls.structure_weight
         elif architecture == "cyclegan":
             config, structure = RefinerConfig.reference(), 0.0
+        elif architecture in ("cut", "fastcut"):
+            config, structure = RefinerConfig.reference(), 0.0
+            fast = architecture == "fastcut"
+            options = {"objective": "cut", "nce_weight": 10.0 if fast else 1.0, "nce_identity": not fast, **options}
         else:
-            raise UserError(f"--architecture: expected sceneforge or cyclegan, got {architecture!r}")
+            raise UserError(f"--architecture: expected sceneforge, cyclegan, cut or fastcut, got {architecture!r}")
         return cls(structure_weight=structure, config=replace(config, channels=channels, blocks=blocks, disc_channels=disc_channels), **options)
 
 
@@ -134,8 +145,10 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
     saved = run / checkpoint.FILE_NAME
     if saved.exists():
         state = checkpoint.load(saved, str(torch_device))
-        if state["config"] != options.config:
-            raise UserError(f"{saved}: trained with architecture {state['config']}, not {options.config}; use another run folder")
+        objective = state["options"].get("objective", "cycle")  # checkpoints older than CUT are CycleGANs
+        if state["config"] != options.config or objective != options.objective:
+            raise UserError(f"{saved}: trained with architecture {state['config']} ({objective}), not "
+                            f"{options.config} ({options.objective}); use another run folder")
         checkpoint.load_models(models, state, saved)
         optimise_g.load_state_dict(state["optimise_g"])  # moves the moments to the parameters' device
         optimise_d.load_state_dict(state["optimise_d"])
@@ -149,6 +162,11 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
         on_start(options.steps, min(step, options.steps))
     first_step, started = step, time.perf_counter()
     batches = training_batches(synthetic, real, size=options.size, batch=options.batch, seed=options.seed, first_step=step)
+    sequences = (pair_batches(SequencePairs(synthetic), size=options.size, batch=options.batch, seed=options.seed,
+                              first_step=step) if options.temporal_weight > 0 else None)
+    update = train_step
+    if options.objective == "cut":
+        from .cut import train_step as update  # cut imports this module
     augment = kornia.augmentation.ColorJiggle(0.1, 0.1, 0.1, 0.02, p=0.5)  # photometric only: never moves pixels
     with (run / "log.jsonl").open("a") as log_file:
         while step < options.steps:
@@ -158,7 +176,10 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
                 torch.manual_seed(int(np.random.default_rng([options.seed, step, 2]).integers(2**62)))
                 y = augment((y + 1) / 2) * 2 - 1
             rng = np.random.default_rng([options.seed, step, 1])
-            losses = train_step(models, options, x, a, y, pools, rng, optimise_g, optimise_d, torch_device)
+            extra = {}
+            if sequences is not None:
+                extra["temporal"] = (options.temporal_weight, _temporal_term(models.to_real, next(sequences), torch_device, channels_last))
+            losses = update(models, options, x, a, y, pools, rng, optimise_g, optimise_d, torch_device, extra)
             step += 1
             if step % 10 == 0 or step == options.steps:  # reading a loss waits for the GPU: not every step
                 log_file.write(json.dumps({"step": step, **{k: v.item() for k, v in losses.items()}}) + "\n")
@@ -170,17 +191,23 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
     return TrainResult(run, first_step, step, seconds, str(torch_device))
 
 
-def training_setup(options: TrainOptions, device: torch.device) -> tuple[CycleModels, torch.optim.Optimizer, torch.optim.Optimizer, bool]:
-    """The four networks (initial weights from ``options.seed``) on ``device`` and the Adam
-    optimisers of the generators and of the discriminators; channels_last (returned) with the
-    per-pixel norm, where it is fast (instance norm is not)."""
+def training_setup(options: TrainOptions, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.Optimizer, bool]:
+    """The networks (CycleGAN's four, or CUT's generator, heads and discriminator; initial weights
+    from ``options.seed``) on ``device`` and the Adam optimisers of the generator side and of the
+    discriminators; channels_last (returned) with the per-pixel norm, where it is fast (instance
+    norm is not)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # without touching the caller's RNG
-        models = CycleModels(options.config)
+        if options.objective == "cut":
+            from .cut import CutModels
+            models = CutModels(options.config)
+        else:
+            models = CycleModels(options.config)
     channels_last = options.config.channels_last
     models.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    generators = [*models.to_real.parameters(), *models.to_synthetic.parameters()]
-    judges = [*models.judge_real.parameters(), *models.judge_synthetic.parameters()]
+    children = list(models.named_children())
+    generators = [p for name, module in children if not name.startswith("judge_") for p in module.parameters()]
+    judges = [p for name, module in children if name.startswith("judge_") for p in module.parameters()]
     fused = device.type == "cuda"
     optimise_g = torch.optim.Adam(generators, options.learning_rate, betas=(0.5, 0.999), fused=fused)
     optimise_d = torch.optim.Adam(judges, options.learning_rate, betas=(0.5, 0.999), fused=fused)
@@ -189,8 +216,9 @@ def training_setup(options: TrainOptions, device: torch.device) -> tuple[CycleMo
 
 def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor, y: Tensor, pools: dict[str, ImagePool],
           rng: np.random.Generator, optimise_g: torch.optim.Optimizer, optimise_d: torch.optim.Optimizer,
-          device: torch.device) -> dict[str, Tensor]:
-    """One CycleGAN update: both generators, then both discriminators (LSGAN); the losses, detached."""
+          device: torch.device, extra_g: dict[str, tuple[float, Callable[[], Tensor]]] | None = None) -> dict[str, Tensor]:
+    """One CycleGAN update: both generators, then both discriminators (LSGAN); the losses, detached.
+    ``extra_g``: more generator terms, name -> (weight, loss function), logged under their names."""
     to_real, to_synthetic = models.to_real, models.to_synthetic
     judges = (models.judge_real, models.judge_synthetic)
     amp = options.mixed_precision
@@ -205,6 +233,9 @@ def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor,
         structure = structure_loss(fake_real.float(), x, a[:, BOUNDARY_CHANNEL:BOUNDARY_CHANNEL + 1], options.boundary_emphasis)
         loss_g = (adversarial + options.cycle_weight * cycle + options.cycle_weight * options.identity_weight * identity
                   + options.structure_weight * structure)
+        extras = {name: term() for name, (_, term) in (extra_g or {}).items()}
+        for name, value in extras.items():
+            loss_g = loss_g + extra_g[name][0] * value
     optimise_g.zero_grad(set_to_none=True)
     loss_g.backward()
     optimise_g.step()
@@ -220,7 +251,29 @@ def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor,
     loss_d.backward()
     optimise_d.step()
     return {"adversarial": adversarial.detach(), "cycle": cycle.detach(), "identity": identity.detach(),
-            "structure": structure.detach(), "discriminators": loss_d.detach()}
+            "structure": structure.detach(), "discriminators": loss_d.detach(), **{k: v.detach() for k, v in extras.items()}}
+
+
+def temporal_loss(generator: nn.Module, rgb: Tensor, aux: Tensor, flow: Tensor, valid: Tensor) -> Tensor:
+    """Temporal warping loss of a sequence batch (``rgb``, ``aux``: N frames t, then their N
+    frames t + 1; ``flow`` N x 2 x S x S, the renderer's forward flow of frames t; ``valid``
+    N x S x S its validity): the mean absolute difference, over the pixels whose flow is valid and
+    stays in the crop, between the refinement (refined - render) of frame t and that of frame
+    t + 1 warped back along the flow. Only what the refiner adds is penalised: the renders' own
+    changes (shading, speculars) between frames are not."""
+    change = generator(rgb, aux).float() - rgb.float()
+    now, later = change.chunk(2)
+    return masked_warp_difference(now, later, flow, flow_mask(flow, valid))
+
+
+def _temporal_term(generator: nn.Module, batch: tuple[np.ndarray, ...], device: torch.device,
+                   channels_last: bool) -> Callable[[], Tensor]:
+    """``temporal_loss`` of one ``pair_batches`` batch, as a generator term of a training step."""
+    rgb, aux, flow, valid = batch
+    x, a = (image_tensor(t, SIGNED, device, channels_last) for t in (rgb, aux))
+    f = torch.from_numpy(flow).to(device).permute(0, 3, 1, 2)
+    v = torch.from_numpy(valid).to(device)
+    return lambda: temporal_loss(generator, x, a, f, v)
 
 
 def _lsgan(scores: Tensor, target: float) -> Tensor:

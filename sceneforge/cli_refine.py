@@ -41,10 +41,11 @@ def train(
     batch: BatchOpt = 1,
     device: DeviceOpt = "auto",
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", metavar="N", min=1, help="Save a checkpoint every N steps.")] = 500,
-    architecture: Annotated[str, typer.Option("--architecture", metavar="NAME", help="sceneforge (label-preserving) or cyclegan (the published baseline).")] = "sceneforge",
+    architecture: Annotated[str, typer.Option("--architecture", metavar="NAME", help="sceneforge (label-preserving), or a published baseline: cyclegan, cut or fastcut.")] = "sceneforge",
     width: Annotated[int, typer.Option("--width", metavar="C", min=4, max=512, help="Generator channels (CycleGAN: 64).")] = 64,
     blocks: Annotated[int, typer.Option("--blocks", metavar="N", min=1, max=32, help="Generator residual blocks (CycleGAN: 9).")] = 9,
     seed: Annotated[int, typer.Option("--seed", metavar="SEED", min=0, help="Seed of the initial weights and of every crop.")] = 0,
+    temporal_weight: Annotated[float, typer.Option("--temporal-weight", metavar="W", min=0.0, help="Sequence stores: weight of the temporal loss along the renderer's flow (0: off).")] = 0.0,
     quiet: QuietOpt = False,
 ) -> None:
     """Train (or resume) a refiner; a killed run resumes from its last checkpoint."""
@@ -54,7 +55,7 @@ def train(
     from sceneforge.refine.train import train as train_refiner
 
     options = TrainOptions.preset(architecture, channels=width, blocks=blocks, steps=steps, size=size, batch=batch,
-                                  checkpoint_every=checkpoint_every, seed=seed)
+                                  checkpoint_every=checkpoint_every, seed=seed, temporal_weight=temporal_weight)
     with render_progress(stderr, quiet, TRAINING) as progress:
         result = train_refiner(store, real, output, options, device, on_step=lambda _: progress.step(),
                                on_start=progress.begin)

@@ -1,0 +1,113 @@
+"""Refiners side by side: the published baselines CycleGAN, CUT and FastCUT, and SceneForge's
+label-preserving refiner, trained on the same data for the same steps, in one table.
+
+    python benchmarks/refine_compare.py --store OUT --real DIR [--real-labeled LABELED] [--steps 150]
+                                        [--size 48] [--batch 4] [--width 16] [--blocks 3]
+                                        [--architectures cyclegan,cut,fastcut,sceneforge] [--runs DIR]
+                                        [--temporal-weight W]
+
+Columns: SWD to the photos (mean over the pyramid levels; lower is closer), two-sample accuracy
+(a small CNN telling refined from photos; 0.5 = indistinguishable), edge agreement of refined vs
+render at instance boundaries and structure SSIM (label validity: 1 = kept), trained parameters,
+seconds per training step (CPU), on a sequence store the flicker the refiner adds
+(``warping_error``'s ``added``, 8-bit levels, refine/temporal.py; train with ``--temporal-weight``
+to compare), and the task probe's mean IoU on the labeled real set: the probe is
+``sceneforge.refine.probe`` (``probe_miou`` below is the one hook; "—" until that module provides
+it, or without ``--real-labeled``). The first row is the renders themselves.
+docs/refiner.md quotes a run on the sim-to-real fixture of tests/test_refine_sim2real.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.torch import image_tensor
+from sceneforge.refine.apply import refined_images
+from sceneforge.refine.data import RealPhotos
+from sceneforge.refine.metrics import label_validity, sliced_wasserstein, two_sample_accuracy
+from sceneforge.refine.temporal import warping_error
+from sceneforge.refine.train import TrainOptions, train, training_setup
+
+
+def probe_miou(store: DatasetStore, refined: list[np.ndarray], real_labeled: Path | None, seed: int) -> float | None:
+    """Mean IoU on ``real_labeled`` of the task probe trained on ``refined`` (the store's renders
+    when ``refined`` is the raw RGB): the hook for refine/probe.py's
+    ``benchmark_miou(store, images, real_labeled, seed=...)``; None when it is not there."""
+    if real_labeled is None:
+        return None
+    try:
+        from sceneforge.refine.probe import benchmark_miou
+    except ImportError:
+        return None
+    return benchmark_miou(store, refined, real_labeled, seed=seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument("--real-labeled", type=Path, help="labeled real set for the task probe (refine/probe.py)")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--architectures", default="cyclegan,cut,fastcut,sceneforge")
+    parser.add_argument("--temporal-weight", type=float, default=0.0, help="train with the temporal loss (sequence stores)")
+    parser.add_argument("--runs", type=Path, help="keep the training runs in DIR/ARCHITECTURE (for 'refine preview'; a run already there is resumed, not retrained)")
+    args = parser.parse_args()
+    store = DatasetStore(args.store)
+    records = store.records()
+    renders = [store.read_rgb(r) for r in records]
+    side = min(renders[0].shape[:2])
+    real = _images([p[:side, :side] for p in RealPhotos(args.real, side).images])
+    instances = torch.from_numpy(np.stack([store.read_instance(r).astype(np.int64) for r in records]))
+    print(f"{len(records)} frames, {len(real)} photos; {args.steps} steps of batch {args.batch} at {args.size} px, "
+          f"generator width {args.width}, {args.blocks} blocks, CPU ({torch.get_num_threads()} threads)")
+    print(f"| {'refiner':10} | {'SWD':>6} | {'two-sample acc.':>15} | {'edge agreement':>14} | {'structure SSIM':>14} "
+          f"| {'parameters':>10} | {'s / step':>8} | {'flicker':>7} | {'probe mIoU':>10} |")
+    print("|" + "|".join("-" * (w + 2) for w in (10, 6, 15, 14, 14, 10, 8, 7, 10)) + "|")
+    _row("renders", renders, renders, real, instances, store, args, None, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = args.runs or Path(tmp)
+        for architecture in args.architectures.split(","):
+            options = TrainOptions.preset(architecture, channels=args.width, blocks=args.blocks, disc_channels=args.width,
+                                          steps=args.steps, size=args.size, batch=args.batch, checkpoint_every=args.steps,
+                                          seed=args.seed, temporal_weight=args.temporal_weight)
+            run = runs / architecture
+            result = train(store.root, args.real, run, options, "cpu")
+            parameters = sum(p.numel() for p in training_setup(options, torch.device("cpu"))[0].parameters())
+            _row(architecture, renders, refined_images(store, records, run, "cpu"), real, instances, store, args,
+                 parameters, result.seconds / args.steps)
+
+
+def _row(name: str, renders: list[np.ndarray], refined: list[np.ndarray], real: torch.Tensor, instances: torch.Tensor,
+         store: DatasetStore, args: argparse.Namespace, parameters: int | None, seconds: float | None) -> None:
+    side = real.shape[-1]
+    square = _images([r[:side, :side] for r in refined])
+    swd = statistics.fmean(sliced_wasserstein(square, real, seed=args.seed))
+    accuracy = two_sample_accuracy(square, real, seed=args.seed)
+    validity = label_validity(_images(renders), _images(refined), instances)
+    miou = probe_miou(store, refined, args.real_labeled, args.seed)
+    temporal = warping_error(store, store.records(), refined)
+    cells = [f"{swd:6.1f}", f"{accuracy:15.2f}", f"{validity['edge_agreement_ratio']:14.3f}",
+             f"{validity['structure_ssim']:14.3f}", f"{parameters / 1e6:9.3f}M" if parameters else f"{'—':>10}",
+             f"{seconds:8.3f}" if seconds else f"{'—':>8}", f"{temporal['added']:7.2f}" if temporal else f"{'—':>7}",
+             f"{miou:10.3f}" if miou is not None else f"{'—':>10}"]
+    print(f"| {name:10} | " + " | ".join(cells) + " |", flush=True)
+
+
+def _images(images: list[np.ndarray]) -> torch.Tensor:
+    return image_tensor(np.stack(images))
+
+
+if __name__ == "__main__":
+    main()
