@@ -1,7 +1,7 @@
 """Does refining help a model on the "real" images? The task probe on the structural fixture.
 
     python benchmarks/refine_probe.py --out DIR [--frames 48] [--real-frames 32] [--resolution 64]
-                                      [--steps 150] [--probe-steps 120] [--probe-size 48] [--seeds 3]
+                                      [--steps 150] [--probe-steps 500] [--probe-size 48] [--seeds 3]
 
 Renders (or resumes) the structural sim-to-real fixture into DIR (sceneforge/refine_fixture.py),
 trains the SceneForge refiner on the sim store and the fixture's unlabelled real RGB (the default
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=150, help="refiner training steps")
-    parser.add_argument("--probe-steps", type=int, default=120)
+    parser.add_argument("--probe-steps", type=int, default=500)
     parser.add_argument("--probe-size", type=int, default=48)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
