@@ -290,7 +290,7 @@ def run_probe(store: DatasetStore, real_source: Path, *, refined: bool = False, 
         per_seed = [mean_iou(iou) for iou in runs]
         mean, half_width = confidence_interval(per_seed)
         results[name] = {
-            "frames": len(data.images), "mean_iou": mean, "ci95": half_width, "mean_iou_per_seed": per_seed,
+            "frames": len(data.images), "mean_iou": mean, "ci95": _finite(half_width), "mean_iou_per_seed": per_seed,
             "iou": {label: _nan_mean([iou[k] for iou in runs])
                     for k, label in enumerate(["background", *categories])},
         }
@@ -300,7 +300,7 @@ def run_probe(store: DatasetStore, real_source: Path, *, refined: bool = False, 
         difference = [b - a for a, b in zip(results["raw"]["mean_iou_per_seed"], results["refined"]["mean_iou_per_seed"])]
         mean, half_width = confidence_interval(difference)
         gap = results["oracle"]["mean_iou"] - results["raw"]["mean_iou"]
-        report["refined_minus_raw"] = {"mean": mean, "ci95": half_width}
+        report["refined_minus_raw"] = {"mean": mean, "ci95": _finite(half_width)}
         report["gap_closed"] = mean / gap if gap > 0 else None
     return report
 
@@ -315,13 +315,22 @@ def probe_table(report: dict) -> str:
         if side in report:
             row = report[side]
             ious = "  ".join(f"{'-' if row['iou'][n] is None else format(row['iou'][n], '.3f'):>10}" for n in names)
-            lines.append(f"{side:11} {row['frames']:6d} {row['mean_iou']:8.3f} ± {row['ci95']:<8.3f}  {ious}")
+            lines.append(f"{side:11} {row['frames']:6d} {row['mean_iou']:8.3f} ± {_interval(row['ci95'])}  {ious}")
     if "refined_minus_raw" in report:
         difference, gap = report["refined_minus_raw"], report["gap_closed"]
-        lines.append(f"refined - raw: {difference['mean']:+.3f} ± {difference['ci95']:.3f} (95% CI over paired seeds); "
+        lines.append(f"refined - raw: {difference['mean']:+.3f} ± {_interval(difference['ci95']).strip()} (95% CI over paired seeds); "
                      f"gap to the oracle closed: {'n/a (the oracle is not better than raw)' if gap is None else f'{gap:.0%}'}")
     lines.append("mean IoU over the object categories (background left out)")
     return "\n".join(lines)
+
+
+def _interval(half_width: float | None) -> str:
+    return f"{'n/a':8}" if half_width is None else f"{half_width:<8.3f}"
+
+
+def _finite(value: float) -> float | None:
+    """None for NaN (one seed has no interval), so that the JSON report stays valid JSON."""
+    return None if math.isnan(value) else value
 
 
 def _nan_mean(values: list[float]) -> float | None:
