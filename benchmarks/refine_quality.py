@@ -3,6 +3,7 @@ side by side on the same data for the same steps.
 
     python benchmarks/refine_quality.py --store OUT --real DIR [--steps 60] [--size 48] [--batch 4]
                                         [--width 16] [--blocks 3]
+    python benchmarks/refine_quality.py --structural DIR ...   # the structural fixture (docs/refiner.md)
 
 For each architecture it prints: SWD to the photos (mean over pyramid levels; lower is closer)
 before and after refinement, label validity (edge agreement of refined vs render at instance
@@ -29,18 +30,27 @@ from sceneforge.refine.apply import Refiner, _decode, refined_images
 from sceneforge.refine.data import RealPhotos
 from sceneforge.refine.metrics import label_validity, sliced_wasserstein
 from sceneforge.refine.train import TrainOptions, train
+from sceneforge.refine_fixture import build_structural_fixture
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", type=Path, required=True)
-    parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument("--store", type=Path)
+    parser.add_argument("--real", type=Path)
+    parser.add_argument("--structural", type=Path, metavar="DIR",
+                        help="render (or resume) the structural fixture into DIR (48 sim, 32 real frames of 64 px) "
+                             "and use its sim store and unlabelled real images instead of --store and --real")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--blocks", type=int, default=3)
     args = parser.parse_args()
+    if args.structural is not None:
+        fixture = build_structural_fixture(args.structural, frames=48, real_frames=32, size=64)
+        args.store, args.real = fixture.sim.root, fixture.photos
+    elif args.store is None or args.real is None:
+        parser.error("give --store and --real, or --structural")
     store = DatasetStore(args.store)
     records = store.records()
     renders = [store.read_rgb(r) for r in records]

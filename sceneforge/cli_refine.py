@@ -156,3 +156,34 @@ def _fmt(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@refine_app.command(cls=SceneForgeCommand)
+def probe(
+    store: StoreOpt,
+    real_labeled: Annotated[Path, typer.Option("--real-labeled", metavar="DIR_OR_STORE", help="Labelled real images: a SceneForge store, a COCO .json with masks, or a folder with annotations.json and images/.", show_default=False)],
+    refined: Annotated[bool, typer.Option("--refined", help="Also train on the store's refined frames (rgb_refined).")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", metavar="N", min=1, max=100, help="Trainings per image set (seeds 0..N-1).")] = 3,
+    steps: Annotated[int, typer.Option("--steps", metavar="N", min=1, help="Training steps of batch 8 per training.")] = 300,
+    size: Annotated[int, typer.Option("--size", metavar="PX", min=8, max=1024, help="Images are scaled to this square side (centre square of the shorter side).")] = 64,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="PROBE.json", help="Also write the figures as JSON.")] = None,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Task probe: train a small segmenter on raw (and refined) renders and on half the real set, score it on the other half."""
+    require_refine_extra()
+    from sceneforge.floor.files import atomic_write
+    from sceneforge.labels.store import DatasetStore
+    from sceneforge.refine.probe import probe_table, run_probe
+
+    def note(name: str, seed: int) -> None:
+        if not quiet:
+            stderr.print(f"probe: training on {name}, seed {seed}")
+
+    report = run_probe(DatasetStore(store), real_labeled, refined=refined, seeds=seeds, steps=steps, size=size,
+                       device=device, on_run=note)
+    typer.echo(probe_table(report))
+    if output is not None:
+        text = json.dumps(report, indent=2)
+        atomic_write(output, lambda tmp: tmp.write_text(text))
+
