@@ -11,9 +11,8 @@ Columns: SWD to the photos (mean over the pyramid levels; lower is closer), two-
 render at instance boundaries and structure SSIM (label validity: 1 = kept), trained parameters,
 seconds per training step (CPU), on a sequence store the flicker the refiner adds
 (``warping_error``'s ``added``, 8-bit levels, refine/temporal.py; train with ``--temporal-weight``
-to compare), and the task probe's mean IoU on the labeled real set: the probe is
-``sceneforge.refine.probe`` (``probe_miou`` below is the one hook; "—" until that module provides
-it, or without ``--real-labeled``). The first row is the renders themselves.
+to compare), and with ``--real-labeled`` the task probe's mean IoU on the labeled real set's
+evaluation half (refine/probe.py, one seed). The first row is the renders themselves.
 docs/refiner.md quotes a run on the sim-to-real fixture of tests/test_refine_sim2real.py.
 """
 
@@ -33,20 +32,14 @@ from sceneforge.refine.apply import refined_images
 from sceneforge.refine.data import RealPhotos
 from sceneforge.refine.metrics import label_validity, sliced_wasserstein, two_sample_accuracy
 from sceneforge.refine.temporal import warping_error
+from sceneforge.refine.probe import benchmark_miou
 from sceneforge.refine.train import TrainOptions, train, training_setup
 
 
 def probe_miou(store: DatasetStore, refined: list[np.ndarray], real_labeled: Path | None, seed: int) -> float | None:
     """Mean IoU on ``real_labeled`` of the task probe trained on ``refined`` (the store's renders
-    when ``refined`` is the raw RGB): the hook for refine/probe.py's
-    ``benchmark_miou(store, images, real_labeled, seed=...)``; None when it is not there."""
-    if real_labeled is None:
-        return None
-    try:
-        from sceneforge.refine.probe import benchmark_miou
-    except ImportError:
-        return None
-    return benchmark_miou(store, refined, real_labeled, seed=seed)
+    when ``refined`` is the raw RGB); None without a labeled real set."""
+    return None if real_labeled is None else benchmark_miou(store, refined, real_labeled, seed=seed)
 
 
 def main() -> None:

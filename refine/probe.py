@@ -261,6 +261,34 @@ def evaluate_probe(model: ProbeNet, data: LabeledImages, classes: int, device: t
     return confusion
 
 
+def real_halves(real_source: Path, categories: list[str], size: int) -> tuple[LabeledImages, LabeledImages]:
+    """The labelled real set in the store's class order, split at fixed positions into the
+    oracle's training half (even) and the evaluation half (odd) every probe is scored on."""
+    real = labeled_set(real_source, size)
+    real.classes = category_mapping(categories, real)[real.classes]
+    if len(real.images) < 2:
+        raise UserError(f"{real.source}: {len(real.images)} labelled image(s); the probe needs at least 2 "
+                        "(half trains the oracle, half evaluates)")
+    oracle_part = np.arange(len(real.images)) % 2 == 0
+    return (LabeledImages(real.images[oracle_part], real.classes[oracle_part], categories, real.source + " (oracle half)"),
+            LabeledImages(real.images[~oracle_part], real.classes[~oracle_part], categories, real.source + " (evaluation half)"))
+
+
+def benchmark_miou(store: DatasetStore, images: list[np.ndarray], real_source: Path, *, seed: int, steps: int = 300,
+                   size: int = 48, device: str = "cpu") -> float:
+    """Mean IoU on the evaluation half of ``real_source`` of one probe trained from scratch on
+    ``images`` (one per finished frame of ``store``, in record order: raw, or some refiner's
+    output) with the store's semantic maps; benchmarks/refine_compare.py's probe column."""
+    labels = store_images(store, size)
+    data = LabeledImages(np.stack([_square(image, size, cv2.INTER_AREA) for image in images]), labels.classes,
+                         labels.categories, "images")
+    _, held_out = real_halves(real_source, labels.categories, size)
+    torch_device = pick_device(device)
+    classes = len(labels.categories) + 1
+    model = train_probe(data, classes, steps=steps, seed=seed, device=torch_device)
+    return mean_iou(iou_per_class(evaluate_probe(model, held_out, classes, torch_device)))
+
+
 def run_probe(store: DatasetStore, real_source: Path, *, refined: bool = False, seeds: int = 3, steps: int = 300,
               size: int = 64, device: str = "auto", on_run: Callable[[str, int], None] | None = None) -> dict:
     """Train and score the probe on raw renders, refined renders (with ``refined``) and the
@@ -270,14 +298,7 @@ def run_probe(store: DatasetStore, real_source: Path, *, refined: bool = False, 
     if refined:
         sides["refined"] = store_images(store, size, pass_name="rgb_refined")
     categories = sides["raw"].categories
-    real = labeled_set(real_source, size)
-    real.classes = category_mapping(categories, real)[real.classes]
-    if len(real.images) < 2:
-        raise UserError(f"{real.source}: {len(real.images)} labelled image(s); the probe needs at least 2 "
-                        "(half trains the oracle, half evaluates)")
-    oracle_part = np.arange(len(real.images)) % 2 == 0  # a fixed split: every model is scored on the same half
-    sides["oracle"] = LabeledImages(real.images[oracle_part], real.classes[oracle_part], categories, real.source + " (oracle half)")
-    held_out = LabeledImages(real.images[~oracle_part], real.classes[~oracle_part], categories, real.source + " (evaluation half)")
+    sides["oracle"], held_out = real_halves(real_source, categories, size)
     classes = len(categories) + 1
     results: dict = {}
     for name, data in sides.items():
