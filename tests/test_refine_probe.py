@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from sceneforge.labels.store import DatasetStore
-from sceneforge.refine.probe import (confidence_interval, confusion_matrix, evaluate_probe, iou_per_class,
-                                     labeled_set, mean_iou, store_images, train_probe)
+from sceneforge.refine.probe import (benchmark_miou, confidence_interval, confusion_matrix, evaluate_probe,
+                                     iou_per_class, labeled_set, mean_iou, store_images, train_probe)
 from sceneforge.refine_fixture import build_structural_fixture
 
 from .helpers import run_cli
@@ -114,6 +114,10 @@ def test_probe_command_on_the_tiny_fixture(structural, tmp_path):
     confusion = evaluate_probe(model, type(real)(held_out, real.classes[1::2], real.categories, "held out"), 4,
                                torch.device("cpu"))
     assert confusion.sum() == 4 * SIZE * SIZE
+    # the comparison benchmark's column: one probe on given images (here the renders) scores as the command's raw run
+    images = [store.read_rgb(record) for record in store.records()]
+    assert benchmark_miou(store, images, structural.real.root, seed=1, steps=12, size=SIZE) == pytest.approx(
+        report["raw"]["mean_iou_per_seed"][1], abs=1e-12)
 
 
 def _coco(structural, tmp_path):
