@@ -578,7 +578,7 @@ class Renderer:
         sigma = -ln(A) / D per metre (Beer-Lambert). So d = max(sigma) and C = 1 - sigma / d.
         """
         transmission = see_through(maps, override).transmission
-        if override.transmission is None and transmission > 0:
+        if override.transmission is None and transmission > 0 and maps.transmission_texture is not None:
             self._factor_map(material, bsdf.inputs["Transmission Weight"], transmission, maps.transmission_texture,
                              f"{key}/transmission", "Red", coordinates)
         if transmission <= 0 or maps.thickness <= 0 or not math.isfinite(maps.attenuation_distance):
