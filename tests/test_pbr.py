@@ -630,12 +630,14 @@ def test_a_tinted_glass_slab_absorbs_by_beer_lambert_and_a_transmission_map_cuts
     thin white slab whose transmission map is 0 on its -X half and 1 on its +X half. Through the
     thick slab the emitter is dimmed by Fresnel x A^(t / D): the ratio of the two renders is
     A^(t / D1 - t / D2), Fresnel cancelling. The transmission map's opaque half sees only the
-    black sky; its clear half shows the emitter."""
+    black sky; its clear half shows the emitter. Then two black slabs without a specular layer
+    under a sun 30 degrees above +X: a clearcoat whose map is 0 | 1, and a sheen whose colour map
+    is black | white (roughness maps in G and A): each reflects the sun on its +X half only."""
     from sceneforge.labels.store import DatasetStore
     from sceneforge.pipeline import render_specs
     from sceneforge.scenes.recipe import RenderSettings
     from sceneforge.scenes.sampling import look_at
-    from sceneforge.scenes.spec import CameraSpec, MaterialSpec, ObjectSpec, RenderSpec, SceneSpec
+    from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, ObjectSpec, RenderSpec, SceneSpec
 
     size, thickness, tint, distances, glow = 64, 0.05, (0.5, 0.7, 0.9), (0.05, 0.2), 0.25
     emitter = file_asset(slab_gltf(tmp_path / "emitter.gltf", {"pbrMetallicRoughness": {
@@ -653,6 +655,16 @@ def test_a_tinted_glass_slab_absorbs_by_beer_lambert_and_a_transmission_map_cuts
              for k, d in enumerate(distances)]
     slabs.append(glass("cut", {"KHR_materials_transmission": {"transmissionFactor": 1, "transmissionTexture": {"index": 0}}},
                        [halves((0, 0, 0, 255), (255, 255, 255, 255))], depth=0.005))
+    black = {"baseColorFactor": [0, 0, 0, 1], "metallicFactor": 0, "roughnessFactor": 1}
+    for name, extension in (("coat", {"KHR_materials_clearcoat": {
+            "clearcoatFactor": 1, "clearcoatTexture": {"index": 0},
+            "clearcoatRoughnessFactor": 1, "clearcoatRoughnessTexture": {"index": 1}}}),
+            ("sheen", {"KHR_materials_sheen": {
+                "sheenColorFactor": [1, 1, 1], "sheenColorTexture": {"index": 0},
+                "sheenRoughnessFactor": 1, "sheenRoughnessTexture": {"index": 1}}})):
+        slabs.append(file_asset(slab_gltf(tmp_path / f"{name}.gltf", {"pbrMetallicRoughness": black, "extensions": extension},
+                                          [halves((0, 0, 0, 255), (255, 255, 255, 255)), flat((0, 150, 0, 128))],
+                                          extensions=extension.keys())))
     focal = size / 2 / 0.2  # 40 cm of the 50 cm emitter across the image at 1 m: it fills the image
     K = ((focal, 0, (size - 1) / 2), (0, focal, (size - 1) / 2), (0, 0, 1))
     eye = np.array([0.0, 0.0, 1.0])
@@ -660,14 +672,18 @@ def test_a_tinted_glass_slab_absorbs_by_beer_lambert_and_a_transmission_map_cuts
                         clip_start=0.01, clip_end=10.0)
     settings = RenderSettings(samples=4, adaptive_threshold=0).model_dump(exclude={"resolution"})
 
-    def placed(instance_id: int, asset, z: float) -> ObjectSpec:
+    def placed(instance_id: int, asset, z: float, material: MaterialSpec = MaterialSpec()) -> ObjectSpec:
         pose = np.eye(4)
         pose[2, 3] = z
         return ObjectSpec(instance_id=instance_id, category_id=instance_id, category=f"c{instance_id}", asset=asset,
-                          world_from_object=tuple(map(tuple, pose)), material=MaterialSpec())
+                          world_from_object=tuple(map(tuple, pose)), material=material)
 
-    specs = [SceneSpec(index=i, scene_index=i, seed=i, camera=camera, objects=[placed(1, slab, 0.03), placed(2, emitter, 0.0)],
-                       lights=[], ground=None, background_color=(0.0, 0.0, 0.0), background_strength=0.0,
+    sun = LightSpec(type="sun", energy=3.0, color=(1, 1, 1), size=0.5, world_from_light=tuple(map(tuple, look_at(
+        np.array([math.cos(math.radians(30)), 0.0, math.sin(math.radians(30))]), np.zeros(3)))))
+    specs = [SceneSpec(index=i, scene_index=i, seed=i, camera=camera,
+                       objects=[placed(1, slab, 0.03, MaterialSpec(specular=0.0) if i > 2 else MaterialSpec()),
+                                placed(2, emitter, 0.0)],
+                       lights=[sun] if i > 2 else [], ground=None, background_color=(0.0, 0.0, 0.0), background_strength=0.0,
                        render=RenderSpec(**settings, noise_seed=i)) for i, slab in enumerate(slabs)]
     store = DatasetStore.open_for_writing(tmp_path / "out", recipe={}, recipe_hash="volume", categories=["c1", "c2"],
                                           resolution=(size, size), requested=len(specs))
@@ -688,3 +704,6 @@ def test_a_tinted_glass_slab_absorbs_by_beer_lambert_and_a_transmission_map_cuts
     grey = linear[2].mean(axis=-1)
     clear, opaque = grey[inside & (u > 2)].mean(), grey[inside & (u < -2)].mean()
     assert clear == pytest.approx(0.92 * glow, rel=0.06) and opaque < 0.05 * clear
+    for i, name in ((3, "clearcoat"), (4, "sheen")):
+        grey = linear[i].mean(axis=-1)
+        assert grey[inside & (u < -2)].mean() < 1e-3 and grey[inside & (u > 2)].mean() > 0.005, name
