@@ -390,6 +390,10 @@ def _material(stage: Usd.Stage, path: str, spec: AssetMaterial, change: Material
     if spec.bump_texture is not None and (bump := files.image(spec.bump_texture)) is not None:
         prim.SetCustomDataByKey("sceneforge:bump_texture", bump)
         prim.SetCustomDataByKey("sceneforge:bump_distance", spec.bump_distance)
+    if spec.thickness > 0:  # KHR_materials_volume's medium (an infinite distance absorbs nothing)
+        prim.SetCustomDataByKey("sceneforge:thickness", spec.thickness)
+        prim.SetCustomDataByKey("sceneforge:attenuation_color", Gf.Vec3f(*spec.attenuation_color))
+        prim.SetCustomDataByKey("sceneforge:attenuation_distance", spec.attenuation_distance)
     return material
 
 

@@ -443,6 +443,7 @@ class Renderer:
         bsdf.inputs["Specular IOR Level"].default_value = own.specular if override.specular is None else override.specular
         self._pbr_maps(material, bsdf, maps, key, override, coordinates, model.uv is not None)
         self._transparency(material, bsdf, maps, key, override, coordinates, base_alpha)
+        self._transmission_medium(material, bsdf, maps, key, override, coordinates)
         return material
 
     def _uv_vector(self, material, model: AssetModel, override: MaterialSpec, maps: AssetMaterial):
@@ -534,12 +535,63 @@ class Renderer:
                 links.new(self._multiply(material, emission.outputs["Color"], tuple(maps.emissive)),
                           bsdf.inputs["Emission Color"])
         if maps.clearcoat > 0:
-            bsdf.inputs["Coat Weight"].default_value = maps.clearcoat
-            bsdf.inputs["Coat Roughness"].default_value = maps.clearcoat_roughness
+            self._factor_map(material, bsdf.inputs["Coat Weight"], maps.clearcoat, maps.clearcoat_texture,
+                             f"{key}/clearcoat", "Red", coordinates)
+            self._factor_map(material, bsdf.inputs["Coat Roughness"], maps.clearcoat_roughness,
+                             maps.clearcoat_roughness_texture, f"{key}/clearcoat_roughness", "Green", coordinates)
         if any(maps.sheen_color):
             bsdf.inputs["Sheen Weight"].default_value = 1.0
-            bsdf.inputs["Sheen Tint"].default_value = (*maps.sheen_color, 1.0)
-            bsdf.inputs["Sheen Roughness"].default_value = maps.sheen_roughness
+            if maps.sheen_color_texture is None:
+                bsdf.inputs["Sheen Tint"].default_value = (*maps.sheen_color, 1.0)
+            else:
+                sheen = self._texture(material, f"{key}/sheen_color", maps.sheen_color_texture, coordinates, data=False)
+                sheen.image.alpha_mode = "CHANNEL_PACKED"  # glTF often packs the sheen roughness in its alpha
+                links.new(self._multiply(material, sheen.outputs["Color"], tuple(maps.sheen_color)), bsdf.inputs["Sheen Tint"])
+            self._factor_map(material, bsdf.inputs["Sheen Roughness"], maps.sheen_roughness,
+                             maps.sheen_roughness_texture, f"{key}/sheen_roughness", "Alpha", coordinates)
+
+    def _factor_map(self, material, socket, factor: float, pixels: np.ndarray | None, key: str, channel: str,
+                    coordinates: tuple) -> None:
+        """``socket`` = ``factor`` x one channel ("Red", "Green", "Blue" or "Alpha") of a linear map,
+        or ``factor`` alone without one (``pixels`` None)."""
+        if pixels is None:
+            socket.default_value = factor
+            return
+        texture = self._texture(material, key, pixels, coordinates, data=True)
+        texture.image.alpha_mode = "CHANNEL_PACKED"  # the channels are independent data, never premultiplied
+        if channel == "Alpha":
+            value = texture.outputs["Alpha"]
+        else:
+            separate = material.node_tree.nodes.new("ShaderNodeSeparateColor")
+            material.node_tree.links.new(texture.outputs["Color"], separate.inputs["Color"])
+            value = separate.outputs[channel]
+        material.node_tree.links.new(self._math(material, "MULTIPLY", value, float(factor)), socket)
+
+    def _transmission_medium(self, material, bsdf, maps: AssetMaterial, key: str, override: MaterialSpec,
+                             coordinates: tuple) -> None:
+        """The asset's transmission map (x the transmission factor, unless the spec replaces the
+        transmission) and, on a transmissive material with a thickness, KHR_materials_volume's
+        absorbing medium as a Volume Absorption shader.
+
+        Cycles' Volume Absorption of colour C and density d absorbs d (1 - C) per metre in each
+        channel; glTF's medium leaves attenuation_color A after attenuation_distance D, i.e. absorbs
+        sigma = -ln(A) / D per metre (Beer-Lambert). So d = max(sigma) and C = 1 - sigma / d.
+        """
+        transmission = see_through(maps, override).transmission
+        if override.transmission is None and transmission > 0 and maps.transmission_texture is not None:
+            self._factor_map(material, bsdf.inputs["Transmission Weight"], transmission, maps.transmission_texture,
+                             f"{key}/transmission", "Red", coordinates)
+        if transmission <= 0 or maps.thickness <= 0 or not math.isfinite(maps.attenuation_distance):
+            return
+        sigma = [-math.log(max(c, 1e-6)) / maps.attenuation_distance for c in maps.attenuation_color]
+        if max(sigma) <= 0:
+            return
+        absorption = material.node_tree.nodes.new("ShaderNodeVolumeAbsorption")
+        absorption.inputs["Density"].default_value = max(sigma)
+        absorption.inputs["Color"].default_value = (*(1 - s / max(sigma) for s in sigma), 1.0)
+        material.node_tree.links.new(absorption.outputs["Volume"],
+                                     material.node_tree.nodes["Material Output"].inputs["Volume"])
+        material.cycles.homogeneous_volume = True  # constant density: exact attenuation, no ray marching
 
     @staticmethod
     def _box_normal(material, image, vector):

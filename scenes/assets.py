@@ -29,7 +29,7 @@ import os
 import stat
 import urllib.parse
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -106,6 +106,17 @@ class AssetMaterial:
     sheen_color: tuple[float, float, float] = (0.0, 0.0, 0.0)  # linear RGB; black: no sheen
     sheen_roughness: float = 0.0
     uv_transform: TextureTransform = TextureTransform()  # applied to every map's UVs
+    # KHR_materials_volume: a transmissive surface encloses a medium that absorbs light, leaving
+    # attenuation_color of it after attenuation_distance metres (thickness 0: a thin wall, no medium).
+    thickness: float = 0.0  # metres, the medium's typical thickness (glTF's thicknessFactor)
+    attenuation_color: tuple[float, float, float] = (1.0, 1.0, 1.0)  # linear RGB
+    attenuation_distance: float = math.inf  # metres
+    # The extensions' own maps (each multiplies its factor, as in glTF).
+    transmission_texture: np.ndarray | None = None  # transmission in R
+    clearcoat_texture: np.ndarray | None = None  # clearcoat in R
+    clearcoat_roughness_texture: np.ndarray | None = None  # clearcoat roughness in G
+    sheen_color_texture: np.ndarray | None = None  # sRGB sheen colour in RGB
+    sheen_roughness_texture: np.ndarray | None = None  # sheen roughness in A
 
 
 @dataclass(frozen=True, eq=False)
@@ -527,7 +538,7 @@ def _read_mesh_file(path: Path) -> tuple[list[_Part], list[AssetMaterial]]:
     if suffix in (".gltf", ".glb"):
         document, binary = _gltf_document(path)
         _check_gltf_images(path, document, binary)
-        gltf = _gltf_materials(document)
+        gltf = _gltf_materials(document, _gltf_texture_reader(path, document, binary))
     elif suffix == ".obj":
         _check_obj_faces(path)
     scene = trimesh.load(str(path), force="scene", process=False)
@@ -593,7 +604,7 @@ def _check_gltf_images(path: Path, document: dict, binary: bytes) -> None:
 # PBR, as glTF's fallback rules intend); geometry extensions change what the buffers mean.
 GLTF_EXTENSIONS = (
     "KHR_materials_emissive_strength", "KHR_materials_transmission", "KHR_materials_ior", "KHR_materials_clearcoat",
-    "KHR_materials_sheen", "KHR_texture_transform",
+    "KHR_materials_sheen", "KHR_materials_volume", "KHR_texture_transform",
 )
 # (name, (roughness, metallic) factors, AssetMaterial fields, maps to drop) of a glTF material.
 _GltfMaterial = tuple[str | None, tuple[float, float], dict, tuple[str, ...]]
@@ -605,13 +616,51 @@ _GLTF_MAPS = {
     "occlusion_texture": (None, "occlusionTexture"),
     "emissive_texture": (None, "emissiveTexture"),
 }
+# The extensions' own maps: AssetMaterial field -> (extension, key of its texture info).
+_GLTF_EXTENSION_MAPS = {
+    "transmission_texture": ("KHR_materials_transmission", "transmissionTexture"),
+    "clearcoat_texture": ("KHR_materials_clearcoat", "clearcoatTexture"),
+    "clearcoat_roughness_texture": ("KHR_materials_clearcoat", "clearcoatRoughnessTexture"),
+    "sheen_color_texture": ("KHR_materials_sheen", "sheenColorTexture"),
+    "sheen_roughness_texture": ("KHR_materials_sheen", "sheenRoughnessTexture"),
+}
 
 
-def _gltf_materials(document: dict) -> list[_GltfMaterial]:
+def _gltf_texture_reader(path: Path, document: dict, binary: bytes) -> Callable[[int], np.ndarray]:
+    """A function: glTF texture index -> its image as uint8 RGBA (each image decoded once).
+
+    The images were size-checked by _check_gltf_images; a missing or undecodable one raises
+    ValueError (named by the caller)."""
+    decoded: dict[int, np.ndarray] = {}
+
+    def read(index: int) -> np.ndarray:
+        source = document["textures"][index]["source"]
+        if source not in decoded:
+            from PIL import Image, UnidentifiedImageError
+            image = document["images"][source]
+            if (uri := image.get("uri")) is None:
+                view = document["bufferViews"][image["bufferView"]]
+                start = view.get("byteOffset", 0)
+                data = binary[start:start + view["byteLength"]]
+            elif uri.startswith("data:"):
+                data = base64.b64decode(uri.partition(",")[2])
+            else:
+                data = (path.parent / urllib.parse.unquote(uri)).read_bytes()
+            try:
+                decoded[source] = _image_array(Image.open(io.BytesIO(data)), what=f"images[{source}]")
+            except (UnidentifiedImageError, OSError) as exc:
+                raise ValueError(f"images[{source}] cannot be decoded: {exc}") from None
+        return decoded[source]
+
+    return read
+
+
+def _gltf_materials(document: dict, texture: Callable[[int], np.ndarray]) -> list[_GltfMaterial]:
     """Per glTF material: its name and its roughness and metallic factors (to match trimesh's
     material to it), the AssetMaterial fields trimesh does not read (factors of the core and of
-    the extensions, UV transform), and the maps to drop (those on a second UV set, which the mesh
-    does not carry). Raises AssetError naming materials[i] on a bad value."""
+    the extensions, the extensions' maps read by ``texture`` (index -> RGBA),
+    UV transform), and the maps to drop (those on a second UV set, which the mesh does not
+    carry). Raises AssetError naming materials[i] on a bad value."""
     required = document.get("extensionsRequired", [])
     if missing := [e for e in required if e not in GLTF_EXTENSIONS and not e.startswith("KHR_materials_")]:
         raise AssetError(f"it requires the glTF extension(s) {', '.join(missing)}; "
@@ -619,13 +668,13 @@ def _gltf_materials(document: dict) -> list[_GltfMaterial]:
     found = []
     for i, entry in enumerate(document.get("materials", [])):
         try:
-            found.append(_gltf_material_fields(entry))
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            found.append(_gltf_material_fields(entry, texture))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, AssetError) as exc:
             raise AssetError(f"materials[{i}] ({entry.get('name', 'unnamed')}): {exc}") from None
     return found
 
 
-def _gltf_material_fields(entry: dict) -> _GltfMaterial:
+def _gltf_material_fields(entry: dict, texture: Callable[[int], np.ndarray]) -> _GltfMaterial:
     """One glTF material's entry of _gltf_materials."""
     pbr, extensions = entry.get("pbrMetallicRoughness", {}), entry.get("extensions", {})
     mode = entry.get("alphaMode", "OPAQUE")
@@ -648,6 +697,17 @@ def _gltf_material_fields(entry: dict) -> _GltfMaterial:
     if (sheen := extensions.get("KHR_materials_sheen")) is not None:
         fields["sheen_color"] = tuple(_unit(c) for c in sheen.get("sheenColorFactor", (0.0, 0.0, 0.0)))
         fields["sheen_roughness"] = _unit(sheen.get("sheenRoughnessFactor", 0.0))
+    if (volume := extensions.get("KHR_materials_volume")) is not None:
+        fields["thickness"] = max(float(volume.get("thicknessFactor", 0.0)), 0.0)
+        fields["attenuation_color"] = tuple(_unit(c) for c in volume.get("attenuationColor", (1.0, 1.0, 1.0)))
+        distance = float(volume.get("attenuationDistance", math.inf))
+        if not distance > 0:
+            raise ValueError(f"KHR_materials_volume's attenuationDistance {distance:g} is not positive")
+        fields["attenuation_distance"] = distance
+    for name, (extension, key) in _GLTF_EXTENSION_MAPS.items():
+        info = extensions.get(extension, {}).get(key)
+        if isinstance(info, dict) and not info.get("texCoord", 0):  # a second UV set: dropped
+            fields[name] = texture(int(info["index"]))
     infos = {name: (pbr if parent else entry).get(key) for name, (parent, key) in _GLTF_MAPS.items()}
     infos = {name: info for name, info in infos.items() if isinstance(info, dict)}
     # One transform for every map: the base colour's, else the first map's that has one.
@@ -936,7 +996,8 @@ def texture_maps(path: str) -> AssetMaterial:
 
 
 _MAP_FIELDS = ("texture", "metallic_roughness_texture", "normal_texture", "occlusion_texture", "emissive_texture",
-               "bump_texture", "opacity_texture")
+               "bump_texture", "opacity_texture", "transmission_texture", "clearcoat_texture",
+               "clearcoat_roughness_texture", "sheen_color_texture", "sheen_roughness_texture")
 
 
 def with_texture(own: AssetMaterial, texture: AssetMaterial) -> AssetMaterial:

@@ -48,7 +48,6 @@ from .assets import (
     AssetError,
     Keypoints,
     check_asset_file,
-    check_texture,
     library_files,
     texture_candidates,
 )
@@ -153,30 +152,19 @@ class Material(Section):
         None, description="OPAQUE: alpha ignored; MASK: a hole where alpha < alpha_cutoff, opaque elsewhere; BLEND: "
                           "partly transparent. Default: MASK with opacity_texture, BLEND with alpha, else the asset's")
     alpha_cutoff: UnitInterval | None = Field(None, description="0..1, MASK: opaque where alpha >= this (asset default 0.5)")
-    opacity_texture: str | None = Field(
-        None, description="image (png, jpg, tif, bmp) relative to the recipe file: its red channel is the opacity "
-                          "(white opaque); box-projected like texture_folder images on surfaces without UVs")
+    opacity_texture: Source | None = Field(
+        None, description="opacity image(s) relative to the recipe file, their red channel the opacity (white opaque): "
+                          "an image (png, jpg, tif, bmp), a folder of images (each object takes one at random) or "
+                          "{choice: [any of these, ...], weights: [...]} (one option per scene); box-projected like "
+                          "texture_folder images on surfaces without UVs")
     _options: Options = PrivateAttr(())  # texture_folder's options, listed by load_recipe
     _textures: tuple[str, ...] = PrivateAttr(())  # every option's textures, in order
+    _opacities: Options = PrivateAttr(())  # opacity_texture's options, listed by load_recipe
 
     @field_validator("ior")
     @classmethod
     def _ior(cls, value: Any) -> Any:
         return None if value is None else check_within(value, 1.0, 5.0)
-
-    @field_validator("opacity_texture")
-    @classmethod
-    def _opacity(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """The image as an absolute path (relative to the recipe's folder), checked to read."""
-        if value is None:
-            return None
-        path = (Path((info.context or {}).get("recipe_dir", ".")) / Path(value).expanduser()).resolve()
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.is_file():
-            raise ValueError(f"file not found: {path}")
-        try:
-            return check_texture(path)
-        except AssetError as exc:
-            raise ValueError(str(exc)) from None
 
 
 class Box(Section):
@@ -1310,6 +1298,7 @@ class Recipe(Section):
         content["world_files"] = [[Path(f).name for _, files in options for f in files]
                                   for options in (self.background._hdris, self.background._images)]
         content["textures"] = [[Path(t).name for t in m._textures] for _, m in self.materials()]
+        content["opacities"] = [[Path(f).name for _, files in m._opacities for f in files] for _, m in self.materials()]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -1481,6 +1470,11 @@ def _load_files(recipe: Recipe, base: Path) -> list[tuple[tuple, str]]:
             except AssetError as exc:
                 problems.append(((*loc, "texture_folder"), str(exc)))
             material._textures = tuple(t for _, textures in material._options for t in textures)
+        if material.opacity_texture is not None:
+            try:
+                material._opacities = resolve_source(material.opacity_texture, base, image_candidates(IMAGE_SUFFIXES))
+            except AssetError as exc:
+                problems.append(((*loc, "opacity_texture"), str(exc)))
     background = recipe.background
     for name, suffixes in (("hdri", HDRI_SUFFIXES), ("image", IMAGE_SUFFIXES)):
         if (value := getattr(background, name)) is not None:

@@ -297,6 +297,10 @@ def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
         id(material): _drawn_option(material._options, scene_stream(seed, (16, 3, k)))
         for k, (_, material) in enumerate(recipe.materials()) if len(material._options) > 1
     })
+    opacities = _SCENE_OPACITIES.set({
+        id(material): (_drawn_option(material._opacities, scene_stream(seed, (16, 4, k))), scene_stream(seed, (16, 5, k)))
+        for k, (_, material) in enumerate(recipe.materials()) if material._opacities
+    })
     try:
         objects, props, layout, movers = _sample_objects(recipe, scene_index, seed, objects_rng, supports_rng)
         ground = None if recipe.ground is None else GroundSpec(
@@ -305,6 +309,7 @@ def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
         )
     finally:
         _SCENE_TEXTURES.reset(textures)
+        _SCENE_OPACITIES.reset(opacities)
     background = recipe.background
     background_color = _sample_color(background.color or DEFAULT_BACKGROUND, world_rng)
     strength = max(0.0, float(draw(background.strength, world_rng)))
@@ -322,6 +327,10 @@ def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
 # The texture options drawn for the scene being sampled (id of a recipe Material -> its textures),
 # for materials whose texture_folder is a choice: every _sample_material of the scene reads them.
 _SCENE_TEXTURES: ContextVar[dict[int, tuple[str, ...]]] = ContextVar("scene textures", default={})
+# The opacity images of the scene being sampled (id of a recipe Material -> the files of the option
+# drawn for the scene, and the stream each object wearing the material draws its image from).
+_SCENE_OPACITIES: ContextVar[dict[int, tuple[tuple[str, ...], np.random.Generator]]] = ContextVar(
+    "scene opacities", default={})
 
 
 def _drawn_option(options: tuple[tuple[float, tuple], ...], rng: np.random.Generator) -> tuple:
@@ -474,7 +483,8 @@ def scene_stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
     material randomisation of placed object k (15, 0, k), of support i (15, 1, i), of the walls
     (15, 2), of the ground (15, 3); the world's files: HDRI and its level (16, 0), backdrop image
     (16, 1), option of ``assets[i].path`` (16, 2, i), option of the k-th material's
-    ``texture_folder`` (16, 3, k); the rows arrangement of object group g (17, g)."""
+    ``texture_folder`` (16, 3, k), option of its ``opacity_texture`` (16, 4, k) and the image each
+    object wearing it takes (16, 5, k); the rows arrangement of object group g (17, g)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
@@ -972,6 +982,12 @@ def _sample_material(
         if not textures:
             raise UserError(f"{where}.texture_folder: not listed (a recipe with textures must come from load_recipe)")
         texture = textures[int(rng.integers(len(textures)))]
+    opacity = None
+    if material.opacity_texture is not None:
+        if id(material) not in _SCENE_OPACITIES.get():
+            raise UserError(f"{where}.opacity_texture: not listed (a recipe with images must come from load_recipe)")
+        files, pick = _SCENE_OPACITIES.get()[id(material)]
+        opacity = files[int(pick.integers(len(files)))] if len(files) > 1 else files[0]
     return MaterialSpec(
         base_color=None if material.color is None else _sample_color(material.color, rng),
         roughness=None if material.roughness is None else _unit(draw(material.roughness, rng)),
@@ -981,6 +997,7 @@ def _sample_material(
         texture_size=material.texture_size,
         **_sample_look(material, look_rng),
         **_sample_transparency(material, look_rng),
+        opacity_texture=opacity,
     )
 
 
@@ -1004,7 +1021,7 @@ def _sample_transparency(material: Material, rng: np.random.Generator) -> dict:
     unit = {name: None if (value := getattr(material, name)) is None else _unit(draw(value, rng))
             for name in ("transmission", "alpha", "alpha_cutoff")}
     ior = None if material.ior is None else float(draw(material.ior, rng))
-    return {**unit, "ior": ior, "alpha_mode": mode, "opacity_texture": material.opacity_texture}
+    return {**unit, "ior": ior, "alpha_mode": mode}
 
 
 def _sample_lights(recipe: Recipe, index: int, rng: np.random.Generator) -> list[LightSpec]:

@@ -11,6 +11,7 @@ and blended cards hide.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -288,17 +289,50 @@ def test_transparency_fields_draw_per_object_and_change_nothing_else(tmp_path):
         assert (ground.alpha_mode, ground.alpha, ground.opacity_texture) == ("MASK", 0.9, str(tmp_path / "holes.png"))
 
 
+def test_opacity_texture_from_a_folder_or_choice_draws_per_object_and_per_scene(tmp_path):
+    """A folder: each object takes one of its images; a choice: one option per scene (stream
+    (16, 4, k)), the object's image from (16, 5, k); nothing else of the scene changes."""
+    for folder, names in (("cards", ("a.png", "b.png", "c.png")), ("fences", ("d.png",))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / folder / name)
+    single = load_recipe(write_recipe(tmp_path, GLASS_RECIPE % (", opacity_texture: fences/d.png", ""), "single.yaml"))
+    folder = load_recipe(write_recipe(tmp_path, GLASS_RECIPE % (", opacity_texture: cards", ""), "folder.yaml"))
+    choice = load_recipe(write_recipe(tmp_path, GLASS_RECIPE.replace("count: 4", "count: 12") % (
+        ", opacity_texture: {choice: [cards, fences], weights: [1, 1]}", ""), "choice.yaml"))
+    drawn, options = [], []
+    for index in range(choice.count):
+        a, c = sample(single, index % single.count), sample(choice, index)
+        if index < folder.count:
+            b = sample(folder, index)
+            assert [o.world_from_object for o in a.objects] == [o.world_from_object for o in b.objects]
+            assert [o.material.base_color for o in a.objects] == [o.material.base_color for o in b.objects]
+            assert all(o.material.alpha_mode == "MASK" for o in b.objects)
+            drawn += [Path(o.material.opacity_texture).name for o in b.objects]
+        assert {Path(o.material.opacity_texture).name for o in a.objects} == {"d.png"}
+        folders = {Path(o.material.opacity_texture).parent.name for o in c.objects}
+        assert len(folders) == 1  # one option per scene
+        options += folders
+    assert set(drawn) == {"a.png", "b.png", "c.png"}  # 12 objects, 3 images: all drawn, per object
+    assert set(options) == {"cards", "fences"}
+    again = load_recipe(tmp_path / "folder.yaml")  # from the seed: a fresh load draws the same images
+    assert [Path(o.material.opacity_texture).name for i in range(again.count) for o in sample(again, i).objects] == drawn
+
+
 @pytest.mark.parametrize(("field", "expected"), [
     ("transmission: 1.5", "objects[0].material.transmission: "),
     ("ior: {uniform: [0.5, 1.5]}", "objects[0].material.ior: must lie in [1, 5]"),
     ("alpha_mode: CLIP", "objects[0].material.alpha_mode: "),
     ("alpha_cutoff: -0.1", "objects[0].material.alpha_cutoff: "),
     ("opacity_texture: missing.png", "objects[0].material.opacity_texture: file not found"),
-    ("opacity_texture: notes.txt", "objects[0].material.opacity_texture: cannot read"),
+    ("opacity_texture: notes.txt", "objects[0].material.opacity_texture: no such file or folder"),
     ("opacity_texture: broken.png", "objects[0].material.opacity_texture: "),
+    ("opacity_texture: empty", "objects[0].material.opacity_texture: "),
+    ("opacity_texture: {choice: [broken.png, missing]}", "objects[0].material.opacity_texture: "),
 ])
 def test_bad_transparency_fields_name_the_file_position_and_field(tmp_path, field, expected):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "empty").mkdir()
     text = GLASS_RECIPE % (", " + field, "")
     path = write_recipe(tmp_path, text)
     with pytest.raises(UserError) as info:

@@ -46,12 +46,13 @@ def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def slab_gltf(path: Path, material: dict, images: list[np.ndarray], size: float = 0.12, extensions=()) -> Path:
-    """A glTF file of a square slab (top face up, +Y in glTF, bottom face 1 cm below) with UVs
+def slab_gltf(path: Path, material: dict, images: list[np.ndarray], size: float = 0.12, extensions=(),
+              depth: float = 0.01) -> Path:
+    """A glTF file of a square slab (top face up, +Y in glTF, bottom face ``depth`` below) with UVs
     (u along +X, v along -Z in glTF), one material, and ``images`` as PNG data URIs (texture i =
     image i)."""
     h = size / 2
-    top = [(-h, 0.01, h), (h, 0.01, h), (h, 0.01, -h), (-h, 0.01, -h)]
+    top = [(-h, depth, h), (h, depth, h), (h, depth, -h), (-h, depth, -h)]
     bottom = [(x, 0.0, z) for x, _, z in top]
     positions = np.array(top + bottom, dtype=np.float32)
     uv = np.array([(0, 1), (1, 1), (1, 0), (0, 0)] * 2, dtype=np.float32)
@@ -142,6 +143,46 @@ def test_gltf_core_maps_and_extensions_are_read_as_the_file_says(tmp_path):
     assert (got.clearcoat, got.clearcoat_roughness) == pytest.approx((0.75, 0.2))
     assert got.sheen_color == pytest.approx((0.9, 0.1, 0.3)) and got.sheen_roughness == pytest.approx(0.45)
     assert got.uv_transform == TextureTransform((0.25, -0.5), 0.3, (2.0, 3.0))
+
+
+def test_volume_and_the_extensions_own_maps_are_read_and_cached(tmp_path, monkeypatch):
+    """KHR_materials_volume's factors and the transmission, clearcoat and sheen maps, as the file
+    says (each map RGBA as stored); every one survives the mesh cache."""
+    from sceneforge.scenes import assets
+    maps = [flat((10 * k, 20 * k, 30 * k, 255 - 40 * k)) for k in range(1, 6)]
+    material = {
+        "name": "glass",
+        "extensions": {
+            "KHR_materials_transmission": {"transmissionFactor": 0.8, "transmissionTexture": {"index": 0}},
+            "KHR_materials_volume": {"thicknessFactor": 0.075, "attenuationDistance": 0.3,
+                                     "attenuationColor": [0.9, 0.5, 0.2]},
+            "KHR_materials_clearcoat": {"clearcoatFactor": 1, "clearcoatTexture": {"index": 1},
+                                        "clearcoatRoughnessTexture": {"index": 2}},
+            "KHR_materials_sheen": {"sheenColorFactor": [1, 1, 1], "sheenColorTexture": {"index": 3},
+                                    "sheenRoughnessFactor": 1, "sheenRoughnessTexture": {"index": 4, "texCoord": 1}},
+        },
+    }
+    path = slab_gltf(tmp_path / "glass.gltf", material, maps, extensions=material["extensions"].keys())
+    ref = file_asset(path)
+    (got,) = asset_model(ref).materials
+    assert (got.thickness, got.attenuation_distance) == pytest.approx((0.075, 0.3))
+    assert got.attenuation_color == pytest.approx((0.9, 0.5, 0.2))
+    for name, image in zip(("transmission_texture", "clearcoat_texture", "clearcoat_roughness_texture",
+                            "sheen_color_texture"), maps):
+        assert np.array_equal(getattr(got, name), image), name
+    assert got.sheen_roughness_texture is None  # on a second UV set, which the mesh lacks: dropped
+    # A material without the extension has no medium; a bad distance names the material.
+    (plain,) = asset_model(file_asset(slab_gltf(tmp_path / "plain.gltf", {"name": "m"}, []))).materials
+    assert (plain.thickness, plain.attenuation_distance, plain.attenuation_color) == (0.0, math.inf, (1.0, 1.0, 1.0))
+    material["extensions"]["KHR_materials_volume"]["attenuationDistance"] = 0
+    with pytest.raises(AssetError, match=r"bad.gltf: materials\[0\] \(glass\): .*attenuationDistance 0 is not positive"):
+        file_asset(slab_gltf(tmp_path / "bad.gltf", material, maps, extensions=material["extensions"].keys()))
+    monkeypatch.setenv("SCENEFORGE_CACHE", str(tmp_path / "cache"))
+    assets._store_model("volume", asset_model(ref))
+    (back,) = assets._cached_model("volume").materials
+    assert (back.thickness, back.attenuation_distance, back.attenuation_color) == (
+        got.thickness, got.attenuation_distance, got.attenuation_color)
+    assert np.array_equal(back.sheen_color_texture, got.sheen_color_texture)
 
 
 def test_a_required_geometry_extension_is_refused_naming_it(tmp_path):
@@ -581,3 +622,88 @@ def test_a_texture_set_on_a_box_without_uvs_shades_by_its_normal_and_bump_maps(t
     bumped = shading[bumpy & (np.abs(dy) > 0.008)].mean() / shading[plain].mean()
     tilt = math.atan(0.005 / 0.12)
     assert bumped == pytest.approx(math.cos(math.radians(60) + tilt) / math.cos(math.radians(60)), abs=0.02)
+
+
+def test_a_tinted_glass_slab_absorbs_by_beer_lambert_and_a_transmission_map_cuts_opaque_parts(tmp_path):
+    """Three scenes, seen from straight above, no sky: a 5 cm glass slab (KHR_materials_volume,
+    attenuation colour A) 2 cm above a large emitter, with attenuation distances 5 and 20 cm; and a
+    thin white slab whose transmission map is 0 on its -X half and 1 on its +X half. Through the
+    thick slab the emitter is dimmed by Fresnel x A^(t / D): the ratio of the two renders is
+    A^(t / D1 - t / D2), Fresnel cancelling. The transmission map's opaque half sees only the
+    black sky; its clear half shows the emitter. Then two black slabs without a specular layer
+    under a sun 30 degrees above +X: a clearcoat whose map is 0 | 1, and a sheen whose colour map
+    is black | white (roughness maps in G and A): each reflects the sun on its +X half only."""
+    from sceneforge.labels.store import DatasetStore
+    from sceneforge.pipeline import render_specs
+    from sceneforge.scenes.recipe import RenderSettings
+    from sceneforge.scenes.sampling import look_at
+    from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, ObjectSpec, RenderSpec, SceneSpec
+
+    size, thickness, tint, distances, glow = 64, 0.05, (0.5, 0.7, 0.9), (0.05, 0.2), 0.25
+    emitter = file_asset(slab_gltf(tmp_path / "emitter.gltf", {"pbrMetallicRoughness": {
+        "baseColorFactor": [0, 0, 0, 1], "metallicFactor": 0, "roughnessFactor": 1}, "emissiveFactor": [glow] * 3},
+        [], size=0.5))
+
+    def glass(name: str, extensions: dict, images=(), depth: float = thickness):
+        material = {"pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0, "roughnessFactor": 0},
+                    "extensions": {"KHR_materials_transmission": {"transmissionFactor": 1}, **extensions}}
+        return file_asset(slab_gltf(tmp_path / f"{name}.gltf", material, list(images), depth=depth,
+                                    extensions=material["extensions"].keys()))
+
+    slabs = [glass(f"tinted{k}", {"KHR_materials_volume": {"thicknessFactor": thickness, "attenuationDistance": d,
+                                                           "attenuationColor": list(tint)}})
+             for k, d in enumerate(distances)]
+    slabs.append(glass("cut", {"KHR_materials_transmission": {"transmissionFactor": 1, "transmissionTexture": {"index": 0}}},
+                       [halves((0, 0, 0, 255), (255, 255, 255, 255))], depth=0.005))
+    black = {"baseColorFactor": [0, 0, 0, 1], "metallicFactor": 0, "roughnessFactor": 1}
+    for name, extension in (("coat", {"KHR_materials_clearcoat": {
+            "clearcoatFactor": 1, "clearcoatTexture": {"index": 0},
+            "clearcoatRoughnessFactor": 1, "clearcoatRoughnessTexture": {"index": 1}}}),
+            ("sheen", {"KHR_materials_sheen": {
+                "sheenColorFactor": [1, 1, 1], "sheenColorTexture": {"index": 0},
+                "sheenRoughnessFactor": 1, "sheenRoughnessTexture": {"index": 1}}})):
+        slabs.append(file_asset(slab_gltf(tmp_path / f"{name}.gltf", {"pbrMetallicRoughness": black, "extensions": extension},
+                                          [halves((0, 0, 0, 255), (255, 255, 255, 255)), flat((0, 150, 0, 128))],
+                                          extensions=extension.keys())))
+    focal = size / 2 / 0.2  # 40 cm of the 50 cm emitter across the image at 1 m: it fills the image
+    K = ((focal, 0, (size - 1) / 2), (0, focal, (size - 1) / 2), (0, 0, 1))
+    eye = np.array([0.0, 0.0, 1.0])
+    camera = CameraSpec(K=K, world_from_camera=tuple(map(tuple, look_at(eye, np.zeros(3)))), width=size, height=size,
+                        clip_start=0.01, clip_end=10.0)
+    settings = RenderSettings(samples=4, adaptive_threshold=0).model_dump(exclude={"resolution"})
+
+    def placed(instance_id: int, asset, z: float, material: MaterialSpec = MaterialSpec()) -> ObjectSpec:
+        pose = np.eye(4)
+        pose[2, 3] = z
+        return ObjectSpec(instance_id=instance_id, category_id=instance_id, category=f"c{instance_id}", asset=asset,
+                          world_from_object=tuple(map(tuple, pose)), material=material)
+
+    sun = LightSpec(type="sun", energy=3.0, color=(1, 1, 1), size=0.5, world_from_light=tuple(map(tuple, look_at(
+        np.array([math.cos(math.radians(30)), 0.0, math.sin(math.radians(30))]), np.zeros(3)))))
+    specs = [SceneSpec(index=i, scene_index=i, seed=i, camera=camera,
+                       objects=[placed(1, slab, 0.03, MaterialSpec(specular=0.0) if i > 2 else MaterialSpec()),
+                                placed(2, emitter, 0.0)],
+                       lights=[sun] if i > 2 else [], ground=None, background_color=(0.0, 0.0, 0.0), background_strength=0.0,
+                       render=RenderSpec(**settings, noise_seed=i)) for i, slab in enumerate(slabs)]
+    store = DatasetStore.open_for_writing(tmp_path / "out", recipe={}, recipe_hash="volume", categories=["c1", "c2"],
+                                          resolution=(size, size), requested=len(specs))
+    render_specs(store, specs)
+    records = {r["index"]: r for r in store.records()}
+    linear = {i: srgb_to_linear(store.read_rgb(records[i])) for i in records}
+    # The slab covers |x|, |y| < 6 cm, i.e. 10.4 px around the centre at 0.92 m: its inner 7 px
+    # (refraction shifts the view by under a pixel), and the emitter alone beyond 16 px.
+    u, v = np.meshgrid(np.arange(size) - (size - 1) / 2, np.arange(size) - (size - 1) / 2)
+    inside, outside = (np.abs(u) < 7) & (np.abs(v) < 7), np.maximum(np.abs(u), np.abs(v)) > 16
+    emitted = linear[0][outside].mean(axis=0)
+    assert emitted == pytest.approx([glow] * 3, rel=0.03)
+    through = [linear[i][inside].mean(axis=0) / linear[i][outside].mean(axis=0) for i in (0, 1)]
+    expected = np.asarray(tint) ** (thickness / distances[0] - thickness / distances[1])
+    assert through[0] / through[1] == pytest.approx(expected, rel=0.04)
+    # The less absorbing slab passes A^(t / D2) after two Fresnel losses of ~4 % each.
+    assert through[1] == pytest.approx(np.asarray(tint) ** (thickness / distances[1]) * 0.92, rel=0.05)
+    grey = linear[2].mean(axis=-1)
+    clear, opaque = grey[inside & (u > 2)].mean(), grey[inside & (u < -2)].mean()
+    assert clear == pytest.approx(0.92 * glow, rel=0.06) and opaque < 0.05 * clear
+    for i, name in ((3, "clearcoat"), (4, "sheen")):
+        grey = linear[i].mean(axis=-1)
+        assert grey[inside & (u < -2)].mean() < 1e-3 and grey[inside & (u > 2)].mean() > 0.005, name

@@ -350,7 +350,8 @@ def test_every_map_is_a_texture_file_wired_to_its_input(tmp_path, monkeypatch):
     transform = TextureTransform(offset=(0.1, 0.2), rotation=0.3, scale=(2.0, 3.0))
     full = AssetMaterial(base_color=(0.5, 0.6, 0.7), roughness=0.3, metallic=0.9, normal_scale=0.5, emissive=(1.0, 0.5, 0.0),
                          emissive_strength=2.0, alpha=0.8, alpha_mode="MASK", alpha_cutoff=0.4, ior=1.45, clearcoat=0.6,
-                         clearcoat_roughness=0.2, bump_distance=0.002, uv_transform=transform, **maps)
+                         clearcoat_roughness=0.2, bump_distance=0.002, uv_transform=transform, thickness=0.02,
+                         attenuation_color=(0.9, 0.5, 0.2), attenuation_distance=0.3, **maps)
     red = AssetMaterial(base_color=(1.0, 0.0, 0.0), texture=maps["texture"])  # shares the base map
     stage, spec = cards_stage(tmp_path, monkeypatch, two_quads((full, red), [0, 0, 0, 1]))
     prim = stage.GetPrimAtPath(f"/World/object_{spec.objects[0].instance_id}")
@@ -390,6 +391,10 @@ def test_every_map_is_a_texture_file_wired_to_its_input(tmp_path, monkeypatch):
     bump = material.GetCustomDataByKey("sceneforge:bump_texture")
     np.testing.assert_array_equal(rgba(str(tmp_path / "scene" / bump)), maps["bump_texture"])
     assert material.GetCustomDataByKey("sceneforge:bump_distance") == pytest.approx(0.002)
+    # KHR_materials_volume's medium, which UsdPreviewSurface cannot say.
+    assert material.GetCustomDataByKey("sceneforge:thickness") == pytest.approx(0.02)
+    assert tuple(material.GetCustomDataByKey("sceneforge:attenuation_color")) == pytest.approx((0.9, 0.5, 0.2))
+    assert material.GetCustomDataByKey("sceneforge:attenuation_distance") == pytest.approx(0.3)
 
     # Every map reads the mesh's st through glTF's texture transform (v down), here in st's v up.
     uv_transform, _ = wired(base, "st")
