@@ -11,7 +11,7 @@ import pytest
 from sceneforge.scenes.assets import asset_mesh
 from sceneforge.scenes.distributions import OnSphere, Uniform, UniformBox, Yaw, draw_rotation, draw_vector
 from sceneforge.scenes.raycast import visible_fractions
-from sceneforge.scenes.recipe import Recipe, load_recipe
+from sceneforge.scenes.recipe import Recipe, load_recipe, recipe_from_dict
 from sceneforge.scenes.sampling import kelvin_to_rgb, sample
 
 from .helpers import ROOT, TINY_RECIPE, write_recipe
@@ -236,12 +236,13 @@ def test_visibility_constraint_resamples_the_camera_only(tmp_path):
 
 
 def test_recipes_survive_the_json_round_trip_of_dataset_json(tmp_path):
-    """Stores keep recipes as JSON and validate them again (resume, the Ray executor)."""
+    """Stores keep recipes as JSON: read back from that JSON (files listed again from the recipe's
+    folder), a recipe is the same and samples the same scenes."""
     extra = CAMERA.replace("LOOK", "all_objects, roll_deg: 3, dof: {fstop: 2, focus: 1.5}, "
                            "motion_blur: {velocity: {uniform_box: {low: [0, 0, 0], high: [1, 1, 0]}}}")
     for recipe in (load_recipe(ROOT / "examples" / "studio.yaml"), load_recipe(write_recipe(tmp_path, LIGHTS)),
                    load_recipe(write_recipe(tmp_path, extra, "extra.yaml"))):
-        again = Recipe.model_validate(json.loads(json.dumps(recipe.model_dump(mode="json"))))
+        again = recipe_from_dict(json.loads(json.dumps(recipe.model_dump(mode="json"))), base_dir=recipe._base_dir)
         assert again.model_dump() == recipe.model_dump() and sample(again, 1) == sample(recipe, 1)
 
 
