@@ -96,6 +96,25 @@ class ObjectFilter:
         return [{**record, "objects": [o for o in record["objects"] if self.keeps(o)]} for record in records]
 
 
+def accepted_frames(records: list[dict], rgb: RgbSource, include_rejected: bool = False) -> list[dict]:
+    """The frames an export keeps: with the refined images, not those whose refinement the
+    acceptance check rejected (``refine_rejected`` in the record; docs/refiner.md), unless
+    ``include_rejected``. The renders of rejected frames are sound: other sources keep every frame."""
+    if rgb != "refined" or include_rejected:
+        return records
+    return [record for record in records if not record.get("refine_rejected")]
+
+
+def rejection_summary(records: list[dict]) -> dict | None:
+    """How many refined views the acceptance check scored and rejected, and the rate (None when
+    none was scored); ``refine eval`` and the report show it."""
+    scored = [r for r in records if "refine_scores" in r]
+    if not scored:
+        return None
+    rejected = sum(1 for r in scored if r.get("refine_rejected"))
+    return {"scored": len(scored), "rejected": rejected, "rejection_rate": rejected / len(scored)}
+
+
 def parse_categories(text: str) -> frozenset[str]:
     """``"box,ball"`` -> ``{"box", "ball"}``."""
     names = frozenset(name.strip() for name in text.split(",") if name.strip())
@@ -114,10 +133,12 @@ def export(
     rgb: RgbSource = "original",
     splits: dict[str, float] | None = None,
     objects: ObjectFilter = ObjectFilter(),
+    include_rejected: bool = False,
     **options: object,
 ) -> Path:
     """Export ``store`` as ``fmt`` into ``dest``. Without ``splits`` every frame goes to one set;
-    ``objects`` chooses the objects every format keeps.
+    ``objects`` chooses the objects every format keeps; with ``rgb="refined"``, frames whose
+    refinement was rejected are left out unless ``include_rejected`` (``accepted_frames``).
 
     ``options`` are the format's own: ``masks`` and ``layout`` (coco), ``task`` (yolo),
     ``shard_bytes`` (webdataset); mot and bop have none.
@@ -126,11 +147,11 @@ def export(
         raise UserError(f"unknown export format {fmt!r}; expected one of: {', '.join(WRITERS)}")
     objects.check(store)
     with one_writer(dest):
-        return _export(store, fmt, Path(dest), overwrite, partial, rgb, splits, objects, options)
+        return _export(store, fmt, Path(dest), overwrite, partial, rgb, splits, objects, include_rejected, options)
 
 
 def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial: bool, rgb: RgbSource,
-            splits: dict[str, float] | None, objects: ObjectFilter, options: dict) -> Path:
+            splits: dict[str, float] | None, objects: ObjectFilter, include_rejected: bool, options: dict) -> Path:
     records = store.records()
     if not records:
         raise UserError(f"{store.root}: the store has no finished frames to export")
@@ -153,7 +174,10 @@ def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial:
                         "command to render them again, or 'sceneforge verify --repair' to drop them")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
         raise UserError(f"{dest}: exists and is not empty; pass --overwrite to replace it")
-    records = objects.apply(records)
+    records = objects.apply(accepted_frames(records, rgb, include_rejected))
+    if not records:
+        raise UserError(f"{store.root}: every refined frame was rejected by the refiner's acceptance check "
+                        "('refine_rejected' in frames.jsonl); pass --include-rejected to export them anyway")
     groups: dict[str | None, list[dict]] = {None: records}
     if splits:
         seed = store.meta.get("recipe", {}).get("seed", 0)

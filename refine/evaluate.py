@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from sceneforge.floor.errors import UserError
+from sceneforge.labels.export import rejection_summary
 from sceneforge.labels.store import DatasetStore
 from sceneforge.labels.torch import image_tensor
 
@@ -25,7 +26,8 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
                    on_stage: Callable[[str], None] | None = None) -> dict:
     """Compare the first ``count`` renders and their refined versions with the photos in
     ``real_dir``: SWD (per pyramid level and mean; lower is closer), two-sample classifier accuracy
-    (0.5 = indistinguishable), label validity of refined vs render, and FID/KID with user weights.
+    (0.5 = indistinguishable), label validity of refined vs render, FID/KID with user weights, and
+    (for ``rgb_refined/``) the share of frames the acceptance check of ``refine apply`` rejected.
     The refined frames are ``rgb_refined/`` or, with ``checkpoint``, computed now.
     Progress: ``on_start(frames, 0)``, ``on_frame()`` after each refined frame is read or computed,
     then ``on_stage(name)`` before each measurement."""
@@ -61,6 +63,8 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
         "label_validity": label_validity(_images(raw, on), _images(refined, on), torch.from_numpy(
             np.stack([store.read_instance(r).astype(np.int64) for r in records])).to(on)),
     }
+    if checkpoint is None and (rejection := rejection_summary(records)):  # 'refine apply''s acceptance check
+        report["acceptance"] = rejection
     if inception_weights is not None:
         stage("FID/KID")
         report["fid_kid"] = {name: frechet_and_kernel_distance(images, real, inception_weights, seed=seed)
