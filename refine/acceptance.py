@@ -33,8 +33,8 @@ class Acceptance:
 
     min_edge_agreement: float = 0.6
     min_structure_ssim: float = 0.6
-    max_colour_drift: float = 30.0
-    max_size_drift: float = 0.25
+    max_colour_drift: float = 60.0
+    max_size_drift: float = 0.2
 
     def reasons(self, scores: dict[str, float]) -> list[str]:
         """Why a frame with these scores is rejected (empty: accepted)."""

@@ -71,8 +71,8 @@ def apply(
     tile: Annotated[int, typer.Option("--tile", metavar="PX", min=64, help="Largest tile side; larger images are tiled with overlap.")] = 512,
     min_edge_agreement: Annotated[float, typer.Option("--min-edge-agreement", metavar="RATIO", min=0.0, help="Reject a frame whose edge agreement at the instance boundaries, refined / render, is lower.")] = 0.6,
     min_structure_ssim: Annotated[float, typer.Option("--min-structure-ssim", metavar="SSIM", min=0.0, max=1.0, help="Reject a frame whose structure SSIM against the render is lower.")] = 0.6,
-    max_colour_drift: Annotated[float, typer.Option("--max-colour-drift", metavar="LEVELS", min=0.0, help="Reject a frame where an object's colour strays further (8-bit levels) from the frame's colour change.")] = 30.0,
-    max_size_drift: Annotated[float, typer.Option("--max-size-drift", metavar="IOU", min=0.0, max=1.0, help="Reject a frame where an object's extent loses more IoU with its exact mask.")] = 0.25,
+    max_colour_drift: Annotated[float, typer.Option("--max-colour-drift", metavar="LEVELS", min=0.0, help="Reject a frame where an object's colour strays further (8-bit levels) from the frame's colour change.")] = 60.0,
+    max_size_drift: Annotated[float, typer.Option("--max-size-drift", metavar="IOU", min=0.0, max=1.0, help="Reject a frame where an object's extent loses more IoU with its exact mask.")] = 0.2,
     quiet: QuietOpt = False,
 ) -> None:
     """Refine every frame of a store into rgb_refined/, score each against its labels (rejecting

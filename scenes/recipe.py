@@ -782,8 +782,8 @@ class RefineSettings(Section):
     device: str = Field("auto", description=DEVICE_HELP)
     min_edge_agreement: float = Field(0.6, ge=0, description="reject a refined frame whose edge agreement at the instance boundaries, refined / render, is lower (docs/refiner.md, Acceptance)")
     min_structure_ssim: float = Field(0.6, ge=0, le=1, description="reject a refined frame whose structure SSIM against the render is lower")
-    max_colour_drift: float = Field(30.0, ge=0, description="reject a refined frame where an object's mean colour strays further (8-bit levels) from what the frame's colour change predicts")
-    max_size_drift: float = Field(0.25, ge=0, le=1, description="reject a refined frame where an object's extent found by colour loses more IoU with its exact mask than this, render to refined")
+    max_colour_drift: float = Field(60.0, ge=0, description="reject a refined frame where an object's mean colour strays further (8-bit levels) from what the frame's colour change predicts")
+    max_size_drift: float = Field(0.2, ge=0, le=1, description="reject a refined frame where an object's extent found by colour loses more IoU with its exact mask than this, render to refined")
 
     def acceptance(self) -> dict[str, float]:
         """The acceptance thresholds, the keyword arguments of ``refine.acceptance.Acceptance``."""
