@@ -105,16 +105,6 @@ def accepted_frames(records: list[dict], rgb: RgbSource, include_rejected: bool 
     return [record for record in records if not record.get("refine_rejected")]
 
 
-def rejection_summary(records: list[dict]) -> dict | None:
-    """How many refined views the acceptance check scored and rejected, and the rate (None when
-    none was scored); ``refine eval`` and the report show it."""
-    scored = [r for r in records if "refine_scores" in r]
-    if not scored:
-        return None
-    rejected = sum(1 for r in scored if r.get("refine_rejected"))
-    return {"scored": len(scored), "rejected": rejected, "rejection_rate": rejected / len(scored)}
-
-
 def parse_categories(text: str) -> frozenset[str]:
     """``"box,ball"`` -> ``{"box", "ball"}``."""
     names = frozenset(name.strip() for name in text.split(",") if name.strip())

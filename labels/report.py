@@ -20,10 +20,9 @@ import numpy as np
 
 from sceneforge.floor.files import atomic_write
 
-from .export import rejection_summary
 from .preview import contact_sheet
 from .stats import CLIPPED_WARNING, dataset_stats, plot_pngs
-from .store import DatasetStore, frames_of, view_name
+from .store import DatasetStore, frames_of, rejection_summary, view_name
 
 MAX_SAMPLE_WIDTH = 1600  # wider sample rows (many tiles, large renders) are shrunk to keep the page light
 CHARTS = {  # plot_pngs's chart -> (section id, heading)

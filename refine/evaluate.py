@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from sceneforge.floor.errors import UserError
-from sceneforge.labels.export import rejection_summary
-from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.store import DatasetStore, rejection_summary
 from sceneforge.labels.torch import image_tensor
 
 from .apply import refined_images

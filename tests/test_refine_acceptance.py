@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from sceneforge.labels.export import accepted_frames, rejection_summary
+from sceneforge.labels.export import accepted_frames
 from sceneforge.labels.report import report_html
-from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.store import DatasetStore, rejection_summary
 from sceneforge.refine.acceptance import Acceptance, frame_scores
 from sceneforge.refine.apply import Refiner, refine_store
 from sceneforge.refine.metrics import boundary_structure, contrast_structure_map, lowpass_luminance
