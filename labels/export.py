@@ -18,7 +18,7 @@ from typing import Literal
 from sceneforge.floor.errors import UserError
 
 from . import coco, mot, shards, yolo
-from .store import DatasetStore, one_writer
+from .store import DatasetStore, accepted_frames, one_writer
 
 
 def _bop(*args: object, **options: object) -> None:
@@ -94,15 +94,6 @@ class ObjectFilter:
         if self == ObjectFilter():
             return records
         return [{**record, "objects": [o for o in record["objects"] if self.keeps(o)]} for record in records]
-
-
-def accepted_frames(records: list[dict], rgb: RgbSource, include_rejected: bool = False) -> list[dict]:
-    """The frames an export keeps: with the refined images, not those whose refinement the
-    acceptance check rejected (``refine_rejected`` in the record; docs/refiner.md), unless
-    ``include_rejected``. The renders of rejected frames are sound: other sources keep every frame."""
-    if rgb != "refined" or include_rejected:
-        return records
-    return [record for record in records if not record.get("refine_rejected")]
 
 
 def parse_categories(text: str) -> frozenset[str]:

@@ -505,6 +505,15 @@ class DatasetStore:
                 tmp.unlink(missing_ok=True)
 
 
+def accepted_frames(records: list[dict], rgb: str, include_rejected: bool = False) -> list[dict]:
+    """The frames an export (every format, and the PyTorch Dataset) keeps for RGB source ``rgb``: with the refined images, not those whose refinement the
+    acceptance check rejected (``refine_rejected`` in the record; docs/refiner.md), unless
+    ``include_rejected``. The renders of rejected frames are sound: other sources keep every frame."""
+    if rgb != "refined" or include_rejected:
+        return records
+    return [record for record in records if not record.get("refine_rejected")]
+
+
 def rejection_summary(records: list[dict]) -> dict | None:
     """How many refined views the acceptance check scored and rejected, and the rate (None when
     none was scored); ``refine eval`` and the report show it."""

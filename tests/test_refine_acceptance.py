@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from sceneforge.labels.export import accepted_frames
 from sceneforge.labels.report import report_html
-from sceneforge.labels.store import DatasetStore, rejection_summary
+from sceneforge.labels.store import DatasetStore, accepted_frames, rejection_summary
+from sceneforge.labels.torch import SceneForgeDataset
 from sceneforge.refine.acceptance import Acceptance, frame_scores
 from sceneforge.refine.apply import Refiner, refine_store
 from sceneforge.refine.metrics import boundary_structure, contrast_structure_map, lowpass_luminance
@@ -141,6 +141,8 @@ def test_rejected_frames_are_marked_and_exports_skip_them(store, identity_run, t
                                                                     "max_colour_drift": 60.0, "max_size_drift": 0.2}
     assert accepted_frames(records, "original") == records and accepted_frames(records, "refined") == []
     assert accepted_frames(records, "refined", include_rejected=True) == records
+    assert len(SceneForgeDataset(store, rgb="refined")) == 0 and len(SceneForgeDataset(store, rgb="original")) == 3
+    assert len(SceneForgeDataset(store, rgb="refined", include_rejected=True)) == 3
 
     skipped = run_cli("export", store.root, "-o", tmp_path / "coco", "--rgb", "refined")
     assert skipped.returncode == 2 and "--include-rejected" in skipped.stderr
