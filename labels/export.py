@@ -18,7 +18,7 @@ from typing import Literal
 from sceneforge.floor.errors import UserError
 
 from . import coco, mot, shards, yolo
-from .store import DatasetStore, one_writer
+from .store import DatasetStore, accepted_frames, one_writer
 
 
 def _bop(*args: object, **options: object) -> None:
@@ -114,10 +114,12 @@ def export(
     rgb: RgbSource = "original",
     splits: dict[str, float] | None = None,
     objects: ObjectFilter = ObjectFilter(),
+    include_rejected: bool = False,
     **options: object,
 ) -> Path:
     """Export ``store`` as ``fmt`` into ``dest``. Without ``splits`` every frame goes to one set;
-    ``objects`` chooses the objects every format keeps.
+    ``objects`` chooses the objects every format keeps; with ``rgb="refined"``, frames whose
+    refinement was rejected are left out unless ``include_rejected`` (``accepted_frames``).
 
     ``options`` are the format's own: ``masks`` and ``layout`` (coco), ``task`` (yolo),
     ``shard_bytes`` (webdataset); mot and bop have none.
@@ -126,11 +128,11 @@ def export(
         raise UserError(f"unknown export format {fmt!r}; expected one of: {', '.join(WRITERS)}")
     objects.check(store)
     with one_writer(dest):
-        return _export(store, fmt, Path(dest), overwrite, partial, rgb, splits, objects, options)
+        return _export(store, fmt, Path(dest), overwrite, partial, rgb, splits, objects, include_rejected, options)
 
 
 def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial: bool, rgb: RgbSource,
-            splits: dict[str, float] | None, objects: ObjectFilter, options: dict) -> Path:
+            splits: dict[str, float] | None, objects: ObjectFilter, include_rejected: bool, options: dict) -> Path:
     records = store.records()
     if not records:
         raise UserError(f"{store.root}: the store has no finished frames to export")
@@ -153,7 +155,10 @@ def _export(store: DatasetStore, fmt: str, dest: Path, overwrite: bool, partial:
                         "command to render them again, or 'sceneforge verify --repair' to drop them")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
         raise UserError(f"{dest}: exists and is not empty; pass --overwrite to replace it")
-    records = objects.apply(records)
+    records = objects.apply(accepted_frames(records, rgb, include_rejected))
+    if not records:
+        raise UserError(f"{store.root}: every refined frame was rejected by the refiner's acceptance check "
+                        "('refine_rejected' in frames.jsonl); pass --include-rejected to export them anyway")
     groups: dict[str | None, list[dict]] = {None: records}
     if splits:
         seed = store.meta.get("recipe", {}).get("seed", 0)

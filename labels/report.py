@@ -22,7 +22,7 @@ from sceneforge.floor.files import atomic_write
 
 from .preview import contact_sheet
 from .stats import CLIPPED_WARNING, dataset_stats, plot_pngs
-from .store import DatasetStore, frames_of, view_name
+from .store import DatasetStore, frames_of, rejection_summary, view_name
 
 MAX_SAMPLE_WIDTH = 1600  # wider sample rows (many tiles, large renders) are shrunk to keep the page light
 CHARTS = {  # plot_pngs's chart -> (section id, heading)
@@ -100,6 +100,9 @@ def _summary(store: DatasetStore, records: list[dict], numbers: dict, failures: 
             ("objects", str(sum(len(r["objects"]) for r in records))),
             ("sequences", str(len({r["sequence"]["scene_index"] for r in records if "sequence" in r}))),
             ("requested views", str(counts.get("requested", "?"))), ("failed views", str(len(failures)))]
+    if rejection := rejection_summary(records):  # the refiner's acceptance check (docs/refiner.md)
+        rows.append(("refined views rejected", f"{rejection['rejected']} of {rejection['scored']} "
+                                                f"({100 * rejection['rejection_rate']:.1f} %)"))
     return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>"
 
 

@@ -509,6 +509,25 @@ class DatasetStore:
                 tmp.unlink(missing_ok=True)
 
 
+def accepted_frames(records: list[dict], rgb: str, include_rejected: bool = False) -> list[dict]:
+    """The frames an export (every format, and the PyTorch Dataset) keeps for RGB source ``rgb``: with the refined images, not those whose refinement the
+    acceptance check rejected (``refine_rejected`` in the record; docs/refiner.md), unless
+    ``include_rejected``. The renders of rejected frames are sound: other sources keep every frame."""
+    if rgb != "refined" or include_rejected:
+        return records
+    return [record for record in records if not record.get("refine_rejected")]
+
+
+def rejection_summary(records: list[dict]) -> dict | None:
+    """How many refined views the acceptance check scored and rejected, and the rate (None when
+    none was scored); ``refine eval`` and the report show it."""
+    scored = [r for r in records if "refine_scores" in r]
+    if not scored:
+        return None
+    rejected = sum(1 for r in scored if r.get("refine_rejected"))
+    return {"scored": len(scored), "rejected": rejected, "rejection_rate": rejected / len(scored)}
+
+
 def _json_lines(records: list[dict]) -> str:
     """Records as JSON lines, compact and strict (no NaN or infinity)."""
     return "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)

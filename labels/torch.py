@@ -49,7 +49,7 @@ except ImportError as exc:  # torch is the optional refine extra, not part of th
 from sceneforge.floor.errors import UserError
 
 from .rle import decode_mask
-from .store import DatasetStore, frames_of, view_name
+from .store import DatasetStore, accepted_frames, frames_of, view_name
 
 DENSE_PASSES = ("depth", "distance", "normals", "instance", "semantic", "albedo", "flow_forward", "flow_backward",
                 "flow_valid", "disparity", "rgb_clean", "depth_sensor", "depth_behind", "instance_behind")
@@ -57,7 +57,8 @@ DENSE_PASSES = ("depth", "distance", "normals", "instance", "semantic", "albedo"
 
 class SceneForgeDataset(Dataset):
     """The finished views of a store, in index order (or with ``cameras``, its frames with those
-    views together); picklable for ``DataLoader(num_workers>0)``."""
+    views together); picklable for ``DataLoader(num_workers>0)``. With ``rgb="refined"``, views
+    whose refinement was rejected (``refine_rejected``) are left out unless ``include_rejected``."""
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class SceneForgeDataset(Dataset):
         transforms: Callable[[dict], dict] | None = None,
         rgb: str = "original",
         cameras: Sequence[str] | None = None,
+        include_rejected: bool = False,
     ) -> None:
         self.store = store if isinstance(store, DatasetStore) else DatasetStore(store)
         unknown = [p for p in passes if p not in DENSE_PASSES or p not in self.store.meta["passes"]]
@@ -76,7 +78,8 @@ class SceneForgeDataset(Dataset):
         self.transforms = transforms
         # "clean": the image without the sensor model, in stores rendered with one
         self.rgb_pass = {"original": "rgb", "refined": "rgb_refined", "clean": "rgb_clean"}[rgb]
-        self.records = self.store.records()
+        # with the refined images, not the views the refiner's acceptance check rejected (unless asked)
+        self.records = accepted_frames(self.store.records(), rgb, include_rejected)
         self.keypoint_slots = max((len(c.get("keypoints", ())) for c in self.store.meta["categories"]), default=0)
         self.cameras = None if cameras is None else tuple(cameras)
         self.frames: list[dict[str, dict]] = []  # with cameras: each frame's records by camera name

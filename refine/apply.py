@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore, one_writer, pass_file, view_name
 from sceneforge.labels.torch import image_tensor
 
+from .acceptance import Acceptance, frame_scores
 from .checkpoint import checkpoint_file, load_generator
 from .data import SIGNED, frame_inputs, to_uint8
 from .device import autocast, pick_device
@@ -110,24 +112,30 @@ def _ramp(starts: list[int], size: int, length: int, overlap: int) -> Tensor:
 
 
 def refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None = None,
-                 on_start: Callable[[int, int], None] | None = None) -> int:
+                 on_start: Callable[[int, int], None] | None = None, acceptance: Acceptance = Acceptance()) -> int:
     """Write ``rgb_refined/`` for every finished view of ``store`` (each rig camera's image on its
-    own) and record it; returns how many views were refined now. Frames refined earlier with the same checkpoint are kept, so an
-    interrupted call resumes; another checkpoint redoes them all. It is the store's one writer meanwhile.
-    ``on_start(views, already_refined)`` is called before the first view, ``on_frame()`` after each."""
+    own) and record it; returns how many views were refined now. Each refined view is scored
+    against its render and exact masks (``acceptance.frame_scores``): its record gets
+    ``refine_scores``, and ``refine_rejected`` (the reasons) when a score misses ``acceptance``.
+    Frames refined and scored earlier with the same checkpoint are kept (and judged again by
+    ``acceptance``), so an interrupted call resumes; another checkpoint redoes them all. It is the
+    store's one writer meanwhile. ``on_start(views, already_refined)`` is called before the first
+    view, ``on_frame()`` after each."""
+    acceptance.check()
     with one_writer(store.root):
-        return _refine_store(store, refiner, on_frame, on_start)
+        return _refine_store(store, refiner, on_frame, on_start, acceptance)
 
 
 def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], None] | None,
-                  on_start: Callable[[int, int], None] | None = None) -> int:
+                  on_start: Callable[[int, int], None] | None, acceptance: Acceptance) -> int:
     records = store.records()
     folder = store.root / REFINED
     folder.mkdir(exist_ok=True)
     marker = folder / ".checkpoint"
     done = marker.exists() and marker.read_text().strip() == refiner.sha256
     marker.write_text(refiner.sha256 + "\n")
-    todo = [r for r in records if not (done and (store.root / pass_file(REFINED, r["index"], view_name(r))).exists())]
+    todo = [r for r in records if not (done and "refine_scores" in r
+                                       and (store.root / pass_file(REFINED, r["index"], view_name(r))).exists())]
     if on_start:
         on_start(len(records), len(records) - len(todo))
     def finish(writes: list[Future]) -> None:
@@ -136,14 +144,26 @@ def _refine_store(store: DatasetStore, refiner: Refiner, on_frame: Callable[[], 
             if on_frame:
                 on_frame()
 
+    scores: dict[tuple[int, str], dict] = {}
     with ThreadPoolExecutor(2) as writers:
         pending: list[Future] = []
         for batch, (rgb, aux) in _read_batches(store, todo, refiner.batch):
             refined = refiner(rgb, aux)
             finish(pending)  # the previous batch's PNGs, encoded while this batch was refined
             pending = [writers.submit(store.write_colour, REFINED, r["index"], image, view_name(r)) for r, image in zip(batch, refined)]
+            for record, raw, image in zip(batch, rgb, refined):
+                scores[record["index"], view_name(record)] = frame_scores(raw, image, store.read_instance(record))
         finish(pending)
-    store.record_pass(REFINED, {"refiner": refiner.identity()})
+    store.record_pass(REFINED, {"refiner": {**refiner.identity(), "acceptance": asdict(acceptance)}})
+    judged = store.records()
+    for record in judged:
+        record["refine_scores"] = scores.get((record["index"], view_name(record)), record.get("refine_scores"))
+        reasons = acceptance.reasons(record["refine_scores"])
+        if reasons:
+            record["refine_rejected"] = reasons
+        else:
+            record.pop("refine_rejected", None)
+    store.rewrite_records(judged)
     return len(todo)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from sceneforge.floor.errors import UserError
-from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.store import DatasetStore, rejection_summary
 from sceneforge.labels.torch import image_tensor
 
 from .apply import refined_images
@@ -27,7 +27,8 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
     """Compare the first ``count`` renders and their refined versions with the photos in
     ``real_dir``: SWD (per pyramid level and mean; lower is closer), two-sample classifier accuracy
     (0.5 = indistinguishable), label validity of refined vs render, the warping error of
-    consecutive frames of sequences (refine/temporal.py), and FID/KID with user weights.
+    consecutive frames of sequences (refine/temporal.py), FID/KID with user weights, and (for
+    ``rgb_refined/``) the share of frames the acceptance check of ``refine apply`` rejected.
     The refined frames are ``rgb_refined/`` or, with ``checkpoint``, computed now.
     Progress: ``on_start(frames, 0)``, ``on_frame()`` after each refined frame is read or computed,
     then ``on_stage(name)`` before each measurement."""
@@ -67,6 +68,8 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
     temporal = warping_error(store, records, refined)
     if temporal is not None:
         report["warping_error"] = temporal
+    if checkpoint is None and (rejection := rejection_summary(records)):  # 'refine apply''s acceptance check
+        report["acceptance"] = rejection
     if inception_weights is not None:
         stage("FID/KID")
         report["fid_kid"] = {name: frechet_and_kernel_distance(images, real, inception_weights, seed=seed)

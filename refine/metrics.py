@@ -260,6 +260,74 @@ def label_validity(raw: Tensor, refined: Tensor, instance: Tensor) -> dict[str, 
     }
 
 
+LOWPASS_SIGMA = 1.5  # px: removes sensor noise, a lens blur and fine texture, keeps object outlines
+BOUNDARY_BAND = 2  # px either side of an instance boundary
+
+
+def lowpass_luminance(images: Tensor, sigma: float = LOWPASS_SIGMA) -> Tensor:
+    """Luminance (N x 1 x H x W) blurred with a Gaussian of ``sigma`` px: the band-limited image in
+    which object outlines are compared, blind to the noise, blur and texture a sensor adds."""
+    size = 2 * int(3 * sigma) + 1
+    return kornia.filters.gaussian_blur2d(kornia.color.rgb_to_grayscale(images), size, (sigma, sigma))
+
+
+def contrast_structure_map(x: Tensor, y: Tensor) -> Tensor:
+    """SSIM without its luminance term, ``(2 cov + C2) / (var_x + var_y + C2)``, per pixel (11 x 11
+    Gaussian window, sigma 1.5, ``C2 = 0.03**2``): 1 where ``y`` has ``x``'s local structure at a
+    similar contrast; it falls when an edge moves or is erased (which the structure term alone,
+    ``structure_ssim``, misses: a flat patch correlates with anything) or appears in a flat region."""
+    c2 = 0.03**2
+    mean_x, mean_y = _local_mean(x), _local_mean(y)
+    var_x = (_local_mean(x * x) - mean_x**2).clamp_min(0)
+    var_y = (_local_mean(y * y) - mean_y**2).clamp_min(0)
+    covariance = _local_mean(x * y) - mean_x * mean_y
+    return (2 * covariance + c2) / (var_x + var_y + c2)
+
+
+def boundary_band(instance: Tensor, radius: int = BOUNDARY_BAND) -> Tensor:
+    """N x H x W bool: pixels within ``radius`` px (chessboard) of an instance boundary."""
+    boundary = torch.from_numpy(instance_boundaries(instance.cpu().numpy())).to(instance.device)
+    return F.max_pool2d(boundary[:, None].float(), 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+
+
+def boundary_structure(raw: Tensor, refined: Tensor, instance: Tensor, *, sigma: float = LOWPASS_SIGMA) -> dict[str, float]:
+    """Whether object outlines stayed put, measured apart from fine-scale change: on the low-passed
+    luminance (``lowpass_luminance``), so the noise, blur and texture a refiner may add everywhere
+    do not count.
+
+    - ``boundary_edge_recall``: of the render's low-pass Canny edge pixels in the boundary band
+      (``boundary_band``), the share with a refined low-pass edge within 1 px (edges erased or moved);
+    - ``boundary_edge_precision``: of the refined image's low-pass edge pixels in the band, the
+      share within 1 px of a render edge (edges added or moved);
+    - ``boundary_cs`` / ``interior_cs``: mean ``contrast_structure_map`` of the low-passed
+      luminances in the band / everywhere else (informative: the interior may change).
+    """
+    _check_images(raw, "raw")
+    if raw.shape != refined.shape or instance.shape != (raw.shape[0], *raw.shape[-2:]):
+        raise ValueError(f"shapes differ: raw {tuple(raw.shape)}, refined {tuple(refined.shape)}, "
+                         f"instance {tuple(instance.shape)}")
+    sums = dict.fromkeys(("recalled", "edges_raw", "precise", "edges_refined", "cs_band", "band", "cs_rest", "rest"), 0.0)
+    with torch.no_grad():
+        for x, y, ids in zip(raw.split(CHUNK), refined.split(CHUNK), instance.split(CHUNK)):
+            band = boundary_band(ids).to(x.device)
+            low_x, low_y = lowpass_luminance(x.float(), sigma), lowpass_luminance(y.float(), sigma)
+            edges_x, edges_y = (kornia.filters.canny(low)[1][:, 0] > 0 for low in (low_x, low_y))
+            near_x, near_y = (F.max_pool2d(e[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0 for e in (edges_x, edges_y))
+            cs = contrast_structure_map(low_x, low_y)[:, 0]
+            sums["recalled"] += (edges_x & band & near_y).sum().item()
+            sums["edges_raw"] += (edges_x & band).sum().item()
+            sums["precise"] += (edges_y & band & near_x).sum().item()
+            sums["edges_refined"] += (edges_y & band).sum().item()
+            sums["cs_band"] += cs[band].sum().item()
+            sums["band"] += band.sum().item()
+            sums["cs_rest"] += cs[~band].sum().item()
+            sums["rest"] += (~band).sum().item()
+    ratio = lambda a, b: sums[a] / sums[b] if sums[b] else float("nan")  # noqa: E731
+    return {"boundary_edge_recall": ratio("recalled", "edges_raw"),
+            "boundary_edge_precision": ratio("precise", "edges_refined"),
+            "boundary_cs": ratio("cs_band", "band"), "interior_cs": ratio("cs_rest", "rest")}
+
+
 # --- FID and KID ---------------------------------------------------------------------------------
 
 def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:

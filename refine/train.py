@@ -22,6 +22,7 @@ from sceneforge.labels.torch import image_tensor
 from . import checkpoint
 from .data import SIGNED, RealPhotos, SyntheticFrames, training_batches
 from .device import autocast, pick_device
+from .metrics import BOUNDARY_BAND, LOWPASS_SIGMA, contrast_structure_map, lowpass_luminance
 from .model import CycleModels, RefinerConfig
 from .temporal import SequencePairs, flow_mask, masked_warp_difference, pair_batches
 
@@ -41,7 +42,8 @@ class TrainOptions:
     cycle_weight: float = 10.0
     identity_weight: float = 0.5  # times cycle_weight, as in CycleGAN
     structure_weight: float = 1.0
-    boundary_emphasis: float = 4.0  # extra structure weight on instance boundaries
+    structure_sigma: float = LOWPASS_SIGMA  # px: the structure loss compares low-passed luminance
+    structure_band: int = BOUNDARY_BAND  # px either side of an instance boundary where it applies
     pool_size: int = 50
     checkpoint_every: int = 500
     seed: int = 0
@@ -114,13 +116,14 @@ class ImagePool:
         return torch.stack(self.images).cpu() if self.images else None
 
 
-def structure_loss(refined: Tensor, raw: Tensor, boundary: Tensor, emphasis: float) -> Tensor:
-    """Mean L1 difference of luminance gradients between refined and raw images, weighted
-    ``1 + emphasis`` on (dilated) instance boundaries: edges may soften or sharpen a little, but
-    not move, vanish at object outlines or appear inside objects."""
-    gradients = [kornia.filters.spatial_gradient(kornia.color.rgb_to_grayscale(image)) for image in (refined, raw)]
-    weight = 1 + emphasis * F.max_pool2d(boundary, 3, stride=1, padding=1)
-    return (weight.unsqueeze(2) * (gradients[0] - gradients[1]).abs()).mean()
+def structure_loss(refined: Tensor, raw: Tensor, boundary: Tensor, sigma: float, band: int) -> Tensor:
+    """Mean ``1 - contrast_structure_map`` of the low-passed luminances of the refined and raw
+    images (``[-1, 1]``) over the pixels within ``band`` px of an instance boundary: an outline may
+    not move, vanish or gain a double, while the noise, blur and texture a sensor adds everywhere,
+    and the brightness and contrast, are free (docs/refiner.md, "What the structure loss allows")."""
+    low_refined, low_raw = (lowpass_luminance((image + 1) / 2, sigma) for image in (refined, raw))
+    weight = F.max_pool2d(boundary, 2 * band + 1, stride=1, padding=band)
+    return ((1 - contrast_structure_map(low_raw, low_refined)) * weight).sum() / weight.sum().clamp_min(1)
 
 
 def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, device: str = "auto",
@@ -230,7 +233,8 @@ def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor,
         adversarial = _lsgan(models.judge_real(fake_real), 1) + _lsgan(models.judge_synthetic(fake_synthetic), 1)
         cycle = F.l1_loss(to_synthetic(fake_real), x) + F.l1_loss(to_real(fake_synthetic), y)
         identity = F.l1_loss(to_real(y), y) + F.l1_loss(to_synthetic(x), x)
-        structure = structure_loss(fake_real.float(), x, a[:, BOUNDARY_CHANNEL:BOUNDARY_CHANNEL + 1], options.boundary_emphasis)
+        structure = structure_loss(fake_real.float(), x.float(), a[:, BOUNDARY_CHANNEL:BOUNDARY_CHANNEL + 1].float(),
+                                   options.structure_sigma, options.structure_band)
         loss_g = (adversarial + options.cycle_weight * cycle + options.cycle_weight * options.identity_weight * identity
                   + options.structure_weight * structure)
         extras = {name: term() for name, (_, term) in (extra_g or {}).items()}

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 RecipeLike = Recipe | str | Path
-Refiner = Callable[["DatasetStore", Path, int, str], object]  # (store, checkpoint, batch, device)
+Refiner = Callable[["DatasetStore", Path, int, str, dict], object]  # (store, checkpoint, batch, device, thresholds)
 
 
 def _recipe(recipe: RecipeLike) -> Recipe:
@@ -112,7 +112,8 @@ def run(recipe: RecipeLike, out: str | Path, *, usd: bool = True, refiner: Refin
         during_render: AbstractContextManager | None = None, **engine: Any) -> RunResult:
     """Render, refine (when the recipe names a refiner) and export COCO into ``out/coco``:
     ``sceneforge run``. ``engine`` takes ``render``'s keyword arguments. A run with failed views
-    exports nothing (rerunning renders them). ``refiner(store, checkpoint, batch, device)``
+    exports nothing (rerunning renders them). ``refiner(store, checkpoint, batch, device, thresholds)``
+    (``thresholds``: the recipe's acceptance thresholds, ``Acceptance``'s arguments)
     refines the store (default: quietly); ``during_render`` is entered while rendering only
     (the CLI's progress display)."""
     from sceneforge.labels.export import export
@@ -134,17 +135,19 @@ def run(recipe: RecipeLike, out: str | Path, *, usd: bool = True, refiner: Refin
             report = render(loaded, out, usd=usd, **engine)
         if not report.failures:
             if checkpoint is not None:
-                (refiner or _refine_quietly)(report.store, checkpoint, loaded.refine.batch, loaded.refine.device)
+                (refiner or _refine_quietly)(report.store, checkpoint, loaded.refine.batch, loaded.refine.device,
+                                             loaded.refine.acceptance())
             exports.append(export(report.store, "coco", out / "coco", overwrite=True,
                                   rgb="original" if checkpoint is None else "refined"))
     return RunResult(report, loaded, exports)
 
 
-def _refine_quietly(store: DatasetStore, checkpoint: Path, batch: int, device: str) -> None:
+def _refine_quietly(store: DatasetStore, checkpoint: Path, batch: int, device: str, thresholds: dict) -> None:
+    from sceneforge.refine.acceptance import Acceptance
     from sceneforge.refine.apply import Refiner as Model
     from sceneforge.refine.apply import refine_store
 
-    refine_store(store, Model(checkpoint, device=device, batch=batch))
+    refine_store(store, Model(checkpoint, device=device, batch=batch), acceptance=Acceptance(**thresholds))
 
 
 class Image:

@@ -145,7 +145,8 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
         loaded, output, usd=usd, during_render=progress, device=device, workers=workers, threads=threads,
         retries=retries, executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
         max_worker_memory_mb=max_worker_memory, **callbacks,
-        refiner=lambda store, checkpoint, batch, dev: refine_frames(store, checkpoint, batch=batch, device=dev, quiet=quiet),
+        refiner=lambda store, checkpoint, batch, dev, thresholds: refine_frames(store, checkpoint, batch=batch, device=dev,
+                                                                            quiet=quiet, thresholds=thresholds),
     )
     _summary(result.report, loaded, output, quiet, result.exports)
     typer.echo(f"Dataset: {output.resolve()}")
@@ -216,6 +217,7 @@ def export(
     min_visibility: Annotated[Optional[float], typer.Option("--min-visibility", metavar="FRACTION", min=0.0, max=1.0, help="Keep only objects at least this visible (visible / unoccluded pixels).")] = None,
     max_truncation: Annotated[Optional[float], typer.Option("--max-truncation", metavar="FRACTION", min=0.0, max=1.0, help="Keep only objects with at most this share of their silhouette outside the image.")] = None,
     categories: Annotated[Optional[str], typer.Option("--categories", metavar="NAMES", help="Keep only objects of these categories, e.g. box,ball.")] = None,
+    include_rejected: Annotated[bool, typer.Option("--include-rejected", help="With --rgb refined: also export the frames whose refinement the acceptance check rejected.")] = False,
     partial: Annotated[bool, typer.Option("--partial", help="Export a store whose render has not finished.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
 ) -> None:
@@ -228,7 +230,7 @@ def export(
     options = {"coco": {"masks": coco_masks, "layout": coco_layout}, "yolo": {"task": yolo_task},
                "webdataset": {"shard_bytes": shard_size << 20}}.get(format, {})
     dest = open_store(store).export(format, output, overwrite=overwrite, partial=partial, rgb=rgb,
-                                    splits=parse_splits(split) if split else None, **options,
+                                    splits=parse_splits(split) if split else None, **options, include_rejected=include_rejected,
                                     objects=ObjectFilter(min_visible_pixels, min_visibility, max_truncation,
                                                          parse_categories(categories) if categories is not None else None))
     typer.echo(f"Exported {format}: {dest.resolve()}")

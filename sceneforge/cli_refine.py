@@ -70,25 +70,37 @@ def apply(
     batch: BatchOpt = 8,
     device: DeviceOpt = "auto",
     tile: Annotated[int, typer.Option("--tile", metavar="PX", min=64, help="Largest tile side; larger images are tiled with overlap.")] = 512,
+    min_edge_agreement: Annotated[float, typer.Option("--min-edge-agreement", metavar="RATIO", min=0.0, help="Reject a frame whose edge agreement at the instance boundaries, refined / render, is lower.")] = 0.6,
+    min_structure_ssim: Annotated[float, typer.Option("--min-structure-ssim", metavar="SSIM", min=0.0, max=1.0, help="Reject a frame whose structure SSIM against the render is lower.")] = 0.6,
+    max_colour_drift: Annotated[float, typer.Option("--max-colour-drift", metavar="LEVELS", min=0.0, help="Reject a frame where an object's colour strays further (8-bit levels) from the frame's colour change.")] = 60.0,
+    max_size_drift: Annotated[float, typer.Option("--max-size-drift", metavar="IOU", min=0.0, max=1.0, help="Reject a frame where an object's extent loses more IoU with its exact mask.")] = 0.2,
     quiet: QuietOpt = False,
 ) -> None:
-    """Refine every frame of a store into rgb_refined/ and record the checkpoint in dataset.json."""
+    """Refine every frame of a store into rgb_refined/, score each against its labels (rejecting
+    those under the thresholds; docs/refiner.md, Acceptance) and record the checkpoint in dataset.json."""
     from sceneforge.labels.store import DatasetStore
 
     loaded = DatasetStore(store)
-    count = refine_frames(loaded, checkpoint, batch=batch, device=device, tile=tile, quiet=quiet)
-    typer.echo(f"Refined {count} frame(s): {(store / 'rgb_refined').resolve()}")
+    thresholds = {"min_edge_agreement": min_edge_agreement, "min_structure_ssim": min_structure_ssim,
+                  "max_colour_drift": max_colour_drift, "max_size_drift": max_size_drift}
+    count = refine_frames(loaded, checkpoint, batch=batch, device=device, tile=tile, quiet=quiet, thresholds=thresholds)
+    rejected = sum(1 for r in loaded.records() if r.get("refine_rejected"))
+    typer.echo(f"Refined {count} frame(s): {(store / 'rgb_refined').resolve()}; {rejected} rejected by the acceptance check")
 
 
-def refine_frames(store, checkpoint: Path, *, batch: int, device: str, tile: int = 512, quiet: bool = False) -> int:
+def refine_frames(store, checkpoint: Path, *, batch: int, device: str, tile: int = 512, quiet: bool = False,
+                  thresholds: dict | None = None) -> int:
     """Refine a store with the progress display of ``run`` and ``render`` (plain lines where standard
-    error is not a terminal); also used by ``sceneforge run`` for a recipe's ``refine``."""
+    error is not a terminal); also used by ``sceneforge run`` for a recipe's ``refine``.
+    ``thresholds``: keyword arguments of ``Acceptance`` (its defaults when None)."""
     require_refine_extra()
+    from sceneforge.refine.acceptance import Acceptance
     from sceneforge.refine.apply import Refiner, refine_store
 
     refiner = Refiner(checkpoint, device=device, batch=batch, tile=tile)
     with render_progress(stderr, quiet, REFINING) as progress:
-        return refine_store(store, refiner, on_frame=progress.step, on_start=progress.begin)
+        return refine_store(store, refiner, on_frame=progress.step, on_start=progress.begin,
+                            acceptance=Acceptance(**(thresholds or {})))
 
 
 @refine_app.command(cls=SceneForgeCommand)

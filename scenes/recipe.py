@@ -946,6 +946,14 @@ class RefineSettings(Section):
                             description="checkpoint file or training-run folder; relative paths start at the recipe's folder")
     batch: int = Field(8, ge=1, le=4096, description="frames per refiner batch")
     device: str = Field("auto", description=DEVICE_HELP)
+    min_edge_agreement: float = Field(0.6, ge=0, description="reject a refined frame whose edge agreement at the instance boundaries, refined / render, is lower (docs/refiner.md, Acceptance)")
+    min_structure_ssim: float = Field(0.6, ge=0, le=1, description="reject a refined frame whose structure SSIM against the render is lower")
+    max_colour_drift: float = Field(60.0, ge=0, description="reject a refined frame where an object's mean colour strays further (8-bit levels) from what the frame's colour change predicts")
+    max_size_drift: float = Field(0.2, ge=0, le=1, description="reject a refined frame where an object's extent found by colour loses more IoU with its exact mask than this, render to refined")
+
+    def acceptance(self) -> dict[str, float]:
+        """The acceptance thresholds, the keyword arguments of ``refine.acceptance.Acceptance``."""
+        return {name: getattr(self, name) for name in ("min_edge_agreement", "min_structure_ssim", "max_colour_drift", "max_size_drift")}
 
     @field_validator("device")
     @classmethod

@@ -1,0 +1,84 @@
+"""Does the refiner learn a whole sensor (colour, tone, vignetting, blur, noise) while keeping the
+object outlines? Trains the SceneForge refiner with its structure loss and without it (the
+ablation) on the same data for the same steps, and measures both.
+
+    python benchmarks/refine_sensor.py --store OUT --real DIR [--reference DIR] [--steps 400]
+                                       [--size 64] [--batch 1] [--width 16] [--blocks 3]
+
+``--reference``: the store's renders passed through the true sensor, as PNGs named by frame index
+(what a perfect refiner would output). Prints per row: mean SWD to the photos (lower is closer),
+the share of the render-to-reference SWD gap closed, edge agreement ratio and structure SSIM
+(``label_validity``), and the boundary measures on the low-passed luminance
+(``boundary_structure``: edge recall and precision in the boundary band, contrast-structure in
+the band and elsewhere). docs/refiner.md quotes a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from sceneforge.labels.store import DatasetStore
+from sceneforge.labels.torch import image_tensor
+from sceneforge.refine.apply import refined_images
+from sceneforge.refine.metrics import boundary_structure, label_validity, sliced_wasserstein
+from sceneforge.refine.train import TrainOptions, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument("--reference", type=Path)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--blocks", type=int, default=3)
+    args = parser.parse_args()
+    store = DatasetStore(args.store)
+    records = store.records()
+    renders = [store.read_rgb(r) for r in records]
+    instances = torch.from_numpy(np.stack([store.read_instance(r).astype(np.int64) for r in records]))
+    photos = _images([cv2.imread(str(p))[..., ::-1] for p in sorted(args.real.iterdir()) if p.suffix == ".png"])
+    rows = {"render": renders}
+    if args.reference:
+        rows["true sensor"] = [cv2.imread(str(args.reference / f"{r['index']}.png"))[..., ::-1] for r in records]
+    base = TrainOptions.preset("sceneforge", channels=args.width, blocks=args.blocks, disc_channels=args.width,
+                               steps=args.steps, size=args.size, batch=args.batch, checkpoint_every=args.steps)
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, options in (("no structure loss", replace(base, structure_weight=0.0)), ("boundary structure loss", base)):
+            started = time.perf_counter()
+            train(store.root, args.real, Path(tmp) / name, options, "cpu")
+            seconds[name] = time.perf_counter() - started
+            rows[name] = refined_images(store, records, Path(tmp) / name, "cpu")
+    print(f"{len(records)} frames, {len(photos)} photos; {args.steps} steps of batch {args.batch} at {args.size} px, "
+          f"generator width {args.width}, {args.blocks} blocks, CPU")
+    swd = {name: statistics.fmean(sliced_wasserstein(_images(images), photos)) for name, images in rows.items()}
+    print(f"{'':24} {'SWD':>6} {'gap closed':>10} {'edge ratio':>10} {'SSIM':>6} {'bnd recall':>10} "
+          f"{'bnd precision':>13} {'bnd CS':>6} {'inner CS':>8} {'train s':>7}")
+    for name, images in rows.items():
+        validity = label_validity(_images(renders), _images(images), instances)
+        boundary = boundary_structure(_images(renders), _images(images), instances)
+        closed = ((swd["render"] - swd[name]) / (swd["render"] - swd["true sensor"])) if "true sensor" in swd else float("nan")
+        print(f"{name:24} {swd[name]:6.1f} {closed:10.2f} {validity['edge_agreement_ratio']:10.3f} "
+              f"{validity['structure_ssim']:6.3f} {boundary['boundary_edge_recall']:10.3f} "
+              f"{boundary['boundary_edge_precision']:13.3f} {boundary['boundary_cs']:6.3f} {boundary['interior_cs']:8.3f} "
+              f"{seconds.get(name, 0.0):7.0f}")
+
+
+def _images(images: list[np.ndarray]) -> torch.Tensor:
+    return image_tensor(np.stack(images))
+
+
+if __name__ == "__main__":
+    main()
