@@ -17,7 +17,7 @@ from .apply import refined_images
 from .data import RealPhotos
 from .device import pick_device
 from .metrics import frechet_and_kernel_distance, label_validity, sliced_wasserstein, two_sample_accuracy
-from .temporal import warping_error
+from .temporal import consecutive_pairs, warping_error
 
 
 def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | None = None, count: int = 200,
@@ -64,10 +64,9 @@ def evaluate_store(store: DatasetStore, real_dir: Path, *, checkpoint: Path | No
         "label_validity": label_validity(_images(raw, on), _images(refined, on), torch.from_numpy(
             np.stack([store.read_instance(r).astype(np.int64) for r in records])).to(on)),
     }
-    stage("warping error")
-    temporal = warping_error(store, records, refined)
-    if temporal is not None:
-        report["warping_error"] = temporal
+    if consecutive_pairs(records):  # a sequence store
+        stage("warping error")
+        report["warping_error"] = warping_error(store, records, refined)
     if checkpoint is None and (rejection := rejection_summary(records)):  # 'refine apply''s acceptance check
         report["acceptance"] = rejection
     if inception_weights is not None:

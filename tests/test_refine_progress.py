@@ -78,7 +78,7 @@ def test_piped_apply_prints_plain_progress_lines_and_resumes_counting(store, che
     assert "Refining 3 of 3 view(s), 0 already done" in result.stderr.splitlines()
     assert _progress(result.stderr, "img/s") == [(1, 3, 33), (2, 3, 66), (3, 3, 100)]
     assert result.stderr.rstrip().endswith("eta 0:00:00")
-    assert result.stdout == f"Refined 3 frame(s): {(store.root / 'rgb_refined').resolve()}\n"
+    assert result.stdout == f"Refined 3 frame(s): {(store.root / 'rgb_refined').resolve()}; 0 rejected by the acceptance check\n"
     (store.root / "rgb_refined" / "000001.png").unlink()  # as if killed before this frame
     again = run_cli("refine", "apply", "--checkpoint", checkpoint, "--store", store.root, "--device", "cpu",
                     env=QUIET_HEARTBEAT)
