@@ -14,11 +14,11 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sceneforge.floor.errors import StorageError, UserError
 from sceneforge.floor.frame import Passes
@@ -29,7 +29,14 @@ from .blender_scene import Renderer
 from .decode import decode
 from .messages import FrameDone, FrameFailed, Ready, Recycling, StartFailed
 
-FinishStep = Callable[[SceneSpec, Passes, float], Any]
+class FinishStep(Protocol):
+    """What the worker does with each rendered frame (picklable: the worker process is spawned)."""
+
+    def __call__(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> Any:
+        """Finish one frame; the result goes back to the conductor in its FrameDone."""
+
+    def prepare(self) -> None:
+        """Import the libraries finishing needs; the worker calls it once, before its other threads start."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     except UserError as exc:
         conn.send(StartFailed(str(exc)))
         os._exit(2)
+    # Before the threads start: pxr's libraries take the GIL while they load, so importing USD in
+    # one thread while another loads a compiled module (trimesh's scipy) deadlocks.
+    options.finish.prepare()
     conn.send(Ready(os.getpid(), renderer.device, [g[2] for g in renderer.gpus]))
     inbox: queue.Queue = queue.Queue()
     outbox: queue.Queue = queue.Queue(maxsize=1)  # at most one rendered frame waits to be finished
