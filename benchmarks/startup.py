@@ -33,15 +33,19 @@ _STAGES = [
     ("conductor: import the CLI (typer, rich, pydantic)", "", "import sceneforge.cli"),
     ("conductor: load and check the recipe", "from sceneforge.scenes.recipe import load_recipe",
      "recipe = load_recipe(RECIPE, {'count': 1, 'render.resolution': [64, 48], 'render.samples': 4})"),
-    ("conductor: import the pipeline (store, executors)", "", "import sceneforge.pipeline"),
-    ("conductor: sample scene 0 (trimesh, primitive meshes)", "from sceneforge.scenes.sampling import sample\n"
+    ("conductor: import the pipeline (store, executors)", "import sceneforge.cli, sceneforge.scenes.recipe",
+     "import sceneforge.api, sceneforge.pipeline"),
+    ("conductor: sample scene 0 (trimesh, primitive meshes), beside the worker's start",
+     "import sceneforge.pipeline\nfrom sceneforge.scenes.sampling import sample\n"
      "from sceneforge.scenes.recipe import load_recipe\nrecipe = load_recipe(RECIPE, {'render.resolution': [64, 48], "
      "'render.samples': 4})", "spec = sample(recipe, 0)"),
     ("worker: import the render server and finishing step", "",
      "import sceneforge.render.server, sceneforge.labelling"),
     ("worker: import bpy", "import sceneforge.render.server, sceneforge.labelling", "import bpy"),
-    ("worker: Blender session (factory settings, Cycles)", "from sceneforge.render.blender_scene import Renderer",
-     "renderer = Renderer('cpu')"),
+    ("worker: Blender session (factory settings, Cycles)", "import bpy\n"
+     "from sceneforge.render.blender_scene import Renderer", "renderer = Renderer('cpu')"),
+    ("worker: import USD (pxr), before it reports ready", "import bpy, sceneforge.render.server, sceneforge.labelling",
+     "import sceneforge.labels.usd_scene"),
     ("worker: build and render frame 0", "from sceneforge.render.blender_scene import Renderer\n"
      "from sceneforge.render.server import console_silenced\nfrom sceneforge.scenes.sampling import sample\n"
      "from sceneforge.scenes.recipe import load_recipe\nrecipe = load_recipe(RECIPE, {'render.resolution': [64, 48], "
@@ -50,7 +54,7 @@ _STAGES = [
     ("worker: decode, label, USD and write frame 0", "import tempfile\nfrom sceneforge.render.blender_scene import Renderer\n"
      "from sceneforge.render.server import console_silenced, finish_frame\nfrom sceneforge.scenes.sampling import sample\n"
      "from sceneforge.scenes.recipe import load_recipe\nfrom sceneforge.labelling import LabelAndStore\n"
-     "from sceneforge.labels.store import DatasetStore\n"
+     "from sceneforge.labels.store import DatasetStore\nimport sceneforge.labels.usd_scene\n"
      "recipe = load_recipe(RECIPE, {'render.resolution': [64, 48], 'render.samples': 4})\nspec = sample(recipe, 0)\n"
      "renderer = Renderer('cpu')\nwith console_silenced(): exr, _ = renderer.render_to_file(spec)\n"
      "root = tempfile.mkdtemp()\nDatasetStore.open_for_writing(root + '/out', recipe=recipe.model_dump(mode='json'), "
