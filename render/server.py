@@ -2,7 +2,8 @@
 
 Each rendered frame is handed to a *finishing step* chosen by the conductor (label derivation
 and the store writes run here, beside the renderer, while the next frame renders); render knows
-it only as a callable ``(spec, passes, render_seconds) -> result``.
+it only as a callable ``(spec, passes, render_seconds) -> result`` with a ``prepare()`` that
+imports what it needs before the worker's threads start (``FinishStep``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sceneforge.scenes.spec import SceneSpec
 from .blender_scene import Renderer
 from .decode import decode
 from .messages import FrameDone, FrameFailed, Ready, Recycling, StartFailed
+
 
 class FinishStep(Protocol):
     """What the worker does with each rendered frame (picklable: the worker process is spawned)."""
