@@ -6,7 +6,8 @@
 Part 0 times whole commands side by side: ``sceneforge run`` (CPU worker, all label passes, USD,
 COCO) against ``benchmarks/floor.py`` (the same frames in one plain bpy session, one multilayer EXR
 per frame and nothing else), for K scenes x 1 frame and 1 scene x K frames, alternating A-B-B-A
-so that drift on a noisy machine cancels, and prints the median wall times and their ratio.
+so that drift on a noisy machine cancels, and prints the median wall times, CPU times (of the
+command and its worker processes) and their ratios.
 Part 1 runs the real pipeline (`render_dataset`: sampling, warm CPU worker, labels, store writes)
 on the default recipe, for two workloads: many scenes x 1 frame, and one scene x many frames
 (`camera.frames_per_scene`), and compares wall time with the sum of Blender's own render times.
@@ -17,6 +18,8 @@ alternating A-B-B-A so that drift on a noisy machine cancels, and compares rende
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -93,7 +96,10 @@ def _against_floor(recipe: Path, frames: int, resolution: str, samples: int, rep
     workloads = {f"{frames} scenes x 1 frame": 1, f"1 scene x {frames} frames": frames}
     print(f"[SceneForge vs the plain-bpy floor] {recipe.name}: {frames} frames at {resolution}, {samples} samples, "
           f"CPU; medians of {2 * repetitions} whole commands each, interleaved A-B-B-A")
-    print(f"| workload | floor (s) | SceneForge (s) | SceneForge / floor |\n|---|---|---|---|")
+    print("CPU: user + system seconds of the whole command with its worker processes (far less sensitive "
+          "than wall time to other load on the machine)")
+    print("| workload | floor wall (s) | SceneForge wall (s) | wall ratio | floor CPU (s) | SceneForge CPU (s) | "
+          "CPU ratio | load average |\n|---|---|---|---|---|---|---|---|")
     for name, per_scene in workloads.items():
         commands = {
             "floor": lambda out: [sys.executable, str(FLOOR), str(recipe), str(out), *common,
@@ -102,16 +108,26 @@ def _against_floor(recipe: Path, frames: int, resolution: str, samples: int, rep
                                        "--device", "cpu", "--quiet", "--set", f"camera.frames_per_scene={per_scene}"],
         }
         times: dict[str, list[float]] = {"floor": [], "sceneforge": []}
+        cpu: dict[str, list[float]] = {"floor": [], "sceneforge": []}
         for repetition in range(repetitions):
             order = ("floor", "sceneforge", "sceneforge", "floor") if repetition % 2 == 0 else \
                     ("sceneforge", "floor", "floor", "sceneforge")
             for tool in order:
                 with tempfile.TemporaryDirectory() as tmp:
-                    started = time.perf_counter()
+                    before, started = _children_cpu(), time.perf_counter()
                     subprocess.run(commands[tool](Path(tmp) / "out"), check=True, stdout=subprocess.DEVNULL)
                     times[tool].append(time.perf_counter() - started)
+                    cpu[tool].append(_children_cpu() - before)
         floor, ours = statistics.median(times["floor"]), statistics.median(times["sceneforge"])
-        print(f"| {name} | {floor:.2f} | {ours:.2f} | {ours / floor:.2f}x |")
+        floor_cpu, our_cpu = statistics.median(cpu["floor"]), statistics.median(cpu["sceneforge"])
+        print(f"| {name} | {floor:.2f} | {ours:.2f} | {ours / floor:.2f}x | {floor_cpu:.2f} | {our_cpu:.2f} | "
+              f"{our_cpu / floor_cpu:.2f}x | {os.getloadavg()[0]:.1f} |")
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children and theirs (the render workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _render_both_ways(recipe: Recipe, frames: int) -> tuple[list[float], list[float]]:

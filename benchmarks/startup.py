@@ -3,6 +3,7 @@
 
     python benchmarks/startup.py                       # this checkout
     python benchmarks/startup.py --code /path/to/tree  # another checkout (a before/after comparison)
+    python benchmarks/startup.py --stages              # the stages before a run's first frame
 
 Renders one tiny store first (not timed). Figures depend on the machine and its load: compare
 two trees on the same machine, one after the other. Recorded figures: docs/cli.md, 'Start-up'.
@@ -11,17 +12,56 @@ two trees on the same machine, one after the other. Recorded figures: docs/cli.m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "tabletop.yaml"
 TINY = ["-n", "2", "--resolution", "32x24", "--samples", "1", "-q"]
+FIRST_FRAME = ["-n", "1", "--resolution", "64x48", "--samples", "4", "--device", "cpu", "-q"]
+
+# Each stage of a run's start-up, timed alone in a fresh interpreter: (stage, setup, timed code).
+# A stage's setup is the stages before it, untimed; the worker's stages run as the worker does.
+_STAGES = [
+    ("conductor: import the CLI (typer, rich, pydantic)", "", "import sceneforge.cli"),
+    ("conductor: load and check the recipe", "from sceneforge.scenes.recipe import load_recipe",
+     "recipe = load_recipe(RECIPE, {'count': 1, 'render.resolution': [64, 48], 'render.samples': 4})"),
+    ("conductor: import the pipeline (store, executors)", "import sceneforge.cli, sceneforge.scenes.recipe",
+     "import sceneforge.api, sceneforge.pipeline"),
+    ("conductor: sample scene 0 (trimesh, primitive meshes), beside the worker's start",
+     "import sceneforge.pipeline\nfrom sceneforge.scenes.sampling import sample\n"
+     "from sceneforge.scenes.recipe import load_recipe\nrecipe = load_recipe(RECIPE, {'render.resolution': [64, 48], "
+     "'render.samples': 4})", "spec = sample(recipe, 0)"),
+    ("worker: import the render server and finishing step", "",
+     "import sceneforge.render.server, sceneforge.labelling"),
+    ("worker: import bpy", "import sceneforge.render.server, sceneforge.labelling", "import bpy"),
+    ("worker: Blender session (factory settings, Cycles)", "import bpy\n"
+     "from sceneforge.render.blender_scene import Renderer", "renderer = Renderer('cpu')"),
+    ("worker: import USD (pxr), before it reports ready", "import bpy, sceneforge.render.server, sceneforge.labelling",
+     "import sceneforge.labels.usd_scene"),
+    ("worker: build and render frame 0", "from sceneforge.render.blender_scene import Renderer\n"
+     "from sceneforge.render.server import console_silenced\nfrom sceneforge.scenes.sampling import sample\n"
+     "from sceneforge.scenes.recipe import load_recipe\nrecipe = load_recipe(RECIPE, {'render.resolution': [64, 48], "
+     "'render.samples': 4})\nspec = sample(recipe, 0)\nrenderer = Renderer('cpu')",
+     "with console_silenced(): exr, _ = renderer.render_to_file(spec)"),
+    ("worker: decode, label, USD and write frame 0", "import tempfile\nfrom sceneforge.render.blender_scene import Renderer\n"
+     "from sceneforge.render.server import console_silenced, finish_frame\nfrom sceneforge.scenes.sampling import sample\n"
+     "from sceneforge.scenes.recipe import load_recipe\nfrom sceneforge.labelling import LabelAndStore\n"
+     "from sceneforge.labels.store import DatasetStore\nimport sceneforge.labels.usd_scene\n"
+     "recipe = load_recipe(RECIPE, {'render.resolution': [64, 48], 'render.samples': 4})\nspec = sample(recipe, 0)\n"
+     "renderer = Renderer('cpu')\nwith console_silenced(): exr, _ = renderer.render_to_file(spec)\n"
+     "root = tempfile.mkdtemp()\nDatasetStore.open_for_writing(root + '/out', recipe=recipe.model_dump(mode='json'), "
+     "recipe_hash='x', categories=recipe.categories, keypoints=recipe.category_keypoints(), resolution=(64, 48), "
+     "requested=1)",
+     "done = finish_frame(spec, exr, 0.0, LabelAndStore(root + '/out', usd=True))"),
+]
 
 
 def _sceneforge(code: Path, args: list[str], *, importtime: bool = False) -> subprocess.CompletedProcess:
@@ -44,12 +84,68 @@ def top_imports(importtime_log: str, count: int) -> list[tuple[str, float]]:
     return sorted(found, key=lambda item: -item[1])[:count]
 
 
+def first_frame_timeline(code: Path) -> dict[str, float]:
+    """Seconds from launching ``sceneforge run`` (one 64x48 frame, 4 samples, CPU) to each event
+    of its run log: the executor starting, the worker starting and ready, frame 0 done."""
+    with tempfile.TemporaryDirectory() as folder:
+        launched = time.time()
+        result = _sceneforge(code, ["run", str(RECIPE), "-o", f"{folder}/out", *FIRST_FRAME])
+        if result.returncode != 0:
+            sys.exit(f"run failed:\n{result.stderr}")
+        timeline = {"command done": time.time() - launched}
+        for line in (Path(folder) / "out" / "logs" / "run.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["time"]).timestamp() - launched
+            name = {"start": "executor started", "end": "render loop done"}.get(entry["event"], entry.get("message", ""))
+            name = name.split(" (pid")[0].replace("worker-0: ", "worker ")
+            if entry["event"] in ("start", "end", "worker") and name not in timeline:
+                timeline[name] = at
+        return dict(sorted(timeline.items(), key=lambda item: item[1]))
+
+
+def stage_seconds(code: Path, setup: str, timed: str) -> float:
+    """Wall seconds of ``timed`` after ``setup`` in a fresh interpreter (this checkout's sceneforge)."""
+    script = (f"import time\nfrom pathlib import Path\nRECIPE = Path({str(RECIPE)!r})\n{setup}\n"
+              f"start = time.perf_counter()\n{timed}\nprint(time.perf_counter() - start)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        sys.exit(f"stage failed:\n{result.stderr}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def print_stages(code: Path, repeat: int) -> None:
+    """Print the first-frame timeline of ``sceneforge run`` and each start-up stage's cost (medians)."""
+    print(f"sceneforge run {RECIPE.name} {' '.join(FIRST_FRAME)}: medians of {repeat} runs, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    timelines = [first_frame_timeline(code) for _ in range(repeat)]
+    print("| event | seconds after the command starts |\n|---|---|")
+    for event in timelines[0]:
+        times = [t[event] for t in timelines if event in t]
+        print(f"| {event} | {statistics.median(times):.2f} |")
+    print("\n| stage, alone in a fresh interpreter | seconds |\n|---|---|")
+    print(f"| Python start-up | {statistics.median(_python_start() for _ in range(repeat)):.2f} |")
+    for name, setup, timed in _STAGES:
+        print(f"| {name} | {statistics.median(stage_seconds(code, setup, timed) for _ in range(repeat)):.2f} |")
+    print(f"(load average after: {os.getloadavg()[0]:.1f})")
+
+
+def _python_start() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-P", "-c", "pass"], check=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose sceneforge is measured")
     parser.add_argument("--repeat", type=int, default=5, help="runs per command (the median is printed)")
     parser.add_argument("--top", type=int, default=4, help="top-level imports listed per command")
+    parser.add_argument("--stages", action="store_true", help="the stages before a run's first frame, instead")
     options = parser.parse_args()
+    if options.stages:
+        print_stages(options.code, options.repeat)
+        return
 
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)

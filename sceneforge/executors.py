@@ -102,9 +102,13 @@ class _Worker:
         child.close()
         self.pending: deque[SceneSpec] = deque()
         self.leaving = False  # it could not take a spec: it is recycling or has crashed
+        self.ready = False  # it has sent Ready
 
-    def stop(self) -> None:
-        """Ask the worker to leave, and hang up so that it never blocks sending frames nobody reads."""
+    def stop(self, at_once: bool = False) -> None:
+        """Ask the worker to leave, and hang up so that it never blocks sending frames nobody reads;
+        ``at_once``: kill it instead if it has not even started (a run that failed meanwhile)."""
+        if at_once and not self.ready:
+            self.process.kill()
         try:
             self.conn.send(None)
         except OSError:
@@ -147,7 +151,7 @@ class LocalExecutor:
 
     def __exit__(self, *exc_info) -> None:
         for w in self._workers:
-            w.stop()
+            w.stop(at_once=exc_info[0] is not None)
         self._workers = []
 
     def run(self, specs: Iterable[SceneSpec]) -> Iterator[dict | Failure]:
@@ -201,6 +205,7 @@ class LocalExecutor:
         return _outcome(self._store, dispatch, spec, message, w.name, self._emit)
 
     def _on_ready(self, w: _Worker, ready: Ready) -> None:
+        w.ready = True
         self._emit("worker", f"{w.name}: ready on {ready.device} (pid {ready.pid})")
         if self._fanned_out:
             return None
@@ -256,6 +261,7 @@ class _RenderActor:
                                                      [g[2] for g in self._renderer.gpus])
         except UserError as exc:  # Ray's GPU without a GPU Cycles can use: reported by ``ready``
             self._renderer, self._start = None, StartFailed(str(exc))
+        finish.prepare()
         self._finish = finish
 
     def ready(self) -> Ready | StartFailed:

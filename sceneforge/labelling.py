@@ -26,6 +26,11 @@ class LabelAndStore:
     store_root: str
     usd: bool = False
 
+    def prepare(self) -> None:
+        """Import the USD library (pxr) when stages are written."""
+        if self.usd:
+            import sceneforge.labels.usd_scene  # noqa: F401 - pxr: only where USD is written
+
     def __call__(self, spec: SceneSpec, passes: Passes, render_seconds: float) -> dict:
         """Write the frame's files; returns its record, to be appended by the store's one writer."""
         documents = {"scene": spec.to_json()}

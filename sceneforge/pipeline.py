@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -91,12 +90,12 @@ def render_dataset(
             missing: dict[int, set[str]] = {}
             for i, name in todo:
                 missing.setdefault(i, set()).add(name)
+            # Sampled as the workers ask for them: scene 0 is sampled while the workers start (a
+            # recipe that cannot be sampled fails then, and the workers are stopped).
             views = (spec for i, names in missing.items() for spec in sample_views(recipe, i) if spec.camera.name in names)
-            first = next(views)  # a recipe that cannot be sampled fails before any worker starts
-            specs = itertools.chain([first], views)
             options = _bounded_workers(options, len(todo), on_event)
             render_seconds, failures = render_specs(
-                store, specs, executor=executor, address=address, options=options,
+                store, views, executor=executor, address=address, options=options,
                 on_frame=on_frame, on_event=on_event, usd=usd,
             )
         if recipe.sequence is not None:
