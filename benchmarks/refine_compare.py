@@ -47,9 +47,9 @@ def probe_miou(store: DatasetStore, refined: list[np.ndarray], real_labeled: Pat
     return None if real_labeled is None else [benchmark_miou(store, refined, real_labeled, seed=s) for s in seeds]
 
 
-def _interval(values: list[float]) -> str:
+def _interval(values: list[float], sign: str = "") -> str:
     mean, half_width = confidence_interval(values)
-    return f"{mean:.3f}" if len(values) < 2 else f"{mean:.3f} ± {half_width:.3f}"
+    return f"{mean:{sign}.3f}" if len(values) < 2 else f"{mean:{sign}.3f} ± {half_width:.3f}"
 
 
 def main() -> None:
@@ -98,7 +98,7 @@ def main() -> None:
         pairs = [(name, "renders") for name in probes if name != "renders"]
         pairs += [("sceneforge", name) for name in probes if "sceneforge" in probes and name not in ("renders", "sceneforge")]
         for a, b in pairs:
-            print(f"  {a} - {b}: {_interval([x - y for x, y in zip(probes[a], probes[b])])}")
+            print(f"  {a} - {b}: {_interval([x - y for x, y in zip(probes[a], probes[b])], '+')}")
 
 
 def _row(name: str, renders: list[np.ndarray], refined: list[np.ndarray], real: torch.Tensor, instances: torch.Tensor,
