@@ -121,6 +121,8 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(store, photo
     first = train(store.root, photos, tmp_path / "split", TrainOptions(**{**options.__dict__, "steps": 2}), "cpu")
     second = train(store.root, photos, tmp_path / "split", options, "cpu")
     assert (first.first_step, first.last_step, second.first_step, second.last_step) == (0, 2, 2, 4)
+    finished = train(store.root, photos, tmp_path / "split", options, "cpu")  # nothing left: the benchmarks time no step
+    assert (finished.first_step, finished.last_step, finished.steps_per_second) == (4, 4, 0.0)
     whole, split = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
     assert whole["step"] == split["step"] == 4
     for network in ("to_real", "to_synthetic", "judge_real", "judge_synthetic"):
