@@ -61,7 +61,6 @@ def render_dataset(
     """
     start = time.perf_counter()
     cameras = recipe.camera_names
-    sample_views(recipe, 0)  # fail before touching the store when the first scene cannot be drawn (a damaged asset it parses)
     with one_writer(out):
         store = DatasetStore.open_for_writing(
             out,

@@ -293,10 +293,17 @@ ASSET_CASES = [  # (recipe text, expected message after the recipe position)
 
 
 @pytest.mark.parametrize(("text", "expected"), ASSET_CASES)
-def test_bad_assets_and_images_are_refused_naming_the_file(capsys, bad_files, store, text, expected):
+def test_bad_assets_and_images_are_refused_naming_the_file(capsys, bad_files, tmp_path, text, expected):
+    """Library files are parsed when a scene draws them: validate (which draws scene 0) and run
+    refuse the file at its recipe line, and run writes no frame."""
     path = bad_files / "recipe.yaml"
     path.write_text(text)
-    assert_run_refused(capsys, store, path, r":\d+:\d+: " + expected)
+    for args in (("validate", path), ("run", path, "-o", tmp_path / "out")):
+        code, err = cli(capsys, *args)
+        assert code == 2, err[:2000]
+        assert re.search(re.escape(str(path)) + r":\d+:\d+: " + expected, err), err[:2000]
+        assert "Traceback" not in err
+    assert not (tmp_path / "out" / "frames.jsonl").exists() or not DatasetStore(tmp_path / "out").records()
 
 
 def test_bad_options_are_refused_naming_the_option(capsys, tmp_path, store):
