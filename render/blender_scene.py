@@ -557,15 +557,18 @@ class Renderer:
         if pixels is None:
             socket.default_value = factor
             return
+        value = self._map_channel(material, key, pixels, channel, coordinates)
+        material.node_tree.links.new(self._math(material, "MULTIPLY", value, float(factor)), socket)
+
+    def _map_channel(self, material, key: str, pixels: np.ndarray, channel: str, coordinates: tuple):
+        """The socket of one channel ("Red", "Green", "Blue" or "Alpha") of a linear map."""
         texture = self._texture(material, key, pixels, coordinates, data=True)
         texture.image.alpha_mode = "CHANNEL_PACKED"  # the channels are independent data, never premultiplied
         if channel == "Alpha":
-            value = texture.outputs["Alpha"]
-        else:
-            separate = material.node_tree.nodes.new("ShaderNodeSeparateColor")
-            material.node_tree.links.new(texture.outputs["Color"], separate.inputs["Color"])
-            value = separate.outputs[channel]
-        material.node_tree.links.new(self._math(material, "MULTIPLY", value, float(factor)), socket)
+            return texture.outputs["Alpha"]
+        separate = material.node_tree.nodes.new("ShaderNodeSeparateColor")
+        material.node_tree.links.new(texture.outputs["Color"], separate.inputs["Color"])
+        return separate.outputs[channel]
 
     def _transmission_medium(self, material, bsdf, maps: AssetMaterial, key: str, override: MaterialSpec,
                              coordinates: tuple) -> None:
@@ -686,10 +689,7 @@ class Renderer:
         else:
             opacity_key, opacity = f"{key}/opacity", maps.opacity_texture
         if opacity is not None:
-            separate = material.node_tree.nodes.new("ShaderNodeSeparateColor")
-            texture = self._texture(material, opacity_key, opacity, coordinates, data=True)
-            material.node_tree.links.new(texture.outputs["Color"], separate.inputs["Color"])
-            source = separate.outputs["Red"]
+            source = self._map_channel(material, opacity_key, opacity, "Red", coordinates)
         if source is None:  # a constant alpha
             alpha = values.alpha if values.alpha_mode == "BLEND" else float(values.alpha >= values.alpha_cutoff)
             bsdf.inputs["Alpha"].default_value = alpha
