@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from sceneforge.labels.store import DatasetStore
-from sceneforge.labels.torch import image_tensor
 from sceneforge.refine.apply import refined_images
-from sceneforge.refine.data import RealPhotos
 from sceneforge.refine.metrics import label_validity, sliced_wasserstein, two_sample_accuracy
 from sceneforge.refine.temporal import warping_error
 from sceneforge.refine.probe import benchmark_miou, confidence_interval
 from sceneforge.refine.train import TrainOptions, train, training_setup
+
+from refine_quality import comparison_data, image_batch  # a sibling script: this folder is on the path
 
 
 def probe_miou(store: DatasetStore, refined: list[np.ndarray], real_labeled: Path | None,
@@ -68,12 +68,7 @@ def main() -> None:
     parser.add_argument("--probe-seeds", type=int, default=1, help="train the task probe with N seeds (from --seed) per row")
     parser.add_argument("--runs", type=Path, help="keep the training runs in DIR/ARCHITECTURE (for 'refine preview'; a run already there is resumed, not retrained)")
     args = parser.parse_args()
-    store = DatasetStore(args.store)
-    records = store.records()
-    renders = [store.read_rgb(r) for r in records]
-    side = min(renders[0].shape[:2])
-    real = _images([p[:side, :side] for p in RealPhotos(args.real, side).images])
-    instances = torch.from_numpy(np.stack([store.read_instance(r).astype(np.int64) for r in records]))
+    store, records, renders, real, instances = comparison_data(args.store, args.real)
     print(f"{len(records)} frames, {len(real)} photos; {args.steps} steps of batch {args.batch} at {args.size} px, "
           f"generator width {args.width}, {args.blocks} blocks, CPU ({torch.get_num_threads()} threads)")
     print(f"| {'refiner':10} | {'SWD':>6} | {'two-sample acc.':>15} | {'edge agreement':>14} | {'structure SSIM':>14} "
@@ -104,10 +99,10 @@ def main() -> None:
 def _row(name: str, renders: list[np.ndarray], refined: list[np.ndarray], real: torch.Tensor, instances: torch.Tensor,
          store: DatasetStore, args: argparse.Namespace, parameters: int | None, seconds: float | None) -> list[float] | None:
     side = real.shape[-1]
-    square = _images([r[:side, :side] for r in refined])
+    square = image_batch([r[:side, :side] for r in refined])
     swd = statistics.fmean(sliced_wasserstein(square, real, seed=args.seed))
     accuracy = two_sample_accuracy(square, real, seed=args.seed)
-    validity = label_validity(_images(renders), _images(refined), instances)
+    validity = label_validity(image_batch(renders), image_batch(refined), instances)
     miou = probe_miou(store, refined, args.real_labeled, range(args.seed, args.seed + args.probe_seeds))
     temporal = warping_error(store, store.records(), refined)
     cells = [f"{swd:6.1f}", f"{accuracy:15.2f}", f"{validity['edge_agreement_ratio']:14.3f}",
@@ -116,10 +111,6 @@ def _row(name: str, renders: list[np.ndarray], refined: list[np.ndarray], real: 
              f"{_interval(miou):>10}" if miou is not None else f"{'—':>10}"]
     print(f"| {name:10} | " + " | ".join(cells) + " |", flush=True)
     return miou
-
-
-def _images(images: list[np.ndarray]) -> torch.Tensor:
-    return image_tensor(np.stack(images))
 
 
 if __name__ == "__main__":

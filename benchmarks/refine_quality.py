@@ -51,13 +51,9 @@ def main() -> None:
         args.store, args.real = fixture.sim.root, fixture.photos
     elif args.store is None or args.real is None:
         parser.error("give --store and --real, or --structural")
-    store = DatasetStore(args.store)
-    records = store.records()
-    renders = [store.read_rgb(r) for r in records]
-    side = min(renders[0].shape[:2])
-    real = _images([p[:side, :side] for p in RealPhotos(args.real, side).images])
-    instances = torch.from_numpy(np.stack([store.read_instance(r).astype(np.int64) for r in records]))
-    swd_before = statistics.fmean(sliced_wasserstein(_images([r[:side, :side] for r in renders]), real))
+    store, records, renders, real, instances = comparison_data(args.store, args.real)
+    side = real.shape[-1]
+    swd_before = statistics.fmean(sliced_wasserstein(image_batch([r[:side, :side] for r in renders]), real))
     print(f"{len(records)} frames, {len(real)} photos; {args.steps} steps of batch {args.batch} at {args.size} px, "
           f"generator width {args.width}, {args.blocks} blocks, CPU")
     print(f"SWD renders -> photos: {swd_before:.1f}")
@@ -73,14 +69,28 @@ def main() -> None:
             train(store.root, args.real, run, options, "cpu")
             seconds = time.perf_counter() - started
             refined = refined_images(store, records, run, "cpu")
-            swd_after = statistics.fmean(sliced_wasserstein(_images([r[:side, :side] for r in refined]), real))
-            validity = label_validity(_images(renders), _images(refined), instances)
+            swd_after = statistics.fmean(sliced_wasserstein(image_batch([r[:side, :side] for r in refined]), real))
+            validity = label_validity(image_batch(renders), image_batch(refined), instances)
             mean, largest = _tiling_error(run, *enlarged)
             print(f"{architecture:13} {swd_after:11.1f} {validity['edge_agreement_ratio']:10.3f} "
                   f"{validity['structure_ssim']:14.3f} {mean:10.3f} {largest:9d} {seconds:8.1f}")
 
 
-def _images(images: list[np.ndarray]) -> torch.Tensor:
+def comparison_data(store_path: Path, real: Path) -> tuple[DatasetStore, list[dict], list[np.ndarray], torch.Tensor,
+                                                             torch.Tensor]:
+    """What the refiner benchmarks compare (also refine_compare.py): a store, its finished records,
+    their renders and instance maps, and the photos cropped to the renders' shorter side."""
+    store = DatasetStore(store_path)
+    records = store.records()
+    renders = [store.read_rgb(r) for r in records]
+    side = min(renders[0].shape[:2])
+    photos = image_batch([p[:side, :side] for p in RealPhotos(real, side).images])
+    instances = torch.from_numpy(np.stack([store.read_instance(r).astype(np.int64) for r in records]))
+    return store, records, renders, photos, instances
+
+
+def image_batch(images: list[np.ndarray]) -> torch.Tensor:
+    """H x W x 3 uint8 images of one size as an N x 3 x H x W float batch in [0, 1]."""
     return image_tensor(np.stack(images))
 
 

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from sceneforge.labels.store import DatasetStore
-from sceneforge.labels.torch import image_tensor
 from sceneforge.refine.apply import refined_images
 from sceneforge.refine.metrics import boundary_structure, label_validity, sliced_wasserstein
 from sceneforge.refine.train import TrainOptions, train
+
+from refine_quality import image_batch  # a sibling script: this folder is on the path
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
     records = store.records()
     renders = [store.read_rgb(r) for r in records]
     instances = torch.from_numpy(np.stack([store.read_instance(r).astype(np.int64) for r in records]))
-    photos = _images([cv2.imread(str(p))[..., ::-1] for p in sorted(args.real.iterdir()) if p.suffix == ".png"])
+    photos = image_batch([cv2.imread(str(p))[..., ::-1] for p in sorted(args.real.iterdir()) if p.suffix == ".png"])
     rows = {"render": renders}
     if args.reference:
         rows["true sensor"] = [cv2.imread(str(args.reference / f"{r['index']}.png"))[..., ::-1] for r in records]
@@ -63,21 +64,17 @@ def main() -> None:
             rows[name] = refined_images(store, records, Path(tmp) / name, "cpu")
     print(f"{len(records)} frames, {len(photos)} photos; {args.steps} steps of batch {args.batch} at {args.size} px, "
           f"generator width {args.width}, {args.blocks} blocks, CPU")
-    swd = {name: statistics.fmean(sliced_wasserstein(_images(images), photos)) for name, images in rows.items()}
+    swd = {name: statistics.fmean(sliced_wasserstein(image_batch(images), photos)) for name, images in rows.items()}
     print(f"{'':24} {'SWD':>6} {'gap closed':>10} {'edge ratio':>10} {'SSIM':>6} {'bnd recall':>10} "
           f"{'bnd precision':>13} {'bnd CS':>6} {'inner CS':>8} {'train s':>7}")
     for name, images in rows.items():
-        validity = label_validity(_images(renders), _images(images), instances)
-        boundary = boundary_structure(_images(renders), _images(images), instances)
+        validity = label_validity(image_batch(renders), image_batch(images), instances)
+        boundary = boundary_structure(image_batch(renders), image_batch(images), instances)
         closed = ((swd["render"] - swd[name]) / (swd["render"] - swd["true sensor"])) if "true sensor" in swd else float("nan")
         print(f"{name:24} {swd[name]:6.1f} {closed:10.2f} {validity['edge_agreement_ratio']:10.3f} "
               f"{validity['structure_ssim']:6.3f} {boundary['boundary_edge_recall']:10.3f} "
               f"{boundary['boundary_edge_precision']:13.3f} {boundary['boundary_cs']:6.3f} {boundary['interior_cs']:8.3f} "
               f"{seconds.get(name, 0.0):7.0f}")
-
-
-def _images(images: list[np.ndarray]) -> torch.Tensor:
-    return image_tensor(np.stack(images))
 
 
 if __name__ == "__main__":
