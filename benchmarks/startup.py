@@ -155,7 +155,7 @@ def main() -> None:
             sys.exit(f"could not render the store:\n{made.stderr}")
         commands = {
             "validate": ["validate", str(RECIPE)],
-            "stats": ["stats", str(store), "--plots", str(tmp / "plots")],
+            "stats": ["stats", str(store)],
             "export coco": ["export", str(store), "--format", "coco", "-o", str(tmp / "coco"), "--overwrite"],
             "export yolo": ["export", str(store), "--format", "yolo", "-o", str(tmp / "yolo"), "--overwrite"],
             "preview": ["preview", str(store), "-o", str(tmp / "sheet.png")],

@@ -325,11 +325,12 @@ def preview(
 @app.command(cls=SceneForgeCommand)
 def stats(
     store: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder.", show_default=False)],
-    plots: Annotated[Optional[Path], typer.Option("--plots", metavar="DIR", help="Folder for the PNG plots (default OUT/stats).")] = None,
+    plots: Annotated[Optional[Path], typer.Option("--plots", metavar="DIR", help="Also draw the histograms as PNG plots into this folder.")] = None,
     clipped_threshold: ClippedOpt = CLIPPED_THRESHOLD,
 ) -> None:
-    """Print class balance, objects per image, visibility, depth and clipped-pixel distributions;
-    write PNG plots. Lists the frames with more than --clipped-threshold of their pixels clipped."""
+    """Print class balance, objects per image, visibility, depth and clipped-pixel distributions
+    (with --plots, also as PNG plots). Lists the frames with more than --clipped-threshold of their
+    pixels clipped."""
     from rich.table import Table
 
     from sceneforge.labels.stats import dataset_stats, write_plots
@@ -361,8 +362,9 @@ def stats(
                      f"{len(numbers['overexposed'])} frame(s) above {clipped_threshold:.1%}: "
                      + (" ".join(f"{f['index']}:{f['clipped_fraction']:.1%}" for f in numbers["overexposed"]) or "none"))
     _warn_clipped(loaded.records(), clipped_threshold)
-    paths = write_plots(numbers, plots or Path(store) / "stats")
-    stdout.print(f"Plots: {', '.join(str(p) for p in paths)}")
+    if plots is not None:  # drawing them (matplotlib) costs more than the rest of the command
+        paths = write_plots(numbers, plots)
+        stdout.print(f"Plots: {', '.join(str(p) for p in paths)}")
 
 
 @app.command(cls=SceneForgeCommand)

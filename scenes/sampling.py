@@ -13,7 +13,6 @@ import hashlib
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -293,23 +292,13 @@ def _scene(recipe: Recipe, scene_index: int) -> _Scene:
 def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     seed = scene_seed(recipe.seed, scene_index)
     objects_rng, lights_rng, world_rng, supports_rng = (scene_stream(seed, key) for key in ((0,), (1,), (2,), (4,)))
-    textures = _SCENE_TEXTURES.set({
-        id(material): _drawn_option(material._options, scene_stream(seed, (16, 3, k)))
-        for k, (_, material) in enumerate(recipe.materials()) if len(material._options) > 1
-    })
-    opacities = _SCENE_OPACITIES.set({
-        id(material): (_drawn_option(material._opacities, scene_stream(seed, (16, 4, k))), scene_stream(seed, (16, 5, k)))
-        for k, (_, material) in enumerate(recipe.materials()) if material._opacities
-    })
-    try:
-        objects, props, layout, movers = _sample_objects(recipe, scene_index, seed, objects_rng, supports_rng)
-        ground = None if recipe.ground is None else GroundSpec(
-            size=recipe.ground.size,
-            material=_sample_material(recipe.ground.material, "ground.material", world_rng, scene_stream(seed, (15, 3))),
-        )
-    finally:
-        _SCENE_TEXTURES.reset(textures)
-        _SCENE_OPACITIES.reset(opacities)
+    files = _scene_files(recipe, seed)
+    objects, props, layout, movers = _sample_objects(recipe, scene_index, seed, objects_rng, supports_rng, files)
+    ground = None if recipe.ground is None else GroundSpec(
+        size=recipe.ground.size,
+        material=_sample_material(recipe.ground.material, "ground.material", world_rng, scene_stream(seed, (15, 3)),
+                                  files),
+    )
     background = recipe.background
     background_color = _sample_color(background.color or DEFAULT_BACKGROUND, world_rng)
     strength = max(0.0, float(draw(background.strength, world_rng)))
@@ -324,13 +313,25 @@ def _sample_scene(recipe: Recipe, scene_index: int) -> _Scene:
     return _Scene(seed, objects, props, lights, ground, background_color, strength, hdri, lens, motion, image)
 
 
-# The texture options drawn for the scene being sampled (id of a recipe Material -> its textures),
-# for materials whose texture_folder is a choice: every _sample_material of the scene reads them.
-_SCENE_TEXTURES: ContextVar[dict[int, tuple[str, ...]]] = ContextVar("scene textures", default={})
-# The opacity images of the scene being sampled (id of a recipe Material -> the files of the option
-# drawn for the scene, and the stream each object wearing the material draws its image from).
-_SCENE_OPACITIES: ContextVar[dict[int, tuple[tuple[str, ...], np.random.Generator]]] = ContextVar(
-    "scene opacities", default={})
+@dataclass(frozen=True)
+class _SceneFiles:
+    """The files one scene's materials draw from, by id of the recipe Material: the texture
+    option drawn for the scene (materials whose texture_folder is a choice), and the opacity
+    images of the option drawn with the stream each object wearing the material draws its image from."""
+
+    textures: dict[int, tuple[str, ...]]
+    opacities: dict[int, tuple[tuple[str, ...], np.random.Generator]]
+
+
+def _scene_files(recipe: Recipe, seed: int) -> _SceneFiles:
+    """The files drawn for the scene of ``seed`` (streams (16, 3..5, k) of the k-th material)."""
+    return _SceneFiles(
+        textures={id(material): _drawn_option(material._options, scene_stream(seed, (16, 3, k)))
+                  for k, (_, material) in enumerate(recipe.materials()) if len(material._options) > 1},
+        opacities={id(material): (_drawn_option(material._opacities, scene_stream(seed, (16, 4, k))),
+                                  scene_stream(seed, (16, 5, k)))
+                   for k, (_, material) in enumerate(recipe.materials()) if material._opacities},
+    )
 
 
 def _drawn_option(options: tuple[tuple[float, tuple], ...], rng: np.random.Generator) -> tuple:
@@ -646,19 +647,20 @@ class _Mover:
 
 
 def _sample_objects(
-    recipe: Recipe, scene_index: int, seed: int, rng: np.random.Generator, supports_rng: np.random.Generator
+    recipe: Recipe, scene_index: int, seed: int, rng: np.random.Generator, supports_rng: np.random.Generator,
+    files: _SceneFiles,
 ) -> tuple[list[ObjectSpec], list[PropSpec], Layout, list[_Mover]]:
     """The scene's labeled objects and its props (support parts, then distractors), at rest, or
     where a simulated sequence starts (dropped from up to drop_height, not settled); the layout
     holding them, and which body each placed object is."""
     layout = Layout(recipe.placement.min_gap)
-    props, surfaces = _build_supports(recipe, scene_index, layout, supports_rng)
+    props, surfaces = _build_supports(recipe, scene_index, layout, supports_rng, files)
     physics = recipe.placement.physics
     settle = physics is not None and not (recipe.sequence is not None and recipe.sequence.physics)
     attempts = physics.attempts if settle else 1
     for _ in range(attempts):
         layout.clear_loose()
-        placed = _scatter(recipe, scene_index, seed, layout, surfaces, rng)
+        placed = _scatter(recipe, scene_index, seed, layout, surfaces, rng, files)
         if not settle or (problem := layout.settle(physics.seconds)) is None:
             break
     else:
@@ -685,20 +687,20 @@ def _sample_objects(
 
 
 def _build_supports(
-    recipe: Recipe, scene_index: int, layout: Layout, rng: np.random.Generator
+    recipe: Recipe, scene_index: int, layout: Layout, rng: np.random.Generator, files: _SceneFiles
 ) -> tuple[list[PropSpec], dict[str, list[Rect]]]:
     """Add the supports' parts to the layout; returns them as props, and the surfaces objects can
     stand on by name (the ground's is ``placement.area``)."""
     width, depth = recipe.placement.area
     surfaces = {"ground": [Rect(np.eye(4), (width / 2, depth / 2), whole=False)]}
     walls_look = scene_stream(scene_seed(recipe.seed, scene_index), (15, 2))
-    props = [] if recipe.ground is None or recipe.ground.walls is None else _walls(recipe.ground, layout, rng, walls_look)
+    props = [] if recipe.ground is None or recipe.ground.walls is None else _walls(recipe.ground, layout, rng, walls_look, files)
     for i, support in enumerate(recipe.supports):
         size = np.array([float(draw(v, rng)) for v in support.size])
         x, y = (float(draw(v, rng)) for v in support.position)
         yaw = math.radians(float(draw(support.yaw_deg, rng)))
         material = _sample_material(support.material, f"supports[{i}].material", rng,
-                                    scene_stream(scene_seed(recipe.seed, scene_index), (15, 1, i)))
+                                    scene_stream(scene_seed(recipe.seed, scene_index), (15, 1, i)), files)
         world_from_support = _pose(rotation_about_z(yaw), (x, y, 0.0))
         parts, tops = _support_parts(support, size)
         if parts is None:
@@ -727,10 +729,11 @@ def _build_supports(
     return props, surfaces
 
 
-def _walls(ground: Ground, layout: Layout, rng: np.random.Generator, look_rng: np.random.Generator) -> list[PropSpec]:
+def _walls(ground: Ground, layout: Layout, rng: np.random.Generator, look_rng: np.random.Generator,
+           files: _SceneFiles) -> list[PropSpec]:
     """The four walls of the ground (boxes whose inner faces stand on its edges), added to the layout."""
     walls, half = ground.walls, ground.size / 2
-    material = _sample_material(walls.material, "ground.walls.material", rng, look_rng)
+    material = _sample_material(walls.material, "ground.walls.material", rng, look_rng, files)
     t, outer = walls.thickness, ground.size + 2 * walls.thickness
     parts = [((outer, t, walls.height), (0.0, side * (half + t / 2), 0.0)) for side in (-1, 1)]
     parts += [((t, ground.size, walls.height), (side * (half + t / 2), 0.0, 0.0)) for side in (-1, 1)]
@@ -770,7 +773,7 @@ def _support_parts(support: Support, size: np.ndarray) -> tuple[list | None, lis
 
 def _scatter(
     recipe: Recipe, scene_index: int, seed: int, layout: Layout, surfaces: dict[str, list[Rect]],
-    rng: np.random.Generator,
+    rng: np.random.Generator, files: _SceneFiles,
 ) -> list[tuple[int, int, AssetRef, MaterialSpec, Keypoints]]:
     """Stand every object on its surface; returns (group index, body index, asset, material, keypoints) of each.
     Scattered groups draw from ``rng``; arranged groups draw their assets and materials from it,
@@ -793,7 +796,7 @@ def _scatter(
         if group.arrange is not None:
             drawn = [(*_sample_asset(recipe, group, group_index, library, rng),
                       _sample_material(group.material, f"objects[{group_index}].material", rng,
-                                       scene_stream(seed, (15, 0, len(placed) + k)))) for k in range(count)]
+                                       scene_stream(seed, (15, 0, len(placed) + k)), files)) for k in range(count)]
             bodies = _arrange(recipe, scene_index, group_index, layout, options, [asset_mesh(a) for a, _, _ in drawn],
                               scene_stream(seed, (17, group_index)))
             placed += [(group_index, body, asset, material, keypoints)
@@ -806,7 +809,7 @@ def _scatter(
             asset, keypoints = _sample_asset(recipe, group, group_index, library, rng)
             mesh = asset_mesh(asset)
             look_rng = scene_stream(seed, (15, 0, len(placed)))
-            material = _sample_material(group.material, f"objects[{group_index}].material", rng, look_rng)
+            material = _sample_material(group.material, f"objects[{group_index}].material", rng, look_rng, files)
             candidate = Body(mesh, np.eye(4), fixed=False)
             failures: Counter[str] = Counter()
             for _ in range(placement.max_tries):
@@ -971,23 +974,23 @@ def _pose(rotation: np.ndarray, translation) -> np.ndarray:
 
 
 def _sample_material(
-    material: Material, where: str, rng: np.random.Generator, look_rng: np.random.Generator
+    material: Material, where: str, rng: np.random.Generator, look_rng: np.random.Generator, files: _SceneFiles
 ) -> MaterialSpec:
     """The changes a material makes to an asset's own; fields left out stay None (kept). The
     randomisation and transparency fields draw from ``look_rng`` (stream (15, ...)), so existing
-    recipes keep their scenes."""
+    recipes keep their scenes; texture and opacity files come from the scene's ``files``."""
     texture = None
     if material.texture_folder is not None:
-        textures = _SCENE_TEXTURES.get().get(id(material), material._textures)
+        textures = files.textures.get(id(material), material._textures)
         if not textures:
             raise UserError(f"{where}.texture_folder: not listed (a recipe with textures must come from load_recipe)")
         texture = textures[int(rng.integers(len(textures)))]
     opacity = None
     if material.opacity_texture is not None:
-        if id(material) not in _SCENE_OPACITIES.get():
+        if id(material) not in files.opacities:
             raise UserError(f"{where}.opacity_texture: not listed (a recipe with images must come from load_recipe)")
-        files, pick = _SCENE_OPACITIES.get()[id(material)]
-        opacity = files[int(pick.integers(len(files)))] if len(files) > 1 else files[0]
+        images, pick = files.opacities[id(material)]
+        opacity = images[int(pick.integers(len(images)))] if len(images) > 1 else images[0]
     return MaterialSpec(
         base_color=None if material.color is None else _sample_color(material.color, rng),
         roughness=None if material.roughness is None else _unit(draw(material.roughness, rng)),

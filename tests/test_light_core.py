@@ -79,13 +79,14 @@ def test_core_dependencies_leave_torch_kornia_and_safetensors_to_the_refine_extr
     assert "sceneforge[refine]" in extras["test"]  # the README's test command installs everything
 
 
-@pytest.mark.parametrize("command", ["validate", "stats", "export coco", "export yolo", "export webdataset", "preview"])
+@pytest.mark.parametrize("command", ["validate", "stats", "stats --plots", "export coco", "export yolo", "export webdataset", "preview"])
 def test_reading_commands_import_no_blender_torch_or_usd(command, tiny_store, tmp_path):
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     store = tiny_store.root
     args = {
         "validate": ["validate", recipe],
-        "stats": ["stats", store, "--plots", tmp_path / "plots"],
+        "stats": ["stats", store],
+        "stats --plots": ["stats", store, "--plots", tmp_path / "plots"],
         "export coco": ["export", store, "--format", "coco", "-o", tmp_path / "coco"],
         "export yolo": ["export", store, "--format", "yolo", "-o", tmp_path / "yolo"],
         "export webdataset": ["export", store, "--format", "webdataset", "-o", tmp_path / "wds"],
@@ -97,7 +98,9 @@ def test_reading_commands_import_no_blender_torch_or_usd(command, tiny_store, tm
     assert _roots(loaded) & set(HEAVY) == set()
     if command != "validate":  # validate samples a scene (meshes, collisions); reading a store needs none
         assert _roots(loaded) & {"trimesh", "fcl", "scipy", "pybullet"} == set()
-    if command == "stats":  # the plots are drawn on Figure objects: no pyplot and its backends
+    if command == "stats":  # tables only: plots are asked for
+        assert "matplotlib" not in _roots(loaded) and not (store / "stats").exists()
+    if command == "stats --plots":  # the plots are drawn on Figure objects: no pyplot and its backends
         assert "matplotlib.figure" in loaded and "matplotlib.pyplot" not in loaded
 
 
