@@ -47,7 +47,7 @@ class WorkerOptions:
 
     finish: FinishStep  # picklable: the worker process is spawned
     device: str = "cpu"  # "cpu", "gpu" (fail without one) or "auto" (a GPU if there is one)
-    gpu_index: int = 0  # which of the GPUs, one worker per GPU
+    gpu_index: int = 0  # which of the GPUs Cycles lists
     threads: int = 0  # CPU render threads, 0 = all cores
     max_scenes: int = 0  # recycle after this many scenes, 0 = never
     max_rss_mb: float = 0.0  # recycle above this resident memory, 0 = never

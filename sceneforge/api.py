@@ -71,7 +71,7 @@ def sample_specs(recipe: RecipeLike, count: int, start: int = 0) -> Iterator[Sce
 
 
 def render(recipe: RecipeLike, out: str | Path, *, workers: int = 1, device: str = "auto", threads: int = 0,
-           retries: int = 2, max_scenes_per_worker: int = 1000, max_worker_memory_mb: float = 0.0,
+           workers_per_gpu: int = 1, retries: int = 2, max_scenes_per_worker: int = 1000, max_worker_memory_mb: float = 0.0,
            executor: str = "local", address: str | None = None, usd: bool = False,
            count: int | None = None, seed: int | None = None, resolution: tuple[int, int] | str | None = None,
            samples: int | None = None, on_start: Callable[[int, int], None] | None = None,
@@ -88,7 +88,8 @@ def render(recipe: RecipeLike, out: str | Path, *, workers: int = 1, device: str
     loaded = _recipe(recipe)
     if overrides := engine_overrides(count, seed, resolution, samples):
         loaded = override(loaded, overrides)
-    options = ExecutorOptions(device=device, workers=workers, threads=threads, retries=retries,
+    options = ExecutorOptions(device=device, workers=workers, workers_per_gpu=workers_per_gpu, threads=threads,
+                              retries=retries,
                               max_scenes_per_worker=max_scenes_per_worker, max_worker_memory_mb=max_worker_memory_mb)
     return render_dataset(loaded, Path(out), executor=executor, address=address, options=options,
                           on_start=on_start, on_frame=on_frame, on_event=on_event, usd=usd)

@@ -49,7 +49,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress displ
 
 
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help=DEVICE_HELP + ".")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", metavar="N", min=1, help="CPU render workers (GPUs: one worker per GPU).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", metavar="N", min=1, help="CPU render workers (GPUs: --workers-per-gpu).")]
+PerGpuOpt = Annotated[int, typer.Option("--workers-per-gpu", metavar="N", min=1, help="Render workers sharing each GPU.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", metavar="N", min=0, help="CPU threads per worker, 0 = all cores.")]
 RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Renders of a failing frame after the first.")]
 RecycleOpt = Annotated[int, typer.Option("--max-scenes-per-worker", metavar="N", min=0, help="Restart a worker after N frames (0 = never).")]
@@ -127,7 +128,7 @@ def _export_lines(exports: Sequence[Path]) -> list[str]:
 @app.command(cls=SceneForgeCommand)
 def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: SeedOpt = None,
         resolution: ResolutionOpt = None, samples: SamplesOpt = None, device: DeviceOpt = "auto",
-        workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
+        workers: WorkersOpt = 1, workers_per_gpu: PerGpuOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
         max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
         executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
         usd: UsdOpt = True, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
@@ -142,8 +143,8 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
     loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
     progress, callbacks = _progress_callbacks(quiet, verbose)
     result = run_recipe(
-        loaded, output, usd=usd, during_render=progress, device=device, workers=workers, threads=threads,
-        retries=retries, executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
+        loaded, output, usd=usd, during_render=progress, device=device, workers=workers,
+        workers_per_gpu=workers_per_gpu, threads=threads, retries=retries, executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
         max_worker_memory_mb=max_worker_memory, **callbacks,
         refiner=lambda store, checkpoint, batch, dev, thresholds: refine_frames(store, checkpoint, batch=batch, device=dev,
                                                                             quiet=quiet, thresholds=thresholds),
@@ -155,8 +156,8 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
 @app.command(cls=SceneForgeCommand)
 def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: SeedOpt = None,
            resolution: ResolutionOpt = None, samples: SamplesOpt = None, device: DeviceOpt = "auto",
-           workers: WorkersOpt = 1, threads: ThreadsOpt = 0, retries: RetriesOpt = 2,
-           max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
+           workers: WorkersOpt = 1, workers_per_gpu: PerGpuOpt = 1, threads: ThreadsOpt = 0,
+           retries: RetriesOpt = 2, max_scenes_per_worker: RecycleOpt = 1000, max_worker_memory: MemoryOpt = 0.0,
            executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
            usd: UsdOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Render a recipe into the dataset store only (no refiner, no export). Resumes an interrupted run."""
@@ -167,7 +168,8 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
     progress, callbacks = _progress_callbacks(quiet, verbose)
     with progress:
         report = render_recipe(
-            loaded, output, usd=usd, device=device, workers=workers, threads=threads, retries=retries,
+            loaded, output, usd=usd, device=device, workers=workers, workers_per_gpu=workers_per_gpu,
+            threads=threads, retries=retries,
             executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
             max_worker_memory_mb=max_worker_memory, **callbacks)
     _summary(report, loaded, output, quiet)

@@ -38,7 +38,8 @@ class ExecutorOptions:
     """Settings shared by the executors (CLI: --device, --workers, --threads, ...)."""
 
     device: Device | str = Device("auto")  # a string is parsed: cpu, gpu, gpu:N or auto
-    workers: int = 1  # CPU workers (on GPUs: one worker per GPU)
+    workers: int = 1  # CPU workers (on GPUs: workers_per_gpu per GPU)
+    workers_per_gpu: int = 1  # several share a GPU: one builds and labels its scene while another renders
     threads: int = 0  # CPU threads per worker, 0 = all
     max_scenes_per_worker: int = 1000
     max_worker_memory_mb: float = 0.0  # 0 = no ceiling
@@ -211,14 +212,15 @@ class LocalExecutor:
             return None
         self._fanned_out = True
         device, gpus = self._options.device, ready.gpus
-        if device.index is not None:
-            return None  # one worker, on that GPU (a worker without it sent StartFailed)
         if not gpus:  # only under auto: a worker asked for a GPU that is not there sent StartFailed
             self._emit("notice", "no GPU found: rendering on the CPU")
             for n in range(1, self._options.workers):
                 self._start(f"worker-{n}", self._worker_options("cpu", 0))
-        for n in range(1, len(gpus)):
-            self._start(f"worker-{n}", self._worker_options("gpu", n))
+            return None
+        # gpu:N: all on that GPU (a worker without it sent StartFailed); else round robin, worker-0 on GPU 0.
+        indices = [device.index] if device.index is not None else list(range(len(gpus)))
+        for n in range(1, len(indices) * self._options.workers_per_gpu):
+            self._start(f"worker-{n}", self._worker_options("gpu", indices[n % len(indices)]))
         return None
 
     def _start(self, name: str, options: WorkerOptions) -> None:
@@ -306,11 +308,12 @@ class RayExecutor:
         if device.kind == "auto" and not gpus:
             self._emit("notice", "no GPU in the Ray cluster: rendering on CPUs")
         on_gpu = gpus > 0 and device.kind != "cpu"
+        per_gpu = self._options.workers_per_gpu
         actor = ray.remote(_RenderActor).options(
-            num_gpus=1 if on_gpu else 0, num_cpus=max(1, self._options.threads) if not on_gpu else 1,
+            num_gpus=1 / per_gpu if on_gpu else 0, num_cpus=max(1, self._options.threads) if not on_gpu else 1,
             max_restarts=-1, max_task_retries=0,
         )
-        count = gpus if on_gpu else self._options.workers
+        count = gpus * per_gpu if on_gpu else self._options.workers
         self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads)
                         for _ in range(count)]
         for n, ready in enumerate(ray.get([a.ready.remote() for a in self._actors])):

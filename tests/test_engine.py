@@ -105,6 +105,27 @@ def test_no_gpu_is_an_error_for_gpu_and_a_notice_for_auto(tiny_store, tmp_path):
     assert ("notice", "no GPU found: rendering on the CPU") in notices
 
 
+@pytest.mark.parametrize(("device", "per_gpu", "expected"), [
+    ("gpu", 1, [1]),  # after worker-0 on GPU 0: one worker per GPU
+    ("gpu", 3, [1, 0, 1, 0, 1]),  # round robin, so that every GPU is busy before any gets a second worker
+    ("gpu:1", 1, []),
+    ("gpu:1", 3, [1, 1]),
+])
+def test_workers_per_gpu_fan_out_over_the_gpus_the_first_worker_found(tiny_store, tmp_path, monkeypatch, device,
+                                                                      per_gpu, expected):
+    """No GPU here: the first worker's report of two GPUs is handed to the executor as it would arrive."""
+    from sceneforge.render.messages import Ready
+
+    started = []
+    monkeypatch.setattr(LocalExecutor, "_start", lambda self, name, options: started.append((name, options)))
+    store = fresh_store(tiny_store, tmp_path / "out")
+    executor = LocalExecutor(store, LabelAndStore(str(store.root)), ExecutorOptions(device=device, workers_per_gpu=per_gpu))
+    first = type("FirstWorker", (), {"name": "worker-0", "ready": False})()
+    executor._on_ready(first, Ready(pid=1, device="OPTIX GPU A", gpus=["GPU A", "GPU B"]))
+    assert [name for name, _ in started] == [f"worker-{n}" for n in range(1, len(expected) + 1)]
+    assert [(options.device, options.gpu_index) for _, options in started] == [("gpu", i) for i in expected]
+
+
 def test_run_on_a_missing_gpu_exits_2_naming_it_and_auto_renders_on_the_cpu(tiny_recipe, tmp_path):
     """This machine has no GPU: a worker asked for one must not fall back to the CPU silently."""
     missing = subprocess.run([sys.executable, "-m", "sceneforge", "run", str(tiny_recipe), "-o", str(tmp_path / "gpu3"),
