@@ -189,6 +189,24 @@ def _crossings(corners: np.ndarray, origin: np.ndarray, direction: np.ndarray) -
     return int(np.count_nonzero(ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)))
 
 
+def connected_components(count: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
+    """Components of the undirected graph of ``count`` nodes and edges ``a[i]``-``b[i]``: their
+    number and each node's component, numbered in the order of their lowest node."""
+    label = np.arange(count)  # each node's parent; always a lower node, so chains end at roots
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    while True:
+        high, low = np.maximum(label[a], label[b]), np.minimum(label[a], label[b])
+        apart = high != low
+        if not apart.any():
+            break
+        # Roots joined by an edge: the higher hangs under the lowest, then every node under its root.
+        np.minimum.at(label, high[apart], low[apart])
+        while not np.array_equal(root := label[label], label):
+            label = root
+    roots, component = np.unique(label, return_inverse=True)
+    return len(roots), component.reshape(-1)
+
+
 def merged(vertices: np.ndarray, faces: np.ndarray) -> Mesh:
     """A mesh with the vertices that faces use, those on one ``MERGE_GRID`` point made one (the
     first of them kept, in order of first appearance)."""

@@ -118,3 +118,25 @@ def test_fcl_models_of_two_boxes(gap):
         if not collide:
             distance = fcl.distance(a, b, fcl.DistanceRequest(), fcl.DistanceResult())
             assert distance == pytest.approx(gap, rel=1e-9, abs=1e-12)
+
+
+def test_connected_components_match_a_breadth_first_search():
+    rng = np.random.default_rng(6)
+    for count, edges in ((1, 0), (12, 4), (300, 200), (300, 600)):
+        a, b = rng.integers(0, count, edges), rng.integers(0, count, edges)
+        expected, seen = np.full(count, -1), 0
+        neighbours = [[] for _ in range(count)]
+        for x, y in zip(a, b):
+            neighbours[x].append(y)
+            neighbours[y].append(x)
+        for start in range(count):  # components numbered in the order of their lowest node
+            if expected[start] < 0:
+                expected[start], queue = seen, [start]
+                while queue:
+                    for other in neighbours[queue.pop()]:
+                        if expected[other] < 0:
+                            expected[other] = seen
+                            queue.append(other)
+                seen += 1
+        number, component = M.connected_components(count, a, b)
+        assert number == seen and np.array_equal(component, expected)
