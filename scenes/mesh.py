@@ -162,31 +162,37 @@ class Mesh:
         low, high = self.bounds
         for index in np.flatnonzero(np.all((points >= low) & (points <= high), axis=1)):
             for direction in _PARITY_DIRECTIONS:
-                ahead, behind = (_crossings(self.triangles, points[index], sign * direction) % 2 for sign in (1.0, -1.0))
+                ahead, behind = (self._crossings(points[index], sign * direction) % 2 for sign in (1.0, -1.0))
                 if ahead == behind:
                     inside[index] = bool(ahead)
                     break
         return inside
 
+    @cached_property
+    def _edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each face's first corner and its two edges from it, as (3, F) coordinate rows."""
+        corners = self.triangles
+        return corners[:, 0].T.copy(), (corners[:, 1] - corners[:, 0]).T.copy(), (corners[:, 2] - corners[:, 0]).T.copy()
+
+    def _crossings(self, origin: np.ndarray, direction: np.ndarray) -> int:
+        """How many faces the ray from ``origin`` along ``direction`` crosses (Moller-Trumbore, in
+        double precision)."""
+        (ax, ay, az), (ex, ey, ez), (fx, fy, fz) = self._edges
+        dx, dy, dz = direction
+        px, py, pz = dy * fz - dz * fy, dz * fx - dx * fz, dx * fy - dy * fx  # direction x edge 2
+        det = ex * px + ey * py + ez * pz
+        ok = np.abs(det) > 1e-18
+        det = np.where(ok, det, 1.0)
+        tx, ty, tz = origin[0] - ax, origin[1] - ay, origin[2] - az
+        u = (tx * px + ty * py + tz * pz) / det
+        qx, qy, qz = ty * ez - tz * ey, tz * ex - tx * ez, tx * ey - ty * ex  # (origin - corner) x edge 1
+        v = (dx * qx + dy * qy + dz * qz) / det
+        t = (fx * qx + fy * qy + fz * qz) / det
+        return int(np.count_nonzero(ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)))
+
 
 # Directions of the rays of the inside test, none along an axis or a primitive's symmetry plane.
 _PARITY_DIRECTIONS = _unit_rows(np.array([[0.43, 0.62, 0.65], [-0.71, 0.23, 0.66], [0.29, -0.83, 0.47]]))
-
-
-def _crossings(corners: np.ndarray, origin: np.ndarray, direction: np.ndarray) -> int:
-    """How many of the triangles (F, 3, 3) the ray from ``origin`` along ``direction`` crosses
-    (Moller-Trumbore, in double precision)."""
-    edge1, edge2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
-    p = np.cross(direction, edge2)
-    det = _row_dot(edge1, p)
-    ok = np.abs(det) > 1e-18
-    det = np.where(ok, det, 1.0)
-    t_vec = origin - corners[:, 0]
-    u = _row_dot(t_vec, p) / det
-    q = np.cross(t_vec, edge1)
-    v = (q @ direction) / det
-    t = _row_dot(edge2, q) / det
-    return int(np.count_nonzero(ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)))
 
 
 def connected_components(count: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
