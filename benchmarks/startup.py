@@ -35,7 +35,7 @@ _STAGES = [
      "recipe = load_recipe(RECIPE, {'count': 1, 'render.resolution': [64, 48], 'render.samples': 4})"),
     ("conductor: import the pipeline (store, executors)", "import sceneforge.cli, sceneforge.scenes.recipe",
      "import sceneforge.api, sceneforge.pipeline"),
-    ("conductor: sample scene 0 (trimesh, primitive meshes), beside the worker's start",
+    ("conductor: sample scene 0 (primitive meshes, FCL, Embree), beside the worker's start",
      "import sceneforge.pipeline\nfrom sceneforge.scenes.sampling import sample\n"
      "from sceneforge.scenes.recipe import load_recipe\nrecipe = load_recipe(RECIPE, {'render.resolution': [64, 48], "
      "'render.samples': 4})", "spec = sample(recipe, 0)"),

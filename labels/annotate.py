@@ -26,8 +26,8 @@ from sceneforge.scenes.camera import camera_rays, label_rays, project_points, re
 from sceneforge.scenes.raycast import first_hit_depth
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
 
-if TYPE_CHECKING:  # annotations only: trimesh (scipy, networkx) is imported where a mesh is built
-    import trimesh
+if TYPE_CHECKING:
+    from sceneforge.scenes.mesh import Mesh
 
 # Corner i of a 3D box takes the max (1) or min (0) along x, y, z from bits 0, 1, 2 of i.
 BOX_CORNER_BITS = np.array([[(i >> axis) & 1 for axis in range(3)] for i in range(8)])
@@ -223,7 +223,7 @@ def _coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarra
     amodal[vs, us] = np.isfinite(first_hit_depth(mesh, camera_from_object, camera_rays(camera, us, vs)))
     return amodal, float(truncation)
 
-def canvas_silhouette(mesh: trimesh.Trimesh, pinhole: CameraSpec,
+def canvas_silhouette(mesh: Mesh, pinhole: CameraSpec,
                       camera_from_object: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The silhouette of ``mesh`` (posed by ``camera_from_object``) alone, on a pinhole camera's
     canvas three times its image's size: the pixel centres (us, vs; integers, negative or beyond

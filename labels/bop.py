@@ -30,6 +30,7 @@ from scipy.spatial import ConvexHull, QhullError
 from sceneforge.floor.errors import UserError
 from sceneforge.floor.files import link_or_copy
 from sceneforge.scenes.assets import AssetError, asset_mesh
+from sceneforge.scenes.mesh import Mesh
 from sceneforge.scenes.spec import AssetRef, SceneSpec
 
 from .annotate import canvas_silhouette
@@ -84,7 +85,7 @@ def _object_ids(specs: dict[Path, SceneSpec]) -> dict[str, dict]:
     return {asset_hash: {"obj_id": i, **entry} for i, (asset_hash, entry) in enumerate(ordered, start=1)}
 
 
-def _mesh(entry: dict) -> trimesh.Trimesh:
+def _mesh(entry: dict) -> Mesh:
     """The mesh of an ``_object_ids`` entry; an asset file that cannot be read is a UserError naming
     the scene file that uses it."""
     try:
@@ -94,7 +95,7 @@ def _mesh(entry: dict) -> trimesh.Trimesh:
                         f"{exc}") from None
 
 
-def _model_origin(mesh: trimesh.Trimesh) -> np.ndarray:
+def _model_origin(mesh: Mesh) -> np.ndarray:
     """Where BOP's model origin lies in the asset's frame: the centre of its 3D bounding box (metres)."""
     low, high = mesh.bounds
     return (low + high) / 2
@@ -106,7 +107,8 @@ def _write_models(objects: dict[str, dict], dest: Path) -> None:
     for asset_hash, entry in objects.items():
         mesh = _mesh(entry)
         origin = _model_origin(mesh)
-        model = mesh.copy()
+        # trimesh writes the PLY (with vertex normals); BOP exports are rare, its import is paid here only.
+        model = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
         model.apply_translation(-origin)
         model.apply_scale(MM)
         points = np.asarray(model.vertices)

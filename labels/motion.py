@@ -14,17 +14,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sceneforge.floor.frame import BACKWARD_VALID, FORWARD_VALID
 from sceneforge.scenes.assets import asset_mesh, ground_model
 from sceneforge.scenes.camera import camera_rays, label_rays, project_points
+from sceneforge.scenes.mesh import Mesh
 from sceneforge.scenes.spec import MotionState, SceneSpec
 
-if TYPE_CHECKING:  # annotations only: trimesh (scipy, networkx) is imported where a mesh is built
-    import trimesh
 
 HIDDEN_TOLERANCE = 1e-3  # a surface this much nearer (relative) than the moved point hides it
 # Under motion blur each label pixel is sampled at some instant of the exposure, so its point lies
@@ -37,7 +35,7 @@ BLURRED_SELF_TOLERANCE = 0.03
 class _Posed:
     """The scene's meshes at one instant, as one mesh (face -> body) for ray casting."""
 
-    mesh: trimesh.Trimesh | None
+    mesh: Mesh | None
     body_of_face: np.ndarray
 
     def first_hits(self, origin: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,20 +45,20 @@ class _Posed:
         if self.mesh is None or not len(directions):
             return along, body
         origins = np.broadcast_to(origin, directions.shape)
-        locations, rays, faces = self.mesh.ray.intersects_location(origins, directions, multiple_hits=False)
+        locations, rays, faces = self.mesh.first_hits(origins, directions)
         along[rays] = np.linalg.norm(locations - origins[rays], axis=1) / np.linalg.norm(directions[rays], axis=1)
         body[rays] = self.body_of_face[faces]
         return along, body
 
 
-def body_meshes(spec: SceneSpec) -> list[trimesh.Trimesh]:
+def body_meshes(spec: SceneSpec) -> list[Mesh]:
     """The meshes of the spec's bodies: objects, then props, then the ground (if any)."""
     meshes = [asset_mesh(o.asset) for o in spec.objects] + [asset_mesh(p.asset) for p in spec.props]
     return meshes + ([_ground_mesh(spec.ground.size)] if spec.ground is not None else [])
 
 
 @lru_cache(maxsize=4)
-def _ground_mesh(size: float) -> trimesh.Trimesh:
+def _ground_mesh(size: float) -> Mesh:
     """The ground's mesh, one object per size (posed scenes are kept by their meshes' identity)."""
     return ground_model(size).mesh
 
@@ -73,11 +71,11 @@ def body_poses(spec: SceneSpec, state: MotionState | None = None) -> np.ndarray:
     return np.array(poses + ([np.eye(4)] if spec.ground is not None else [])).reshape(-1, 4, 4)
 
 
-_POSED: OrderedDict[tuple, tuple[list[trimesh.Trimesh], _Posed]] = OrderedDict()
+_POSED: OrderedDict[tuple, tuple[list[Mesh], _Posed]] = OrderedDict()
 _POSED_KEPT = 3  # a frame's scene serves its neighbours' backward and forward flow
 
 
-def posed_scene(meshes: list[trimesh.Trimesh], poses: np.ndarray) -> _Posed:
+def posed_scene(meshes: list[Mesh], poses: np.ndarray) -> _Posed:
     """The bodies at ``poses`` as one mesh for ray casting (the last few are kept, with their
     acceleration structures: a sequence's frames are labeled in order)."""
     key = (tuple(id(m) for m in meshes), np.ascontiguousarray(poses).tobytes())
@@ -91,20 +89,18 @@ def posed_scene(meshes: list[trimesh.Trimesh], poses: np.ndarray) -> _Posed:
     return posed
 
 
-def _posed_scene(meshes: list[trimesh.Trimesh], poses: np.ndarray) -> _Posed:
-    import trimesh
-
+def _posed_scene(meshes: list[Mesh], poses: np.ndarray) -> _Posed:
     if not meshes:
         return _Posed(None, np.zeros(0, int))
     vertices = [m.vertices @ p[:3, :3].T + p[:3, 3] for m, p in zip(meshes, poses)]
     offsets = np.cumsum([0] + [len(v) for v in vertices])
     faces = np.concatenate([m.faces + offsets[i] for i, m in enumerate(meshes)])
     bodies = np.concatenate([np.full(len(m.faces), i) for i, m in enumerate(meshes)])
-    return _Posed(trimesh.Trimesh(np.concatenate(vertices), faces, process=False), bodies)
+    return _Posed(Mesh(np.concatenate(vertices), faces), bodies)
 
 
 def optical_flow(spec: SceneSpec, depth: np.ndarray, instance: np.ndarray, towards: MotionState,
-                 meshes: list[trimesh.Trimesh] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 meshes: list[Mesh] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Flow (H x W x 2 float32, pixels: where the point seen at each pixel centre is at
     ``towards``'s time, minus the pixel) and its validity (H x W bool: the point is in front of
     the other camera, inside its image and not hidden there)."""

@@ -36,6 +36,7 @@ from sceneforge.scenes.assets import (
     texture_maps,
     with_texture,
 )
+from sceneforge.scenes.mesh import connected_components
 from sceneforge.scenes.spec import CameraSpec, LightSpec, MaterialSpec, SceneSpec
 from sceneforge.scenes.transparency import see_through
 
@@ -210,9 +211,6 @@ def corner_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
 
     Returns one normal per fan (N, 3, float32) and, per face corner (face-major, 3F), the index of its fan.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     corners = vertices[faces]  # (F, 3, 3)
     cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     face_normals = cross / np.maximum(np.linalg.norm(cross, axis=1, keepdims=True), 1e-300)
@@ -237,8 +235,7 @@ def corner_normals(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     join_b = np.where(same, end_corner[second], start_corner[second])
     rows = np.concatenate([start_corner[first], end_corner[first]])
     columns = np.concatenate([join_a, join_b])
-    graph = coo_matrix((np.ones(len(rows)), (rows, columns)), shape=(faces.size, faces.size))
-    count, fan = connected_components(graph, directed=False)
+    count, fan = connected_components(faces.size, rows, columns)
     sums = np.zeros((count, 3))
     np.add.at(sums, fan, (face_normals[:, None, :] * angles[:, :, None]).reshape(-1, 3))
     length = np.linalg.norm(sums, axis=1, keepdims=True)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -41,12 +41,9 @@ from sceneforge.floor.colour import linear_to_srgb8, srgb_to_linear
 from sceneforge.floor.files import atomic_write
 from sceneforge.floor.images import MAX_IMAGE_PIXELS, checked_image_size
 
+from . import mesh as primitives
+from .mesh import Mesh
 from .spec import AssetRef
-
-# trimesh (with scipy and networkx, about half a second) is imported where a mesh is built, so that
-# the commands that read a store, and a run on a finished store, never load it.
-if TYPE_CHECKING:
-    import trimesh
 
 MAX_ASSET_BYTES = 256 << 20  # one asset file; larger files are refused before they are read
 MAX_COORDINATE = 1e6  # metres from the asset's origin: farther vertices are a broken or mis-scaled file
@@ -155,7 +152,7 @@ PRIMITIVE_KEYPOINTS: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...
 class AssetModel:
     """An asset ready to build: one read-only mesh, per-vertex UVs and colours, per-face materials."""
 
-    mesh: trimesh.Trimesh
+    mesh: Mesh
     materials: tuple[AssetMaterial, ...]
     face_materials: np.ndarray  # (F,) index into ``materials``
     uv: np.ndarray | None  # (V, 2), v up (OpenGL convention)
@@ -164,7 +161,7 @@ class AssetModel:
     up_axis: str = "Z"  # the file's axis that was turned to +Z: the declared one, else the file's own
 
 
-def asset_mesh(asset: AssetRef) -> trimesh.Trimesh:
+def asset_mesh(asset: AssetRef) -> Mesh:
     """The mesh of an asset; cached by content, so treat the result as read-only."""
     return asset_model(asset).mesh
 
@@ -228,10 +225,9 @@ def file_asset(
 def ground_model(size: float) -> AssetModel:
     """The ground: a ``size`` x ``size`` square at z = 0 centred on the origin, facing +Z, with
     the primitives' own (grey) material."""
-    import trimesh
     half = size / 2
     corners = np.array([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]])
-    quad = trimesh.Trimesh(corners, [[0, 1, 2], [0, 2, 3]], process=False)
+    quad = Mesh(corners, [[0, 1, 2], [0, 2, 3]])
     return AssetModel(quad, (AssetMaterial(),), np.zeros(2, dtype=np.int32), None, None)
 
 
@@ -239,33 +235,30 @@ def ground_model(size: float) -> AssetModel:
 # (measured by benchmarks/memory_soak.py); files are few, costly to parse and reused scene after scene.
 @lru_cache(maxsize=16)
 def _primitive_model(primitive: str, params: tuple) -> AssetModel:
-    import trimesh
     p = dict(params)
     if primitive == "box":
-        mesh = trimesh.creation.box(extents=p["extents"])
+        mesh = primitives.box(p["extents"])
     elif primitive == "sphere":
-        mesh = trimesh.creation.icosphere(subdivisions=4, radius=p["radius"])
+        mesh = primitives.icosphere(4, p["radius"])
     elif primitive == "cylinder":
-        mesh = trimesh.creation.cylinder(radius=p["radius"], height=p["height"], sections=48)
+        mesh = primitives.cylinder(p["radius"], p["height"], 48)
     elif primitive == "cone":
-        mesh = trimesh.creation.cone(radius=p["radius"], height=p["height"], sections=48)
+        mesh = primitives.cone(p["radius"], p["height"], 48)
     elif primitive == "capsule":
-        straight = max(p["height"] - 2 * p["radius"], 0.0)
-        mesh = trimesh.creation.capsule(height=straight, radius=p["radius"], count=[24, 24])
+        mesh = primitives.capsule(max(p["height"] - 2 * p["radius"], 0.0), p["radius"], (24, 24))
     elif primitive == "torus":
-        mesh = trimesh.creation.torus(p["major_radius"], p["minor_radius"], major_sections=48, minor_sections=24)
+        mesh = primitives.torus(p["major_radius"], p["minor_radius"], 48, 24)
     else:
         raise ValueError(f"unknown primitive {primitive!r}")
     lift = np.array([0.0, 0.0, -mesh.bounds[0][2]])
-    mesh.apply_translation(lift)
-    mesh.vertices.flags.writeable = False
+    mesh = mesh.translated(lift)
     names, skeleton = PRIMITIVE_KEYPOINTS[primitive]
     keypoints = Keypoints(names, _primitive_keypoints(primitive, p) + lift, skeleton)
     return AssetModel(mesh, (AssetMaterial(),), np.zeros(len(mesh.faces), dtype=np.int32), None, None, keypoints)
 
 
 def _primitive_keypoints(primitive: str, p: dict) -> np.ndarray:
-    """The canonical keypoints of a primitive as trimesh builds it (centred on the origin; the cone
+    """The canonical keypoints of a primitive as ``scenes.mesh`` builds it (centred on the origin; the cone
     with its base at z = 0), in ``PRIMITIVE_KEYPOINTS`` order: each is a vertex of the mesh."""
     if primitive == "box":
         half = np.asarray(p["extents"]) / 2
@@ -386,7 +379,6 @@ def _referenced_files(path: Path) -> list[Path]:
 def _cached_model(key: str) -> AssetModel | None:
     """The model stored under ``key``, or None when there is none or it is damaged (never trusted:
     every array is checked against the others before use)."""
-    import trimesh
     file = mesh_cache_dir() / f"{key}.npz"
     try:
         with np.load(file, allow_pickle=False) as data:
@@ -412,9 +404,7 @@ def _cached_model(key: str) -> AssetModel | None:
     )
     if not consistent:
         return None
-    mesh = trimesh.Trimesh(vertices, faces, process=False)
-    mesh.vertices.flags.writeable = False
-    return AssetModel(mesh, materials, face_materials, uv, colors, keypoints)
+    return AssetModel(Mesh(vertices, faces), materials, face_materials, uv, colors, keypoints)
 
 
 def _store_model(key: str, model: AssetModel) -> None:
@@ -477,7 +467,6 @@ def _normalised(
 ) -> AssetModel:
     """Parts welded into one mesh in metres, +Z up, scaled, standing on z = 0 on the Z axis; the
     keypoints (file units and axes) moved with it."""
-    import trimesh
     parts = [p for p in parts if len(p.corners)]
     if not parts:
         raise AssetError("it holds no triangles")
@@ -513,8 +502,7 @@ def _normalised(
     table, inverse = np.unique(np.hstack(columns), axis=0, return_inverse=True)
     faces = inverse.reshape(-1, 3).astype(np.int64)
     keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    mesh = trimesh.Trimesh(table[:, :3], faces[keep], process=False)
-    mesh.vertices.flags.writeable = False
+    mesh = Mesh(table[:, :3], faces[keep])
     face_materials = np.concatenate([p.face_materials for p in parts]).astype(np.int32)[keep]
     return AssetModel(
         mesh=mesh,

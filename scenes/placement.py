@@ -19,9 +19,10 @@ import numpy as np
 
 from .motion import interpolate
 
-if TYPE_CHECKING:  # fcl and trimesh (scipy, networkx) are imported where a scene is placed
+if TYPE_CHECKING:  # fcl is imported where a scene is placed
     import fcl
-    import trimesh
+
+    from .mesh import Mesh
 
 # Objects stacked on another object stand this far above the contact found by vertical rays, so
 # that a contact between two edges (which the rays cannot see) never counts as a collision.
@@ -66,7 +67,7 @@ class Rect:
 class Body:
     """A mesh in the layout; fixed bodies (supports) never move, the others may settle."""
 
-    mesh: trimesh.Trimesh
+    mesh: Mesh
     pose: np.ndarray
     fixed: bool
     region: Region | None = None  # the support it stands in or on, if any
@@ -91,9 +92,8 @@ class Body:
         """The FCL object, built on first use: most pairs are told apart by their bounds alone."""
         if self._collision is None:
             import fcl
-            import trimesh
 
-            self._collision = fcl.CollisionObject(trimesh.collision.mesh_to_BVH(self.mesh))
+            self._collision = fcl.CollisionObject(self.mesh.bvh)
             self.move(self.pose)
         return self._collision
 
@@ -105,7 +105,7 @@ class Layout:
         self.min_gap = min_gap
         self.bodies: list[Body] = []
 
-    def add_fixed(self, parts: list[tuple[trimesh.Trimesh, np.ndarray]]) -> bool:
+    def add_fixed(self, parts: list[tuple[Mesh, np.ndarray]]) -> bool:
         """Add the parts (mesh, pose) of one support, unless one of them intersects a body
         already there (its own parts may touch each other); returns whether they were added."""
         bodies = [Body(mesh, pose, fixed=True) for mesh, pose in parts]
@@ -246,7 +246,7 @@ class _World:
         for index, body in enumerate(self._bodies):
             # Bullet collides moving meshes as their convex hull: a hull holds its mesh, so hulls
             # that do not overlap keep the meshes apart too.
-            hull = body.mesh.convex_hull
+            hull = _convex_hull(body.mesh)
             centre = hull.center_mass
             shape = pybullet.createCollisionShape(pybullet.GEOM_MESH, vertices=(hull.vertices - centre).tolist(), **sim)
             start = body.pose @ _translation(centre)
@@ -316,7 +316,7 @@ def _distance(a: Body, b: Body, limit: float) -> float:
     return float(fcl.distance(a.collision, b.collision, fcl.DistanceRequest(), fcl.DistanceResult()))
 
 
-def _drop_height(base: Body, mesh: trimesh.Trimesh, rotation: np.ndarray, xy: np.ndarray) -> float | None:
+def _drop_height(base: Body, mesh: Mesh, rotation: np.ndarray, xy: np.ndarray) -> float | None:
     """The z translation at which ``mesh`` (turned, over ``xy``), lowered from above, first
     touches ``base``: rays down from its vertices and up from the base's vertices. None: it misses."""
     base_world = _apply(base.pose, base.mesh.vertices)
@@ -334,14 +334,12 @@ def _apply(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ pose[:3, :3].T + pose[:3, 3]
 
 
-def _ray_distances(mesh: trimesh.Trimesh, frame_from_world: np.ndarray, origins: np.ndarray, direction: np.ndarray) -> np.ndarray:
+def _ray_distances(mesh: Mesh, frame_from_world: np.ndarray, origins: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Distances along ``direction`` (world) from world ``origins`` to their first hit on ``mesh``
     (the rays are cast in the mesh's frame, so its cached acceleration structure is reused)."""
     local_origins = _apply(frame_from_world, origins)
     local_direction = frame_from_world[:3, :3] @ direction
-    locations, rays, _ = mesh.ray.intersects_location(
-        local_origins, np.broadcast_to(local_direction, local_origins.shape), multiple_hits=False
-    )
+    locations, rays, _ = mesh.first_hits(local_origins, np.broadcast_to(local_direction, local_origins.shape))
     return np.linalg.norm(locations - local_origins[rays], axis=1)
 
 
@@ -368,6 +366,14 @@ def _translation(offset: np.ndarray) -> np.ndarray:
     matrix = np.eye(4)
     matrix[:3, 3] = offset
     return matrix
+
+
+def _convex_hull(mesh: Mesh):  # -> trimesh.Trimesh
+    """The convex hull of a mesh, with its volume and centre of mass (trimesh, with scipy's qhull:
+    only a settle needs it)."""
+    import trimesh
+
+    return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).convex_hull
 
 
 def _quaternion(pose: np.ndarray) -> list[float]:

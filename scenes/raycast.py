@@ -1,4 +1,4 @@
-"""Ray casting against the scene's meshes (Embree, through trimesh), shared by sampling and labels.
+"""Ray casting against the scene's meshes (Embree, ``Mesh.first_hits``), shared by sampling and labels.
 
 Rays go through pixel centres (OpenCV convention, the same rays Cycles uses for its data passes),
 through the camera's lens (``scenes.camera.camera_rays``), and are scaled so that their
@@ -16,11 +16,11 @@ from .assets import asset_mesh
 from .camera import camera_rays
 from .spec import CameraSpec, ObjectSpec, PropSpec
 
-if TYPE_CHECKING:  # annotations only: trimesh (scipy, networkx) is imported where a mesh is built
-    import trimesh
+if TYPE_CHECKING:
+    from .mesh import Mesh
 
 
-def first_hit_depth(mesh: trimesh.Trimesh, camera_from_object: np.ndarray, rays: np.ndarray) -> np.ndarray:
+def first_hit_depth(mesh: Mesh, camera_from_object: np.ndarray, rays: np.ndarray) -> np.ndarray:
     """Planar depth of each camera-frame ray's first hit on ``mesh`` (posed by camera_from_object); inf = miss."""
     # Rays in the object's frame, so the mesh's cached acceleration structure is reused.
     object_from_camera = np.linalg.inv(camera_from_object)
@@ -28,7 +28,7 @@ def first_hit_depth(mesh: trimesh.Trimesh, camera_from_object: np.ndarray, rays:
     origins = np.broadcast_to(object_from_camera[:3, 3], directions.shape)
     depth = np.full(len(rays), np.inf)
     if len(rays):
-        locations, index_ray, _ = mesh.ray.intersects_location(origins, directions, multiple_hits=False)
+        locations, index_ray, _ = mesh.first_hits(origins, directions)
         # Rigid motions keep lengths, and the rays have camera z = 1.
         depth[index_ray] = np.linalg.norm(locations - origins[index_ray], axis=1) / np.linalg.norm(directions[index_ray], axis=1)
     return depth

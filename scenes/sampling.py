@@ -67,7 +67,7 @@ from .spec import (
 )
 
 if TYPE_CHECKING:
-    import trimesh
+    from .mesh import Mesh
 
 DEFAULT_BACKGROUND = (0.05, 0.05, 0.05)  # linear RGB, when neither a colour nor an HDRI is given
 
@@ -835,7 +835,7 @@ def _scatter(
 
 
 def _arrange(recipe: Recipe, scene_index: int, group_index: int, layout: Layout, rects: list[Rect],
-             meshes: list[trimesh.Trimesh], rng: np.random.Generator) -> list[int]:
+             meshes: list[Mesh], rng: np.random.Generator) -> list[int]:
     """Stand the meshes of an arranged group in rows on ``rects`` (a shelf's boards, lowest first),
     facing each rectangle's front (its -Y side); returns their body indices.
 
@@ -916,7 +916,7 @@ def _arrange(recipe: Recipe, scene_index: int, group_index: int, layout: Layout,
     return bodies
 
 
-def _place_arranged(layout: Layout, rect: Rect, surface: Rect | int, mesh: trimesh.Trimesh, yaw: float,
+def _place_arranged(layout: Layout, rect: Rect, surface: Rect | int, mesh: Mesh, yaw: float,
                     local: np.ndarray, fail: Callable[[int, str], UserError], k: int) -> int:
     """Stand ``mesh`` turned by ``yaw`` from ``rect``'s facing, its origin at ``local`` (the
     rectangle's axes), on ``surface`` (the rectangle, or the top of the body below it in a stack);

@@ -103,3 +103,12 @@ def ultralytics_check(dataset: Path, task: str, tmp_path: Path) -> dict[str, dic
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     return json.loads(out.read_text())
+
+
+def posed_trimesh(mesh, pose=None):
+    """A SceneForge mesh as a trimesh (for checks by trimesh's own algorithms), moved by a 4x4 pose."""
+    import numpy as np
+    import trimesh
+
+    posed = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    return posed if pose is None else posed.apply_transform(np.asarray(pose, dtype=float))

@@ -10,10 +10,11 @@ import trimesh
 from sceneforge.floor.errors import UserError
 from sceneforge.pipeline import render_dataset
 from sceneforge.scenes.assets import AssetError, asset_model, file_asset
+from sceneforge.scenes.mesh import Mesh
 from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import sample
 
-from .helpers import ROOT, run_cli, write_recipe
+from .helpers import ROOT, posed_trimesh, run_cli, write_recipe
 
 ASSETS = ROOT / "examples" / "assets"
 CAR_KIT = ASSETS / "usd" / "USD_Mini_Car_Kit" / "assets" / "vehicles" / "vehicleVariants.usda"
@@ -24,7 +25,7 @@ def y_up_to_z_up(extent: np.ndarray) -> np.ndarray:
     return np.array([extent[0], extent[2], extent[1]])
 
 
-def assert_normalised(mesh: trimesh.Trimesh, expected_size) -> None:
+def assert_normalised(mesh: Mesh, expected_size) -> None:
     low, high = mesh.bounds
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
     assert np.allclose(high - low, expected_size, rtol=1e-5, atol=1e-9)
@@ -146,7 +147,7 @@ def test_usd_units_axis_payload_variant_and_preview_surface(tmp_path, suffix):
 
     small = asset_model(file_asset(tmp_path / f"asset{suffix}"))
     assert_normalised(small.mesh, [0.1, 0.3, 0.2])  # x stays, file z becomes -y, file y becomes z
-    assert len(small.mesh.faces) == 12 and small.mesh.is_watertight and small.mesh.volume > 0  # outward winding
+    assert len(small.mesh.faces) == 12 and small.mesh.is_watertight and posed_trimesh(small.mesh).volume > 0  # outward winding
     (red,) = small.materials
     assert red.base_color == pytest.approx((0.7, 0.1, 0.05)) and red.roughness == 0.25
     large_ref = file_asset(tmp_path / f"asset{suffix}", variants={"size": "large"})

@@ -160,3 +160,18 @@ def test_default_recipe_validates_and_runs_without_torch(tmp_path):
                           "-q", hide=("torch", "kornia"))
     assert result.returncode == 0, result.stderr
     assert _roots(loaded) & {"torch", "kornia", "bpy", "pxr", "trimesh", "fcl", "scipy"} == set()
+
+
+def test_primitive_recipes_sample_validate_and_run_without_trimesh_scipy_or_networkx(tmp_path):
+    """Primitives are built in numpy and cast rays through Embree directly: with trimesh, scipy and
+    networkx missing in the CLI process and in its render worker, a recipe of primitives still
+    validates, samples and renders (a worker that needed them would fail its frame, exit 1)."""
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    mesh_libraries = ("trimesh", "scipy", "networkx")
+    for args in (["validate", recipe], ["sample", recipe, "-n", "2"],
+                 ["run", recipe, "-o", tmp_path / "out", "-n", "1", "--resolution", "32x24", "--samples", "1", "-q"]):
+        result, loaded = _cli(tmp_path, *args, hide=mesh_libraries)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "sceneforge.cli" in loaded and "fcl" in loaded  # it placed objects, by mesh collision
+        assert _roots(loaded) & set(mesh_libraries) == set()
+    assert len((tmp_path / "out" / "frames.jsonl").read_text().splitlines()) == 1

@@ -21,7 +21,7 @@ from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import sample
 from sceneforge.scenes.spec import SceneSpec
 
-from .helpers import ROOT, TINY_RECIPE, run_cli, write_recipe
+from .helpers import ROOT, TINY_RECIPE, posed_trimesh, run_cli, write_recipe
 
 SHELF_AND_STACKS = """\
 seed: 3
@@ -57,7 +57,7 @@ def world_meshes(spec: SceneSpec) -> list[tuple[str, trimesh.Trimesh]]:
     """(name, mesh in world coordinates) of every object and prop of a scene."""
     named = [(o.category, o.asset, o.world_from_object) for o in spec.objects]
     named += [(p.name, p.asset, p.world_from_object) for p in spec.props]
-    return [(name, asset_mesh(asset).copy().apply_transform(np.asarray(pose))) for name, asset, pose in named]
+    return [(name, posed_trimesh(asset_mesh(asset), pose)) for name, asset, pose in named]
 
 
 def deepest_penetration(spec: SceneSpec) -> float:
@@ -108,7 +108,7 @@ def test_no_two_meshes_intersect_and_objects_stand_on_their_surface(tmp_path, ro
     for index in range(12):
         spec = sample(recipe, index)
         assert deepest_penetration(spec) < 1e-6, index  # touching (a wall on its floor) is not sharing volume
-        crates = [asset_mesh(o.asset).copy().apply_transform(np.asarray(o.world_from_object))
+        crates = [posed_trimesh(asset_mesh(o.asset), o.world_from_object)
                   for o in spec.objects if o.category == "crate"]
         for obj in spec.objects:
             z = lowest_z(obj)
@@ -119,7 +119,7 @@ def test_no_two_meshes_intersect_and_objects_stand_on_their_surface(tmp_path, ro
             elif obj.category == "ring":
                 assert z == pytest.approx(0.02, abs=1e-9)  # on the floor of the bin (2 cm boards)
             else:  # a ball stands on a crate: lowered by a little more than the lift, it sinks into one
-                ball = asset_mesh(obj.asset).copy().apply_transform(np.asarray(obj.world_from_object))
+                ball = posed_trimesh(asset_mesh(obj.asset), obj.world_from_object)
                 assert stands_on(ball, crates, STACK_LIFT + 1e-3)
         assert [p.name for p in spec.props].count("cone") == 2
         assert {o.category for o in spec.objects} <= {"crate", "ball", "jar", "ring"}

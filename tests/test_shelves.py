@@ -21,7 +21,7 @@ from sceneforge.scenes.recipe import load_recipe
 from sceneforge.scenes.sampling import sample
 from sceneforge.scenes.upright import up_axis_notes
 
-from .helpers import ROOT, run_cli, write_recipe
+from .helpers import ROOT, posed_trimesh, run_cli, write_recipe
 from .test_placement import deepest_penetration, lowest_z
 
 SHELF = """\
@@ -121,7 +121,7 @@ def ray_hits(meshes: list[trimesh.Trimesh], origin: np.ndarray, direction: np.nd
 def test_a_ray_from_behind_hits_the_back_panel_and_one_from_the_side_the_side_panel(tmp_path, back, sides):
     text = SHELF.replace("yaw_deg: 25}", f"yaw_deg: 25, back: {str(back).lower()}, sides: {str(sides).lower()}}}")
     spec = sample(load_recipe(write_recipe(tmp_path, text)), 0)
-    props = [asset_mesh(p.asset).copy().apply_transform(np.asarray(p.world_from_object)) for p in spec.props]
+    props = [posed_trimesh(asset_mesh(p.asset), p.world_from_object) for p in spec.props]
     rotation = np.eye(3)
     rotation[:2, :2] = WORLD_FROM_SHELF[:2, :2]
     origin_of = lambda x, y, z: np.append(WORLD_FROM_SHELF @ [x, y, 1.0], 0.0)[:2].tolist() + [z]  # noqa: E731
