@@ -19,8 +19,9 @@ import numpy as np
 
 from .motion import interpolate
 
-if TYPE_CHECKING:  # fcl is imported where a scene is placed
+if TYPE_CHECKING:  # fcl is imported where a scene is placed, trimesh where one settles
     import fcl
+    import trimesh
 
     from .mesh import Mesh
 
@@ -368,7 +369,7 @@ def _translation(offset: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def _convex_hull(mesh: Mesh):  # -> trimesh.Trimesh
+def _convex_hull(mesh: Mesh) -> trimesh.Trimesh:
     """The convex hull of a mesh, with its volume and centre of mass (trimesh, with scipy's qhull:
     only a settle needs it)."""
     import trimesh
