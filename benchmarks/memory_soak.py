@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,20 +115,30 @@ def main() -> None:
         conductor = Process("conductor", job.pid)
         processes: dict[str, Process] = {}
         log = RunLog(out / "logs" / "run.jsonl")
-        while job.poll() is None:
-            log.read(processes)
-            conductor.frames = log.frames
-            for process in [conductor, *processes.values()]:
-                if (mb := rss_mb(process.pid)) is not None:
-                    process.samples.append((process.frames, mb))
-            time.sleep(args.interval)
+        shown = 0
+        try:
+            while job.poll() is None:
+                log.read(processes)
+                conductor.frames = log.frames
+                for process in [conductor, *processes.values()]:
+                    if (mb := rss_mb(process.pid)) is not None:
+                        process.samples.append((process.frames, mb))
+                if log.frames >= shown + 100:  # a line now and then: a long soak shows how it goes
+                    shown = log.frames // 100 * 100
+                    rows = ", ".join(f"{p.name} {p.samples[-1][1]:.0f}" for p in [conductor, *processes.values()]
+                                     if p.samples)
+                    print(f"{time.perf_counter() - start:6.0f} s  {log.frames:5d} frames  RSS (MB): {rows}", flush=True)
+                time.sleep(args.interval)
+        except KeyboardInterrupt:  # stopped early: the figures so far
+            job.send_signal(signal.SIGINT)
+            job.wait()
         log.read(processes)
         seconds, load_after = time.perf_counter() - start, os.getloadavg()
-    if job.returncode:
-        sys.exit(f"sceneforge run failed with exit code {job.returncode}")
+    if job.returncode and log.frames < args.frames:
+        print(f"sceneforge run stopped with exit code {job.returncode} after {log.frames} frames")
 
     print(f"sceneforge run: {log.frames} frames of {args.recipe.name}, {args.workers} worker(s), CPU, "
-          f"recycling off, {seconds:.0f} s ({log.frames / seconds:.1f} frames/s); "
+          f"recycling off, {seconds:.0f} s ({log.frames / seconds:.2f} frames/s); "
           f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print("resident memory (MB) after each process's own frames (the conductor: frames of the job)")
     for process in [conductor, *processes.values()]:
