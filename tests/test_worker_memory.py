@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from .helpers import ROOT, write_recipe
 
@@ -78,3 +79,17 @@ def test_datablocks_of_one_scene_do_not_outlive_it(tmp_path):
         # One environment image, the scene's own, and its importance map at the map's resolution
         # (Cycles' "automatic" builds a 4096 x 2048 map for any map: seconds per scene).
         assert len(a["hdri"]) == 1 and a["map"] == ["MANUAL", max(a["hdri"][0])] and max(a["hdri"][0]) == 256
+
+
+def test_the_soak_recipe_draws_every_kind_of_file_a_job_loads():
+    from sceneforge.scenes.recipe import load_recipe
+    from sceneforge.scenes.sampling import sample
+
+    specs = [sample(load_recipe(ROOT / "benchmarks" / "memory_soak.yaml"), index) for index in range(12)]
+    files = {Path(o.asset.path).suffix for s in specs for o in s.objects if o.asset.path}
+    assert {".obj", ".ply", ".stl", ".glb", ".usda", ".usdz"} <= files
+    textures = {o.material.texture for s in specs for o in [*s.objects, s.ground] if o.material.texture}
+    assert any(Path(t).is_dir() for t in textures) and any(Path(t).is_file() for t in textures)  # sets, photos
+    assert len({s.hdri.path for s in specs}) == 3 and len({s.background_image for s in specs}) >= 2
+    assert any(o.material.transmission == 1 for s in specs for o in s.objects)
+    assert any(o.material.opacity_texture for s in specs for o in s.objects)
