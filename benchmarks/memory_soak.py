@@ -59,7 +59,7 @@ class RunLog:
     """Follows OUT/logs/run.jsonl as the run writes it: worker pids and frames per worker."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.offset, self.workers, self.frames = path, 0, {}, 0
+        self.path, self.offset, self.workers, self.frames, self.ended = path, 0, {}, 0, False
 
     def read(self, processes: dict[str, Process]) -> None:
         """Adds new workers to ``processes`` and counts their finished frames."""
@@ -80,6 +80,8 @@ class RunLog:
                     processes[self.workers[done.group(1)]].frames += 1
                 elif event["event"] == "frame":
                     self.frames += 1
+                elif event["event"] == "end":
+                    self.ended = True
 
 
 def growth_per_1000(samples: list[tuple[int, float]], warm_up: int) -> float:
@@ -115,12 +117,14 @@ def main() -> None:
         conductor = Process("conductor", job.pid)
         processes: dict[str, Process] = {}
         log = RunLog(out / "logs" / "run.jsonl")
-        shown = 0
+        shown, exporting = 0, 0.0  # the conductor's peak after the last frame (the export)
         try:
             while job.poll() is None:
                 log.read(processes)
                 conductor.frames = log.frames
-                for process in [conductor, *processes.values()]:
+                if log.ended:
+                    exporting = max(exporting, rss_mb(conductor.pid) or 0.0)
+                for process in ([] if log.ended else [conductor]) + list(processes.values()):
                     if (mb := rss_mb(process.pid)) is not None:
                         process.samples.append((process.frames, mb))
                 if log.frames >= shown + 100:  # a line now and then: a long soak shows how it goes
@@ -149,7 +153,8 @@ def main() -> None:
         marks = sorted({warm_up, *range(500, last, 500), last})
         row = "  ".join(f"{frames}: {mb:.0f}" for frames in marks if (mb := at_frames(process.samples, frames)))
         peak = max(mb for _, mb in process.samples)
-        print(f"  {process.name:22s} {row}  (peak {peak:.0f})")
+        print(f"  {process.name:22s} {row}  (peak {peak:.0f}"
+              + (f"; {exporting:.0f} exporting)" if process is conductor and exporting else ")"))
         growth = growth_per_1000(process.samples, warm_up)
         base = at_frames(process.samples, warm_up) or process.samples[0][1]
         print(f"  {'':22s} growth after {warm_up} frames: {growth:+.1f} MB per 1000 frames "
