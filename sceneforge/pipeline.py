@@ -19,7 +19,7 @@ from sceneforge.scenes.sampling import sample, sample_views, scene_stream
 from sceneforge.scenes.spec import SceneSpec
 
 EXECUTORS = ("local", "ray")
-WORKER_MEMORY_MB = 600  # what one CPU render worker may need (resident ~300-400 MB on small scenes)
+WORKER_MEMORY_MB = 800  # what one CPU render worker may need (resident 690-750 MB over the memory soak's mixed scenes)
 
 
 @dataclass(frozen=True)
