@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import Generator, RefinerConfig
+from .model import GBUFFER_CHANNELS, Generator, RefinerConfig
 
 PATCHES = 256  # sampled locations per layer and image
 TEMPERATURE = 0.07
@@ -60,7 +60,7 @@ def encode(generator: Generator, rgb: Tensor) -> list[Tensor]:
     taps = encoder_taps(generator.config)[0]
     x = rgb
     if generator.gbuffer:
-        x = torch.cat([rgb, rgb.new_zeros(rgb.shape[0], generator.body[1].in_channels - 3, *rgb.shape[2:])], dim=1)
+        x = torch.cat([rgb, rgb.new_zeros(rgb.shape[0], GBUFFER_CHANNELS, *rgb.shape[2:])], dim=1)
     features = [rgb]
     for index, layer in enumerate(generator.body[:taps[-1] + 1]):
         x = layer(x)
