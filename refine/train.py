@@ -230,7 +230,8 @@ def training_setup(options: TrainOptions, device: torch.device) -> tuple[nn.Modu
 def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor, y: Tensor, pools: dict[str, ImagePool],
           rng: np.random.Generator, optimise_g: torch.optim.Optimizer, optimise_d: torch.optim.Optimizer,
           device: torch.device, extra_g: dict[str, tuple[float, Callable[[], Tensor]]] | None = None) -> dict[str, Tensor]:
-    """One CycleGAN update: both generators, then both discriminators (LSGAN); the losses, detached.
+    """One CycleGAN update: both generators (with the structure loss, and PatchNCE with the render as
+    the anchor when ``options.nce_weight`` > 0), then both discriminators (LSGAN); the losses, detached.
     ``extra_g``: more generator terms, name -> (weight, loss function), logged under their names."""
     to_real, to_synthetic = models.to_real, models.to_synthetic
     judges = (models.judge_real, models.judge_synthetic)
