@@ -5,6 +5,7 @@ label-preserving refiner, trained on the same data for the same steps, in one ta
                                         [--size 48] [--batch 4] [--width 16] [--blocks 3]
                                         [--architectures cyclegan,cut,fastcut,sceneforge] [--runs DIR]
                                         [--temporal-weight W] [--probe-seeds N]
+                                        [--nce-weight W] [--nce-boundary-share S]
 
 Columns: SWD to the photos (mean over the pyramid levels; lower is closer), two-sample accuracy
 (a small CNN telling refined from photos; 0.5 = indistinguishable), edge agreement of refined vs
@@ -16,6 +17,9 @@ to compare), and with ``--real-labeled`` the task probe's mean IoU on the labele
 evaluation half (refine/probe.py): one probe seed, or with ``--probe-seeds N`` the mean and 95 %
 interval over N seeds, followed by the paired per-seed differences of each refiner to the renders
 and of the SceneForge refiner to each baseline. The first row is the renders themselves.
+``sceneforge+nce`` in ``--architectures`` is the refiner with PatchNCE of weight ``--nce-weight``
+added (uniform patches), ``sceneforge+nce-boundary`` the same with ``--nce-boundary-share`` of the
+patches near instance boundaries.
 docs/refiner.md quotes runs on the structural fixture (sceneforge/refine_fixture.py) and on the
 sensor-only fixture of tests/test_refine_sim2real.py.
 """
@@ -66,6 +70,8 @@ def main() -> None:
     parser.add_argument("--architectures", default="cyclegan,cut,fastcut,sceneforge")
     parser.add_argument("--temporal-weight", type=float, default=0.0, help="train with the temporal loss (sequence stores)")
     parser.add_argument("--probe-seeds", type=int, default=1, help="train the task probe with N seeds (from --seed) per row")
+    parser.add_argument("--nce-weight", type=float, default=1.0, help="PatchNCE weight of the sceneforge+nce rows")
+    parser.add_argument("--nce-boundary-share", type=float, default=0.75, help="boundary share of the sceneforge+nce-boundary row")
     parser.add_argument("--runs", type=Path, help="keep the training runs in DIR/ARCHITECTURE (for 'refine preview'; a run already there is resumed, not retrained)")
     args = parser.parse_args()
     store, records, renders, real, instances = comparison_data(args.store, args.real)
@@ -78,7 +84,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp)
         for architecture in args.architectures.split(","):
-            options = TrainOptions.preset(architecture, channels=args.width, blocks=args.blocks, disc_channels=args.width,
+            base, _, nce = architecture.partition("+")
+            if nce not in ("", "nce", "nce-boundary"):
+                parser.error(f"--architectures: unknown variant {architecture!r} (sceneforge+nce or sceneforge+nce-boundary)")
+            extra = {"nce_weight": args.nce_weight, "nce_boundary_share": args.nce_boundary_share if nce == "nce-boundary" else 0.0} if nce else {}
+            options = TrainOptions.preset(base, **extra, channels=args.width, blocks=args.blocks, disc_channels=args.width,
                                           steps=args.steps, size=args.size, batch=args.batch, checkpoint_every=args.steps,
                                           seed=args.seed, temporal_weight=args.temporal_weight)
             run = runs / architecture

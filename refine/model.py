@@ -153,12 +153,15 @@ class Discriminator(nn.Module):
 
 class CycleModels(nn.Module):
     """The four networks of a CycleGAN: ``to_real`` (the refiner), ``to_synthetic``, and a
-    discriminator per domain. Only ``to_real`` is needed to apply a checkpoint."""
+    discriminator per domain, and with the refiner's PatchNCE term its projection ``heads``
+    (refine/patchnce.py). Only ``to_real`` is needed to apply a checkpoint."""
 
-    def __init__(self, config: RefinerConfig) -> None:
+    def __init__(self, config: RefinerConfig, heads: nn.ModuleList | None = None) -> None:
         super().__init__()
         self.config = config
         self.to_real = Generator(config, gbuffer=config.gbuffer)
         self.to_synthetic = Generator(config, gbuffer=False)
         self.judge_real = Discriminator(config)
         self.judge_synthetic = Discriminator(config)
+        if heads is not None:
+            self.heads = heads

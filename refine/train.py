@@ -24,6 +24,7 @@ from .data import SIGNED, RealPhotos, SyntheticFrames, training_batches
 from .device import autocast, pick_device
 from .metrics import BOUNDARY_BAND, LOWPASS_SIGMA, contrast_structure_map, lowpass_luminance
 from .model import CycleModels, RefinerConfig
+from .patchnce import patch_nce, projection_heads
 from .temporal import SequencePairs, flow_mask, masked_warp_difference, pair_batches
 
 log = logging.getLogger("sceneforge")
@@ -49,8 +50,9 @@ class TrainOptions:
     seed: int = 0
     mixed_precision: bool = True  # bf16 autocast on a GPU
     objective: str = "cycle"  # "cycle" (CycleGAN's two generators) or "cut" (one generator, PatchNCE; refine/cut.py)
-    nce_weight: float = 1.0  # CUT: 1 with identity NCE; FastCUT: 10 without
-    nce_identity: bool = True
+    nce_weight: float = 0.0  # PatchNCE (refine/patchnce.py): CUT 1 with identity NCE, FastCUT 10 without; the refiner: off
+    nce_identity: bool = True  # CUT only
+    nce_boundary_share: float = 0.0  # the refiner: share of PatchNCE's patches drawn near instance boundaries
     temporal_weight: float = 0.0  # sequence stores: weight of the flow-warped temporal loss (0: off)
     config: RefinerConfig = field(default_factory=RefinerConfig)
 
@@ -122,8 +124,13 @@ def structure_loss(refined: Tensor, raw: Tensor, boundary: Tensor, sigma: float,
     not move, vanish or gain a double, while the noise, blur and texture a sensor adds everywhere,
     and the brightness and contrast, are free (docs/refiner.md, "What the structure loss allows")."""
     low_refined, low_raw = (lowpass_luminance((image + 1) / 2, sigma) for image in (refined, raw))
-    weight = F.max_pool2d(boundary, 2 * band + 1, stride=1, padding=band)
+    weight = boundary_band(boundary, band)
     return ((1 - contrast_structure_map(low_raw, low_refined)) * weight).sum() / weight.sum().clamp_min(1)
+
+
+def boundary_band(boundary: Tensor, band: int) -> Tensor:
+    """1 within ``band`` px of an instance boundary (``boundary``: N x 1 x H x W, 1 on both sides of an id change), else 0."""
+    return F.max_pool2d(boundary, 2 * band + 1, stride=1, padding=band)
 
 
 def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, device: str = "auto",
@@ -152,6 +159,9 @@ def train(store_path: Path, real_dir: Path, run: Path, options: TrainOptions, de
         if state["config"] != options.config or objective != options.objective:
             raise UserError(f"{saved}: trained with architecture {state['config']} ({objective}), not "
                             f"{options.config} ({options.objective}); use another run folder")
+        if ("heads" in state) != hasattr(models, "heads"):
+            raise UserError(f"{saved}: trained {'with' if 'heads' in state else 'without'} PatchNCE (--nce-weight), "
+                            "not the other way round; use another run folder")
         checkpoint.load_models(models, state, saved)
         optimise_g.load_state_dict(state["optimise_g"])  # moves the moments to the parameters' device
         optimise_d.load_state_dict(state["optimise_d"])
@@ -205,7 +215,7 @@ def training_setup(options: TrainOptions, device: torch.device) -> tuple[nn.Modu
             from .cut import CutModels
             models = CutModels(options.config)
         else:
-            models = CycleModels(options.config)
+            models = CycleModels(options.config, projection_heads(options.config) if options.nce_weight > 0 else None)
     channels_last = options.config.channels_last
     models.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     children = list(models.named_children())
@@ -220,7 +230,8 @@ def training_setup(options: TrainOptions, device: torch.device) -> tuple[nn.Modu
 def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor, y: Tensor, pools: dict[str, ImagePool],
           rng: np.random.Generator, optimise_g: torch.optim.Optimizer, optimise_d: torch.optim.Optimizer,
           device: torch.device, extra_g: dict[str, tuple[float, Callable[[], Tensor]]] | None = None) -> dict[str, Tensor]:
-    """One CycleGAN update: both generators, then both discriminators (LSGAN); the losses, detached.
+    """One CycleGAN update: both generators (with the structure loss, and PatchNCE with the render as
+    the anchor when ``options.nce_weight`` > 0), then both discriminators (LSGAN); the losses, detached.
     ``extra_g``: more generator terms, name -> (weight, loss function), logged under their names."""
     to_real, to_synthetic = models.to_real, models.to_synthetic
     judges = (models.judge_real, models.judge_synthetic)
@@ -240,6 +251,10 @@ def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor,
         extras = {name: term() for name, (_, term) in (extra_g or {}).items()}
         for name, value in extras.items():
             loss_g = loss_g + extra_g[name][0] * value
+        if options.nce_weight > 0:  # the render is the anchor; near boundaries where nce_boundary_share says
+            near = boundary_band(a[:, BOUNDARY_CHANNEL:BOUNDARY_CHANNEL + 1], options.structure_band)
+            extras["nce"] = patch_nce(to_real, models.heads, x, fake_real, rng, near, options.nce_boundary_share)
+            loss_g = loss_g + options.nce_weight * extras["nce"]
     optimise_g.zero_grad(set_to_none=True)
     loss_g.backward()
     optimise_g.step()

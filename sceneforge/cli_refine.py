@@ -46,6 +46,8 @@ def train(
     blocks: Annotated[int, typer.Option("--blocks", metavar="N", min=1, max=32, help="Generator residual blocks (CycleGAN: 9).")] = 9,
     seed: Annotated[int, typer.Option("--seed", metavar="SEED", min=0, help="Seed of the initial weights and of every crop.")] = 0,
     temporal_weight: Annotated[float, typer.Option("--temporal-weight", metavar="W", min=0.0, help="Sequence stores: weight of the temporal loss along the renderer's flow (0: off).")] = 0.0,
+    nce_weight: Annotated[Optional[float], typer.Option("--nce-weight", metavar="W", min=0.0, help="Weight of PatchNCE, the render as the anchor (default: the architecture's; sceneforge: 0, off; cut: 1; fastcut: 10).", show_default=False)] = None,
+    nce_boundary_share: Annotated[float, typer.Option("--nce-boundary-share", metavar="S", min=0.0, max=1.0, help="sceneforge with --nce-weight: share of PatchNCE's patches drawn near instance boundaries (0: uniform, as CUT).")] = 0.0,
     quiet: QuietOpt = False,
 ) -> None:
     """Train (or resume) a refiner; a killed run resumes from its last checkpoint."""
@@ -55,7 +57,9 @@ def train(
     from sceneforge.refine.train import train as train_refiner
 
     options = TrainOptions.preset(architecture, channels=width, blocks=blocks, steps=steps, size=size, batch=batch,
-                                  checkpoint_every=checkpoint_every, seed=seed, temporal_weight=temporal_weight)
+                                  checkpoint_every=checkpoint_every, seed=seed, temporal_weight=temporal_weight,
+                                  nce_boundary_share=nce_boundary_share,
+                                  **({} if nce_weight is None else {"nce_weight": nce_weight}))
     with render_progress(stderr, quiet, TRAINING) as progress:
         result = train_refiner(store, real, output, options, device, on_step=lambda _: progress.step(),
                                on_start=progress.begin)

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from sceneforge.floor.errors import UserError
 from sceneforge.refine import checkpoint
 from sceneforge.refine.apply import Refiner
-from sceneforge.refine.cut import PATCHES, TEMPERATURE, CutModels, nce_loss
+from sceneforge.refine.cut import CutModels
 from sceneforge.refine.model import RefinerConfig
+from sceneforge.refine.patchnce import PATCHES, TEMPERATURE, nce_loss
 from sceneforge.refine.train import TrainOptions, train
 
 from .helpers import run_cli
