@@ -110,7 +110,23 @@ def semantic_map(spec: SceneSpec, instance: np.ndarray) -> np.ndarray:
 def euclidean_distance(depth: np.ndarray, camera: CameraSpec) -> np.ndarray:
     """Distance from the camera centre, from planar depth (inf stays inf), along the ray each
     pixel's depth was measured on (``label_rays``: with a lens, its nearest source pixel's)."""
-    return (depth * np.linalg.norm(label_rays(camera), axis=-1)).astype(np.float32)
+    return (depth * _ray_lengths(camera)).astype(np.float32)
+
+
+_RAY_LENGTHS: dict[tuple, np.ndarray] = {}  # by the camera's intrinsics (``_ray_lengths``)
+
+
+def _ray_lengths(camera: CameraSpec) -> np.ndarray:
+    """H x W lengths of ``label_rays`` (z = 1), kept for the next frames of the same intrinsics
+    (the last few: a rig's cameras take turns)."""
+    key = (camera.K, camera.width, camera.height, camera.lens)
+    if key not in _RAY_LENGTHS:
+        if len(_RAY_LENGTHS) >= 8:
+            _RAY_LENGTHS.pop(next(iter(_RAY_LENGTHS)))
+        lengths = np.linalg.norm(label_rays(camera), axis=-1)
+        lengths.flags.writeable = False
+        _RAY_LENGTHS[key] = lengths
+    return _RAY_LENGTHS[key]
 
 
 def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
