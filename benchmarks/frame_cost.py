@@ -6,7 +6,7 @@
 Renders the recipe's frames in one Blender session in this process and runs, one after the other
 (not beside the render, so that each is timed alone), every step a worker runs on a rendered frame:
 decoding the EXR, the derived passes, the USD stage, the store's writes and the frame record
-(its object records: ray-cast amodal masks and truncation, boxes, keypoints). Prints CPU milliseconds per frame
+(its object records: amodal masks and truncation, boxes, keypoints). Prints CPU milliseconds per frame
 (``time.process_time``: far less sensitive to other load on the machine than wall time) beside
 the CPU time of Blender's render itself. On a machine whose cores Cycles keeps busy, the label
 steps' CPU share is what they add to each frame's wall time when they run beside the next render.
@@ -74,7 +74,7 @@ def main() -> None:
                         spec, passes.exposure_ev, (store.root / DOCUMENTS["usd"]).parent))
                 files, checks = timed("store writes (PNG, EXR, JSON)", lambda: store.write_frame_files(
                     spec.index, stored, documents, spec.camera.name))
-                timed("frame record (ray-cast amodal masks, truncation, boxes, keypoints)",
+                timed("frame record (amodal masks, truncation, boxes, keypoints)",
                       lambda: frame_record(spec, passes, files, checks, seconds))
                 path.unlink()
                 frames += 1

@@ -5,8 +5,9 @@ Visibility without a re-render: each object's mesh is ray-cast *alone* (scenes/r
 along the same pixel-centre rays that Cycles uses for its data passes. The pixels it covers
 alone are its unoccluded pixels, kept as its amodal mask; those it covers in the instance map
 are its visible pixels. Rays cast past the image border (on a canvas three times the image size)
-measure truncation. With a lens every ray and projection goes through ``scenes.camera``
-(camera_rays, project_points).
+measure truncation. An object inside the image needs rays only where something nearer may hide
+it (``inside_coverage``): elsewhere its instance mask already is its silhouette. With a lens
+every ray and projection goes through ``scenes.camera`` (camera_rays, project_points).
 """
 
 from __future__ import annotations
