@@ -68,9 +68,11 @@ def scene_usda(spec: SceneSpec, exposure_ev: float = 0.0, folder: Path | None = 
     cameras = _new_stage()
     _add_cameras(cameras, spec, exposure_ev)
     camera_text = cameras.GetRootLayer().ExportToString()
-    body = camera_text[camera_text.index(_WORLD_OPENS) + len(_WORLD_OPENS):]  # the cameras, then /World's "}"
-    scene = _scene_text["text"]
-    return f"{scene[:-len(_WORLD_CLOSES)]}\n{body}"
+    scene, opens = _scene_text["text"], camera_text.find(_WORLD_OPENS)
+    if opens < 0 or not scene.endswith(_WORLD_CLOSES):  # another USD version's layout: export it whole
+        stage = scene_stage(spec, exposure_ev, folder)
+        return stage.GetRootLayer().ExportToString()
+    return f"{scene[:-len(_WORLD_CLOSES)]}\n{camera_text[opens + len(_WORLD_OPENS):]}"  # the cameras, then "}"
 
 
 # What the stage holds besides its cameras (``_scene_part``), and the last scene's text by it.
