@@ -1,7 +1,7 @@
 """SceneForge against the plain-bpy floor, pipeline overhead, and the cost of the label passes.
 
     python benchmarks/render_overhead.py [--frames 48] [--resolution 320x240] [--samples 16]
-                                         [--repetitions 2] [--floor-only]
+                                         [--repetitions 2] [--floor-only] [--baseline TREE]
 
 Part 0 times whole commands side by side: ``sceneforge run`` (CPU worker, all label passes, USD,
 COCO) against ``benchmarks/floor.py`` (the same frames in one plain bpy session, one multilayer EXR
@@ -46,9 +46,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--repetitions", type=int, default=2, help="A-B-B-A pairs per workload in part 0")
     parser.add_argument("--floor-only", action="store_true", help="part 0 alone")
+    parser.add_argument("--baseline", type=Path, help="part 0 also runs SceneForge from this source tree "
+                        "(PYTHONPATH), interleaved with the others: before against after")
     args = parser.parse_args()
     width, height = (int(v) for v in args.resolution.lower().split("x"))
-    _against_floor(args.recipe, args.frames, args.resolution, args.samples, args.repetitions)
+    _against_floor(args.recipe, args.frames, args.resolution, args.samples, args.repetitions, args.baseline)
     if args.floor_only:
         return
     recipe = load_recipe(args.recipe, {"count": args.frames, "render.resolution": [width, height],
@@ -90,38 +92,48 @@ def main() -> None:
           f"(median per frame {100 * (per_frame - 1):+.2f} %; goal <= +5 %)")
 
 
-def _against_floor(recipe: Path, frames: int, resolution: str, samples: int, repetitions: int) -> None:
-    """Print whole-command wall times of ``sceneforge run`` and the floor, and their ratio."""
+def _against_floor(recipe: Path, frames: int, resolution: str, samples: int, repetitions: int,
+                   baseline: Path | None = None) -> None:
+    """Print whole-command wall and CPU times of ``sceneforge run`` and the floor, and their ratios
+    (with ``baseline``, also of ``sceneforge run`` from that source tree)."""
     common = ["--count", str(frames), "--resolution", resolution, "--samples", str(samples)]
     workloads = {f"{frames} scenes x 1 frame": 1, f"1 scene x {frames} frames": frames}
+    tools = ["floor", *(["baseline"] if baseline else []), "sceneforge"]
     print(f"[SceneForge vs the plain-bpy floor] {recipe.name}: {frames} frames at {resolution}, {samples} samples, "
           f"CPU; medians of {2 * repetitions} whole commands each, interleaved A-B-B-A")
     print("CPU: user + system seconds of the whole command with its worker processes (far less sensitive "
           "than wall time to other load on the machine)")
-    print("| workload | floor wall (s) | SceneForge wall (s) | wall ratio | floor CPU (s) | SceneForge CPU (s) | "
-          "CPU ratio | load average |\n|---|---|---|---|---|---|---|---|")
+    if baseline:
+        print(f"baseline: SceneForge from {baseline}")
+    columns = [f"{tool} {kind}" for tool in tools for kind in ("wall (s)", "CPU (s)")]
+    ratios = [f"{tool} / floor CPU" for tool in tools[1:]]
+    print(f"| workload | {' | '.join(columns)} | SceneForge / floor wall | {' | '.join(ratios)} | load average |")
+    print("|---" * (len(columns) + len(ratios) + 3) + "|")
     for name, per_scene in workloads.items():
-        commands = {
-            "floor": lambda out: [sys.executable, str(FLOOR), str(recipe), str(out), *common,
-                                  "--frames-per-scene", str(per_scene)],
-            "sceneforge": lambda out: [sys.executable, "-m", "sceneforge", "run", str(recipe), "-o", str(out), *common,
-                                       "--device", "cpu", "--quiet", "--set", f"camera.frames_per_scene={per_scene}"],
-        }
-        times: dict[str, list[float]] = {"floor": [], "sceneforge": []}
-        cpu: dict[str, list[float]] = {"floor": [], "sceneforge": []}
+        def command(tool: str, out: Path) -> list[str]:
+            if tool == "floor":
+                return [sys.executable, str(FLOOR), str(recipe), str(out), *common, "--frames-per-scene", str(per_scene)]
+            return [sys.executable, "-m", "sceneforge", "run", str(recipe), "-o", str(out), *common,
+                    "--device", "cpu", "--quiet", "--set", f"camera.frames_per_scene={per_scene}"]
+
+        environments = {"baseline": {**os.environ, "PYTHONPATH": str(baseline)}} if baseline else {}
+        times: dict[str, list[float]] = {tool: [] for tool in tools}
+        cpu: dict[str, list[float]] = {tool: [] for tool in tools}
         for repetition in range(repetitions):
-            order = ("floor", "sceneforge", "sceneforge", "floor") if repetition % 2 == 0 else \
-                    ("sceneforge", "floor", "floor", "sceneforge")
+            order = tools + tools[::-1] if repetition % 2 == 0 else tools[::-1] + tools
             for tool in order:
                 with tempfile.TemporaryDirectory() as tmp:
                     before, started = _children_cpu(), time.perf_counter()
-                    subprocess.run(commands[tool](Path(tmp) / "out"), check=True, stdout=subprocess.DEVNULL)
+                    subprocess.run(command(tool, Path(tmp) / "out"), check=True, stdout=subprocess.DEVNULL,
+                                   env=environments.get(tool))
                     times[tool].append(time.perf_counter() - started)
                     cpu[tool].append(_children_cpu() - before)
-        floor, ours = statistics.median(times["floor"]), statistics.median(times["sceneforge"])
-        floor_cpu, our_cpu = statistics.median(cpu["floor"]), statistics.median(cpu["sceneforge"])
-        print(f"| {name} | {floor:.2f} | {ours:.2f} | {ours / floor:.2f}x | {floor_cpu:.2f} | {our_cpu:.2f} | "
-              f"{our_cpu / floor_cpu:.2f}x | {os.getloadavg()[0]:.1f} |")
+        wall = {tool: statistics.median(times[tool]) for tool in tools}
+        used = {tool: statistics.median(cpu[tool]) for tool in tools}
+        cells = [f"{value[tool]:.2f}" for tool in tools for value in (wall, used)]
+        shares = [f"{used[tool] / used['floor']:.2f}x" for tool in tools[1:]]
+        print(f"| {name} | {' | '.join(cells)} | {wall['sceneforge'] / wall['floor']:.2f}x | {' | '.join(shares)} | "
+              f"{os.getloadavg()[0]:.1f} |")
 
 
 def _children_cpu() -> float:

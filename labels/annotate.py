@@ -5,8 +5,9 @@ Visibility without a re-render: each object's mesh is ray-cast *alone* (scenes/r
 along the same pixel-centre rays that Cycles uses for its data passes. The pixels it covers
 alone are its unoccluded pixels, kept as its amodal mask; those it covers in the instance map
 are its visible pixels. Rays cast past the image border (on a canvas three times the image size)
-measure truncation. With a lens every ray and projection goes through ``scenes.camera``
-(camera_rays, project_points).
+measure truncation. An object inside the image needs rays only where something nearer may hide
+it (``inside_coverage``): elsewhere its instance mask already is its silhouette. With a lens
+every ray and projection goes through ``scenes.camera`` (camera_rays, project_points).
 """
 
 from __future__ import annotations
@@ -21,16 +22,21 @@ from sceneforge.labels.depth_sensor import depth_sensor_pass
 from sceneforge.labels.keypoints import object_keypoints
 from sceneforge.labels.motion import flow_passes
 from sceneforge.labels.rle import encode_masks
-from sceneforge.scenes.assets import asset_mesh
+from sceneforge.scenes.assets import asset_mesh, asset_model
 from sceneforge.scenes.camera import camera_rays, label_rays, project_points, render_camera
 from sceneforge.scenes.raycast import first_hit_depth
 from sceneforge.scenes.spec import CameraSpec, ObjectSpec, SceneSpec
+from sceneforge.scenes.transparency import see_through
 
 if TYPE_CHECKING:
     from sceneforge.scenes.mesh import Mesh
 
 # Corner i of a 3D box takes the max (1) or min (0) along x, y, z from bits 0, 1, 2 of i.
 BOX_CORNER_BITS = np.array([[(i >> axis) & 1 for axis in range(3)] for i in range(8)])
+# Metres above an object's lowest point within which a surface point measured by the depth pass
+# (float32) counts as the ground or support it stands on: far above the depth's rounding error,
+# far below any object's size.
+SUPPORT_TOLERANCE = 1e-5
 
 
 def stored_passes(spec: SceneSpec, passes: Passes) -> dict[str, np.ndarray]:
@@ -105,7 +111,23 @@ def semantic_map(spec: SceneSpec, instance: np.ndarray) -> np.ndarray:
 def euclidean_distance(depth: np.ndarray, camera: CameraSpec) -> np.ndarray:
     """Distance from the camera centre, from planar depth (inf stays inf), along the ray each
     pixel's depth was measured on (``label_rays``: with a lens, its nearest source pixel's)."""
-    return (depth * np.linalg.norm(label_rays(camera), axis=-1)).astype(np.float32)
+    return (depth * _ray_lengths(camera)).astype(np.float32)
+
+
+_RAY_LENGTHS: dict[tuple, np.ndarray] = {}  # by the camera's intrinsics (``_ray_lengths``)
+
+
+def _ray_lengths(camera: CameraSpec) -> np.ndarray:
+    """H x W lengths of ``label_rays`` (z = 1), kept for the next frames of the same intrinsics
+    (the last few: a rig's cameras take turns)."""
+    key = (camera.K, camera.width, camera.height, camera.lens)
+    if key not in _RAY_LENGTHS:
+        if len(_RAY_LENGTHS) >= 8:
+            _RAY_LENGTHS.pop(next(iter(_RAY_LENGTHS)))
+        lengths = np.linalg.norm(label_rays(camera), axis=-1)
+        lengths.flags.writeable = False
+        _RAY_LENGTHS[key] = lengths
+    return _RAY_LENGTHS[key]
 
 
 def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
@@ -137,7 +159,9 @@ def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
         i = obj.instance_id
         visible = int(counts[i])
         camera_from_object = camera_from_world @ np.asarray(obj.world_from_object)
-        amodal, truncation = _coverage(obj, camera, camera_from_object)
+        amodal, truncation = inside_coverage(obj, camera, camera_from_object, passes), 0.0
+        if amodal is None:  # past the border, or the instance pass cannot tell: the whole silhouette cast
+            amodal, truncation = _coverage(obj, camera, camera_from_object)
         unoccluded = int(amodal.sum())
         records.append({
             "instance_id": i,
@@ -159,6 +183,58 @@ def object_records(spec: SceneSpec, passes: Passes) -> list[dict]:
             "keypoints": object_keypoints(obj, camera, camera_from_object, depth),
         })
     return records
+
+
+def inside_coverage(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray,
+                    passes: Passes) -> np.ndarray | None:
+    """The amodal mask of an object that lies wholly inside the image, with rays cast only where
+    something may hide it; None when that cannot be decided so (``_coverage`` then casts the rays).
+
+    A pixel of the object's silhouette that it does not show in the instance pass shows something
+    nearer than the object's farthest point; so the silhouette is the object's instance mask plus
+    those of the pixels within its projected box (a pixel wider) showing something else no
+    farther than its box (the depth pass) whose rays hit its mesh. That holds for a pinhole camera
+    without depth of field or motion blur (the instance pass then samples each pixel's centre ray,
+    like the ray cast), an object whose surfaces are opaque (no cut-outs, blending or
+    transmission, which the instance pass looks through) and whose box lies between the clipping
+    planes and projects inside the image (no silhouette past its border: truncation 0).
+    """
+    if camera.lens is not None or camera.fstop is not None or camera.exposure_s > 0 or not _opaque(obj):
+        return None
+    mesh = asset_mesh(obj.asset)
+    corners_object = _box_corners(*mesh.bounds)
+    corners = _apply(camera_from_object, corners_object)
+    far = corners[:, 2].max()
+    if corners[:, 2].min() <= camera.clip_start or far >= camera.clip_end:
+        return None
+    uv = project_points(camera, corners)
+    u0, v0 = np.floor(uv.min(axis=0)).astype(int) - 1
+    u1, v1 = np.ceil(uv.max(axis=0)).astype(int) + 1
+    if u0 < 0 or v0 < 0 or u1 > camera.width - 1 or v1 > camera.height - 1:
+        return None
+    amodal = passes.instance == obj.instance_id
+    region = (slice(v0, v1 + 1), slice(u0, u1 + 1))
+    vs, us = np.nonzero(~amodal[region] & (passes.depth[region] <= far))
+    us, vs = us + u0, vs + v0
+    rays = camera_rays(camera, us, vs)
+    world_from_camera = np.asarray(camera.world_from_camera)
+    base = _apply(world_from_camera @ camera_from_object, corners_object)[:, 2].min()
+    if len(us) and world_from_camera[2, 3] > base:
+        # Seen from above the object's lowest point, no point at or below that height (the ground or
+        # the support it stands on) lies between the camera and the object.
+        above = _apply(world_from_camera, rays * passes.depth[vs, us, None])[:, 2] > base + SUPPORT_TOLERANCE
+        us, vs, rays = us[above], vs[above], rays[above]
+    if len(us):
+        amodal[vs, us] = np.isfinite(first_hit_depth(mesh, camera_from_object, rays))
+    return amodal
+
+
+def _opaque(obj: ObjectSpec) -> bool:
+    """Whether every material of the object is drawn opaque (no cut-out, blending or transmission)."""
+    if obj.material.opacity_texture is not None:
+        return False
+    return all(seen.alpha_mode == "OPAQUE" and seen.transmission == 0
+               for seen in (see_through(material, obj.material) for material in asset_model(obj.asset).materials))
 
 
 def _box3d(obj: ObjectSpec, camera: CameraSpec, camera_from_object: np.ndarray) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 from functools import lru_cache
@@ -55,9 +56,30 @@ _WORLD_FROM_DOME = np.array([[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1
 
 def scene_usda(spec: SceneSpec, exposure_ev: float = 0.0, folder: Path | None = None) -> str:
     """The USD stage of one frame, as ``.usda`` text (``exposure_ev``: the EV its image was developed
-    with; ``folder``: where the stage is saved, see ``scene_stage``)."""
-    stage = scene_stage(spec, exposure_ev, folder)  # held: the root layer lives only as long as its stage
-    return stage.GetRootLayer().ExportToString()
+    with; ``folder``: where the stage is saved, see ``scene_stage``).
+
+    The text of ``scene_stage``, made in two parts: the scene without its cameras, kept for the
+    next frame of the same scene (only its cameras change), and the cameras, spliced in as the
+    last children of /World where the whole stage's export writes them.
+    """
+    key = (json.dumps(spec.model_dump(mode="json", include=_SCENE_FIELDS), sort_keys=True), str(folder))
+    if _scene_text.get("key") != key:
+        stage = _scene_part(spec, folder)  # held: the root layer lives only as long as its stage
+        _scene_text.update(key=key, text=stage.GetRootLayer().ExportToString())
+    cameras = _new_stage()
+    _add_cameras(cameras, spec, exposure_ev)
+    camera_text = cameras.GetRootLayer().ExportToString()
+    scene, opens = _scene_text["text"], camera_text.find(_WORLD_OPENS)
+    if opens < 0 or not scene.endswith(_WORLD_CLOSES):  # another USD version's layout: export it whole
+        stage = scene_stage(spec, exposure_ev, folder)
+        return stage.GetRootLayer().ExportToString()
+    return f"{scene[:-len(_WORLD_CLOSES)]}\n{camera_text[opens + len(_WORLD_OPENS):]}"  # the cameras, then "}"
+
+
+# What the stage holds besides its cameras (``_scene_part``), and the last scene's text by it.
+_SCENE_FIELDS = {"objects", "props", "ground", "lights", "hdri", "background_color", "background_strength"}
+_scene_text: dict[str, object] = {}
+_WORLD_OPENS, _WORLD_CLOSES = 'def Xform "World"\n{\n', "}\n\n"
 
 
 def scene_stage(spec: SceneSpec, exposure_ev: float = 0.0, folder: Path | None = None) -> Usd.Stage:
@@ -70,11 +92,24 @@ def scene_stage(spec: SceneSpec, exposure_ev: float = 0.0, folder: Path | None =
     inspect in memory) materials keep their constant inputs only and the HDRI is referenced by
     its absolute path.
     """
-    files = _Files(folder)
+    stage = _scene_part(spec, folder)
+    _add_cameras(stage, spec, exposure_ev)
+    return stage
+
+
+def _new_stage() -> Usd.Stage:
+    """An in-memory stage with its units, up axis and default prim /World."""
     stage = Usd.Stage.CreateInMemory()
     UsdGeom.SetStageMetersPerUnit(stage, 1.0)
     UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
     stage.SetDefaultPrim(UsdGeom.Xform.Define(stage, "/World").GetPrim())
+    return stage
+
+
+def _scene_part(spec: SceneSpec, folder: Path | None) -> Usd.Stage:
+    """The stage of ``scene_stage`` without its cameras: what the frames of one still scene share."""
+    files = _Files(folder)
+    stage = _new_stage()
     UsdGeom.Scope.Define(stage, "/World/Looks")
     for obj in spec.objects:
         prim = _add_mesh(stage, f"object_{obj.instance_id}", asset_model(obj.asset), obj.world_from_object,
@@ -105,6 +140,11 @@ def scene_stage(spec: SceneSpec, exposure_ev: float = 0.0, folder: Path | None =
                             [0, 0, 1, 0], [0, 0, 0, 1]])
         _set_pose(dome, about_z @ _WORLD_FROM_DOME)
         dome.GetPrim().SetCustomDataByKey("sceneforge:rotation_deg", spec.hdri.rotation_deg)
+    return stage
+
+
+def _add_cameras(stage: Usd.Stage, spec: SceneSpec, exposure_ev: float) -> None:
+    """The frame's camera as /World/camera and, in a rig's view, every rig camera as /World/rig/NAME."""
     _add_camera(stage, "/World/camera", spec.camera, exposure_ev)
     for camera in spec.rig:  # every camera of the frame's rig, this view's too, by name
         _add_camera(stage, f"/World/rig/{camera.name}", camera, exposure_ev if camera.name == spec.camera.name else None)
@@ -112,7 +152,6 @@ def scene_stage(spec: SceneSpec, exposure_ev: float = 0.0, folder: Path | None =
         prim.SetCustomDataByKey("sceneforge:camera", camera.name)
         if camera.stereo_baseline is not None:
             prim.SetCustomDataByKey("sceneforge:stereo_baseline", camera.stereo_baseline)
-    return stage
 
 
 class _Files:

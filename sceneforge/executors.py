@@ -12,6 +12,7 @@ and the writes of its files, ``sceneforge.labelling``) and answers with the type
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections import deque
@@ -92,6 +93,25 @@ class _Dispatch:
         return None
 
 
+# Set for a spawned worker unless the user set it: its numpy work is small-matrix algebra beside
+# Cycles, where a second OpenBLAS thread only wakes and spins (numpy.linalg.inv of a 4x4 wakes it),
+# at normal priority, on the cores Cycles renders with; one thread saved 10-20 % of the finishing
+# step's CPU on a busy machine (docs/performance.md).
+WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def _worker_environment() -> Iterator[None]:
+    """``WORKER_ENVIRONMENT`` in this process's environment while a worker is spawned (it inherits it)."""
+    added = {key: value for key, value in WORKER_ENVIRONMENT.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 class _Worker:
     def __init__(self, context, name: str, log_dir: Path, options: WorkerOptions) -> None:
         self.name, self.options = name, options
@@ -99,7 +119,8 @@ class _Worker:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=server.serve, args=(child, str(self.log), options),
                                        name=f"sceneforge-{name}", daemon=True)
-        self.process.start()
+        with _worker_environment():
+            self.process.start()
         child.close()
         self.pending: deque[SceneSpec] = deque()
         self.leaving = False  # it could not take a spec: it is recycling or has crashed

@@ -641,3 +641,22 @@ def test_the_scenes_glass_and_opacity_changes_reach_the_stage(tmp_path):
     opacity, output = wired(card, "opacity")
     assert output == "r" and card.GetInput("opacityThreshold").Get() == pytest.approx(0.5)
     np.testing.assert_array_equal(decoded(opacity)[..., 0], np.asarray(Image.open(tmp_path / "holes.png")))
+
+
+def test_stage_text_of_each_frame_is_its_whole_stage_exported(tmp_path, monkeypatch):
+    """``scene_usda`` makes a scene's text once and splices in each frame's cameras: each frame's
+    text must still be the export of its whole stage (here a stereo rig's views, two camera poses
+    per scene, two scenes, with and without a folder)."""
+    recipe = load_recipe(ROOT / "examples" / "stereo_bin_picking.yaml",
+                         {"count": 4, "camera.frames_per_scene": 2, "render.resolution": [64, 48]})
+    specs = [sample(recipe, index, name or None) for index in range(recipe.count) for name in recipe.camera_names]
+    scene_part, made = usd_scene._scene_part, []
+    monkeypatch.setattr(usd_scene, "_scene_part", lambda *args: made.append(args) or scene_part(*args))
+    for folder in (tmp_path, None):
+        texts = [scene_usda(spec, 0.5, folder) for spec in specs]
+        for spec, text in zip(specs, texts):
+            stage = scene_part(spec, folder)
+            usd_scene._add_cameras(stage, spec, 0.5)
+            assert text == stage.GetRootLayer().ExportToString(), (spec.index, spec.camera.name, folder)
+        assert len(set(texts)) == len(texts)  # every view's own cameras, every scene's own objects
+    assert len(made) == 2 * 2  # once per scene and folder: the other views reuse its text
