@@ -112,8 +112,10 @@ class Renderer:
         self._scratch = Path(tempfile.mkdtemp(prefix="sceneforge-render-", dir=scratch_root))
 
     def close(self) -> None:
-        """Remove the scratch folder."""
+        """Remove the scratch folder and Blender's session folder (``bpy.app.tempdir``, which Blender
+        removes only in its own teardown: a worker leaving with ``os._exit`` left one per session)."""
         shutil.rmtree(self._scratch, ignore_errors=True)
+        shutil.rmtree(self._bpy.app.tempdir, ignore_errors=True)
 
     def _detect_gpus(self) -> list[tuple[str, str, str]]:
         """(backend, device id, name) of every GPU of the most capable backend Cycles finds."""

@@ -295,6 +295,11 @@ class _RenderActor:
         assert self._renderer is not None, "an actor that could not start is never sent frames"
         return server.render_frame(self._renderer, spec, self._finish)
 
+    def close(self) -> None:
+        """Remove the renderer's scratch and Blender's session folders (before the actor is killed)."""
+        if self._renderer is not None:
+            self._renderer.close()
+
 
 class RayExecutor:
     """Warm render actors on a Ray cluster; the store must be on a path every node shares."""
@@ -346,6 +351,8 @@ class RayExecutor:
     def __exit__(self, *exc_info) -> None:
         import ray
 
+        if exc_info[0] is None:  # a clean end: the actors remove their folders (ray.kill skips any teardown)
+            ray.wait([actor.close.remote() for actor in self._actors], num_returns=len(self._actors), timeout=30)
         for actor in self._actors:
             ray.kill(actor)
         self._actors = []

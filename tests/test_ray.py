@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import ray
 
@@ -55,3 +59,23 @@ def test_a_ray_gpu_actor_without_a_gpu_refuses_instead_of_rendering_on_the_cpu(r
     recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 1})
     with pytest.raises(UserError, match=r"--device gpu: actor-0: asked for GPU 0, but Cycles finds no GPU here"):
         render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="gpu"))
+
+
+@pytest.fixture
+def ray_with_its_own_tmpdir(monkeypatch):
+    """A local Ray whose workers make their temporary folders in a folder of this test (a short path:
+    Ray's sockets live there too, and a socket's path has at most 107 bytes)."""
+    ray.shutdown()
+    scratch = Path(tempfile.mkdtemp(prefix="sf-"))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield scratch
+    ray.shutdown()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_ray_actors_leave_no_blender_folder_behind(ray_with_its_own_tmpdir, tiny_store, tmp_path):
+    recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 2})
+    report = render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="cpu", workers=2, threads=1))
+    assert report.rendered == 2
+    assert [p.name for p in ray_with_its_own_tmpdir.iterdir() if p.name.startswith("blender_")] == []

@@ -1,15 +1,17 @@
 """A render worker keeps nothing of a scene once the next is built: Blender's datablocks (meshes,
 materials, images, worlds, ...) stay bounded however many different scenes one session renders
-(benchmarks/memory_soak.py measures the whole worker's memory over 2000 frames)."""
+(benchmarks/memory_soak.py measures the whole worker's memory over 2000 frames), and nothing of
+itself once it leaves: no temporary folder is left behind."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from .helpers import ROOT, write_recipe
+from .helpers import ROOT, TINY_RECIPE, write_recipe
 
 ASSETS = ROOT / "examples" / "assets"
 
@@ -93,3 +95,17 @@ def test_the_soak_recipe_draws_every_kind_of_file_a_job_loads():
     assert len({s.hdri.path for s in specs}) == 3 and len({s.background_image for s in specs}) >= 2
     assert any(o.material.transmission == 1 for s in specs for o in s.objects)
     assert any(o.material.opacity_texture for s in specs for o in s.objects)
+
+
+def test_a_run_leaves_no_temporary_folder_behind(tmp_path):
+    """Blender makes a session folder (blender_XXXXXX) in TMPDIR when bpy is imported and removes it in
+    its own teardown, which a worker leaving with os._exit skips: thousands piled up in /tmp."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    result = subprocess.run([sys.executable, "-m", "sceneforge", "run", str(recipe), "-o", str(tmp_path / "out"), "-n", "2",
+                             "--device", "cpu", "--workers", "2", "--threads", "1", "--quiet"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(scratch)})
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / "out" / "frames.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in scratch.iterdir()) == []
