@@ -16,6 +16,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -69,13 +70,30 @@ def _frame_failed(index: int, exc: Exception) -> FrameFailed:
     return FrameFailed(index, str(exc) if storage else text.strip().splitlines()[-1], text, storage)
 
 
-def render_frame(renderer: Renderer, spec: SceneSpec, finish: FinishStep) -> FrameDone | FrameFailed:
-    """Render and finish one frame in this thread (the Ray actors' way)."""
-    try:
-        exr, seconds = renderer.render_to_file(spec)
-    except Exception as exc:
-        return _frame_failed(spec.index, exc)
-    return finish_frame(spec, exr, seconds, finish)
+class OverlappedFrames:
+    """Renders one frame at a time and finishes each in a thread of its own while the next one
+    renders (the Ray actors' way: a threaded actor's calls arrive on two threads, and while one
+    call's frame is being finished the other's renders, as in ``serve``)."""
+
+    def __init__(self, renderer: Renderer, finish: FinishStep) -> None:
+        self._renderer, self._finish = renderer, finish
+        self._rendering = threading.Lock()  # one Blender session: one render at a time
+        # One finishing thread, like a local worker's: frames are finished one at a time, at the lowest priority.
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="finish",
+                                            initializer=_lowest_priority if renderer.device == "CPU" else None)
+
+    def __call__(self, spec: SceneSpec) -> FrameDone | FrameFailed:
+        """Render ``spec`` once the render before it is done, then finish it while the next one renders."""
+        with self._rendering:
+            try:
+                exr, seconds = self._renderer.render_to_file(spec)
+            except Exception as exc:
+                return _frame_failed(spec.index, exc)
+        return self._finisher.submit(finish_frame, spec, exr, seconds, self._finish).result()
+
+    def close(self) -> None:
+        """Stop the finishing thread (after the frames it holds)."""
+        self._finisher.shutdown()
 
 
 def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
@@ -134,11 +152,8 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
 
 
 def _finish_and_send(conn: Connection, outbox: queue.Queue, finish: FinishStep, on_cpu: bool) -> None:
-    if on_cpu and sys.platform.startswith("linux"):
-        # Lowest priority for this thread alone (Linux gives each thread its own nice value): the
-        # label work fills the cores Cycles leaves idle (scene sync, the EXR write) rather than taking
-        # them from its render threads; in an interleaved test Blender's render time fell by 8 %.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    if on_cpu:
+        _lowest_priority()
     hung_up = False
     while (item := outbox.get()) is not None:
         message = finish_frame(*item, finish) if isinstance(item, tuple) else item
@@ -148,6 +163,14 @@ def _finish_and_send(conn: Connection, outbox: queue.Queue, finish: FinishStep, 
             conn.send(message)
         except (EOFError, OSError):
             hung_up = True  # the conductor is gone or stopping
+
+
+def _lowest_priority() -> None:
+    """Lowest priority for this thread alone, on Linux (which gives each thread its own nice value):
+    label work on a CPU worker fills the cores Cycles leaves idle (scene sync, the EXR write) rather
+    than taking them from its render threads; in an interleaved test Blender's render time fell by 8 %."""
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:

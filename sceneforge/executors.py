@@ -30,7 +30,8 @@ from sceneforge.render.messages import FrameDone, FrameFailed, Ready, Recycling,
 from sceneforge.render.server import FinishStep, WorkerOptions
 from sceneforge.scenes.spec import SceneSpec
 
-# Frames queued per worker: the next scene is already there (and being prepared) when a render ends.
+# Frames queued per worker (and calls a Ray actor runs at once): the next scene is already there
+# (and being prepared) when a render ends, and renders while the last one is finished.
 _IN_FLIGHT = 2
 
 
@@ -100,10 +101,15 @@ class _Dispatch:
 WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
 
 
+def worker_environment_added() -> dict[str, str]:
+    """The part of ``WORKER_ENVIRONMENT`` that a worker gets: the variables the user has not set."""
+    return {key: value for key, value in WORKER_ENVIRONMENT.items() if key not in os.environ}
+
+
 @contextlib.contextmanager
 def _worker_environment() -> Iterator[None]:
     """``WORKER_ENVIRONMENT`` in this process's environment while a worker is spawned (it inherits it)."""
-    added = {key: value for key, value in WORKER_ENVIRONMENT.items() if key not in os.environ}
+    added = worker_environment_added()
     os.environ.update(added)
     try:
         yield
@@ -274,7 +280,9 @@ def _outcome(store: DatasetStore, dispatch: _Dispatch, spec: SceneSpec, message:
 
 
 class _RenderActor:
-    """A warm Blender session in a Ray worker process that renders and finishes frames."""
+    """A warm Blender session in a Ray worker process that renders and finishes frames: a threaded
+    actor (``_IN_FLIGHT`` calls at once) whose frames render one at a time, each finished while the
+    next one renders, as in a local worker (``server.OverlappedFrames``)."""
 
     def __init__(self, finish: FinishStep, device: str, threads: int) -> None:
         # Ray pins a GPU actor with CUDA_VISIBLE_DEVICES, so its GPU is always the first one seen.
@@ -285,19 +293,20 @@ class _RenderActor:
         except UserError as exc:  # Ray's GPU without a GPU Cycles can use: reported by ``ready``
             self._renderer, self._start = None, StartFailed(str(exc))
         finish.prepare()
-        self._finish = finish
+        self._frames = server.OverlappedFrames(self._renderer, finish) if self._renderer is not None else None
 
     def ready(self) -> Ready | StartFailed:
         """What the local workers send first: the session is up, or why it cannot render as asked."""
         return self._start
 
     def render(self, spec: SceneSpec) -> FrameDone | FrameFailed:
-        assert self._renderer is not None, "an actor that could not start is never sent frames"
-        return server.render_frame(self._renderer, spec, self._finish)
+        assert self._frames is not None, "an actor that could not start is never sent frames"
+        return self._frames(spec)
 
     def close(self) -> None:
         """Remove the renderer's scratch and Blender's session folders (before the actor is killed)."""
-        if self._renderer is not None:
+        if self._frames is not None:
+            self._frames.close()
             self._renderer.close()
 
 
@@ -337,7 +346,8 @@ class RayExecutor:
         per_gpu = self._options.workers_per_gpu
         actor = ray.remote(_RenderActor).options(
             num_gpus=1 / per_gpu if on_gpu else 0, num_cpus=max(1, self._options.threads) if not on_gpu else 1,
-            max_restarts=-1, max_task_retries=0,
+            max_restarts=-1, max_task_retries=0, max_concurrency=_IN_FLIGHT,
+            runtime_env={"env_vars": worker_environment_added()},
         )
         count = gpus * per_gpu if on_gpu else self._options.workers
         self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads)
