@@ -31,6 +31,7 @@ FIRST_FRAME = ["-n", "1", "--resolution", "64x48", "--samples", "4", "--device",
 # A stage's setup is the stages before it, untimed; the worker's stages run as the worker does.
 _STAGES = [
     ("conductor: import the CLI (typer, rich, pydantic)", "", "import sceneforge.cli"),
+    ("conductor: import the recipe schema (pydantic models)", "import sceneforge.cli", "import sceneforge.scenes.recipe"),
     ("conductor: load and check the recipe", "from sceneforge.scenes.recipe import load_recipe",
      "recipe = load_recipe(RECIPE, {'count': 1, 'render.resolution': [64, 48], 'render.samples': 4})"),
     ("conductor: import the pipeline (store, executors)", "import sceneforge.cli, sceneforge.scenes.recipe",

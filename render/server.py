@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from sceneforge.floor.errors import StorageError, UserError
 from sceneforge.floor.frame import Passes
@@ -106,15 +107,55 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     main one renders, and one decodes, finishes and reports each frame while the next renders.
     Blender's console output goes to ``log_path``.
     """
+    _output_to(log_path)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
+    _serve_frames(conn, _open_session(conn, options.device, options.gpu_index, options.threads), options)
+
+
+def serve_early(conn: Connection, device: str, gpu_index: int, threads: int) -> None:
+    """Entry of a worker started before its run was set up (``sceneforge.first_worker``): it opens
+    its Blender session at once, then serves as ``serve`` with the log path and options that come
+    first on ``conn`` (``None`` instead: it is not needed, and leaves)."""
+    early_output = tempfile.TemporaryFile()  # Blender's output until the log's path is known
+    os.dup2(early_output.fileno(), 1)
+    os.dup2(early_output.fileno(), 2)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
+    renderer = _open_session(conn, device, gpu_index, threads)
+    try:
+        told = conn.recv()
+    except (EOFError, OSError):
+        told = None
+    if told is None:
+        renderer.close()
+        os._exit(0)
+    log_path, options = told
+    _output_to(log_path, early_output)
+    _serve_frames(conn, renderer, options)
+
+
+def _output_to(log_path: str, earlier: IO[bytes] | None = None) -> None:
+    """Send this process's output (Blender's console) to ``log_path``, after what went to ``earlier``."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if earlier is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        earlier.seek(0)
+        os.write(log, earlier.read())
     os.dup2(log, 1)
     os.dup2(log, 2)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
+
+
+def _open_session(conn: Connection, device: str, gpu_index: int, threads: int) -> Renderer:
+    """This worker's Blender session; when it cannot render as asked, sends StartFailed and leaves."""
     try:
-        renderer = Renderer(options.device, options.gpu_index, options.threads)
+        return Renderer(device, gpu_index, threads)
     except UserError as exc:
         conn.send(StartFailed(str(exc)))
         os._exit(2)
+
+
+def _serve_frames(conn: Connection, renderer: Renderer, options: WorkerOptions) -> None:
+    """``serve`` once its Blender session is open: Ready, then frames until ``None``; never returns."""
     # Before the threads start: pxr's libraries take the GIL while they load, so importing USD in
     # one thread while another loads a compiled module (trimesh's scipy) deadlocks.
     options.finish.prepare()

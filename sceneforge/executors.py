@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from sceneforge import first_worker
 from sceneforge.floor.devices import Device, parse_device
 from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
@@ -94,40 +95,22 @@ class _Dispatch:
         return None
 
 
-# Set for a spawned worker unless the user set it: its numpy work is small-matrix algebra beside
-# Cycles, where a second OpenBLAS thread only wakes and spins (numpy.linalg.inv of a 4x4 wakes it),
-# at normal priority, on the cores Cycles renders with; one thread saved 10-20 % of the finishing
-# step's CPU on a busy machine (docs/performance.md).
-WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
-
-
-def worker_environment_added() -> dict[str, str]:
-    """The part of ``WORKER_ENVIRONMENT`` that a worker gets: the variables the user has not set."""
-    return {key: value for key, value in WORKER_ENVIRONMENT.items() if key not in os.environ}
-
-
-@contextlib.contextmanager
-def _worker_environment() -> Iterator[None]:
-    """``WORKER_ENVIRONMENT`` in this process's environment while a worker is spawned (it inherits it)."""
-    added = worker_environment_added()
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
 class _Worker:
-    def __init__(self, context, name: str, log_dir: Path, options: WorkerOptions) -> None:
+    def __init__(self, context, name: str, log_dir: Path, options: WorkerOptions,
+                 early: first_worker.EarlyWorker | None = None) -> None:
         self.name, self.options = name, options
         self.log = log_dir / f"render-{name}.log"
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=server.serve, args=(child, str(self.log), options),
-                                       name=f"sceneforge-{name}", daemon=True)
-        with _worker_environment():
-            self.process.start()
-        child.close()
+        if early is None:
+            self.conn, child = context.Pipe()
+            self.process = context.Process(target=server.serve, args=(child, str(self.log), options),
+                                           name=f"sceneforge-{name}", daemon=True)
+            with first_worker.worker_environment():
+                self.process.start()
+            child.close()
+        else:  # started as the command started (``first_worker``): it learns its log and options now
+            self.conn, self.process = early.conn, early.process
+            with contextlib.suppress(OSError):  # it has left: its StartFailed, or its exit, says why
+                self.conn.send((str(self.log), options))
         self.pending: deque[SceneSpec] = deque()
         self.leaving = False  # it could not take a spec: it is recycling or has crashed
         self.ready = False  # it has sent Ready
@@ -170,11 +153,13 @@ class LocalExecutor:
     def __enter__(self) -> LocalExecutor:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         device = self._options.device
+        # Worker-0 may have been started as the command started (``first_worker``).
+        first = self._worker_options("cpu", 0) if device.kind == "cpu" else self._worker_options(device.kind, device.index or 0)
+        self._start("worker-0", first, first_worker.take(first.device, first.gpu_index, first.threads))
         if device.kind == "cpu":
-            for n in range(self._options.workers):
+            for n in range(1, self._options.workers):
                 self._start(f"worker-{n}", self._worker_options("cpu", 0))
-        else:  # the first worker finds the GPUs; the others follow once it reports them
-            self._start("worker-0", self._worker_options(device.kind, device.index or 0))
+        # else the first worker finds the GPUs; the others follow once it reports them
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -250,8 +235,8 @@ class LocalExecutor:
             self._start(f"worker-{n}", self._worker_options("gpu", indices[n % len(indices)]))
         return None
 
-    def _start(self, name: str, options: WorkerOptions) -> None:
-        started = _Worker(self._context, name, self._log_dir, options)
+    def _start(self, name: str, options: WorkerOptions, early: first_worker.EarlyWorker | None = None) -> None:
+        started = _Worker(self._context, name, self._log_dir, options, early)
         self._workers.append(started)
         self._emit("worker", f"{name}: starting (pid {started.process.pid})")
 
@@ -347,7 +332,7 @@ class RayExecutor:
         actor = ray.remote(_RenderActor).options(
             num_gpus=1 / per_gpu if on_gpu else 0, num_cpus=max(1, self._options.threads) if not on_gpu else 1,
             max_restarts=-1, max_task_retries=0, max_concurrency=_IN_FLIGHT,
-            runtime_env={"env_vars": worker_environment_added()},
+            runtime_env={"env_vars": first_worker.worker_environment_added()},
         )
         count = gpus * per_gpu if on_gpu else self._options.workers
         self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads)
