@@ -114,13 +114,15 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
 
 def serve_early(conn: Connection, device: str, gpu_index: int, threads: int) -> None:
     """Entry of a worker started before its run was set up (``sceneforge.first_worker``): it opens
-    its Blender session at once, then serves as ``serve`` with the log path and options that come
-    first on ``conn`` (``None`` instead: it is not needed, and leaves)."""
+    its Blender session at once and sends ``Ready`` (or ``StartFailed``), then serves as ``serve``
+    with the log path and options that come first on ``conn`` (``None`` instead: it is not needed,
+    and leaves)."""
     early_output = tempfile.TemporaryFile()  # Blender's output until the log's path is known
     os.dup2(early_output.fileno(), 1)
     os.dup2(early_output.fileno(), 2)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
     renderer = _open_session(conn, device, gpu_index, threads)
+    _send_ready(conn, renderer)  # its session is open: from now on it leaves cleanly when told
     try:
         told = conn.recv()
     except (EOFError, OSError):
@@ -130,7 +132,7 @@ def serve_early(conn: Connection, device: str, gpu_index: int, threads: int) -> 
         os._exit(0)
     log_path, options = told
     _output_to(log_path, early_output)
-    _serve_frames(conn, renderer, options)
+    _serve_frames(conn, renderer, options, ready_sent=True)
 
 
 def _output_to(log_path: str, earlier: IO[bytes] | None = None) -> None:
@@ -154,12 +156,17 @@ def _open_session(conn: Connection, device: str, gpu_index: int, threads: int) -
         os._exit(2)
 
 
-def _serve_frames(conn: Connection, renderer: Renderer, options: WorkerOptions) -> None:
-    """``serve`` once its Blender session is open: Ready, then frames until ``None``; never returns."""
+def _send_ready(conn: Connection, renderer: Renderer) -> None:
+    conn.send(Ready(os.getpid(), renderer.device, [g[2] for g in renderer.gpus]))
+
+
+def _serve_frames(conn: Connection, renderer: Renderer, options: WorkerOptions, ready_sent: bool = False) -> None:
+    """``serve`` once its Blender session is open: Ready (unless sent), then frames until ``None``; never returns."""
     # Before the threads start: pxr's libraries take the GIL while they load, so importing USD in
     # one thread while another loads a compiled module (trimesh's scipy) deadlocks.
     options.finish.prepare()
-    conn.send(Ready(os.getpid(), renderer.device, [g[2] for g in renderer.gpus]))
+    if not ready_sent:
+        _send_ready(conn, renderer)
     inbox: queue.Queue = queue.Queue()
     outbox: queue.Queue = queue.Queue(maxsize=1)  # at most one rendered frame waits to be finished
     threading.Thread(target=_prepare_incoming, args=(conn, inbox), daemon=True).start()

@@ -98,7 +98,7 @@ class _Dispatch:
 class _Worker:
     def __init__(self, context, name: str, log_dir: Path, options: WorkerOptions,
                  early: first_worker.EarlyWorker | None = None) -> None:
-        self.name, self.options = name, options
+        self.name, self.options, self.early = name, options, early
         self.log = log_dir / f"render-{name}.log"
         if early is None:
             self.conn, child = context.Pipe()
@@ -129,6 +129,8 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+        if self.early is not None:
+            self.early.remove_tmpdir()
 
 
 class LocalExecutor:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 from sceneforge.floor.devices import parse_device
@@ -45,26 +47,36 @@ def worker_environment() -> Iterator[None]:
 
 class EarlyWorker:
     """A spawned worker process opening a Blender session on (device, gpu_index, threads); it waits
-    for its log path and options (``render.server.serve_early``)."""
+    for its log path and options (``render.server.serve_early``), having sent ``Ready`` once its
+    session is open. Its temporary folder (``tmpdir``: Blender's session folder goes there) is its
+    own, so that it can be killed while it starts and leave nothing behind; whoever stops it
+    removes the folder (``remove_tmpdir``)."""
 
     def __init__(self, device: str, gpu_index: int, threads: int) -> None:
         self.session = (device, gpu_index, threads)
+        self.tmpdir = tempfile.mkdtemp(prefix="sceneforge-worker-")
         context = multiprocessing.get_context("spawn")  # bpy must start in a fresh interpreter
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve_early, args=(child, device, gpu_index, threads),
+        self.process = context.Process(target=_serve_early, args=(child, self.tmpdir, device, gpu_index, threads),
                                        name="sceneforge-worker-0", daemon=True)
         with worker_environment():
             self.process.start()
         child.close()
 
-    def stop(self, at_once: bool) -> None:
-        """Tell it that it is not needed and wait until it has closed its session; ``at_once``: kill it."""
-        if at_once:
+    def stop(self) -> None:
+        """Stop it unused: one that has reported (its session is open, and it waits for its
+        options) closes its session and leaves when told; one still starting is killed."""
+        if not self.conn.poll():
             self.process.kill()
         with contextlib.suppress(OSError):
             self.conn.send(None)
         self.conn.close()
         self.process.join()
+        self.remove_tmpdir()
+
+    def remove_tmpdir(self) -> None:
+        """Remove its temporary folder (once it has left)."""
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 _waiting: EarlyWorker | None = None  # started, not yet taken by an executor
@@ -73,7 +85,7 @@ _waiting: EarlyWorker | None = None  # started, not yet taken by an executor
 @contextlib.contextmanager
 def first_worker(device: str, threads: int) -> Iterator[None]:
     """Start worker-0 of a local run on ``device`` (the CLI's --device) with ``threads`` now; one
-    that no executor took by the end is stopped (killed at once when the command failed)."""
+    that no executor took by the end is stopped."""
     global _waiting
     try:
         parsed = parse_device(device)
@@ -82,14 +94,12 @@ def first_worker(device: str, threads: int) -> Iterator[None]:
         return
     # The session LocalExecutor opens for worker-0: the CPU, or the GPU asked for (the first under gpu and auto).
     _waiting = EarlyWorker(parsed.kind, 0 if parsed.kind == "cpu" else parsed.index or 0, threads)
-    failed = True
     try:
         yield
-        failed = False
     finally:
         left, _waiting = _waiting, None
         if left is not None:
-            left.stop(at_once=failed)
+            left.stop()
 
 
 def take(device: str, gpu_index: int, threads: int) -> EarlyWorker | None:
@@ -98,13 +108,15 @@ def take(device: str, gpu_index: int, threads: int) -> EarlyWorker | None:
     global _waiting
     started, _waiting = _waiting, None
     if started is not None and started.session != (device, gpu_index, threads):
-        started.stop(at_once=False)
+        started.stop()
         return None
     return started
 
 
-def _serve_early(conn, device: str, gpu_index: int, threads: int) -> None:
+def _serve_early(conn, tmpdir: str, device: str, gpu_index: int, threads: int) -> None:
     """The worker process's entry (here, so that spawning it imports nothing heavy in the conductor)."""
+    os.environ["TMPDIR"] = tmpdir  # before bpy is imported: Blender makes its session folder there
+    tempfile.tempdir = None
     from sceneforge.render import server
 
     server.serve_early(conn, device, gpu_index, threads)

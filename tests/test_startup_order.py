@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
+import tempfile
 
 import pytest
 from typer.testing import CliRunner
@@ -48,7 +49,17 @@ def _workers() -> list[tuple[str, int]]:
     return [(p.name, p.pid) for p in multiprocessing.active_children() if p.name.startswith("sceneforge-")]
 
 
-def test_run_starts_worker_0_before_it_loads_the_recipe_and_renders_with_that_worker(tmp_path, monkeypatch):
+@pytest.fixture
+def temporary_folder(tmp_path, monkeypatch):
+    """This process's temporary folder, where the early worker's own folder is made, for the test alone."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_run_starts_worker_0_before_it_loads_the_recipe_and_renders_with_that_worker(tmp_path, monkeypatch,
+                                                                                    temporary_folder):
     recipe, out = write_recipe(tmp_path, TINY_RECIPE), tmp_path / "out"
     workers_when_loaded: list[list[tuple[str, int]]] = []
     load_recipe = sceneforge.scenes.recipe.load_recipe
@@ -66,15 +77,15 @@ def test_run_starts_worker_0_before_it_loads_the_recipe_and_renders_with_that_wo
     assert [e["message"] for e in log if e["event"] == "worker" and "starting" in e["message"]] == \
         [f"worker-0: starting (pid {pid})"]
     assert [e["index"] for e in log if e["event"] == "frame"] == [0]
-    assert _workers() == []
+    assert _workers() == [] and list(temporary_folder.iterdir()) == []  # its folder (Blender's session's) is gone
     # A run with nothing left to render stops the worker it started: none is left behind.
     again = _run(recipe, out)
     assert again.exit_code == 0, again.output
     assert len(workers_when_loaded) == 2 and len(workers_when_loaded[1]) == 1
-    assert _workers() == []
+    assert _workers() == [] and list(temporary_folder.iterdir()) == []
 
 
-def test_a_recipe_error_stops_the_early_worker_and_exits_2_with_its_location(tmp_path, monkeypatch):
+def test_a_recipe_error_stops_the_early_worker_and_exits_2_with_its_location(tmp_path, monkeypatch, temporary_folder):
     recipe = write_recipe(tmp_path, TINY_RECIPE.replace("samples: 2", "samples: many"))
     workers_when_loaded: list[list[tuple[str, int]]] = []
     load_recipe = sceneforge.scenes.recipe.load_recipe
@@ -87,7 +98,7 @@ def test_a_recipe_error_stops_the_early_worker_and_exits_2_with_its_location(tmp
     result = CliRunner().invoke(app, ["run", str(recipe), "-o", str(tmp_path / "out"), "--device", "cpu"])
     assert isinstance(result.exception, UserError) and re.search(r"recipe\.yaml:3:\d+: .*samples", str(result.exception))
     assert [[name for name, _ in workers] for workers in workers_when_loaded] == [["sceneforge-worker-0"]]
-    assert _workers() == []
+    assert _workers() == [] and list(temporary_folder.iterdir()) == []
     assert not (tmp_path / "out").exists()
     # As a command: exit code 2, the located message, no traceback.
     command = run_cli("run", recipe, "-o", tmp_path / "out", "--device", "cpu")
