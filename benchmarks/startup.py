@@ -31,6 +31,7 @@ FIRST_FRAME = ["-n", "1", "--resolution", "64x48", "--samples", "4", "--device",
 # A stage's setup is the stages before it, untimed; the worker's stages run as the worker does.
 _STAGES = [
     ("conductor: import the CLI (typer, rich, pydantic)", "", "import sceneforge.cli"),
+    ("conductor: import the recipe schema (pydantic models)", "import sceneforge.cli", "import sceneforge.scenes.recipe"),
     ("conductor: load and check the recipe", "from sceneforge.scenes.recipe import load_recipe",
      "recipe = load_recipe(RECIPE, {'count': 1, 'render.resolution': [64, 48], 'render.samples': 4})"),
     ("conductor: import the pipeline (store, executors)", "import sceneforge.cli, sceneforge.scenes.recipe",
@@ -44,7 +45,7 @@ _STAGES = [
     ("worker: import bpy", "import sceneforge.render.server, sceneforge.labelling", "import bpy"),
     ("worker: Blender session (factory settings, Cycles)", "import bpy\n"
      "from sceneforge.render.blender_scene import Renderer", "renderer = Renderer('cpu')"),
-    ("worker: import USD (pxr), before it reports ready", "import bpy, sceneforge.render.server, sceneforge.labelling",
+    ("worker: import USD (pxr), before its threads start", "import bpy, sceneforge.render.server, sceneforge.labelling",
      "import sceneforge.labels.usd_scene"),
     ("worker: build and render frame 0", "from sceneforge.render.blender_scene import Renderer\n"
      "from sceneforge.render.server import console_silenced\nfrom sceneforge.scenes.sampling import sample\n"
@@ -86,7 +87,8 @@ def top_imports(importtime_log: str, count: int) -> list[tuple[str, float]]:
 
 def first_frame_timeline(code: Path) -> dict[str, float]:
     """Seconds from launching ``sceneforge run`` (one 64x48 frame, 4 samples, CPU) to each event
-    of its run log: the executor starting, the worker starting and ready, frame 0 done."""
+    of its run log: the executor starting, the worker starting (taken over by the executor: it was
+    spawned as the command started) and ready (its Blender session open), frame 0 done."""
     with tempfile.TemporaryDirectory() as folder:
         launched = time.time()
         result = _sceneforge(code, ["run", str(RECIPE), "-o", f"{folder}/out", *FIRST_FRAME])

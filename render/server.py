@@ -13,13 +13,15 @@ import os
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from sceneforge.floor.errors import StorageError, UserError
 from sceneforge.floor.frame import Passes
@@ -69,13 +71,30 @@ def _frame_failed(index: int, exc: Exception) -> FrameFailed:
     return FrameFailed(index, str(exc) if storage else text.strip().splitlines()[-1], text, storage)
 
 
-def render_frame(renderer: Renderer, spec: SceneSpec, finish: FinishStep) -> FrameDone | FrameFailed:
-    """Render and finish one frame in this thread (the Ray actors' way)."""
-    try:
-        exr, seconds = renderer.render_to_file(spec)
-    except Exception as exc:
-        return _frame_failed(spec.index, exc)
-    return finish_frame(spec, exr, seconds, finish)
+class OverlappedFrames:
+    """Renders one frame at a time and finishes each in a thread of its own while the next one
+    renders (the Ray actors' way: a threaded actor's calls arrive on two threads, and while one
+    call's frame is being finished the other's renders, as in ``serve``)."""
+
+    def __init__(self, renderer: Renderer, finish: FinishStep) -> None:
+        self._renderer, self._finish = renderer, finish
+        self._rendering = threading.Lock()  # one Blender session: one render at a time
+        # One finishing thread, like a local worker's: frames are finished one at a time, at the lowest priority.
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="finish",
+                                            initializer=_lowest_priority if renderer.device == "CPU" else None)
+
+    def __call__(self, spec: SceneSpec) -> FrameDone | FrameFailed:
+        """Render ``spec`` once the render before it is done, then finish it while the next one renders."""
+        with self._rendering:
+            try:
+                exr, seconds = self._renderer.render_to_file(spec)
+            except Exception as exc:
+                return _frame_failed(spec.index, exc)
+        return self._finisher.submit(finish_frame, spec, exr, seconds, self._finish).result()
+
+    def close(self) -> None:
+        """Stop the finishing thread (after the frames it holds)."""
+        self._finisher.shutdown()
 
 
 def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
@@ -88,19 +107,66 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     main one renders, and one decodes, finishes and reports each frame while the next renders.
     Blender's console output goes to ``log_path``.
     """
+    _output_to(log_path)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
+    _serve_frames(conn, _open_session(conn, options.device, options.gpu_index, options.threads), options)
+
+
+def serve_early(conn: Connection, device: str, gpu_index: int, threads: int) -> None:
+    """Entry of a worker started before its run was set up (``sceneforge.first_worker``): it opens
+    its Blender session at once and sends ``Ready`` (or ``StartFailed``), then serves as ``serve``
+    with the log path and options that come first on ``conn`` (``None`` instead: it is not needed,
+    and leaves)."""
+    early_output = tempfile.TemporaryFile()  # Blender's output until the log's path is known
+    os.dup2(early_output.fileno(), 1)
+    os.dup2(early_output.fileno(), 2)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
+    renderer = _open_session(conn, device, gpu_index, threads)
+    _send_ready(conn, renderer)  # its session is open: from now on it leaves cleanly when told
+    try:
+        told = conn.recv()
+    except (EOFError, OSError):
+        told = None
+    if told is None:
+        renderer.close()
+        os._exit(0)
+    log_path, options = told
+    _output_to(log_path, early_output)
+    _serve_frames(conn, renderer, options, ready_sent=True)
+
+
+def _output_to(log_path: str, earlier: IO[bytes] | None = None) -> None:
+    """Send this process's output (Blender's console) to ``log_path``, after what went to ``earlier``."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if earlier is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        earlier.seek(0)
+        os.write(log, earlier.read())
     os.dup2(log, 1)
     os.dup2(log, 2)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
+
+
+def _open_session(conn: Connection, device: str, gpu_index: int, threads: int) -> Renderer:
+    """This worker's Blender session; when it cannot render as asked, sends StartFailed and leaves."""
     try:
-        renderer = Renderer(options.device, options.gpu_index, options.threads)
+        return Renderer(device, gpu_index, threads)
     except UserError as exc:
         conn.send(StartFailed(str(exc)))
         os._exit(2)
+
+
+def _send_ready(conn: Connection, renderer: Renderer) -> None:
+    conn.send(Ready(os.getpid(), renderer.device, [g[2] for g in renderer.gpus]))
+
+
+def _serve_frames(conn: Connection, renderer: Renderer, options: WorkerOptions, ready_sent: bool = False) -> None:
+    """``serve`` once its Blender session is open: Ready (unless sent), then frames until ``None``; never returns."""
     # Before the threads start: pxr's libraries take the GIL while they load, so importing USD in
     # one thread while another loads a compiled module (trimesh's scipy) deadlocks.
     options.finish.prepare()
-    conn.send(Ready(os.getpid(), renderer.device, [g[2] for g in renderer.gpus]))
+    if not ready_sent:
+        _send_ready(conn, renderer)
     inbox: queue.Queue = queue.Queue()
     outbox: queue.Queue = queue.Queue(maxsize=1)  # at most one rendered frame waits to be finished
     threading.Thread(target=_prepare_incoming, args=(conn, inbox), daemon=True).start()
@@ -134,11 +200,8 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
 
 
 def _finish_and_send(conn: Connection, outbox: queue.Queue, finish: FinishStep, on_cpu: bool) -> None:
-    if on_cpu and sys.platform.startswith("linux"):
-        # Lowest priority for this thread alone (Linux gives each thread its own nice value): the
-        # label work fills the cores Cycles leaves idle (scene sync, the EXR write) rather than taking
-        # them from its render threads; in an interleaved test Blender's render time fell by 8 %.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    if on_cpu:
+        _lowest_priority()
     hung_up = False
     while (item := outbox.get()) is not None:
         message = finish_frame(*item, finish) if isinstance(item, tuple) else item
@@ -148,6 +211,14 @@ def _finish_and_send(conn: Connection, outbox: queue.Queue, finish: FinishStep, 
             conn.send(message)
         except (EOFError, OSError):
             hung_up = True  # the conductor is gone or stopping
+
+
+def _lowest_priority() -> None:
+    """Lowest priority for this thread alone, on Linux (which gives each thread its own nice value):
+    label work on a CPU worker fills the cores Cycles leaves idle (scene sync, the EXR write) rather
+    than taking them from its render threads; in an interleaved test Blender's render time fell by 8 %."""
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _prepare_incoming(conn: Connection, inbox: queue.Queue) -> None:

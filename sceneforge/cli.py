@@ -7,6 +7,7 @@ import signal
 import sys
 import traceback
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -70,6 +71,13 @@ def _overrides(count: int | None, seed: int | None, resolution: str | None, samp
 
     overrides: dict = dict(parse_assignment(text) for text in assignments or [])
     return {**overrides, **engine_overrides(count, seed, resolution, samples)}
+
+
+def _first_worker(executor: str, device: str, threads: int) -> AbstractContextManager[None]:
+    """With the local executor, worker-0 starts now, its start-up beside the conductor's (``first_worker``)."""
+    from sceneforge.first_worker import first_worker
+
+    return first_worker(device, threads) if executor == "local" else nullcontext()
 
 
 def _progress_callbacks(quiet: bool, verbose: bool):
@@ -137,18 +145,19 @@ def run(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: Seed
 
     Rerunning the same command on the same OUT renders only the missing frames.
     """
-    from sceneforge.api import run as run_recipe
-    from sceneforge.scenes.recipe import load_recipe
+    with _first_worker(executor, device, threads):
+        from sceneforge.api import run as run_recipe
+        from sceneforge.scenes.recipe import load_recipe
 
-    loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
-    progress, callbacks = _progress_callbacks(quiet, verbose)
-    result = run_recipe(
-        loaded, output, usd=usd, during_render=progress, device=device, workers=workers,
-        workers_per_gpu=workers_per_gpu, threads=threads, retries=retries, executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
-        max_worker_memory_mb=max_worker_memory, **callbacks,
-        refiner=lambda store, checkpoint, batch, dev, thresholds: refine_frames(store, checkpoint, batch=batch, device=dev,
-                                                                            quiet=quiet, thresholds=thresholds),
-    )
+        loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
+        progress, callbacks = _progress_callbacks(quiet, verbose)
+        result = run_recipe(
+            loaded, output, usd=usd, during_render=progress, device=device, workers=workers,
+            workers_per_gpu=workers_per_gpu, threads=threads, retries=retries, executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
+            max_worker_memory_mb=max_worker_memory, **callbacks,
+            refiner=lambda store, checkpoint, batch, dev, thresholds: refine_frames(store, checkpoint, batch=batch, device=dev,
+                                                                                quiet=quiet, thresholds=thresholds),
+        )
     _summary(result.report, loaded, output, quiet, result.exports)
     typer.echo(f"Dataset: {output.resolve()}")
 
@@ -161,17 +170,18 @@ def render(recipe: RecipeArg, output: OutputOpt, count: CountOpt = None, seed: S
            executor: ExecutorOpt = "local", address: AddressOpt = None, set_: SetOpt = None,
            usd: UsdOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Render a recipe into the dataset store only (no refiner, no export). Resumes an interrupted run."""
-    from sceneforge.api import render as render_recipe
-    from sceneforge.scenes.recipe import load_recipe
+    with _first_worker(executor, device, threads):
+        from sceneforge.api import render as render_recipe
+        from sceneforge.scenes.recipe import load_recipe
 
-    loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
-    progress, callbacks = _progress_callbacks(quiet, verbose)
-    with progress:
-        report = render_recipe(
-            loaded, output, usd=usd, device=device, workers=workers, workers_per_gpu=workers_per_gpu,
-            threads=threads, retries=retries,
-            executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
-            max_worker_memory_mb=max_worker_memory, **callbacks)
+        loaded = load_recipe(recipe, _overrides(count, seed, resolution, samples, set_))
+        progress, callbacks = _progress_callbacks(quiet, verbose)
+        with progress:
+            report = render_recipe(
+                loaded, output, usd=usd, device=device, workers=workers, workers_per_gpu=workers_per_gpu,
+                threads=threads, retries=retries,
+                executor=executor, address=address, max_scenes_per_worker=max_scenes_per_worker,
+                max_worker_memory_mb=max_worker_memory, **callbacks)
     _summary(report, loaded, output, quiet)
     typer.echo(f"Dataset: {output.resolve()}")
 

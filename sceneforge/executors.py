@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from sceneforge import first_worker
 from sceneforge.floor.devices import Device, parse_device
 from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
@@ -30,7 +31,8 @@ from sceneforge.render.messages import FrameDone, FrameFailed, Ready, Recycling,
 from sceneforge.render.server import FinishStep, WorkerOptions
 from sceneforge.scenes.spec import SceneSpec
 
-# Frames queued per worker: the next scene is already there (and being prepared) when a render ends.
+# Frames queued per worker (and calls a Ray actor runs at once): the next scene is already there
+# (and being prepared) when a render ends, and renders while the last one is finished.
 _IN_FLIGHT = 2
 
 
@@ -93,35 +95,22 @@ class _Dispatch:
         return None
 
 
-# Set for a spawned worker unless the user set it: its numpy work is small-matrix algebra beside
-# Cycles, where a second OpenBLAS thread only wakes and spins (numpy.linalg.inv of a 4x4 wakes it),
-# at normal priority, on the cores Cycles renders with; one thread saved 10-20 % of the finishing
-# step's CPU on a busy machine (docs/performance.md).
-WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
-
-
-@contextlib.contextmanager
-def _worker_environment() -> Iterator[None]:
-    """``WORKER_ENVIRONMENT`` in this process's environment while a worker is spawned (it inherits it)."""
-    added = {key: value for key, value in WORKER_ENVIRONMENT.items() if key not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
 class _Worker:
-    def __init__(self, context, name: str, log_dir: Path, options: WorkerOptions) -> None:
-        self.name, self.options = name, options
+    def __init__(self, context, name: str, log_dir: Path, options: WorkerOptions,
+                 early: first_worker.EarlyWorker | None = None) -> None:
+        self.name, self.options, self.early = name, options, early
         self.log = log_dir / f"render-{name}.log"
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=server.serve, args=(child, str(self.log), options),
-                                       name=f"sceneforge-{name}", daemon=True)
-        with _worker_environment():
-            self.process.start()
-        child.close()
+        if early is None:
+            self.conn, child = context.Pipe()
+            self.process = context.Process(target=server.serve, args=(child, str(self.log), options),
+                                           name=f"sceneforge-{name}", daemon=True)
+            with first_worker.worker_environment():
+                self.process.start()
+            child.close()
+        else:  # started as the command started (``first_worker``): it learns its log and options now
+            self.conn, self.process = early.conn, early.process
+            with contextlib.suppress(OSError):  # it has left: its StartFailed, or its exit, says why
+                self.conn.send((str(self.log), options))
         self.pending: deque[SceneSpec] = deque()
         self.leaving = False  # it could not take a spec: it is recycling or has crashed
         self.ready = False  # it has sent Ready
@@ -140,6 +129,8 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+        if self.early is not None:
+            self.early.remove_tmpdir()
 
 
 class LocalExecutor:
@@ -164,11 +155,13 @@ class LocalExecutor:
     def __enter__(self) -> LocalExecutor:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         device = self._options.device
+        # Worker-0 may have been started as the command started (``first_worker``).
+        first = self._worker_options("cpu", 0) if device.kind == "cpu" else self._worker_options(device.kind, device.index or 0)
+        self._start("worker-0", first, first_worker.take(first.device, first.gpu_index, first.threads))
         if device.kind == "cpu":
-            for n in range(self._options.workers):
+            for n in range(1, self._options.workers):
                 self._start(f"worker-{n}", self._worker_options("cpu", 0))
-        else:  # the first worker finds the GPUs; the others follow once it reports them
-            self._start("worker-0", self._worker_options(device.kind, device.index or 0))
+        # else the first worker finds the GPUs; the others follow once it reports them
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -244,8 +237,8 @@ class LocalExecutor:
             self._start(f"worker-{n}", self._worker_options("gpu", indices[n % len(indices)]))
         return None
 
-    def _start(self, name: str, options: WorkerOptions) -> None:
-        started = _Worker(self._context, name, self._log_dir, options)
+    def _start(self, name: str, options: WorkerOptions, early: first_worker.EarlyWorker | None = None) -> None:
+        started = _Worker(self._context, name, self._log_dir, options, early)
         self._workers.append(started)
         self._emit("worker", f"{name}: starting (pid {started.process.pid})")
 
@@ -274,7 +267,9 @@ def _outcome(store: DatasetStore, dispatch: _Dispatch, spec: SceneSpec, message:
 
 
 class _RenderActor:
-    """A warm Blender session in a Ray worker process that renders and finishes frames."""
+    """A warm Blender session in a Ray worker process that renders and finishes frames: a threaded
+    actor (``_IN_FLIGHT`` calls at once) whose frames render one at a time, each finished while the
+    next one renders, as in a local worker (``server.OverlappedFrames``)."""
 
     def __init__(self, finish: FinishStep, device: str, threads: int) -> None:
         # Ray pins a GPU actor with CUDA_VISIBLE_DEVICES, so its GPU is always the first one seen.
@@ -285,19 +280,20 @@ class _RenderActor:
         except UserError as exc:  # Ray's GPU without a GPU Cycles can use: reported by ``ready``
             self._renderer, self._start = None, StartFailed(str(exc))
         finish.prepare()
-        self._finish = finish
+        self._frames = server.OverlappedFrames(self._renderer, finish) if self._renderer is not None else None
 
     def ready(self) -> Ready | StartFailed:
         """What the local workers send first: the session is up, or why it cannot render as asked."""
         return self._start
 
     def render(self, spec: SceneSpec) -> FrameDone | FrameFailed:
-        assert self._renderer is not None, "an actor that could not start is never sent frames"
-        return server.render_frame(self._renderer, spec, self._finish)
+        assert self._frames is not None, "an actor that could not start is never sent frames"
+        return self._frames(spec)
 
     def close(self) -> None:
         """Remove the renderer's scratch and Blender's session folders (before the actor is killed)."""
-        if self._renderer is not None:
+        if self._frames is not None:
+            self._frames.close()
             self._renderer.close()
 
 
@@ -337,7 +333,8 @@ class RayExecutor:
         per_gpu = self._options.workers_per_gpu
         actor = ray.remote(_RenderActor).options(
             num_gpus=1 / per_gpu if on_gpu else 0, num_cpus=max(1, self._options.threads) if not on_gpu else 1,
-            max_restarts=-1, max_task_retries=0,
+            max_restarts=-1, max_task_retries=0, max_concurrency=_IN_FLIGHT,
+            runtime_env={"env_vars": first_worker.worker_environment_added()},
         )
         count = gpus * per_gpu if on_gpu else self._options.workers
         self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import ray
 
+import sceneforge.pipeline
 from sceneforge.floor.errors import UserError
 from sceneforge.executors import ExecutorOptions
+from sceneforge.labelling import LabelAndStore
 from sceneforge.pipeline import render_dataset
+from sceneforge.render import server
+from sceneforge.render.messages import FrameDone
 from sceneforge.scenes.recipe import Recipe
 
 
@@ -37,6 +44,68 @@ def test_ray_executor_renders_a_valid_store_identical_to_the_local_one(local_ray
                            options=ExecutorOptions(device="cpu", threads=1))
     assert (again.already_done, again.rendered) == (2, 1)
     assert [r["index"] for r in again.store.records()] == [0, 1, 2]
+
+
+class _LabelAndStoreReportingBlas(LabelAndStore):
+    """The real finishing step, whose records also say how many OpenBLAS threads the actor was given."""
+
+    def __call__(self, spec, passes, render_seconds):
+        return {**super().__call__(spec, passes, render_seconds), "blas": os.environ.get("OPENBLAS_NUM_THREADS")}
+
+
+def test_ray_actors_get_one_blas_thread_like_local_workers(local_ray, tiny_store, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(sceneforge.pipeline, "LabelAndStore", _LabelAndStoreReportingBlas)
+    recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 3})
+    report = render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="cpu", threads=1))
+    assert [(r["index"], r["blas"]) for r in report.store.records()] == [(0, "1"), (1, "1"), (2, "1")]
+    assert "OPENBLAS_NUM_THREADS" not in os.environ  # the conductor's own environment is left alone
+
+
+class _FinishWaitingForTheNextRender:
+    """Finishes frame 0 only once frame 1 has rendered (or a minute has passed: no overlap)."""
+
+    def __init__(self) -> None:
+        self.first_rendered, self.second_rendered = threading.Event(), threading.Event()
+        self.overlapped: bool | None = None
+
+    def prepare(self) -> None:
+        pass
+
+    def __call__(self, spec, passes, render_seconds):
+        if spec.index == 0:
+            self.overlapped = self.second_rendered.wait(timeout=60)
+        return spec.index
+
+
+class _InstantRenderer:
+    device = "GPU"  # leaves the finishing thread at the test's priority
+
+    def __init__(self, folder: Path, finish: _FinishWaitingForTheNextRender) -> None:
+        self.folder, self.finish = folder, finish
+
+    def render_to_file(self, spec):
+        exr = self.folder / f"{spec.index}.exr"
+        exr.touch()
+        (self.finish.first_rendered if spec.index == 0 else self.finish.second_rendered).set()
+        return exr, 0.5
+
+
+def test_an_actor_renders_its_next_frame_while_it_finishes_the_last_one(tmp_path, monkeypatch):
+    """The actor's two calls (a threaded actor): frame 1 renders while frame 0 is being finished."""
+    monkeypatch.setattr(server, "decode", lambda spec, exr: None)
+    finish = _FinishWaitingForTheNextRender()
+    frames = server.OverlappedFrames(_InstantRenderer(tmp_path, finish), finish)
+    answers: dict[int, object] = {}
+    first = threading.Thread(target=lambda: answers.setdefault(0, frames(SimpleNamespace(index=0))))
+    first.start()
+    assert finish.first_rendered.wait(timeout=60)
+    answers[1] = frames(SimpleNamespace(index=1))  # renders now, while frame 0 is being finished
+    first.join()
+    frames.close()
+    assert finish.overlapped is True
+    assert answers == {0: FrameDone(0, 0, 0.5), 1: FrameDone(1, 1, 0.5)}
+    assert list(tmp_path.iterdir()) == []  # each rendered file was removed once finished
 
 
 def test_ray_without_gpus_refuses_device_gpu(local_ray, tiny_store, tmp_path):

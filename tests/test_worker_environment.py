@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 
-from sceneforge.executors import _worker_environment
+from sceneforge.first_worker import worker_environment
 
 
 def _report(queue) -> None:
@@ -16,7 +16,7 @@ def _spawned_sees() -> str | None:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_report, args=(queue,))
-    with _worker_environment():
+    with worker_environment():
         process.start()
     try:
         return queue.get(timeout=60)

@@ -1,0 +1,122 @@
+"""The first local render worker, started as a ``run`` or ``render`` command starts.
+
+A worker spends about a second on its imports (the render server, bpy) and its Blender session
+before it can render; started here, from the CLI's options alone, that time overlaps the
+conductor's own start-up (the recipe schema, loading and checking the recipe, the store, sampling
+scene 0) instead of following it. This module imports only the standard library and the device
+vocabulary, so that the worker is spawned before anything heavy is loaded. ``LocalExecutor``
+takes the worker over (``take``) and sends it its log path and options; a worker nobody took
+is stopped when the command ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+from sceneforge.floor.devices import parse_device
+from sceneforge.floor.errors import UserError
+
+# Set for a spawned worker unless the user set it: its numpy work is small-matrix algebra beside
+# Cycles, where a second OpenBLAS thread only wakes and spins (numpy.linalg.inv of a 4x4 wakes it),
+# at normal priority, on the cores Cycles renders with; one thread saved 10-20 % of the finishing
+# step's CPU on a busy machine (docs/performance.md).
+WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
+
+
+def worker_environment_added() -> dict[str, str]:
+    """The part of ``WORKER_ENVIRONMENT`` that a worker gets: the variables the user has not set."""
+    return {key: value for key, value in WORKER_ENVIRONMENT.items() if key not in os.environ}
+
+
+@contextlib.contextmanager
+def worker_environment() -> Iterator[None]:
+    """``WORKER_ENVIRONMENT`` in this process's environment while a worker is spawned (it inherits it)."""
+    added = worker_environment_added()
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+class EarlyWorker:
+    """A spawned worker process opening a Blender session on (device, gpu_index, threads); it waits
+    for its log path and options (``render.server.serve_early``), having sent ``Ready`` once its
+    session is open. Its temporary folder (``tmpdir``: Blender's session folder goes there) is its
+    own, so that it can be killed while it starts and leave nothing behind; whoever stops it
+    removes the folder (``remove_tmpdir``)."""
+
+    def __init__(self, device: str, gpu_index: int, threads: int) -> None:
+        self.session = (device, gpu_index, threads)
+        self.tmpdir = tempfile.mkdtemp(prefix="sceneforge-worker-")
+        context = multiprocessing.get_context("spawn")  # bpy must start in a fresh interpreter
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve_early, args=(child, self.tmpdir, device, gpu_index, threads),
+                                       name="sceneforge-worker-0", daemon=True)
+        with worker_environment():
+            self.process.start()
+        child.close()
+
+    def stop(self) -> None:
+        """Stop it unused: one that has reported (its session is open, and it waits for its
+        options) closes its session and leaves when told; one still starting is killed."""
+        if not self.conn.poll():
+            self.process.kill()
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.conn.close()
+        self.process.join()
+        self.remove_tmpdir()
+
+    def remove_tmpdir(self) -> None:
+        """Remove its temporary folder (once it has left)."""
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+_waiting: EarlyWorker | None = None  # started, not yet taken by an executor
+
+
+@contextlib.contextmanager
+def first_worker(device: str, threads: int) -> Iterator[None]:
+    """Start worker-0 of a local run on ``device`` (the CLI's --device) with ``threads`` now; one
+    that no executor took by the end is stopped."""
+    global _waiting
+    try:
+        parsed = parse_device(device)
+    except UserError:  # reported where the run parses its options
+        yield
+        return
+    # The session LocalExecutor opens for worker-0: the CPU, or the GPU asked for (the first under gpu and auto).
+    _waiting = EarlyWorker(parsed.kind, 0 if parsed.kind == "cpu" else parsed.index or 0, threads)
+    try:
+        yield
+    finally:
+        left, _waiting = _waiting, None
+        if left is not None:
+            left.stop()
+
+
+def take(device: str, gpu_index: int, threads: int) -> EarlyWorker | None:
+    """The worker started for this session, now the caller's; None when there is none (one started
+    for another session is stopped)."""
+    global _waiting
+    started, _waiting = _waiting, None
+    if started is not None and started.session != (device, gpu_index, threads):
+        started.stop()
+        return None
+    return started
+
+
+def _serve_early(conn, tmpdir: str, device: str, gpu_index: int, threads: int) -> None:
+    """The worker process's entry (here, so that spawning it imports nothing heavy in the conductor)."""
+    os.environ["TMPDIR"] = tmpdir  # before bpy is imported: Blender makes its session folder there
+    tempfile.tempdir = None
+    from sceneforge.render import server
+
+    server.serve_early(conn, device, gpu_index, threads)
