@@ -41,7 +41,7 @@ class TrainOptions:
     batch: int = 1
     learning_rate: float = 2e-4
     cycle_weight: float = 10.0
-    identity_weight: float = 0.5  # times cycle_weight, as in CycleGAN
+    identity_weight: float = 0.0  # times cycle_weight; CycleGAN's 0.5 (its presets) held the refiner at the render (docs/refiner.md)
     structure_weight: float = 1.0
     structure_sigma: float = LOWPASS_SIGMA  # px: the structure loss compares low-passed luminance
     structure_band: int = BOUNDARY_BAND  # px either side of an instance boundary where it applies
@@ -67,6 +67,7 @@ class TrainOptions:
             config, structure = RefinerConfig(), cls.structure_weight
         elif architecture == "cyclegan":
             config, structure = RefinerConfig.reference(), 0.0
+            options = {"identity_weight": 0.5, **options}
         elif architecture in ("cut", "fastcut"):
             config, structure = RefinerConfig.reference(), 0.0
             fast = architecture == "fastcut"
@@ -243,7 +244,7 @@ def train_step(models: CycleModels, options: TrainOptions, x: Tensor, a: Tensor,
         fake_synthetic = to_synthetic(y)
         adversarial = _lsgan(models.judge_real(fake_real), 1) + _lsgan(models.judge_synthetic(fake_synthetic), 1)
         cycle = F.l1_loss(to_synthetic(fake_real), x) + F.l1_loss(to_real(fake_synthetic), y)
-        identity = F.l1_loss(to_real(y), y) + F.l1_loss(to_synthetic(x), x)
+        identity = (F.l1_loss(to_real(y), y) + F.l1_loss(to_synthetic(x), x)) if options.identity_weight else x.new_zeros(())
         structure = structure_loss(fake_real.float(), x.float(), a[:, BOUNDARY_CHANNEL:BOUNDARY_CHANNEL + 1].float(),
                                    options.structure_sigma, options.structure_band)
         loss_g = (adversarial + options.cycle_weight * cycle + options.cycle_weight * options.identity_weight * identity
