@@ -58,17 +58,23 @@ def temporary_folder(tmp_path, monkeypatch):
     return folder
 
 
-def test_run_starts_worker_0_before_it_loads_the_recipe_and_renders_with_that_worker(tmp_path, monkeypatch,
-                                                                                    temporary_folder):
-    recipe, out = write_recipe(tmp_path, TINY_RECIPE), tmp_path / "out"
-    workers_when_loaded: list[list[tuple[str, int]]] = []
+@pytest.fixture
+def workers_when_loaded(monkeypatch) -> list[list[tuple[str, int]]]:
+    """The render workers alive each time the CLI loads a recipe."""
+    seen: list[list[tuple[str, int]]] = []
     load_recipe = sceneforge.scenes.recipe.load_recipe
 
     def loading(*args, **kwargs):
-        workers_when_loaded.append(_workers())
+        seen.append(_workers())
         return load_recipe(*args, **kwargs)
 
     monkeypatch.setattr(sceneforge.scenes.recipe, "load_recipe", loading)
+    return seen
+
+
+def test_run_starts_worker_0_before_it_loads_the_recipe_and_renders_with_that_worker(tmp_path, temporary_folder,
+                                                                                    workers_when_loaded):
+    recipe, out = write_recipe(tmp_path, TINY_RECIPE), tmp_path / "out"
     result = _run(recipe, out)
     assert result.exit_code == 0, result.output
     [[(name, pid)]] = workers_when_loaded
@@ -85,16 +91,9 @@ def test_run_starts_worker_0_before_it_loads_the_recipe_and_renders_with_that_wo
     assert _workers() == [] and list(temporary_folder.iterdir()) == []
 
 
-def test_a_recipe_error_stops_the_early_worker_and_exits_2_with_its_location(tmp_path, monkeypatch, temporary_folder):
+def test_a_recipe_error_stops_the_early_worker_and_exits_2_with_its_location(tmp_path, temporary_folder,
+                                                                             workers_when_loaded):
     recipe = write_recipe(tmp_path, TINY_RECIPE.replace("samples: 2", "samples: many"))
-    workers_when_loaded: list[list[tuple[str, int]]] = []
-    load_recipe = sceneforge.scenes.recipe.load_recipe
-
-    def loading(*args, **kwargs):
-        workers_when_loaded.append(_workers())
-        return load_recipe(*args, **kwargs)
-
-    monkeypatch.setattr(sceneforge.scenes.recipe, "load_recipe", loading)
     result = CliRunner().invoke(app, ["run", str(recipe), "-o", str(tmp_path / "out"), "--device", "cpu"])
     assert isinstance(result.exception, UserError) and re.search(r"recipe\.yaml:3:\d+: .*samples", str(result.exception))
     assert [[name for name, _ in workers] for workers in workers_when_loaded] == [["sceneforge-worker-0"]]
