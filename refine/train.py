@@ -41,7 +41,7 @@ class TrainOptions:
     batch: int = 1
     learning_rate: float = 2e-4
     cycle_weight: float = 10.0
-    identity_weight: float = 0.0  # times cycle_weight; CycleGAN's 0.5 (its presets) held the refiner at the render (docs/refiner.md)
+    identity_weight: float = 0.0  # times cycle_weight; CycleGAN's 0.5 (the cyclegan preset) held the refiner at the render for some seeds
     structure_weight: float = 1.0
     structure_sigma: float = LOWPASS_SIGMA  # px: the structure loss compares low-passed luminance
     structure_band: int = BOUNDARY_BAND  # px either side of an instance boundary where it applies
