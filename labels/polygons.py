@@ -24,7 +24,12 @@ Outline = Literal["edges", "centres"]
 
 def mask_polygons(mask: np.ndarray, outline: Outline) -> list[np.ndarray]:
     """One polygon (N x 2 float) per connected component of ``mask``, its holes bridged in."""
-    mask = mask.astype(np.uint8)
+    # Traced within the mask's bounding box (a zero border around it): an object's box is a small
+    # part of the frame, and the edge lattice below has four times the box's pixels.
+    x, y, width, height = cv2.boundingRect(mask.astype(np.uint8))
+    if width == 0:
+        return []
+    mask = cv2.copyMakeBorder(mask[y:y + height, x:x + width].astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT)
     if outline == "edges":
         # A lattice of pixel corners and centres: pixel (x, y) fills cells 2x..2x+2, 2y..2y+2,
         # so the traced boundary runs along pixel edges at half the lattice coordinates.
@@ -34,8 +39,6 @@ def mask_polygons(mask: np.ndarray, outline: Outline) -> list[np.ndarray]:
     else:
         scale, offset = 1.0, 0.5
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return []
     links = hierarchy[0]  # [next, previous, first child, parent] per contour
     polygons = []
     for index, contour in enumerate(contours):
@@ -46,7 +49,7 @@ def mask_polygons(mask: np.ndarray, outline: Outline) -> list[np.ndarray]:
         while child >= 0:
             polygon = _bridge(polygon, contours[child].reshape(-1, 2))
             child = links[child][0]
-        polygons.append(polygon.astype(np.float64) * scale + offset)
+        polygons.append(polygon.astype(np.float64) * scale + offset + (x - 1, y - 1))  # the box's border back out
     return polygons
 
 

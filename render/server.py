@@ -107,7 +107,7 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     main one renders, and one decodes, finishes and reports each frame while the next renders.
     Blender's console output goes to ``log_path``.
     """
-    _output_to(log_path)
+    output_to(log_path)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
     _serve_frames(conn, _open_session(conn, options.device, options.gpu_index, options.threads), options)
 
@@ -131,12 +131,13 @@ def serve_early(conn: Connection, device: str, gpu_index: int, threads: int) -> 
         renderer.close()
         os._exit(0)
     log_path, options = told
-    _output_to(log_path, early_output)
+    output_to(log_path, early_output)
     _serve_frames(conn, renderer, options, ready_sent=True)
 
 
-def _output_to(log_path: str, earlier: IO[bytes] | None = None) -> None:
-    """Send this process's output (Blender's console) to ``log_path``, after what went to ``earlier``."""
+def output_to(log_path: str, earlier: IO[bytes] | None = None) -> None:
+    """Send this process's output (Blender's console) to ``log_path`` (appended to), after what
+    went to ``earlier``."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     if earlier is not None:
         sys.stdout.flush()

@@ -35,6 +35,10 @@ from sceneforge.scenes.spec import SceneSpec
 # (and being prepared) when a render ends, and renders while the last one is finished.
 _IN_FLIGHT = 2
 
+# A Ray that the executor starts itself runs its actors at normal priority, like local workers
+# (Ray lowers its workers to nice 15, below its own daemons and any other process on the machine).
+_PRIVATE_RAY_CONFIG = {"worker_niceness": 0}
+
 
 @dataclass(frozen=True)
 class ExecutorOptions:
@@ -271,7 +275,10 @@ class _RenderActor:
     actor (``_IN_FLIGHT`` calls at once) whose frames render one at a time, each finished while the
     next one renders, as in a local worker (``server.OverlappedFrames``)."""
 
-    def __init__(self, finish: FinishStep, device: str, threads: int) -> None:
+    def __init__(self, finish: FinishStep, device: str, threads: int, log_path: str) -> None:
+        # Blender's console into the store's log, as a local worker's: in Ray's own worker log its
+        # render progress (about 50 lines a frame) would be read and forwarded by Ray's log monitor.
+        server.output_to(log_path)
         # Ray pins a GPU actor with CUDA_VISIBLE_DEVICES, so its GPU is always the first one seen.
         try:
             self._renderer: Renderer | None = Renderer(device, 0, threads)
@@ -317,7 +324,9 @@ class RayExecutor:
             raise UserError("--executor ray needs Ray: pip install 'sceneforge[ray]'") from None
         if not ray.is_initialized():
             try:
-                ray.init(address=self._address, log_to_driver=False, include_dashboard=False)
+                # Without an address, a private Ray on this machine, as documented (not one RAY_ADDRESS names).
+                ray.init(address=self._address or "local", log_to_driver=False, include_dashboard=False,
+                         _system_config=None if self._address else _PRIVATE_RAY_CONFIG)
             except ConnectionError as exc:
                 raise UserError(f"--address {self._address}: cannot reach the Ray cluster ({exc})") from None
             self._started_ray = True
@@ -337,8 +346,11 @@ class RayExecutor:
             runtime_env={"env_vars": first_worker.worker_environment_added()},
         )
         count = gpus * per_gpu if on_gpu else self._options.workers
-        self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads)
-                        for _ in range(count)]
+        logs = self._store.root.resolve() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads,
+                                     str(logs / f"render-actor-{n}.log"))
+                        for n in range(count)]
         for n, ready in enumerate(ray.get([a.ready.remote() for a in self._actors])):
             if isinstance(ready, StartFailed):
                 raise UserError(f"--device {device}: actor-{n}: {ready.error}")

@@ -80,6 +80,11 @@ def test_edge_polygons_are_exact_under_pycocotools(seed):
             mask = cv2.GaussianBlur(rng.random((height, width)).astype(np.float32), (0, 0), 1.5) > 0.5
         if not mask.any():
             continue
+        if rng.random() < 0.5:  # an object in a larger frame, off its corner (or at its border)
+            frame = np.zeros((height + int(rng.integers(0, 30)), width + int(rng.integers(0, 30))), bool)
+            top, left = int(rng.integers(0, frame.shape[0] - height + 1)), int(rng.integers(0, frame.shape[1] - width + 1))
+            frame[top:top + height, left:left + width] = mask
+            mask, (height, width) = frame, frame.shape
         outlines = mask_polygons(mask, "edges")
         rle = mask_utils.merge(mask_utils.frPyObjects([p.ravel().tolist() for p in outlines], height, width))
         assert np.array_equal(mask_utils.decode(rle).astype(bool), mask)

@@ -148,3 +148,32 @@ def test_ray_actors_leave_no_blender_folder_behind(ray_with_its_own_tmpdir, tiny
     report = render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="cpu", workers=2, threads=1))
     assert report.rendered == 2
     assert [p.name for p in ray_with_its_own_tmpdir.iterdir() if p.name.startswith("blender_")] == []
+
+
+class _LabelAndStoreReportingNiceness(LabelAndStore):
+    """The real finishing step, whose records also give the niceness of the process that rendered them."""
+
+    def __call__(self, spec, passes, render_seconds):
+        return {**super().__call__(spec, passes, render_seconds), "nice": os.getpriority(os.PRIO_PROCESS, os.getpid())}
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """No Ray running, and RAY_ADDRESS naming a cluster that is not there."""
+    ray.shutdown()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    yield
+    ray.shutdown()
+
+
+def test_without_an_address_the_executor_starts_a_private_ray_whose_actors_render_like_local_workers(
+        no_ray, tiny_store, tmp_path, monkeypatch):
+    """Its own Ray, not RAY_ADDRESS's; actors at normal priority (Ray's default is nice 15) with
+    Blender's console in the store's logs, and the Ray shut down at the end."""
+    monkeypatch.setattr(sceneforge.pipeline, "LabelAndStore", _LabelAndStoreReportingNiceness)
+    recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 2})
+    report = render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="cpu", threads=1))
+    assert [(r["index"], r["nice"]) for r in report.store.records()] == [(0, os.nice(0)), (1, os.nice(0))]
+    log = (report.store.root / "logs" / "render-actor-0.log").read_text()
+    assert log.count("Saved: ") == 2  # Blender's line for each EXR it wrote
+    assert not ray.is_initialized()
