@@ -126,6 +126,8 @@ def _extras(obj: dict) -> dict:
 def _polygons(mask: np.ndarray) -> list[list[float]]:
     """COCO polygons of a mask, along its pixel edges (pycocotools fills them back exactly)."""
     return [np.round(p.ravel(), 2).tolist() for p in mask_polygons(mask, "edges")]
+
+
 def _category(category: dict) -> dict:
     """A COCO category; with keypoints, their names and the skeleton's 1-based index pairs."""
     coco = {"id": category["id"], "name": category["name"], "supercategory": "object"}

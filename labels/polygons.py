@@ -26,10 +26,11 @@ def mask_polygons(mask: np.ndarray, outline: Outline) -> list[np.ndarray]:
     """One polygon (N x 2 float) per connected component of ``mask``, its holes bridged in."""
     # Traced within the mask's bounding box (a zero border around it): an object's box is a small
     # part of the frame, and the edge lattice below has four times the box's pixels.
-    x, y, width, height = cv2.boundingRect(mask.astype(np.uint8))
+    mask = mask.astype(np.uint8)
+    x, y, width, height = cv2.boundingRect(mask)
     if width == 0:
         return []
-    mask = cv2.copyMakeBorder(mask[y:y + height, x:x + width].astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT)
+    mask = cv2.copyMakeBorder(mask[y:y + height, x:x + width], 1, 1, 1, 1, cv2.BORDER_CONSTANT)
     if outline == "edges":
         # A lattice of pixel corners and centres: pixel (x, y) fills cells 2x..2x+2, 2y..2y+2,
         # so the traced boundary runs along pixel edges at half the lattice coordinates.
