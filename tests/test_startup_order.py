@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -103,3 +106,13 @@ def test_a_recipe_error_stops_the_early_worker_and_exits_2_with_its_location(tmp
     command = run_cli("run", recipe, "-o", tmp_path / "out", "--device", "cpu")
     assert command.returncode == 2 and re.search(r"recipe\.yaml:3:\d+: .*samples", command.stderr)
     assert "Traceback" not in command.stderr
+
+
+def test_a_worker_spawned_by_the_sceneforge_command_does_not_import_the_cli_again():
+    """multiprocessing's spawn runs the parent's main script again in each worker, as ``__mp_main__``:
+    for the ``sceneforge`` command that script must not pull in the CLI (typer, rich, pydantic)."""
+    script = Path(sys.executable).parent / "sceneforge"
+    rerun = f"import runpy, sys; runpy.run_path({str(script)!r}, run_name='__mp_main__'); print(sorted(sys.modules))"
+    modules = subprocess.run([sys.executable, "-c", rerun], capture_output=True, text=True, check=True).stdout
+    assert "sceneforge.cli" not in modules and "typer" not in modules
+    assert "'sceneforge.__main__'" in modules  # the script did run, and imported the entry point
