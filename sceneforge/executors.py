@@ -13,7 +13,6 @@ and the writes of its files, ``sceneforge.labelling``) and answers with the type
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -100,17 +99,13 @@ class _Dispatch:
 
 
 class _Worker:
-    def __init__(self, context, name: str, log_dir: Path, options: WorkerOptions,
+    def __init__(self, name: str, log_dir: Path, options: WorkerOptions,
                  early: first_worker.EarlyWorker | None = None) -> None:
         self.name, self.options, self.early = name, options, early
         self.log = log_dir / f"render-{name}.log"
         if early is None:
-            self.conn, child = context.Pipe()
-            self.process = context.Process(target=server.serve, args=(child, str(self.log), options),
-                                           name=f"sceneforge-{name}", daemon=True)
-            with first_worker.worker_environment():
-                self.process.start()
-            child.close()
+            self.conn, self.process = first_worker.spawn_worker(f"sceneforge-{name}", server.serve,
+                                                                str(self.log), options)
         else:  # started as the command started (``first_worker``): it learns its log and options now
             self.conn, self.process = early.conn, early.process
             with contextlib.suppress(OSError):  # it has left: its StartFailed, or its exit, says why
@@ -146,7 +141,6 @@ class LocalExecutor:
         self._finish = finish
         self._options = options
         self._emit = on_event or (lambda kind, message: None)
-        self._context = multiprocessing.get_context("spawn")  # bpy must start in a fresh interpreter
         self._workers: list[_Worker] = []
         self._fanned_out = options.device.kind == "cpu"  # GPU/auto: more workers once the first reports
         self._log_dir = store.root / "logs"
@@ -242,13 +236,13 @@ class LocalExecutor:
         return None
 
     def _start(self, name: str, options: WorkerOptions, early: first_worker.EarlyWorker | None = None) -> None:
-        started = _Worker(self._context, name, self._log_dir, options, early)
+        started = _Worker(name, self._log_dir, options, early)
         self._workers.append(started)
         self._emit("worker", f"{name}: starting (pid {started.process.pid})")
 
     def _replace(self, w: _Worker) -> None:
         w.stop()
-        replacement = _Worker(self._context, w.name, self._log_dir, w.options)
+        replacement = _Worker(w.name, self._log_dir, w.options)
         self._workers[self._workers.index(w)] = replacement
         self._emit("worker", f"{w.name}: starting (pid {replacement.process.pid})")
 

@@ -6,7 +6,8 @@ conductor's own start-up (the recipe schema, loading and checking the recipe, th
 scene 0) instead of following it. This module imports only the standard library and the device
 vocabulary, so that the worker is spawned before anything heavy is loaded. ``LocalExecutor``
 takes the worker over (``take``) and sends it its log path and options; a worker nobody took
-is stopped when the command ends.
+is stopped when the command ends. Every other local worker is spawned the same way
+(``spawn_worker``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 from sceneforge.floor.devices import parse_device
 from sceneforge.floor.errors import UserError
@@ -45,6 +48,18 @@ def worker_environment() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+def spawn_worker(name: str, target: Callable[..., None], *args: object) -> tuple[Connection, BaseProcess]:
+    """Start ``target(conn, *args)`` in a worker process of a fresh interpreter (bpy must start in
+    one) with ``WORKER_ENVIRONMENT``; returns the conductor's end of the pipe and the process."""
+    context = multiprocessing.get_context("spawn")
+    conn, child = context.Pipe()
+    process = context.Process(target=target, args=(child, *args), name=name, daemon=True)
+    with worker_environment():
+        process.start()
+    child.close()
+    return conn, process
+
+
 class EarlyWorker:
     """A spawned worker process opening a Blender session on (device, gpu_index, threads); it waits
     for its log path and options (``render.server.serve_early``), having sent ``Ready`` once its
@@ -55,13 +70,8 @@ class EarlyWorker:
     def __init__(self, device: str, gpu_index: int, threads: int) -> None:
         self.session = (device, gpu_index, threads)
         self.tmpdir = tempfile.mkdtemp(prefix="sceneforge-worker-")
-        context = multiprocessing.get_context("spawn")  # bpy must start in a fresh interpreter
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve_early, args=(child, self.tmpdir, device, gpu_index, threads),
-                                       name="sceneforge-worker-0", daemon=True)
-        with worker_environment():
-            self.process.start()
-        child.close()
+        self.conn, self.process = spawn_worker("sceneforge-worker-0", _serve_early,
+                                               self.tmpdir, device, gpu_index, threads)
 
     def stop(self) -> None:
         """Stop it unused: one that has reported (its session is open, and it waits for its
