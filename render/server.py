@@ -17,7 +17,6 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -55,7 +54,7 @@ class WorkerOptions:
     max_rss_mb: float = 0.0  # recycle above this resident memory, 0 = never
 
 
-def finish_frame(spec: SceneSpec, exr: Path, seconds: float, finish: FinishStep) -> FrameDone | FrameFailed:
+def _finish_frame(spec: SceneSpec, exr: Path, seconds: float, finish: FinishStep) -> FrameDone | FrameFailed:
     """Decode a rendered EXR and run the finishing step on it; any failure becomes a FrameFailed."""
     try:
         return FrameDone(spec.index, finish(spec, decode(spec, exr), seconds), seconds)
@@ -71,32 +70,6 @@ def _frame_failed(index: int, exc: Exception) -> FrameFailed:
     return FrameFailed(index, str(exc) if storage else text.strip().splitlines()[-1], text, storage)
 
 
-class OverlappedFrames:
-    """Renders one frame at a time and finishes each in a thread of its own while the next one
-    renders (the Ray actors' way: a threaded actor's calls arrive on two threads, and while one
-    call's frame is being finished the other's renders, as in ``serve``)."""
-
-    def __init__(self, renderer: Renderer, finish: FinishStep) -> None:
-        self._renderer, self._finish = renderer, finish
-        self._rendering = threading.Lock()  # one Blender session: one render at a time
-        # One finishing thread, like a local worker's: frames are finished one at a time, at the lowest priority.
-        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="finish",
-                                            initializer=_lowest_priority if renderer.device == "CPU" else None)
-
-    def __call__(self, spec: SceneSpec) -> FrameDone | FrameFailed:
-        """Render ``spec`` once the render before it is done, then finish it while the next one renders."""
-        with self._rendering:
-            try:
-                exr, seconds = self._renderer.render_to_file(spec)
-            except Exception as exc:
-                return _frame_failed(spec.index, exc)
-        return self._finisher.submit(finish_frame, spec, exr, seconds, self._finish).result()
-
-    def close(self) -> None:
-        """Stop the finishing thread (after the frames it holds)."""
-        self._finisher.shutdown()
-
-
 def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     """Worker-process entry: render the SceneSpecs that arrive on ``conn`` until ``None`` does.
 
@@ -107,7 +80,7 @@ def serve(conn: Connection, log_path: str, options: WorkerOptions) -> None:
     main one renders, and one decodes, finishes and reports each frame while the next renders.
     Blender's console output goes to ``log_path``.
     """
-    output_to(log_path)
+    _output_to(log_path)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the conductor stops its workers itself
     _serve_frames(conn, _open_session(conn, options.device, options.gpu_index, options.threads), options)
 
@@ -131,11 +104,11 @@ def serve_early(conn: Connection, device: str, gpu_index: int, threads: int) -> 
         renderer.close()
         os._exit(0)
     log_path, options = told
-    output_to(log_path, early_output)
+    _output_to(log_path, early_output)
     _serve_frames(conn, renderer, options, ready_sent=True)
 
 
-def output_to(log_path: str, earlier: IO[bytes] | None = None) -> None:
+def _output_to(log_path: str, earlier: IO[bytes] | None = None) -> None:
     """Send this process's output (Blender's console) to ``log_path`` (appended to), after what
     went to ``earlier``."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -205,7 +178,7 @@ def _finish_and_send(conn: Connection, outbox: queue.Queue, finish: FinishStep, 
         _lowest_priority()
     hung_up = False
     while (item := outbox.get()) is not None:
-        message = finish_frame(*item, finish) if isinstance(item, tuple) else item
+        message = _finish_frame(*item, finish) if isinstance(item, tuple) else item
         if hung_up:
             continue  # keep draining so that the renderer never blocks on a full outbox
         try:

@@ -6,16 +6,18 @@ and the writes of its files, ``sceneforge.labelling``) and answers with the type
 ``sceneforge.render.messages``; this process is the store's one writer of ``frames.jsonl``.
 
 - ``LocalExecutor``: warm worker processes on this machine (one per GPU, or ``workers`` on the CPU).
-- ``RayExecutor``: one warm actor per GPU (or per ``threads`` CPUs) on a Ray cluster; the store
-  must be on a path every node shares.
+- ``RayExecutor``: one warm actor per GPU (or per ``threads`` CPUs) on a Ray cluster, each
+  rendering through a local worker process of its own; the store must be on a path every node shares.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -25,7 +27,6 @@ from sceneforge.floor.devices import Device, parse_device
 from sceneforge.floor.errors import UserError
 from sceneforge.labels.store import DatasetStore
 from sceneforge.render import server
-from sceneforge.render.blender_scene import Renderer
 from sceneforge.render.messages import FrameDone, FrameFailed, Ready, Recycling, StartFailed, WorkerMessage
 from sceneforge.render.server import FinishStep, WorkerOptions
 from sceneforge.scenes.spec import SceneSpec
@@ -54,6 +55,11 @@ class ExecutorOptions:
     def __post_init__(self) -> None:
         if isinstance(self.device, str):
             object.__setattr__(self, "device", parse_device(self.device))
+
+    def for_worker(self, finish: FinishStep, device: str, gpu_index: int) -> WorkerOptions:
+        """How one worker renders on ``device`` (cpu, gpu, auto) under these options."""
+        return WorkerOptions(finish, device, gpu_index, self.threads, self.max_scenes_per_worker,
+                             self.max_worker_memory_mb)
 
 
 @dataclass(frozen=True)
@@ -100,12 +106,12 @@ class _Dispatch:
 
 class _Worker:
     def __init__(self, name: str, log_dir: Path, options: WorkerOptions,
-                 early: first_worker.EarlyWorker | None = None) -> None:
+                 early: first_worker.EarlyWorker | None = None, main_script: bool = True) -> None:
         self.name, self.options, self.early = name, options, early
         self.log = log_dir / f"render-{name}.log"
         if early is None:
             self.conn, self.process = first_worker.spawn_worker(f"sceneforge-{name}", server.serve,
-                                                                str(self.log), options)
+                                                                str(self.log), options, main_script=main_script)
         else:  # started as the command started (``first_worker``): it learns its log and options now
             self.conn, self.process = early.conn, early.process
             with contextlib.suppress(OSError):  # it has left: its StartFailed, or its exit, says why
@@ -154,11 +160,11 @@ class LocalExecutor:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         device = self._options.device
         # Worker-0 may have been started as the command started (``first_worker``).
-        first = self._worker_options("cpu", 0) if device.kind == "cpu" else self._worker_options(device.kind, device.index or 0)
+        first = self._options.for_worker(self._finish, device.kind, device.index or 0)
         self._start("worker-0", first, first_worker.take(first.device, first.gpu_index, first.threads))
         if device.kind == "cpu":
             for n in range(1, self._options.workers):
-                self._start(f"worker-{n}", self._worker_options("cpu", 0))
+                self._start(f"worker-{n}", self._options.for_worker(self._finish, "cpu", 0))
         # else the first worker finds the GPUs; the others follow once it reports them
         return self
 
@@ -227,12 +233,12 @@ class LocalExecutor:
         if not gpus:  # only under auto: a worker asked for a GPU that is not there sent StartFailed
             self._emit("notice", "no GPU found: rendering on the CPU")
             for n in range(1, self._options.workers):
-                self._start(f"worker-{n}", self._worker_options("cpu", 0))
+                self._start(f"worker-{n}", self._options.for_worker(self._finish, "cpu", 0))
             return None
         # gpu:N: all on that GPU (a worker without it sent StartFailed); else round robin, worker-0 on GPU 0.
         indices = [device.index] if device.index is not None else list(range(len(gpus)))
         for n in range(1, len(indices) * self._options.workers_per_gpu):
-            self._start(f"worker-{n}", self._worker_options("gpu", indices[n % len(indices)]))
+            self._start(f"worker-{n}", self._options.for_worker(self._finish, "gpu", indices[n % len(indices)]))
         return None
 
     def _start(self, name: str, options: WorkerOptions, early: first_worker.EarlyWorker | None = None) -> None:
@@ -245,10 +251,6 @@ class LocalExecutor:
         replacement = _Worker(w.name, self._log_dir, w.options)
         self._workers[self._workers.index(w)] = replacement
         self._emit("worker", f"{w.name}: starting (pid {replacement.process.pid})")
-
-    def _worker_options(self, device: str, gpu_index: int) -> WorkerOptions:
-        o = self._options
-        return WorkerOptions(self._finish, device, gpu_index, o.threads, o.max_scenes_per_worker, o.max_worker_memory_mb)
 
 
 def _outcome(store: DatasetStore, dispatch: _Dispatch, spec: SceneSpec, message: FrameDone | FrameFailed,
@@ -265,37 +267,81 @@ def _outcome(store: DatasetStore, dispatch: _Dispatch, spec: SceneSpec, message:
 
 
 class _RenderActor:
-    """A warm Blender session in a Ray worker process that renders and finishes frames: a threaded
-    actor (``_IN_FLIGHT`` calls at once) whose frames render one at a time, each finished while the
-    next one renders, as in a local worker (``server.OverlappedFrames``)."""
+    """A Ray actor that renders through a worker process of its own, a local worker (``_Worker``,
+    spawned without Ray's main script): frames render and finish there exactly as they do locally,
+    and a worker that recycles itself (``--max-scenes-per-worker``, ``--max-worker-memory``) or
+    crashes is replaced without Ray restarting the actor. A threaded actor: ``_IN_FLIGHT`` calls
+    wait at once, each for its frame's answer. The new worker gets the frames the old one had not
+    answered; the frame a worker died on fails (the conductor retries it), as with the local executor."""
 
-    def __init__(self, finish: FinishStep, device: str, threads: int, log_path: str) -> None:
-        # Blender's console into the store's log, as a local worker's: in Ray's own worker log its
-        # render progress (about 50 lines a frame) would be read and forwarded by Ray's log monitor.
-        server.output_to(log_path)
-        # Ray pins a GPU actor with CUDA_VISIBLE_DEVICES, so its GPU is always the first one seen.
-        try:
-            self._renderer: Renderer | None = Renderer(device, 0, threads)
-            self._start: Ready | StartFailed = Ready(os.getpid(), self._renderer.device,
-                                                     [g[2] for g in self._renderer.gpus])
-        except UserError as exc:  # Ray's GPU without a GPU Cycles can use: reported by ``ready``
-            self._renderer, self._start = None, StartFailed(str(exc))
-        finish.prepare()
-        self._frames = server.OverlappedFrames(self._renderer, finish) if self._renderer is not None else None
+    def __init__(self, name: str, log_dir: str, options: WorkerOptions) -> None:
+        self._name, self._log_dir, self._options = name, Path(log_dir), options
+        self._lock = threading.Lock()  # the worker, and the frames sent to it
+        self._pending: deque[tuple[SceneSpec, Future]] = deque()  # in the order the worker answers
+        self._closing = False
+        self._start = self._start_worker()
+        if isinstance(self._start, Ready):
+            threading.Thread(target=self._receive, daemon=True).start()
 
     def ready(self) -> Ready | StartFailed:
         """What the local workers send first: the session is up, or why it cannot render as asked."""
         return self._start
 
     def render(self, spec: SceneSpec) -> FrameDone | FrameFailed:
-        assert self._frames is not None, "an actor that could not start is never sent frames"
-        return self._frames(spec)
+        assert isinstance(self._start, Ready), "an actor that could not start is never sent frames"
+        answer: Future = Future()
+        with self._lock:
+            self._pending.append((spec, answer))
+            with contextlib.suppress(OSError):  # it is leaving: its replacement gets the frame
+                self._worker.conn.send(spec)
+        return answer.result()
 
     def close(self) -> None:
-        """Remove the renderer's scratch and Blender's session folders (before the actor is killed)."""
-        if self._frames is not None:
-            self._frames.close()
-            self._renderer.close()
+        """Stop the worker (it removes its scratch and Blender's session folders) before the actor is killed."""
+        with self._lock:
+            self._closing = True
+            self._worker.stop()
+
+    def _start_worker(self) -> Ready | StartFailed:
+        self._worker = _Worker(self._name, self._log_dir, self._options, main_script=False)
+        try:
+            return self._worker.conn.recv()
+        except (EOFError, OSError):
+            self._worker.process.join(timeout=5)
+            return StartFailed(f"the render worker died starting (exit code {self._worker.process.exitcode})")
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                message = self._worker.conn.recv()
+            except (EOFError, OSError):
+                with self._lock:
+                    if self._closing:
+                        return
+                    self._worker.process.join(timeout=5)
+                    if self._pending:
+                        spec, answer = self._pending.popleft()
+                        answer.set_result(FrameFailed(spec.index, f"render worker died (exit code "
+                                                                  f"{self._worker.process.exitcode})", ""))
+                    self._replace(f"died (exit code {self._worker.process.exitcode})")
+                continue
+            if isinstance(message, Recycling):
+                with self._lock:
+                    self._replace(f"recycled: {message.reason}")
+                continue
+            spec, answer = self._pending.popleft()
+            answer.set_result(message)
+
+    def _replace(self, why: str) -> None:
+        """A fresh worker for one that has left, sent the frames still unanswered; if it cannot
+        start, the actor leaves, and Ray restarts it (its frames fail, and are retried)."""
+        self._worker.stop()
+        with open(self._worker.log, "a") as log:  # the worker's log: the next one writes there too
+            log.write(f"sceneforge: {self._name}: the render worker {why}; starting another\n")
+        if not isinstance(self._start_worker(), Ready):
+            os._exit(1)
+        for spec, _ in self._pending:
+            self._worker.conn.send(spec)
 
 
 class RayExecutor:
@@ -337,14 +383,13 @@ class RayExecutor:
         actor = ray.remote(_RenderActor).options(
             num_gpus=1 / per_gpu if on_gpu else 0, num_cpus=max(1, self._options.threads) if not on_gpu else 1,
             max_restarts=-1, max_task_retries=0, max_concurrency=_IN_FLIGHT,
-            runtime_env={"env_vars": first_worker.worker_environment_added()},
         )
         count = gpus * per_gpu if on_gpu else self._options.workers
         logs = self._store.root.resolve() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        self._actors = [actor.remote(self._finish, "gpu" if on_gpu else "cpu", self._options.threads,
-                                     str(logs / f"render-actor-{n}.log"))
-                        for n in range(count)]
+        # Ray pins a GPU actor with CUDA_VISIBLE_DEVICES, which its worker inherits: its GPU is the first one seen.
+        worker = self._options.for_worker(self._finish, "gpu" if on_gpu else "cpu", 0)
+        self._actors = [actor.remote(f"actor-{n}", str(logs), worker) for n in range(count)]
         for n, ready in enumerate(ray.get([a.ready.remote() for a in self._actors])):
             if isinstance(ready, StartFailed):
                 raise UserError(f"--device {device}: actor-{n}: {ready.error}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
-import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import ray
@@ -17,8 +19,6 @@ from sceneforge.floor.errors import UserError
 from sceneforge.executors import ExecutorOptions
 from sceneforge.labelling import LabelAndStore
 from sceneforge.pipeline import render_dataset
-from sceneforge.render import server
-from sceneforge.render.messages import FrameDone
 from sceneforge.scenes.recipe import Recipe
 
 
@@ -62,50 +62,51 @@ def test_ray_actors_get_one_blas_thread_like_local_workers(local_ray, tiny_store
     assert "OPENBLAS_NUM_THREADS" not in os.environ  # the conductor's own environment is left alone
 
 
-class _FinishWaitingForTheNextRender:
-    """Finishes frame 0 only once frame 1 has rendered (or a minute has passed: no overlap)."""
-
-    def __init__(self) -> None:
-        self.first_rendered, self.second_rendered = threading.Event(), threading.Event()
-        self.overlapped: bool | None = None
-
-    def prepare(self) -> None:
-        pass
+class _LabelAndStoreReportingItsProcess(LabelAndStore):
+    """The real finishing step, whose records also say which process finished them: its pid, its
+    niceness, whether it is a Ray worker and which main script it ran."""
 
     def __call__(self, spec, passes, render_seconds):
-        if spec.index == 0:
-            self.overlapped = self.second_rendered.wait(timeout=60)
-        return spec.index
+        main_script = getattr(sys.modules["__main__"], "__file__", None)
+        return {**super().__call__(spec, passes, render_seconds), "pid": os.getpid(),
+                "nice": os.getpriority(os.PRIO_PROCESS, os.getpid()), "ray_worker": ray.is_initialized(),
+                "main_script": main_script and Path(main_script).name}
 
 
-class _InstantRenderer:
-    device = "GPU"  # leaves the finishing thread at the test's priority
+def test_an_actor_replaces_a_worker_that_recycles_itself_and_loses_no_frame(local_ray, tiny_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(sceneforge.pipeline, "LabelAndStore", _LabelAndStoreReportingItsProcess)
+    recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 3})
+    report = render_dataset(recipe, tmp_path / "out", executor="ray",
+                            options=ExecutorOptions(device="cpu", threads=1, max_scenes_per_worker=1))
+    records = report.store.records()
+    assert not report.failures and [r["index"] for r in records] == [0, 1, 2]
+    assert len({r["pid"] for r in records}) == 3  # a fresh worker for every frame
+    log = (report.store.root / "logs" / "render-actor-0.log").read_text()
+    assert log.count("the render worker recycled: rendered 1 frames") == 3
+    assert log.count("Saved: ") == 3
 
-    def __init__(self, folder: Path, finish: _FinishWaitingForTheNextRender) -> None:
-        self.folder, self.finish = folder, finish
 
-    def render_to_file(self, spec):
-        exr = self.folder / f"{spec.index}.exr"
-        exr.touch()
-        (self.finish.first_rendered if spec.index == 0 else self.finish.second_rendered).set()
-        return exr, 0.5
+class _LabelAndStoreDyingOnce(LabelAndStore):
+    """The real finishing step, whose process is killed the first time it finishes frame 1."""
+
+    def __call__(self, spec, passes, render_seconds):
+        if spec.index == 1:
+            with contextlib.suppress(FileExistsError):
+                (Path(self.store_root) / "died-once").touch(exist_ok=False)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(spec, passes, render_seconds)
 
 
-def test_an_actor_renders_its_next_frame_while_it_finishes_the_last_one(tmp_path, monkeypatch):
-    """The actor's two calls (a threaded actor): frame 1 renders while frame 0 is being finished."""
-    monkeypatch.setattr(server, "decode", lambda spec, exr: None)
-    finish = _FinishWaitingForTheNextRender()
-    frames = server.OverlappedFrames(_InstantRenderer(tmp_path, finish), finish)
-    answers: dict[int, object] = {}
-    first = threading.Thread(target=lambda: answers.setdefault(0, frames(SimpleNamespace(index=0))))
-    first.start()
-    assert finish.first_rendered.wait(timeout=60)
-    answers[1] = frames(SimpleNamespace(index=1))  # renders now, while frame 0 is being finished
-    first.join()
-    frames.close()
-    assert finish.overlapped is True
-    assert answers == {0: FrameDone(0, 0, 0.5), 1: FrameDone(1, 1, 0.5)}
-    assert list(tmp_path.iterdir()) == []  # each rendered file was removed once finished
+def test_a_frame_whose_worker_dies_fails_once_and_is_rendered_again(local_ray, tiny_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(sceneforge.pipeline, "LabelAndStore", _LabelAndStoreDyingOnce)
+    recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 3})
+    report = render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="cpu", threads=1))
+    assert not report.failures and [r["index"] for r in report.store.records()] == [0, 1, 2]
+    events = [json.loads(line) for line in (report.store.root / "logs" / "run.jsonl").read_text().splitlines()]
+    retries = [e["message"] for e in events if e["event"] == "retry"]
+    assert retries == ["frame 1 failed on actor-0: render worker died (exit code -9)"]
+    log = (report.store.root / "logs" / "render-actor-0.log").read_text()
+    assert "the render worker died (exit code -9); starting another" in log
 
 
 def test_ray_without_gpus_refuses_device_gpu(local_ray, tiny_store, tmp_path):
@@ -150,13 +151,6 @@ def test_ray_actors_leave_no_blender_folder_behind(ray_with_its_own_tmpdir, tiny
     assert [p.name for p in ray_with_its_own_tmpdir.iterdir() if p.name.startswith("blender_")] == []
 
 
-class _LabelAndStoreReportingNiceness(LabelAndStore):
-    """The real finishing step, whose records also give the niceness of the process that rendered them."""
-
-    def __call__(self, spec, passes, render_seconds):
-        return {**super().__call__(spec, passes, render_seconds), "nice": os.getpriority(os.PRIO_PROCESS, os.getpid())}
-
-
 @pytest.fixture
 def no_ray(monkeypatch):
     """No Ray running, and RAY_ADDRESS naming a cluster that is not there."""
@@ -168,12 +162,15 @@ def no_ray(monkeypatch):
 
 def test_without_an_address_the_executor_starts_a_private_ray_whose_actors_render_like_local_workers(
         no_ray, tiny_store, tmp_path, monkeypatch):
-    """Its own Ray, not RAY_ADDRESS's; actors at normal priority (Ray's default is nice 15) with
-    Blender's console in the store's logs, and the Ray shut down at the end."""
-    monkeypatch.setattr(sceneforge.pipeline, "LabelAndStore", _LabelAndStoreReportingNiceness)
+    """Its own Ray, not RAY_ADDRESS's; actors at normal priority (Ray's default is nice 15), which
+    render in a worker process of their own, without Ray; Blender's console in the store's logs, and
+    the Ray shut down at the end."""
+    monkeypatch.setattr(sceneforge.pipeline, "LabelAndStore", _LabelAndStoreReportingItsProcess)
     recipe = Recipe.model_validate(tiny_store.meta["recipe"]).model_copy(update={"count": 2})
     report = render_dataset(recipe, tmp_path / "out", executor="ray", options=ExecutorOptions(device="cpu", threads=1))
-    assert [(r["index"], r["nice"]) for r in report.store.records()] == [(0, os.nice(0)), (1, os.nice(0))]
+    records = report.store.records()
+    assert [(r["index"], r["nice"], r["ray_worker"], r["main_script"]) for r in records] == [
+        (0, os.nice(0), False, None), (1, os.nice(0), False, None)]  # not Ray's worker script (default_worker.py)
     log = (report.store.root / "logs" / "render-actor-0.log").read_text()
     assert log.count("Saved: ") == 2  # Blender's line for each EXR it wrote
     assert not ray.is_initialized()
