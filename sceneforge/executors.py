@@ -319,11 +319,11 @@ class _RenderActor:
                     if self._closing:
                         return
                     self._worker.process.join(timeout=5)
+                    died = f"died (exit code {self._worker.process.exitcode})"
                     if self._pending:
                         spec, answer = self._pending.popleft()
-                        answer.set_result(FrameFailed(spec.index, f"render worker died (exit code "
-                                                                  f"{self._worker.process.exitcode})", ""))
-                    self._replace(f"died (exit code {self._worker.process.exitcode})")
+                        answer.set_result(FrameFailed(spec.index, f"render worker {died}", ""))
+                    self._replace(died)
                 continue
             if isinstance(message, Recycling):
                 with self._lock:

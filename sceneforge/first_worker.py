@@ -33,15 +33,11 @@ from sceneforge.floor.errors import UserError
 WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
 
 
-def worker_environment_added() -> dict[str, str]:
-    """The part of ``WORKER_ENVIRONMENT`` that a worker gets: the variables the user has not set."""
-    return {key: value for key, value in WORKER_ENVIRONMENT.items() if key not in os.environ}
-
-
 @contextlib.contextmanager
 def worker_environment() -> Iterator[None]:
-    """``WORKER_ENVIRONMENT`` in this process's environment while a worker is spawned (it inherits it)."""
-    added = worker_environment_added()
+    """``WORKER_ENVIRONMENT``, less the variables the user has set, in this process's environment
+    while a worker is spawned (it inherits it)."""
+    added = {key: value for key, value in WORKER_ENVIRONMENT.items() if key not in os.environ}
     os.environ.update(added)
     try:
         yield
